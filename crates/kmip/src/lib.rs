@@ -17,6 +17,8 @@
 
 pub mod enums;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod message;
 pub mod registry;
 pub mod ttlv;

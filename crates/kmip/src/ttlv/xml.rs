@@ -65,24 +65,60 @@ fn names_for(tag: Tag, siblings: &[Item]) -> Option<Names> {
 // ---------------------------------------------------------------------------------------
 // Writing
 
+/// What a redacted secret prints as. It is not valid hex or a valid anything else, so a
+/// redacted document cannot be encoded back by mistake into a message with a wrong key.
+pub const REDACTED: &str = "$REDACTED";
+
+/// Whether secrets (key material, passwords) are printed or replaced by [`REDACTED`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Secrets {
+    /// Print every value.
+    Reveal,
+    /// Replace the values under Key Material, Key Value and Password.
+    Redact,
+}
+
 /// The XML form of `item`, indented by two spaces per level, ending in a newline.
 pub fn to_xml(item: &Item) -> String {
+    to_xml_with(item, Secrets::Reveal)
+}
+
+/// The XML form of `item`, secrets revealed or redacted.
+pub fn to_xml_with(item: &Item, secrets: Secrets) -> String {
     let mut out = String::new();
-    write_item(item, &[], 0, &mut out);
+    write_item(item, &[], 0, secrets, &mut out);
     out
 }
 
 /// The XML form of several items (a test case's message sequence) inside `<KMIP>`.
-pub fn to_xml_document(items: &[Item]) -> String {
+pub fn to_xml_document(items: &[Item], secrets: Secrets) -> String {
     let mut out = String::from("<KMIP>\n");
     for item in items {
-        write_item(item, &[], 1, &mut out);
+        write_item(item, &[], 1, secrets, &mut out);
     }
     out.push_str("</KMIP>\n");
     out
 }
 
-fn write_item(item: &Item, siblings: &[Item], depth: usize, out: &mut String) {
+/// True for the items whose whole subtree is secret.
+fn is_secret(tag: Tag) -> bool {
+    tag == Tag::KEY_MATERIAL || tag == Tag::KEY_VALUE || tag == Tag::PASSWORD || tag == Tag::KEY
+}
+
+/// `redacting` is true inside a secret subtree when secrets are redacted.
+fn write_item(item: &Item, siblings: &[Item], depth: usize, secrets: Secrets, out: &mut String) {
+    write_nested(item, siblings, depth, secrets, false, out)
+}
+
+fn write_nested(
+    item: &Item,
+    siblings: &[Item],
+    depth: usize,
+    secrets: Secrets,
+    redacting: bool,
+    out: &mut String,
+) {
+    let redacting = redacting || (secrets == Secrets::Redact && is_secret(item.tag));
     for _ in 0..depth {
         out.push_str("  ");
     }
@@ -97,7 +133,7 @@ fn write_item(item: &Item, siblings: &[Item], depth: usize, out: &mut String) {
         Value::Structure(children) => {
             out.push_str(">\n");
             for (i, child) in children.iter().enumerate() {
-                write_item(child, &children[..i], depth + 1, out);
+                write_nested(child, &children[..i], depth + 1, secrets, redacting, out);
             }
             for _ in 0..depth {
                 out.push_str("  ");
@@ -107,15 +143,39 @@ fn write_item(item: &Item, siblings: &[Item], depth: usize, out: &mut String) {
             out.push_str(">\n");
         }
         value => {
-            let text = value_text(item.tag, value, siblings);
+            let text = match redacting {
+                true => REDACTED.to_owned(),
+                false => value_text(item.tag, value, siblings),
+            };
             let _ = writeln!(
                 out,
                 " type=\"{}\" value=\"{}\"/>",
                 value.item_type().xml_name(),
-                quick_xml::escape::escape(text.as_str())
+                escape_attribute(&text)
             );
         }
     }
+}
+
+/// Escapes for a double-quoted attribute. Beyond `& < > " '`, control characters become
+/// character references: an XML reader must turn a literal tab or newline in an attribute
+/// into a space, which would change a Text String.
+fn escape_attribute(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            c if (c as u32) < 0x20 || c == '\u{7f}' => {
+                let _ = write!(out, "&#x{:x};", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 fn value_text(tag: Tag, value: &Value, siblings: &[Item]) -> String {
@@ -355,8 +415,9 @@ fn parse_tag_attribute(s: &str) -> Option<Tag> {
     Tag::new(u32::from_str_radix(hex, 16).ok()?)
 }
 
-fn parse_value(tag: Tag, t: ItemType, s: &str, siblings: &[Item]) -> Result<Value, String> {
-    let s = s.trim();
+fn parse_value(tag: Tag, t: ItemType, raw: &str, siblings: &[Item]) -> Result<Value, String> {
+    // Text keeps its spaces; every other type tolerates them around the value.
+    let s = raw.trim();
     Ok(match t {
         ItemType::Structure => Value::Structure(Vec::new()),
         ItemType::Integer => {
@@ -403,7 +464,7 @@ fn parse_value(tag: Tag, t: ItemType, s: &str, siblings: &[Item]) -> Result<Valu
             "false" | "0" => Value::Boolean(false),
             _ => return Err("expected true or false".into()),
         },
-        ItemType::TextString => Value::TextString(s.to_owned().into()),
+        ItemType::TextString => Value::TextString(raw.to_owned().into()),
         ItemType::ByteString => Value::ByteString(hex_bytes(s)?.into()),
         ItemType::DateTime => Value::DateTime(parse_date_time(s, false)?),
         ItemType::DateTimeExtended => Value::DateTimeExtended(parse_date_time(s, true)?),
@@ -545,6 +606,30 @@ mod tests {
             "{xml}"
         );
         assert_eq!(from_xml(&xml).unwrap(), item);
+    }
+
+    #[test]
+    fn redaction_hides_key_material_and_passwords_and_cannot_be_encoded_back() {
+        let item = Item::structure(
+            Tag::KEY_BLOCK,
+            vec![
+                Item::enumeration(Tag::KEY_FORMAT_TYPE, 1),
+                Item::structure(
+                    Tag::KEY_VALUE,
+                    vec![Item::bytes(Tag::KEY_MATERIAL, vec![0xAB; 32])],
+                ),
+                Item::text(Tag::PASSWORD, "hunter2"),
+                Item::integer(Tag::CRYPTOGRAPHIC_LENGTH, 256),
+            ],
+        );
+        let xml = to_xml_with(&item, Secrets::Redact);
+        assert!(!xml.contains("abab") && !xml.contains("hunter2"), "{xml}");
+        assert!(xml.contains(r#"<KeyFormatType type="Enumeration" value="Raw"/>"#));
+        assert!(xml.contains(r#"<CryptographicLength type="Integer" value="256"/>"#));
+        assert_eq!(xml.matches(REDACTED).count(), 2);
+        let err = from_xml(&xml).unwrap_err().to_string();
+        assert!(err.contains("KeyMaterial"), "{err}");
+        assert!(to_xml(&item).contains(&"ab".repeat(32)));
     }
 
     #[test]

@@ -1,0 +1,22 @@
+//! Command-line parsing and dispatch: one `match` on the subcommand.
+
+mod args;
+mod cmd;
+
+pub use args::parse;
+use args::{Cli, Command};
+
+/// Runs the parsed command.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Ttlv(c) => cmd::ttlv::run(c),
+    }
+}
+
+/// True when `e` comes from writing to a pipe whose reader has gone away.
+pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}

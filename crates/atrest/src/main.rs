@@ -1,0 +1,30 @@
+//! `atrest`: encrypts an appliance's data at rest with keys kept on the organisation's KMIP
+//! key manager.
+//!
+//! This binary is thin, as ripgrep's is: it parses arguments, calls the library crates
+//! (`kmip` today; `kms`, `volume` and `service` as they arrive) and owns the exit-status
+//! policy:
+//!
+//! | status | meaning |
+//! |---|---|
+//! | 0 | success (a closed pipe on stdout counts as success: `atrest ttlv decode | head`) |
+//! | 1 | the command failed; the message on stderr says why and what to fix |
+//! | 2 | the command line was wrong (from clap) |
+
+#![forbid(unsafe_code)]
+
+mod cli;
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let args = cli::parse();
+    match cli::run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if cli::is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("atrest: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

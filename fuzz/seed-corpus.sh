@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Seeds fuzz/corpus/ from the published KMIP vectors and the OASIS test cases, so the
+# fuzzers start from real messages instead of from nothing.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(dirname "$here")
+cases=${KMIP_TESTCASES:-$root/../shared/kmip-testcases}
+mkdir -p "$here/corpus/ttlv_roundtrip" "$here/corpus/kmip_xml"
+grep -v '^#' "$root/crates/kmip/testdata/vectors.tsv" | while IFS=$'\t' read -r name hex; do
+  printf '%s' "$hex" | xxd -r -p > "$here/corpus/ttlv_roundtrip/$(printf '%s' "$name" | tr -c 'A-Za-z0-9' _)"
+done
+# Every OASIS message as TTLV, through atrest's own encoder (files with $NOW-style
+# placeholders have no fixed encoding and are left to the XML corpus).
+cargo build -q --manifest-path "$root/Cargo.toml" -p atrest
+n=0
+for f in "$cases"/*/*/*.xml; do
+  n=$((n + 1))
+  cp "$f" "$here/corpus/kmip_xml/case$n.xml"
+  { "$root/target/debug/atrest" ttlv encode "$f" 2>/dev/null || true; } | head -4 | while read -r hex; do
+    printf '%s' "$hex" | xxd -r -p > "$here/corpus/ttlv_roundtrip/case$n-$RANDOM"
+  done
+done
+echo "corpus: $(ls "$here/corpus/ttlv_roundtrip" | wc -l) TTLV, $(ls "$here/corpus/kmip_xml" | wc -l) XML"
