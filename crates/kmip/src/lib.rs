@@ -6,8 +6,7 @@
 //! XML test-case form ([`ttlv`]), the names of tags and enumerations ([`registry`]), and the
 //! typed request and response messages a data-at-rest client and a small server exchange
 //! ([`message`]). It never touches disks; the TLS client that carries these messages lives
-//! beside it in this crate's `client` module once written, and the development server in the
-//! `kms` crate.
+//! beside it in [`client`], and the development server in the `kms` crate.
 //!
 //! Decoding is strict about framing (lengths, padding, types) so that a hostile peer cannot
 //! make us misread or over-allocate, and lenient about content (unknown tags in a response
@@ -15,6 +14,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod client;
 pub mod enums;
 pub mod error;
 #[doc(hidden)]

@@ -14,9 +14,132 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Talk to the KMIP server of a configuration file ("Save and Test", key operations).
+    #[command(subcommand)]
+    Kmip(KmipCommand),
     /// Translate KMIP messages between TTLV (binary or hex) and the OASIS XML form.
     #[command(subcommand)]
     Ttlv(TtlvCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigArg {
+    /// The configuration file ([kmip] table: servers, ca_cert, client_cert, ...).
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KmipCommand {
+    /// "Save and Test": connect, negotiate, send a harmless request, report what worked.
+    ///
+    /// Exit status 0 when a server answered a KMIP request with success. On failure it
+    /// names the step that failed (name resolution, TCP, server certificate, client
+    /// certificate, KMIP authentication, version) and the likely fix.
+    Test {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Also create, activate, fetch, revoke and destroy a throwaway key, proving the
+        /// account may do everything Encrypt will need.
+        #[arg(long)]
+        probe_key: bool,
+    },
+    /// Create an AES key; prints its Unique Identifier.
+    Create {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Name attribute for the key.
+        #[arg(long)]
+        name: Option<String>,
+        /// Key length in bits.
+        #[arg(long, default_value_t = 256, value_parser = parse_bits)]
+        bits: i32,
+        /// Activate the key right after creating it.
+        #[arg(long)]
+        activate: bool,
+    },
+    /// Fetch a symmetric key; prints it in hex (the output is a secret).
+    Get {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The key's Unique Identifier.
+        uid: String,
+        /// Write the raw key bytes instead of hex (for piping into cryptsetup).
+        #[arg(long)]
+        raw: bool,
+    },
+    /// Activate a key.
+    Activate {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The key's Unique Identifier.
+        uid: String,
+    },
+    /// Revoke a key (it can then no longer be used to protect data).
+    Revoke {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The key's Unique Identifier.
+        uid: String,
+        /// Revocation reason.
+        #[arg(long, value_enum, default_value = "cessation-of-operation")]
+        reason: RevokeReason,
+        /// Revocation message.
+        #[arg(long)]
+        message: Option<String>,
+    },
+    /// Destroy a key (revoke it first if it is Active).
+    Destroy {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The key's Unique Identifier.
+        uid: String,
+    },
+    /// Show a key's attributes (State, algorithm, length, names, dates).
+    Attributes {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The key's Unique Identifier.
+        uid: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Find keys by Name; prints one Unique Identifier per line.
+    Locate {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The Name to look for.
+        name: String,
+    },
+    /// Show what the server says about itself (vendor, operations, object types).
+    Query {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Show the KMIP versions the server speaks, most preferred first.
+    Versions {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+}
+
+fn parse_bits(s: &str) -> Result<i32, String> {
+    match s {
+        "128" | "192" | "256" => Ok(s.parse().unwrap_or(256)),
+        _ => Err("AES keys are 128, 192 or 256 bits".into()),
+    }
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum RevokeReason {
+    Unspecified,
+    KeyCompromise,
+    Superseded,
+    CessationOfOperation,
 }
 
 #[derive(Debug, Subcommand)]

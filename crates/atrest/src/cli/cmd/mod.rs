@@ -1,3 +1,4 @@
 //! One file per subcommand: glue between arguments and the library crates.
 
+pub mod kmip;
 pub mod ttlv;

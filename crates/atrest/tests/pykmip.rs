@@ -1,0 +1,657 @@
+//! atrest's KMIP client against PyKMIP 0.11's real server (harness = false: one set of
+//! servers for every case, stopped at the end even when a case fails).
+//!
+//! The test makes its own PKI with OpenSSL (RSA and ECDSA CAs, a foreign CA, an expired
+//! server certificate, a certificate for the wrong host name, PKCS#12 and encrypted PEM
+//! client identities), starts four PyKMIP servers from the virtualenv that
+//! `scripts/setup-peers.sh` installs (`$ATREST_PYKMIP_VENV`, default `.venv`), and runs the
+//! real `atrest` binary as an operator would. A missing virtualenv is a failure, not a skip.
+
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use openssl::asn1::Asn1Time;
+use openssl::bn::{BigNum, MsbOption};
+use openssl::ec::{EcGroup, EcKey};
+use openssl::hash::MessageDigest;
+use openssl::nid::Nid;
+use openssl::pkcs12::Pkcs12;
+use openssl::pkey::{PKey, Private};
+use openssl::rsa::Rsa;
+use openssl::symm::Cipher;
+use openssl::x509::extension::{
+    BasicConstraints, ExtendedKeyUsage, KeyUsage, SubjectAlternativeName,
+};
+use openssl::x509::{X509NameBuilder, X509};
+use serde_json::Value as Json;
+
+// ---------------------------------------------------------------------------------------
+// PKI
+
+struct Issued {
+    cert: X509,
+    key: PKey<Private>,
+}
+
+fn new_key(ec: bool) -> PKey<Private> {
+    if ec {
+        let g = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap();
+        PKey::from_ec_key(EcKey::generate(&g).unwrap()).unwrap()
+    } else {
+        PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap()
+    }
+}
+
+enum Role<'a> {
+    Ca,
+    Server { names: &'a [&'a str] },
+    Client,
+}
+
+/// A certificate for `cn`, valid from `from` to `until` days from now, signed by `issuer`
+/// (self-signed when `None`).
+fn issue(cn: &str, role: Role<'_>, ec: bool, issuer: Option<&Issued>, from: i64, until: i64) -> Issued {
+    let key = new_key(ec);
+    let mut name = X509NameBuilder::new().unwrap();
+    name.append_entry_by_nid(Nid::COMMONNAME, cn).unwrap();
+    let name = name.build();
+    let mut b = X509::builder().unwrap();
+    b.set_version(2).unwrap();
+    let mut serial = BigNum::new().unwrap();
+    serial.rand(64, MsbOption::MAYBE_ZERO, false).unwrap();
+    b.set_serial_number(&serial.to_asn1_integer().unwrap()).unwrap();
+    b.set_subject_name(&name).unwrap();
+    b.set_issuer_name(issuer.map_or(&name, |i| i.cert.subject_name())).unwrap();
+    b.set_pubkey(&key).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    b.set_not_before(&Asn1Time::from_unix(now + from * 86_400).unwrap()).unwrap();
+    b.set_not_after(&Asn1Time::from_unix(now + until * 86_400).unwrap()).unwrap();
+    match role {
+        Role::Ca => {
+            b.append_extension(BasicConstraints::new().critical().ca().build().unwrap()).unwrap();
+            b.append_extension(KeyUsage::new().critical().key_cert_sign().crl_sign().build().unwrap())
+                .unwrap();
+        }
+        Role::Server { names } => {
+            b.append_extension(BasicConstraints::new().critical().build().unwrap()).unwrap();
+            let mut ku = KeyUsage::new();
+            ku.critical().digital_signature();
+            if !ec {
+                ku.key_encipherment();
+            }
+            b.append_extension(ku.build().unwrap()).unwrap();
+            b.append_extension(ExtendedKeyUsage::new().server_auth().build().unwrap()).unwrap();
+            let mut san = SubjectAlternativeName::new();
+            for n in names {
+                if n.parse::<std::net::IpAddr>().is_ok() {
+                    san.ip(n);
+                } else {
+                    san.dns(n);
+                }
+            }
+            let ctx = b.x509v3_context(issuer.map(|i| i.cert.as_ref()), None);
+            let san = san.build(&ctx).unwrap();
+            b.append_extension(san).unwrap();
+        }
+        Role::Client => {
+            b.append_extension(BasicConstraints::new().critical().build().unwrap()).unwrap();
+            let mut ku = KeyUsage::new();
+            ku.critical().digital_signature();
+            if !ec {
+                ku.key_encipherment();
+            }
+            b.append_extension(ku.build().unwrap()).unwrap();
+            b.append_extension(ExtendedKeyUsage::new().client_auth().build().unwrap()).unwrap();
+        }
+    }
+    let signer = issuer.map_or(&key, |i| &i.key);
+    b.sign(signer, MessageDigest::sha256()).unwrap();
+    Issued {
+        cert: b.build(),
+        key,
+    }
+}
+
+fn write(path: &Path, bytes: &[u8], mode: u32) {
+    std::fs::write(path, bytes).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+struct Pki {
+    dir: PathBuf,
+}
+
+impl Pki {
+    fn create(dir: &Path) -> Self {
+        std::fs::create_dir_all(dir).unwrap();
+        let save = |name: &str, i: &Issued| {
+            write(&dir.join(format!("{name}.crt")), &i.cert.to_pem().unwrap(), 0o644);
+            write(
+                &dir.join(format!("{name}.key")),
+                &i.key.private_key_to_pem_pkcs8().unwrap(),
+                0o600,
+            );
+        };
+        let servers = &["localhost", "127.0.0.1"][..];
+        for (alg, ec) in [("ec", true), ("rsa", false)] {
+            let ca = issue(&format!("atrest test CA ({alg})"), Role::Ca, ec, None, -1, 3650);
+            save(&format!("{alg}-ca"), &ca);
+            let srv = issue("localhost", Role::Server { names: servers }, ec, Some(&ca), -1, 825);
+            save(&format!("{alg}-server"), &srv);
+            let cli = issue("kmip-client", Role::Client, ec, Some(&ca), -1, 825);
+            save(&format!("{alg}-client"), &cli);
+            if ec {
+                // Expired a day ago; and valid but for another host.
+                let old = issue("localhost", Role::Server { names: servers }, ec, Some(&ca), -30, -1);
+                save("ec-server-expired", &old);
+                let other = issue("other.example", Role::Server { names: &["other.example"] }, ec, Some(&ca), -1, 825);
+                save("ec-server-other-name", &other);
+                // The client identity in every form Save and Test must open.
+                let pass = b"client passphrase";
+                write(
+                    &dir.join("ec-client.pkcs8.key"),
+                    &cli.key
+                        .private_key_to_pem_pkcs8_passphrase(Cipher::aes_256_cbc(), pass)
+                        .unwrap(),
+                    0o600,
+                );
+                let legacy = cli.key.ec_key().unwrap();
+                write(
+                    &dir.join("ec-client.legacy.key"),
+                    &legacy.private_key_to_pem_passphrase(Cipher::aes_128_cbc(), pass).unwrap(),
+                    0o600,
+                );
+                let p12 = Pkcs12::builder()
+                    .name("kmip-client")
+                    .pkey(&cli.key)
+                    .cert(&cli.cert)
+                    .build2("client passphrase")
+                    .unwrap();
+                write(&dir.join("ec-client.p12"), &p12.to_der().unwrap(), 0o600);
+                write(&dir.join("client.pass"), b"client passphrase\n", 0o600);
+                write(&dir.join("wrong.pass"), b"not the passphrase\n", 0o600);
+                write(&dir.join("kmip.pass"), b"s3cret\n", 0o600);
+            }
+        }
+        let foreign = issue("some other CA", Role::Ca, true, None, -1, 3650);
+        save("foreign-ca", &foreign);
+        let stranger = issue("kmip-client", Role::Client, true, Some(&foreign), -1, 825);
+        save("foreign-client", &stranger);
+        Self { dir: dir.to_owned() }
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.join(name).display().to_string()
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// PyKMIP servers
+
+struct PyKmip {
+    name: &'static str,
+    port: u16,
+    child: Child,
+    log: PathBuf,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl PyKmip {
+    fn start(name: &'static str, venv: &Path, dir: &Path, pki: &Pki, alg: &str, cert: &str) -> Self {
+        let port = free_port();
+        let d = dir.join(name);
+        std::fs::create_dir_all(d.join("policies")).unwrap();
+        let conf = format!(
+            "[server]\nhostname=127.0.0.1\nport={port}\ncertificate_path={}\nkey_path={}\nca_path={}\n\
+             auth_suite=TLS1.2\npolicy_path={}\nenable_tls_client_auth=True\nlogging_level=INFO\n\
+             database_path={}\n",
+            pki.path(&format!("{cert}.crt")),
+            pki.path(&format!("{cert}.key")),
+            pki.path(&format!("{alg}-ca.crt")),
+            d.join("policies").display(),
+            d.join("pykmip.db").display(),
+        );
+        std::fs::write(d.join("server.conf"), conf).unwrap();
+        let log = d.join("server.log");
+        let child = Command::new(venv.join("bin/pykmip-server"))
+            .arg("-f")
+            .arg(d.join("server.conf"))
+            .arg("-l")
+            .arg(&log)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(d.join("stderr.log")).unwrap())
+            // Its own process group, so the helpers it forks stop with it.
+            .process_group(0)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", venv.join("bin/pykmip-server").display()));
+        Self {
+            name,
+            port,
+            child,
+            log,
+        }
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("PyKMIP {} exited with {status}; see {}", self.name, self.log.display());
+            }
+            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        panic!("PyKMIP {} did not listen on {} within 60 s", self.name, self.port);
+    }
+}
+
+impl Drop for PyKmip {
+    fn drop(&mut self) {
+        let pgid = self.child.id() as i32;
+        let _ = Command::new("kill").args(["-TERM", "--", &format!("-{pgid}")]).status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = Command::new("kill").args(["-KILL", "--", &format!("-{pgid}")]).status();
+        let _ = self.child.wait();
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The environment every case sees
+
+struct Env {
+    dir: PathBuf,
+    pki: Pki,
+    ec: u16,
+    rsa: u16,
+    expired: u16,
+    other_name: u16,
+}
+
+struct Conf<'a> {
+    servers: Vec<String>,
+    ca: &'a str,
+    cert: &'a str,
+    key: Option<&'a str>,
+    pass: Option<&'a str>,
+    version: &'a str,
+    timeout: u64,
+}
+
+impl Env {
+    /// The default configuration: the ECDSA server, a PEM identity, auto version.
+    fn conf(&self) -> Conf<'static> {
+        Conf {
+            servers: vec![format!("localhost:{}", self.ec)],
+            ca: "ec-ca.crt",
+            cert: "ec-client.crt",
+            key: Some("ec-client.key"),
+            pass: None,
+            version: "auto",
+            timeout: 5,
+        }
+    }
+
+    fn write_conf(&self, name: &str, c: &Conf<'_>) -> PathBuf {
+        let q = |s: &str| format!("\"{}\"", self.pki.path(s));
+        let mut t = format!(
+            "[kmip]\nservers = [{}]\nca_cert = {}\nclient_cert = {}\nusername = \"appliance\"\npassword_file = {}\nversion = \"{}\"\ntimeout_secs = {}\n",
+            c.servers.iter().map(|s| format!("\"{s}\"")).collect::<Vec<_>>().join(", "),
+            q(c.ca),
+            q(c.cert),
+            q("kmip.pass"),
+            c.version,
+            c.timeout
+        );
+        if let Some(k) = c.key {
+            t += &format!("client_key = {}\n", q(k));
+        }
+        if let Some(p) = c.pass {
+            t += &format!("passphrase_file = {}\n", q(p));
+        }
+        let p = self.dir.join(format!("{name}.toml"));
+        std::fs::write(&p, t).unwrap();
+        p
+    }
+}
+
+fn atrest(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_atrest")).args(args).output().unwrap()
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "atrest failed ({}):\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+/// `atrest kmip test --json`, returning the JSON and whether it exited 0.
+fn save_and_test(conf: &Path) -> (Json, bool) {
+    let out = atrest(&["kmip", "test", "--json", "--config", conf.to_str().unwrap()]);
+    let j: Json = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert_eq!(j["ok"].as_bool(), Some(out.status.success()), "{j}");
+    (j, out.status.success())
+}
+
+fn expect_failure(env: &Env, name: &str, c: &Conf<'_>, step: &str, error_contains: &str) {
+    let (j, success) = save_and_test(&env.write_conf(name, c));
+    assert!(!success, "{name}: expected failure, got {j}");
+    assert_eq!(j["step"], step, "{name}: {j}");
+    let error = j["error"].as_str().unwrap();
+    assert!(error.contains(error_contains), "{name}: {error}");
+    assert!(!j["hint"].as_str().unwrap().is_empty());
+    // No secret ever reaches the report.
+    let text = j.to_string();
+    assert!(!text.contains("s3cret") && !text.contains("client passphrase"), "{text}");
+}
+
+/// Create, activate, get, attributes, locate, revoke, destroy through the CLI.
+fn lifecycle(conf: &Path, label: &str) {
+    let c = conf.to_str().unwrap();
+    let name = format!("atrest-{label}-{}", std::process::id());
+    let uid = ok(&atrest(&["kmip", "create", "--config", c, "--name", &name]));
+    let uid = uid.trim();
+    assert!(!uid.is_empty());
+    ok(&atrest(&["kmip", "activate", "--config", c, uid]));
+    let key = ok(&atrest(&["kmip", "get", "--config", c, uid]));
+    assert_eq!(key.trim().len(), 64, "{label}: a 256-bit key in hex");
+    let raw = atrest(&["kmip", "get", "--raw", "--config", c, uid]);
+    assert_eq!(hex::encode(&raw.stdout), key.trim());
+    let attrs = ok(&atrest(&["kmip", "attributes", "--json", "--config", c, uid]));
+    let attrs: Json = serde_json::from_str(&attrs).unwrap();
+    assert_eq!(attrs["State"], "Active", "{label}: {attrs}");
+    assert_eq!(attrs["CryptographicAlgorithm"], "AES", "{label}: {attrs}");
+    assert_eq!(attrs["CryptographicLength"], "256", "{label}: {attrs}");
+    let found = ok(&atrest(&["kmip", "locate", "--config", c, &name]));
+    assert_eq!(found.trim(), uid, "{label}: locate by name");
+    // An Active key cannot be destroyed: the server's refusal comes through.
+    let refused = atrest(&["kmip", "destroy", "--config", c, uid]);
+    assert!(!refused.status.success(), "{label}: destroy of an Active key succeeded");
+    ok(&atrest(&["kmip", "revoke", "--config", c, uid]));
+    ok(&atrest(&["kmip", "destroy", "--config", c, uid]));
+    let gone = atrest(&["kmip", "get", "--config", c, uid]);
+    assert_eq!(gone.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&gone.stderr);
+    assert!(err.contains("ItemNotFound"), "{label}: {err}");
+}
+
+// ---------------------------------------------------------------------------------------
+// Cases
+
+fn save_and_test_reports_the_server_tls_and_kmip_version(env: &Env) {
+    let (j, success) = save_and_test(&env.write_conf("report", &env.conf()));
+    assert!(success, "{j}");
+    assert_eq!(j["server"], format!("localhost:{}", env.ec));
+    assert_eq!(j["tls_version"], "TLSv1.2");
+    assert!(j["cipher"].as_str().unwrap().starts_with("ECDHE-ECDSA-AES"), "{j}");
+    assert_eq!(j["kmip_version"], "2.0", "PyKMIP prefers 2.0: {j}");
+    assert_eq!(j["versions_offered"], serde_json::json!(["2.0", "1.4", "1.3", "1.2", "1.1", "1.0"]));
+    assert!(j["vendor"].as_str().unwrap().contains("PyKMIP"), "{j}");
+    assert_eq!(j["operations_missing"], serde_json::json!([]), "{j}");
+    assert!(j["round_trip_ms"].as_f64().unwrap() > 0.0);
+    let days = j["server_certificate"]["days_left"].as_i64().unwrap();
+    assert!((823..=825).contains(&days), "{j}");
+    assert!((823..=825).contains(&j["client_certificate"]["days_left"].as_i64().unwrap()));
+    // The human form says the same.
+    let text = ok(&atrest(&["kmip", "test", "--config", env.dir.join("report.toml").to_str().unwrap()]));
+    assert!(text.starts_with("Save and Test: OK"), "{text}");
+    assert!(text.contains("version 2.0"), "{text}");
+}
+
+fn probe_key_proves_the_whole_lifecycle(env: &Env) {
+    let conf = env.write_conf("probe", &env.conf());
+    let out = atrest(&["kmip", "test", "--json", "--probe-key", "--config", conf.to_str().unwrap()]);
+    let j: Json = serde_json::from_slice(&ok(&out).into_bytes()).unwrap();
+    let steps: Vec<&str> = j["probe_key"]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["step"].as_str().unwrap())
+        .collect();
+    assert_eq!(steps, ["create", "activate", "get", "revoke", "destroy"], "{j}");
+}
+
+fn lifecycle_in_every_version_pykmip_accepts(env: &Env) {
+    for v in ["1.0", "1.1", "1.2", "1.3", "1.4", "2.0"] {
+        let mut c = env.conf();
+        c.version = v;
+        let conf = env.write_conf(&format!("v{v}"), &c);
+        let (j, success) = save_and_test(&conf);
+        assert!(success, "{v}: {j}");
+        assert_eq!(j["kmip_version"], v);
+        lifecycle(&conf, &format!("v{v}"));
+    }
+}
+
+fn lifecycle_with_rsa_certificates_on_the_stock_cbc_suites(env: &Env) {
+    let mut c = env.conf();
+    c.servers = vec![format!("localhost:{}", env.rsa)];
+    c.ca = "rsa-ca.crt";
+    c.cert = "rsa-client.crt";
+    c.key = Some("rsa-client.key");
+    let conf = env.write_conf("rsa", &c);
+    let (j, success) = save_and_test(&conf);
+    assert!(success, "{j}");
+    let cipher = j["cipher"].as_str().unwrap();
+    // Stock PyKMIP offers only CBC suites with an RSA certificate.
+    assert!(cipher.contains("SHA256") || cipher.contains("SHA384"), "{cipher}");
+    assert!(!cipher.contains("GCM"), "{cipher}");
+    lifecycle(&conf, "rsa");
+}
+
+fn lifecycle_with_a_pkcs12_identity_and_with_encrypted_pem_keys(env: &Env) {
+    let mut c = env.conf();
+    c.cert = "ec-client.p12";
+    c.key = None;
+    c.pass = Some("client.pass");
+    lifecycle(&env.write_conf("p12", &c), "p12");
+    for key in ["ec-client.pkcs8.key", "ec-client.legacy.key"] {
+        let mut c = env.conf();
+        c.key = Some(key);
+        c.pass = Some("client.pass");
+        let (j, success) = save_and_test(&env.write_conf(key, &c));
+        assert!(success, "{key}: {j}");
+    }
+    lifecycle(&env.write_conf("pkcs8", &{
+        let mut c = env.conf();
+        c.key = Some("ec-client.pkcs8.key");
+        c.pass = Some("client.pass");
+        c
+    }), "pkcs8");
+}
+
+fn untrusted_ca_is_reported_as_such(env: &Env) {
+    let mut c = env.conf();
+    c.ca = "rsa-ca.crt";
+    expect_failure(env, "untrusted", &c, "verify server certificate", "not trusted");
+}
+
+fn wrong_host_name_is_reported_as_such(env: &Env) {
+    let mut c = env.conf();
+    c.servers = vec![format!("localhost:{}", env.other_name)];
+    expect_failure(env, "hostname", &c, "verify server certificate", "does not name localhost");
+}
+
+fn expired_server_certificate_is_reported_as_such(env: &Env) {
+    let mut c = env.conf();
+    c.servers = vec![format!("localhost:{}", env.expired)];
+    expect_failure(env, "expired", &c, "verify server certificate", "validity period");
+}
+
+fn client_certificate_from_another_ca_is_reported_as_rejected(env: &Env) {
+    let mut c = env.conf();
+    c.cert = "foreign-client.crt";
+    c.key = Some("foreign-client.key");
+    expect_failure(env, "foreign", &c, "present client certificate", "rejected the client certificate");
+}
+
+fn wrong_passphrase_is_reported_before_connecting(env: &Env) {
+    for (cert, key) in [
+        ("ec-client.p12", None),
+        ("ec-client.crt", Some("ec-client.pkcs8.key")),
+        ("ec-client.crt", Some("ec-client.legacy.key")),
+    ] {
+        let mut c = env.conf();
+        c.cert = cert;
+        c.key = key;
+        c.pass = Some("wrong.pass");
+        expect_failure(env, "wrongpass", &c, "load client certificate", "passphrase");
+    }
+}
+
+fn nothing_listening_is_reported_as_refused(env: &Env) {
+    let mut c = env.conf();
+    c.servers = vec![format!("127.0.0.1:{}", free_port())];
+    expect_failure(env, "refused", &c, "TCP connect", "connection refused");
+}
+
+fn unknown_host_is_reported_as_name_resolution(env: &Env) {
+    let mut c = env.conf();
+    c.servers = vec!["no-such-host.invalid".into()];
+    expect_failure(env, "dns", &c, "resolve host name", "does not resolve");
+}
+
+fn a_server_that_never_answers_times_out(env: &Env) {
+    // A real peer cannot be made to hang, so this one is ours: it accepts and stays silent.
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let t = std::thread::spawn(move || {
+        let (s, _) = l.accept().unwrap();
+        std::thread::sleep(Duration::from_secs(3));
+        drop(s);
+    });
+    let mut c = env.conf();
+    c.servers = vec![format!("127.0.0.1:{port}")];
+    c.timeout = 1;
+    let started = Instant::now();
+    expect_failure(env, "silent", &c, "KMIP request", "no answer within 1s");
+    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    t.join().unwrap();
+}
+
+fn fails_over_to_the_second_server_when_the_first_is_down(env: &Env) {
+    let mut c = env.conf();
+    c.servers = vec![format!("127.0.0.1:{}", free_port()), format!("localhost:{}", env.ec)];
+    let (j, success) = save_and_test(&env.write_conf("failover", &c));
+    assert!(success, "{j}");
+    assert_eq!(j["server"], format!("localhost:{}", env.ec));
+    // And all-down names each server's failure.
+    c.servers = vec![format!("127.0.0.1:{}", free_port()), "no-such-host.invalid".into()];
+    expect_failure(env, "alldown", &c, "reach any server", "no KMIP server could be used");
+}
+
+fn a_group_readable_password_file_is_refused_with_the_fix(env: &Env) {
+    let p = env.dir.join("open.pass");
+    write(&p, b"s3cret\n", 0o644);
+    let conf = env.write_conf("openpass", &env.conf());
+    let text = std::fs::read_to_string(&conf).unwrap().replace(&env.pki.path("kmip.pass"), p.to_str().unwrap());
+    std::fs::write(&conf, text).unwrap();
+    let (j, success) = save_and_test(&conf);
+    assert!(!success);
+    assert_eq!(j["step"], "read configuration");
+    assert!(j["error"].as_str().unwrap().contains("chmod 600"), "{j}");
+}
+
+// ---------------------------------------------------------------------------------------
+
+fn main() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let venv = std::env::var_os("ATREST_PYKMIP_VENV").map_or_else(|| root.join(".venv"), PathBuf::from);
+    assert!(
+        venv.join("bin/pykmip-server").exists(),
+        "PyKMIP is not installed in {}: run scripts/setup-peers.sh",
+        venv.display()
+    );
+    let dir = std::env::temp_dir().join(format!("atrest-pykmip-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let pki = Pki::create(&dir.join("pki"));
+    let mut servers = vec![
+        PyKmip::start("ec", &venv, &dir, &pki, "ec", "ec-server"),
+        PyKmip::start("rsa", &venv, &dir, &pki, "rsa", "rsa-server"),
+        PyKmip::start("expired", &venv, &dir, &pki, "ec", "ec-server-expired"),
+        PyKmip::start("other-name", &venv, &dir, &pki, "ec", "ec-server-other-name"),
+    ];
+    for s in &mut servers {
+        s.wait_ready();
+    }
+    let env = Env {
+        dir: dir.clone(),
+        pki,
+        ec: servers[0].port,
+        rsa: servers[1].port,
+        expired: servers[2].port,
+        other_name: servers[3].port,
+    };
+    let cases: &[(&str, fn(&Env))] = &[
+        ("save_and_test_reports_the_server_tls_and_kmip_version", save_and_test_reports_the_server_tls_and_kmip_version),
+        ("probe_key_proves_the_whole_lifecycle", probe_key_proves_the_whole_lifecycle),
+        ("lifecycle_in_every_version_pykmip_accepts", lifecycle_in_every_version_pykmip_accepts),
+        ("lifecycle_with_rsa_certificates_on_the_stock_cbc_suites", lifecycle_with_rsa_certificates_on_the_stock_cbc_suites),
+        ("lifecycle_with_a_pkcs12_identity_and_with_encrypted_pem_keys", lifecycle_with_a_pkcs12_identity_and_with_encrypted_pem_keys),
+        ("untrusted_ca_is_reported_as_such", untrusted_ca_is_reported_as_such),
+        ("wrong_host_name_is_reported_as_such", wrong_host_name_is_reported_as_such),
+        ("expired_server_certificate_is_reported_as_such", expired_server_certificate_is_reported_as_such),
+        ("client_certificate_from_another_ca_is_reported_as_rejected", client_certificate_from_another_ca_is_reported_as_rejected),
+        ("wrong_passphrase_is_reported_before_connecting", wrong_passphrase_is_reported_before_connecting),
+        ("nothing_listening_is_reported_as_refused", nothing_listening_is_reported_as_refused),
+        ("unknown_host_is_reported_as_name_resolution", unknown_host_is_reported_as_name_resolution),
+        ("a_server_that_never_answers_times_out", a_server_that_never_answers_times_out),
+        ("fails_over_to_the_second_server_when_the_first_is_down", fails_over_to_the_second_server_when_the_first_is_down),
+        ("a_group_readable_password_file_is_refused_with_the_fix", a_group_readable_password_file_is_refused_with_the_fix),
+    ];
+    let filter = std::env::args().nth(1).filter(|a| !a.starts_with('-'));
+    let (mut passed, mut failed) = (0, 0);
+    for (name, case) in cases {
+        if filter.as_deref().is_some_and(|f| !name.contains(f)) {
+            continue;
+        }
+        let started = Instant::now();
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| case(&env)));
+        match r {
+            Ok(()) => {
+                passed += 1;
+                println!("test {name} ... ok ({:.1} s)", started.elapsed().as_secs_f64());
+            }
+            Err(_) => {
+                failed += 1;
+                println!("test {name} ... FAILED");
+            }
+        }
+    }
+    drop(servers);
+    if failed == 0 {
+        let _ = std::fs::remove_dir_all(&dir);
+    } else {
+        println!("server logs and configurations kept in {}", dir.display());
+    }
+    println!("{passed} passed, {failed} failed");
+    std::process::exit(i32::from(failed > 0));
+}

@@ -1,0 +1,430 @@
+//! The configuration file.
+//!
+//! ```toml
+//! [kmip]
+//! servers = ["kms1.example.com", "kms2.example.com:5697"]
+//! ca_cert = "kmip-ca.pem"
+//! client_cert = "client.p12"        # PKCS#12, or a PEM certificate (chain)
+//! client_key = "client.key"         # only with a PEM certificate; may be encrypted
+//! passphrase_file = "client.pass"
+//! username = "appliance"
+//! password_file = "kmip.pass"
+//! version = "auto"                  # or "1.0" ... "2.1"
+//! timeout_secs = 10
+//! ```
+//! Unknown keys are errors, so a typo is reported instead of silently ignored. Files that
+//! hold secrets (the passphrase, the password, the private key, a PKCS#12 file) must not be
+//! readable by group or others: such a file is refused with the `chmod` that fixes it.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use kmip::client::{ClientConfig, Identity, ServerAddr, VersionChoice};
+use kmip::message::ProtocolVersion;
+use serde::Deserialize;
+use zeroize::Zeroizing;
+
+/// A configuration problem, naming the file or key and what to do.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A file could not be read.
+    #[error("cannot read {what} {}: {source}", path.display())]
+    Read {
+        /// What the file is for.
+        what: &'static str,
+        /// Its path.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The TOML is malformed or has unknown or mistyped keys.
+    #[error("{}: {message}", path.display())]
+    Syntax {
+        /// The configuration file.
+        path: PathBuf,
+        /// The parser's message, with line and column.
+        message: String,
+    },
+    /// A key has a value that cannot be used.
+    #[error("{}: {key} = {value:?}: {why}", path.display())]
+    Invalid {
+        /// The configuration file.
+        path: PathBuf,
+        /// The key.
+        key: &'static str,
+        /// Its value.
+        value: String,
+        /// What is wrong.
+        why: String,
+    },
+    /// A secret file readable by group or others.
+    #[error("{what} {} is readable by group or others (mode {mode:03o}); run: chmod 600 {}", path.display(), path.display())]
+    SecretTooOpen {
+        /// What the file is for.
+        what: &'static str,
+        /// Its path.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// A secret file with nothing in it.
+    #[error("{what} {} is empty", path.display())]
+    EmptySecret {
+        /// What the file is for.
+        what: &'static str,
+        /// Its path.
+        path: PathBuf,
+    },
+}
+
+/// The whole file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    kmip: KmipSection,
+    #[serde(default)]
+    volume: Vec<VolumeConfig>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KmipSection {
+    servers: Vec<String>,
+    ca_cert: PathBuf,
+    client_cert: PathBuf,
+    client_key: Option<PathBuf>,
+    passphrase_file: Option<PathBuf>,
+    username: Option<String>,
+    password_file: Option<PathBuf>,
+    #[serde(default = "auto")]
+    version: String,
+    #[serde(default = "ten")]
+    timeout_secs: u64,
+}
+
+fn auto() -> String {
+    "auto".into()
+}
+
+fn ten() -> u64 {
+    10
+}
+
+/// One `[[volume]]` table: a volume the daemon unlocks at start.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeConfig {
+    /// A name for logs and the admin page.
+    pub name: String,
+    /// The image file or block device.
+    pub path: PathBuf,
+}
+
+/// The configuration, loaded and checked.
+#[derive(Debug)]
+pub struct Config {
+    /// Where it was read from.
+    pub path: PathBuf,
+    /// The KMIP client's settings, files already read.
+    pub kmip: ClientConfig,
+    /// Volumes for the daemon.
+    pub volumes: Vec<VolumeConfig>,
+}
+
+impl Config {
+    /// Reads and checks the configuration at `path`, and every file it names.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            what: "configuration file",
+            path: path.to_owned(),
+            source,
+        })?;
+        let file: File = toml::from_str(&text).map_err(|e| ConfigError::Syntax {
+            path: path.to_owned(),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let k = file.kmip;
+        let invalid = |key, value: String, why: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            key,
+            value,
+            why,
+        };
+        if k.servers.is_empty() {
+            return Err(invalid("servers", "[]".into(), "list at least one KMIP server".into()));
+        }
+        let servers = k
+            .servers
+            .iter()
+            .map(|s| ServerAddr::parse(s).map_err(|why| invalid("servers", s.clone(), why)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let version = match k.version.as_str() {
+            "auto" => VersionChoice::Auto,
+            v => {
+                let parsed: ProtocolVersion = v.parse().map_err(|why| invalid("version", v.into(), why))?;
+                if !ProtocolVersion::SUPPORTED.contains(&parsed) {
+                    return Err(invalid(
+                        "version",
+                        v.into(),
+                        "atrest speaks KMIP 1.0, 1.1, 1.2, 1.3, 1.4, 2.0 and 2.1, or \"auto\"".into(),
+                    ));
+                }
+                VersionChoice::Fixed(parsed)
+            }
+        };
+        if k.timeout_secs == 0 || k.timeout_secs > 600 {
+            return Err(invalid(
+                "timeout_secs",
+                k.timeout_secs.to_string(),
+                "must be between 1 and 600 seconds".into(),
+            ));
+        }
+        let resolve = |p: &Path| base.join(p);
+        let passphrase = k
+            .passphrase_file
+            .as_deref()
+            .map(|p| read_secret_text("passphrase_file", &resolve(p)))
+            .transpose()?;
+        let cert_path = resolve(&k.client_cert);
+        let identity = match &k.client_key {
+            None => {
+                let der = read_secret("client_cert (PKCS#12)", &cert_path)?;
+                let passphrase = passphrase.ok_or_else(|| {
+                    invalid(
+                        "passphrase_file",
+                        String::new(),
+                        "a PKCS#12 client_cert needs passphrase_file (or give client_key for a PEM certificate)".into(),
+                    )
+                })?;
+                Identity::Pkcs12 {
+                    der: der.to_vec(),
+                    passphrase,
+                }
+            }
+            Some(key) => Identity::Pem {
+                cert_pem: read_file("client_cert", &cert_path)?,
+                key_pem: read_secret("client_key", &resolve(key))?,
+                passphrase,
+            },
+        };
+        let password = k
+            .password_file
+            .as_deref()
+            .map(|p| read_secret_text("password_file", &resolve(p)))
+            .transpose()?;
+        if password.is_some() && k.username.is_none() {
+            return Err(invalid(
+                "password_file",
+                k.password_file.unwrap_or_default().display().to_string(),
+                "a password needs a username".into(),
+            ));
+        }
+        let timeout = Duration::from_secs(k.timeout_secs);
+        Ok(Self {
+            path: path.to_owned(),
+            kmip: ClientConfig {
+                servers,
+                ca_pem: read_file("ca_cert", &resolve(&k.ca_cert))?,
+                identity,
+                username: k.username,
+                password,
+                version,
+                connect_timeout: timeout,
+                request_timeout: timeout,
+            },
+            volumes: file.volume,
+        })
+    }
+}
+
+fn read_file(what: &'static str, path: &Path) -> Result<Vec<u8>, ConfigError> {
+    fs::read(path).map_err(|source| ConfigError::Read {
+        what,
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Reads a file that holds a secret, refusing it when group or others may read it.
+fn read_secret(what: &'static str, path: &Path) -> Result<Zeroizing<Vec<u8>>, ConfigError> {
+    let meta = fs::metadata(path).map_err(|source| ConfigError::Read {
+        what,
+        path: path.to_owned(),
+        source,
+    })?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(ConfigError::SecretTooOpen {
+            what,
+            path: path.to_owned(),
+            mode,
+        });
+    }
+    let bytes = Zeroizing::new(read_file(what, path)?);
+    if bytes.is_empty() {
+        return Err(ConfigError::EmptySecret {
+            what,
+            path: path.to_owned(),
+        });
+    }
+    Ok(bytes)
+}
+
+/// A secret text file: one line, the trailing newline not part of the secret.
+fn read_secret_text(what: &'static str, path: &Path) -> Result<Zeroizing<String>, ConfigError> {
+    let bytes = read_secret(what, path)?;
+    let text = std::str::from_utf8(&bytes).map_err(|_| ConfigError::Read {
+        what,
+        path: path.to_owned(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text"),
+    })?;
+    let line = text.strip_suffix('\n').unwrap_or(text);
+    let line = line.strip_suffix('\r').unwrap_or(line);
+    if line.is_empty() {
+        return Err(ConfigError::EmptySecret {
+            what,
+            path: path.to_owned(),
+        });
+    }
+    Ok(Zeroizing::new(line.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Dir(PathBuf);
+
+    impl Dir {
+        fn new(name: &str) -> Self {
+            let d = std::env::temp_dir().join(format!("atrest-config-{name}-{}", std::process::id()));
+            let _ = fs::remove_dir_all(&d);
+            fs::create_dir_all(&d).unwrap();
+            Self(d)
+        }
+
+        fn write(&self, name: &str, text: &str, mode: u32) -> PathBuf {
+            let p = self.0.join(name);
+            fs::write(&p, text).unwrap();
+            fs::set_permissions(&p, fs::Permissions::from_mode(mode)).unwrap();
+            p
+        }
+    }
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    const PEM_CONFIG: &str = r#"
+[kmip]
+servers = ["kms1.example.com", "kms2.example.com:5697", "[::1]:15696"]
+ca_cert = "ca.pem"
+client_cert = "client.pem"
+client_key = "client.key"
+passphrase_file = "client.pass"
+username = "appliance"
+password_file = "kmip.pass"
+version = "1.2"
+timeout_secs = 3
+
+[[volume]]
+name = "recordings"
+path = "/var/lib/appliance/recordings.img"
+"#;
+
+    fn pem_dir(name: &str) -> (Dir, PathBuf) {
+        let d = Dir::new(name);
+        d.write("ca.pem", "CA", 0o644);
+        d.write("client.pem", "CERT", 0o644);
+        d.write("client.key", "KEY", 0o600);
+        d.write("client.pass", "open sesame\n", 0o600);
+        d.write("kmip.pass", "s3cret\r\n", 0o400);
+        let c = d.write("atrest.toml", PEM_CONFIG, 0o644);
+        (d, c)
+    }
+
+    #[test]
+    fn loads_a_full_configuration_resolving_paths_against_its_folder() {
+        let (_d, path) = pem_dir("full");
+        let c = Config::load(&path).unwrap();
+        let k = &c.kmip;
+        assert_eq!(k.servers[0], ServerAddr { host: "kms1.example.com".into(), port: 5696 });
+        assert_eq!(k.servers[1].port, 5697);
+        assert_eq!(k.servers[2], ServerAddr { host: "::1".into(), port: 15696 });
+        assert_eq!(k.ca_pem, b"CA");
+        let Identity::Pem { cert_pem, key_pem, passphrase } = &k.identity else {
+            panic!("not PEM")
+        };
+        assert_eq!((cert_pem.as_slice(), key_pem.as_slice()), (&b"CERT"[..], &b"KEY"[..]));
+        assert_eq!(passphrase.as_deref().map(String::as_str), Some("open sesame"));
+        assert_eq!(k.password.as_deref().map(String::as_str), Some("s3cret"));
+        assert_eq!(k.version, VersionChoice::Fixed(ProtocolVersion::V1_2));
+        assert_eq!(k.request_timeout, Duration::from_secs(3));
+        assert_eq!(c.volumes[0].name, "recordings");
+        // Secrets stay out of Debug.
+        let dbg = format!("{c:?}");
+        assert!(!dbg.contains("open sesame") && !dbg.contains("s3cret") && !dbg.contains("KEY\""), "{dbg}");
+    }
+
+    #[test]
+    fn refuses_a_secret_file_readable_by_others_and_says_the_chmod() {
+        let (d, path) = pem_dir("perm");
+        d.write("kmip.pass", "s3cret\n", 0o644);
+        let e = Config::load(&path).unwrap_err().to_string();
+        assert!(e.contains("password_file") && e.contains("mode 644"), "{e}");
+        assert!(e.contains(&format!("chmod 600 {}", d.0.join("kmip.pass").display())), "{e}");
+        d.write("kmip.pass", "s3cret\n", 0o600);
+        d.write("client.key", "KEY", 0o640);
+        let e = Config::load(&path).unwrap_err().to_string();
+        assert!(e.contains("client_key") && e.contains("chmod 600"), "{e}");
+    }
+
+    #[test]
+    fn names_a_missing_file_and_a_typo_and_a_bad_value() {
+        let (d, path) = pem_dir("errors");
+        fs::remove_file(d.0.join("ca.pem")).unwrap();
+        let e = Config::load(&path).unwrap_err().to_string();
+        assert!(e.contains("cannot read ca_cert") && e.contains("ca.pem"), "{e}");
+
+        let typo = PEM_CONFIG.replace("timeout_secs", "timeout_sec");
+        let p = d.write("typo.toml", &typo, 0o644);
+        let e = Config::load(&p).unwrap_err().to_string();
+        assert!(e.contains("unknown field `timeout_sec`"), "{e}");
+
+        let bad = PEM_CONFIG.replace("\"1.2\"", "\"3.0\"");
+        let p = d.write("bad.toml", &bad, 0o644);
+        let e = Config::load(&p).unwrap_err().to_string();
+        assert!(e.contains("version = \"3.0\""), "{e}");
+
+        let port = PEM_CONFIG.replace("kms2.example.com:5697", "kms2.example.com:99999");
+        let p = d.write("port.toml", &port, 0o644);
+        let e = Config::load(&p).unwrap_err().to_string();
+        assert!(e.contains("port \"99999\""), "{e}");
+
+        let e = Config::load(&d.0.join("nope.toml")).unwrap_err().to_string();
+        assert!(e.contains("cannot read configuration file"), "{e}");
+    }
+
+    #[test]
+    fn a_pkcs12_certificate_needs_a_passphrase_file() {
+        let d = Dir::new("p12");
+        d.write("ca.pem", "CA", 0o644);
+        d.write("client.p12", "P12", 0o600);
+        let p = d.write(
+            "c.toml",
+            "[kmip]\nservers=[\"k\"]\nca_cert=\"ca.pem\"\nclient_cert=\"client.p12\"\n",
+            0o644,
+        );
+        let e = Config::load(&p).unwrap_err().to_string();
+        assert!(e.contains("needs passphrase_file"), "{e}");
+        d.write("client.p12", "P12", 0o644);
+        let e = Config::load(&p).unwrap_err().to_string();
+        assert!(e.contains("chmod 600"), "{e}");
+    }
+}
