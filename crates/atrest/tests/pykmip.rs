@@ -54,7 +54,14 @@ enum Role<'a> {
 
 /// A certificate for `cn`, valid from `from` to `until` days from now, signed by `issuer`
 /// (self-signed when `None`).
-fn issue(cn: &str, role: Role<'_>, ec: bool, issuer: Option<&Issued>, from: i64, until: i64) -> Issued {
+fn issue(
+    cn: &str,
+    role: Role<'_>,
+    ec: bool,
+    issuer: Option<&Issued>,
+    from: i64,
+    until: i64,
+) -> Issued {
     let key = new_key(ec);
     let mut name = X509NameBuilder::new().unwrap();
     name.append_entry_by_nid(Nid::COMMONNAME, cn).unwrap();
@@ -63,31 +70,45 @@ fn issue(cn: &str, role: Role<'_>, ec: bool, issuer: Option<&Issued>, from: i64,
     b.set_version(2).unwrap();
     let mut serial = BigNum::new().unwrap();
     serial.rand(64, MsbOption::MAYBE_ZERO, false).unwrap();
-    b.set_serial_number(&serial.to_asn1_integer().unwrap()).unwrap();
+    b.set_serial_number(&serial.to_asn1_integer().unwrap())
+        .unwrap();
     b.set_subject_name(&name).unwrap();
-    b.set_issuer_name(issuer.map_or(&name, |i| i.cert.subject_name())).unwrap();
+    b.set_issuer_name(issuer.map_or(&name, |i| i.cert.subject_name()))
+        .unwrap();
     b.set_pubkey(&key).unwrap();
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs() as i64;
-    b.set_not_before(&Asn1Time::from_unix(now + from * 86_400).unwrap()).unwrap();
-    b.set_not_after(&Asn1Time::from_unix(now + until * 86_400).unwrap()).unwrap();
+    b.set_not_before(&Asn1Time::from_unix(now + from * 86_400).unwrap())
+        .unwrap();
+    b.set_not_after(&Asn1Time::from_unix(now + until * 86_400).unwrap())
+        .unwrap();
     match role {
         Role::Ca => {
-            b.append_extension(BasicConstraints::new().critical().ca().build().unwrap()).unwrap();
-            b.append_extension(KeyUsage::new().critical().key_cert_sign().crl_sign().build().unwrap())
+            b.append_extension(BasicConstraints::new().critical().ca().build().unwrap())
                 .unwrap();
+            b.append_extension(
+                KeyUsage::new()
+                    .critical()
+                    .key_cert_sign()
+                    .crl_sign()
+                    .build()
+                    .unwrap(),
+            )
+            .unwrap();
         }
         Role::Server { names } => {
-            b.append_extension(BasicConstraints::new().critical().build().unwrap()).unwrap();
+            b.append_extension(BasicConstraints::new().critical().build().unwrap())
+                .unwrap();
             let mut ku = KeyUsage::new();
             ku.critical().digital_signature();
             if !ec {
                 ku.key_encipherment();
             }
             b.append_extension(ku.build().unwrap()).unwrap();
-            b.append_extension(ExtendedKeyUsage::new().server_auth().build().unwrap()).unwrap();
+            b.append_extension(ExtendedKeyUsage::new().server_auth().build().unwrap())
+                .unwrap();
             let mut san = SubjectAlternativeName::new();
             for n in names {
                 if n.parse::<std::net::IpAddr>().is_ok() {
@@ -101,14 +122,16 @@ fn issue(cn: &str, role: Role<'_>, ec: bool, issuer: Option<&Issued>, from: i64,
             b.append_extension(san).unwrap();
         }
         Role::Client => {
-            b.append_extension(BasicConstraints::new().critical().build().unwrap()).unwrap();
+            b.append_extension(BasicConstraints::new().critical().build().unwrap())
+                .unwrap();
             let mut ku = KeyUsage::new();
             ku.critical().digital_signature();
             if !ec {
                 ku.key_encipherment();
             }
             b.append_extension(ku.build().unwrap()).unwrap();
-            b.append_extension(ExtendedKeyUsage::new().client_auth().build().unwrap()).unwrap();
+            b.append_extension(ExtendedKeyUsage::new().client_auth().build().unwrap())
+                .unwrap();
         }
     }
     let signer = issuer.map_or(&key, |i| &i.key);
@@ -132,7 +155,11 @@ impl Pki {
     fn create(dir: &Path) -> Self {
         std::fs::create_dir_all(dir).unwrap();
         let save = |name: &str, i: &Issued| {
-            write(&dir.join(format!("{name}.crt")), &i.cert.to_pem().unwrap(), 0o644);
+            write(
+                &dir.join(format!("{name}.crt")),
+                &i.cert.to_pem().unwrap(),
+                0o644,
+            );
             write(
                 &dir.join(format!("{name}.key")),
                 &i.key.private_key_to_pem_pkcs8().unwrap(),
@@ -141,17 +168,47 @@ impl Pki {
         };
         let servers = &["localhost", "127.0.0.1"][..];
         for (alg, ec) in [("ec", true), ("rsa", false)] {
-            let ca = issue(&format!("atrest test CA ({alg})"), Role::Ca, ec, None, -1, 3650);
+            let ca = issue(
+                &format!("atrest test CA ({alg})"),
+                Role::Ca,
+                ec,
+                None,
+                -1,
+                3650,
+            );
             save(&format!("{alg}-ca"), &ca);
-            let srv = issue("localhost", Role::Server { names: servers }, ec, Some(&ca), -1, 825);
+            let srv = issue(
+                "localhost",
+                Role::Server { names: servers },
+                ec,
+                Some(&ca),
+                -1,
+                825,
+            );
             save(&format!("{alg}-server"), &srv);
             let cli = issue("kmip-client", Role::Client, ec, Some(&ca), -1, 825);
             save(&format!("{alg}-client"), &cli);
             if ec {
                 // Expired a day ago; and valid but for another host.
-                let old = issue("localhost", Role::Server { names: servers }, ec, Some(&ca), -30, -1);
+                let old = issue(
+                    "localhost",
+                    Role::Server { names: servers },
+                    ec,
+                    Some(&ca),
+                    -30,
+                    -1,
+                );
                 save("ec-server-expired", &old);
-                let other = issue("other.example", Role::Server { names: &["other.example"] }, ec, Some(&ca), -1, 825);
+                let other = issue(
+                    "other.example",
+                    Role::Server {
+                        names: &["other.example"],
+                    },
+                    ec,
+                    Some(&ca),
+                    -1,
+                    825,
+                );
                 save("ec-server-other-name", &other);
                 // The client identity in every form Save and Test must open.
                 let pass = b"client passphrase";
@@ -165,7 +222,9 @@ impl Pki {
                 let legacy = cli.key.ec_key().unwrap();
                 write(
                     &dir.join("ec-client.legacy.key"),
-                    &legacy.private_key_to_pem_passphrase(Cipher::aes_128_cbc(), pass).unwrap(),
+                    &legacy
+                        .private_key_to_pem_passphrase(Cipher::aes_128_cbc(), pass)
+                        .unwrap(),
                     0o600,
                 );
                 let p12 = Pkcs12::builder()
@@ -184,7 +243,9 @@ impl Pki {
         save("foreign-ca", &foreign);
         let stranger = issue("kmip-client", Role::Client, true, Some(&foreign), -1, 825);
         save("foreign-client", &stranger);
-        Self { dir: dir.to_owned() }
+        Self {
+            dir: dir.to_owned(),
+        }
     }
 
     fn path(&self, name: &str) -> String {
@@ -203,11 +264,22 @@ struct PyKmip {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 impl PyKmip {
-    fn start(name: &'static str, venv: &Path, dir: &Path, pki: &Pki, alg: &str, cert: &str) -> Self {
+    fn start(
+        name: &'static str,
+        venv: &Path,
+        dir: &Path,
+        pki: &Pki,
+        alg: &str,
+        cert: &str,
+    ) -> Self {
         let port = free_port();
         let d = dir.join(name);
         std::fs::create_dir_all(d.join("policies")).unwrap();
@@ -233,7 +305,12 @@ impl PyKmip {
             // Its own process group, so the helpers it forks stop with it.
             .process_group(0)
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", venv.join("bin/pykmip-server").display()));
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start {}: {e}",
+                    venv.join("bin/pykmip-server").display()
+                )
+            });
         Self {
             name,
             port,
@@ -246,21 +323,30 @@ impl PyKmip {
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("PyKMIP {} exited with {status}; see {}", self.name, self.log.display());
+                panic!(
+                    "PyKMIP {} exited with {status}; see {}",
+                    self.name,
+                    self.log.display()
+                );
             }
             if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
                 return;
             }
             std::thread::sleep(Duration::from_millis(200));
         }
-        panic!("PyKMIP {} did not listen on {} within 60 s", self.name, self.port);
+        panic!(
+            "PyKMIP {} did not listen on {} within 60 s",
+            self.name, self.port
+        );
     }
 }
 
 impl Drop for PyKmip {
     fn drop(&mut self) {
         let pgid = self.child.id() as i32;
-        let _ = Command::new("kill").args(["-TERM", "--", &format!("-{pgid}")]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", "--", &format!("-{pgid}")])
+            .status();
         let deadline = Instant::now() + Duration::from_secs(15);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -268,7 +354,9 @@ impl Drop for PyKmip {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        let _ = Command::new("kill").args(["-KILL", "--", &format!("-{pgid}")]).status();
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{pgid}")])
+            .status();
         let _ = self.child.wait();
     }
 }
@@ -333,7 +421,10 @@ impl Env {
 }
 
 fn atrest(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_atrest")).args(args).output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_atrest"))
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 fn ok(out: &Output) -> String {
@@ -370,7 +461,10 @@ fn expect_failure(env: &Env, name: &str, c: &Conf<'_>, step: &str, error_contain
     assert!(!j["hint"].as_str().unwrap().is_empty());
     // No secret ever reaches the report.
     let text = j.to_string();
-    assert!(!text.contains("s3cret") && !text.contains("client passphrase"), "{text}");
+    assert!(
+        !text.contains("s3cret") && !text.contains("client passphrase"),
+        "{text}"
+    );
 }
 
 /// Create, activate, get, attributes, locate, revoke, destroy through the CLI.
@@ -385,7 +479,14 @@ fn lifecycle(conf: &Path, label: &str) {
     assert_eq!(key.trim().len(), 64, "{label}: a 256-bit key in hex");
     let raw = atrest(&["kmip", "get", "--raw", "--config", c, uid]);
     assert_eq!(hex::encode(&raw.stdout), key.trim());
-    let attrs = ok(&atrest(&["kmip", "attributes", "--json", "--config", c, uid]));
+    let attrs = ok(&atrest(&[
+        "kmip",
+        "attributes",
+        "--json",
+        "--config",
+        c,
+        uid,
+    ]));
     let attrs: Json = serde_json::from_str(&attrs).unwrap();
     assert_eq!(attrs["State"], "Active", "{label}: {attrs}");
     assert_eq!(attrs["CryptographicAlgorithm"], "AES", "{label}: {attrs}");
@@ -394,7 +495,10 @@ fn lifecycle(conf: &Path, label: &str) {
     assert_eq!(found.trim(), uid, "{label}: locate by name");
     // An Active key cannot be destroyed: the server's refusal comes through.
     let refused = atrest(&["kmip", "destroy", "--config", c, uid]);
-    assert!(!refused.status.success(), "{label}: destroy of an Active key succeeded");
+    assert!(
+        !refused.status.success(),
+        "{label}: destroy of an Active key succeeded"
+    );
     ok(&atrest(&["kmip", "revoke", "--config", c, uid]));
     ok(&atrest(&["kmip", "destroy", "--config", c, uid]));
     let gone = atrest(&["kmip", "get", "--config", c, uid]);
@@ -411,9 +515,15 @@ fn save_and_test_reports_the_server_tls_and_kmip_version(env: &Env) {
     assert!(success, "{j}");
     assert_eq!(j["server"], format!("localhost:{}", env.ec));
     assert_eq!(j["tls_version"], "TLSv1.2");
-    assert!(j["cipher"].as_str().unwrap().starts_with("ECDHE-ECDSA-AES"), "{j}");
+    assert!(
+        j["cipher"].as_str().unwrap().starts_with("ECDHE-ECDSA-AES"),
+        "{j}"
+    );
     assert_eq!(j["kmip_version"], "2.0", "PyKMIP prefers 2.0: {j}");
-    assert_eq!(j["versions_offered"], serde_json::json!(["2.0", "1.4", "1.3", "1.2", "1.1", "1.0"]));
+    assert_eq!(
+        j["versions_offered"],
+        serde_json::json!(["2.0", "1.4", "1.3", "1.2", "1.1", "1.0"])
+    );
     assert!(j["vendor"].as_str().unwrap().contains("PyKMIP"), "{j}");
     assert_eq!(j["operations_missing"], serde_json::json!([]), "{j}");
     assert!(j["round_trip_ms"].as_f64().unwrap() > 0.0);
@@ -421,14 +531,26 @@ fn save_and_test_reports_the_server_tls_and_kmip_version(env: &Env) {
     assert!((823..=825).contains(&days), "{j}");
     assert!((823..=825).contains(&j["client_certificate"]["days_left"].as_i64().unwrap()));
     // The human form says the same.
-    let text = ok(&atrest(&["kmip", "test", "--config", env.dir.join("report.toml").to_str().unwrap()]));
+    let text = ok(&atrest(&[
+        "kmip",
+        "test",
+        "--config",
+        env.dir.join("report.toml").to_str().unwrap(),
+    ]));
     assert!(text.starts_with("Save and Test: OK"), "{text}");
     assert!(text.contains("version 2.0"), "{text}");
 }
 
 fn probe_key_proves_the_whole_lifecycle(env: &Env) {
     let conf = env.write_conf("probe", &env.conf());
-    let out = atrest(&["kmip", "test", "--json", "--probe-key", "--config", conf.to_str().unwrap()]);
+    let out = atrest(&[
+        "kmip",
+        "test",
+        "--json",
+        "--probe-key",
+        "--config",
+        conf.to_str().unwrap(),
+    ]);
     let j: Json = serde_json::from_slice(&ok(&out).into_bytes()).unwrap();
     let steps: Vec<&str> = j["probe_key"]["steps"]
         .as_array()
@@ -436,7 +558,11 @@ fn probe_key_proves_the_whole_lifecycle(env: &Env) {
         .iter()
         .map(|s| s["step"].as_str().unwrap())
         .collect();
-    assert_eq!(steps, ["create", "activate", "get", "revoke", "destroy"], "{j}");
+    assert_eq!(
+        steps,
+        ["create", "activate", "get", "revoke", "destroy"],
+        "{j}"
+    );
 }
 
 fn lifecycle_in_every_version_pykmip_accepts(env: &Env) {
@@ -462,7 +588,10 @@ fn lifecycle_with_rsa_certificates_on_the_stock_cbc_suites(env: &Env) {
     assert!(success, "{j}");
     let cipher = j["cipher"].as_str().unwrap();
     // Stock PyKMIP offers only CBC suites with an RSA certificate.
-    assert!(cipher.contains("SHA256") || cipher.contains("SHA384"), "{cipher}");
+    assert!(
+        cipher.contains("SHA256") || cipher.contains("SHA384"),
+        "{cipher}"
+    );
     assert!(!cipher.contains("GCM"), "{cipher}");
     lifecycle(&conf, "rsa");
 }
@@ -480,37 +609,64 @@ fn lifecycle_with_a_pkcs12_identity_and_with_encrypted_pem_keys(env: &Env) {
         let (j, success) = save_and_test(&env.write_conf(key, &c));
         assert!(success, "{key}: {j}");
     }
-    lifecycle(&env.write_conf("pkcs8", &{
-        let mut c = env.conf();
-        c.key = Some("ec-client.pkcs8.key");
-        c.pass = Some("client.pass");
-        c
-    }), "pkcs8");
+    lifecycle(
+        &env.write_conf("pkcs8", &{
+            let mut c = env.conf();
+            c.key = Some("ec-client.pkcs8.key");
+            c.pass = Some("client.pass");
+            c
+        }),
+        "pkcs8",
+    );
 }
 
 fn untrusted_ca_is_reported_as_such(env: &Env) {
     let mut c = env.conf();
     c.ca = "rsa-ca.crt";
-    expect_failure(env, "untrusted", &c, "verify server certificate", "not trusted");
+    expect_failure(
+        env,
+        "untrusted",
+        &c,
+        "verify server certificate",
+        "not trusted",
+    );
 }
 
 fn wrong_host_name_is_reported_as_such(env: &Env) {
     let mut c = env.conf();
     c.servers = vec![format!("localhost:{}", env.other_name)];
-    expect_failure(env, "hostname", &c, "verify server certificate", "does not name localhost");
+    expect_failure(
+        env,
+        "hostname",
+        &c,
+        "verify server certificate",
+        "does not name localhost",
+    );
 }
 
 fn expired_server_certificate_is_reported_as_such(env: &Env) {
     let mut c = env.conf();
     c.servers = vec![format!("localhost:{}", env.expired)];
-    expect_failure(env, "expired", &c, "verify server certificate", "validity period");
+    expect_failure(
+        env,
+        "expired",
+        &c,
+        "verify server certificate",
+        "validity period",
+    );
 }
 
 fn client_certificate_from_another_ca_is_reported_as_rejected(env: &Env) {
     let mut c = env.conf();
     c.cert = "foreign-client.crt";
     c.key = Some("foreign-client.key");
-    expect_failure(env, "foreign", &c, "present client certificate", "rejected the client certificate");
+    expect_failure(
+        env,
+        "foreign",
+        &c,
+        "present client certificate",
+        "rejected the client certificate",
+    );
 }
 
 fn wrong_passphrase_is_reported_before_connecting(env: &Env) {
@@ -523,7 +679,13 @@ fn wrong_passphrase_is_reported_before_connecting(env: &Env) {
         c.cert = cert;
         c.key = key;
         c.pass = Some("wrong.pass");
-        expect_failure(env, "wrongpass", &c, "load client certificate", "passphrase");
+        expect_failure(
+            env,
+            "wrongpass",
+            &c,
+            "load client certificate",
+            "passphrase",
+        );
     }
 }
 
@@ -553,26 +715,44 @@ fn a_server_that_never_answers_times_out(env: &Env) {
     c.timeout = 1;
     let started = Instant::now();
     expect_failure(env, "silent", &c, "KMIP request", "no answer within 1s");
-    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
     t.join().unwrap();
 }
 
 fn fails_over_to_the_second_server_when_the_first_is_down(env: &Env) {
     let mut c = env.conf();
-    c.servers = vec![format!("127.0.0.1:{}", free_port()), format!("localhost:{}", env.ec)];
+    c.servers = vec![
+        format!("127.0.0.1:{}", free_port()),
+        format!("localhost:{}", env.ec),
+    ];
     let (j, success) = save_and_test(&env.write_conf("failover", &c));
     assert!(success, "{j}");
     assert_eq!(j["server"], format!("localhost:{}", env.ec));
     // And all-down names each server's failure.
-    c.servers = vec![format!("127.0.0.1:{}", free_port()), "no-such-host.invalid".into()];
-    expect_failure(env, "alldown", &c, "reach any server", "no KMIP server could be used");
+    c.servers = vec![
+        format!("127.0.0.1:{}", free_port()),
+        "no-such-host.invalid".into(),
+    ];
+    expect_failure(
+        env,
+        "alldown",
+        &c,
+        "reach any server",
+        "no KMIP server could be used",
+    );
 }
 
 fn a_group_readable_password_file_is_refused_with_the_fix(env: &Env) {
     let p = env.dir.join("open.pass");
     write(&p, b"s3cret\n", 0o644);
     let conf = env.write_conf("openpass", &env.conf());
-    let text = std::fs::read_to_string(&conf).unwrap().replace(&env.pki.path("kmip.pass"), p.to_str().unwrap());
+    let text = std::fs::read_to_string(&conf)
+        .unwrap()
+        .replace(&env.pki.path("kmip.pass"), p.to_str().unwrap());
     std::fs::write(&conf, text).unwrap();
     let (j, success) = save_and_test(&conf);
     assert!(!success);
@@ -582,9 +762,13 @@ fn a_group_readable_password_file_is_refused_with_the_fix(env: &Env) {
 
 // ---------------------------------------------------------------------------------------
 
+/// A named case.
+type Case = (&'static str, fn(&Env));
+
 fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let venv = std::env::var_os("ATREST_PYKMIP_VENV").map_or_else(|| root.join(".venv"), PathBuf::from);
+    let venv =
+        std::env::var_os("ATREST_PYKMIP_VENV").map_or_else(|| root.join(".venv"), PathBuf::from);
     assert!(
         venv.join("bin/pykmip-server").exists(),
         "PyKMIP is not installed in {}: run scripts/setup-peers.sh",
@@ -597,7 +781,14 @@ fn main() {
         PyKmip::start("ec", &venv, &dir, &pki, "ec", "ec-server"),
         PyKmip::start("rsa", &venv, &dir, &pki, "rsa", "rsa-server"),
         PyKmip::start("expired", &venv, &dir, &pki, "ec", "ec-server-expired"),
-        PyKmip::start("other-name", &venv, &dir, &pki, "ec", "ec-server-other-name"),
+        PyKmip::start(
+            "other-name",
+            &venv,
+            &dir,
+            &pki,
+            "ec",
+            "ec-server-other-name",
+        ),
     ];
     for s in &mut servers {
         s.wait_ready();
@@ -610,22 +801,67 @@ fn main() {
         expired: servers[2].port,
         other_name: servers[3].port,
     };
-    let cases: &[(&str, fn(&Env))] = &[
-        ("save_and_test_reports_the_server_tls_and_kmip_version", save_and_test_reports_the_server_tls_and_kmip_version),
-        ("probe_key_proves_the_whole_lifecycle", probe_key_proves_the_whole_lifecycle),
-        ("lifecycle_in_every_version_pykmip_accepts", lifecycle_in_every_version_pykmip_accepts),
-        ("lifecycle_with_rsa_certificates_on_the_stock_cbc_suites", lifecycle_with_rsa_certificates_on_the_stock_cbc_suites),
-        ("lifecycle_with_a_pkcs12_identity_and_with_encrypted_pem_keys", lifecycle_with_a_pkcs12_identity_and_with_encrypted_pem_keys),
-        ("untrusted_ca_is_reported_as_such", untrusted_ca_is_reported_as_such),
-        ("wrong_host_name_is_reported_as_such", wrong_host_name_is_reported_as_such),
-        ("expired_server_certificate_is_reported_as_such", expired_server_certificate_is_reported_as_such),
-        ("client_certificate_from_another_ca_is_reported_as_rejected", client_certificate_from_another_ca_is_reported_as_rejected),
-        ("wrong_passphrase_is_reported_before_connecting", wrong_passphrase_is_reported_before_connecting),
-        ("nothing_listening_is_reported_as_refused", nothing_listening_is_reported_as_refused),
-        ("unknown_host_is_reported_as_name_resolution", unknown_host_is_reported_as_name_resolution),
-        ("a_server_that_never_answers_times_out", a_server_that_never_answers_times_out),
-        ("fails_over_to_the_second_server_when_the_first_is_down", fails_over_to_the_second_server_when_the_first_is_down),
-        ("a_group_readable_password_file_is_refused_with_the_fix", a_group_readable_password_file_is_refused_with_the_fix),
+    let cases: &[Case] = &[
+        (
+            "save_and_test_reports_the_server_tls_and_kmip_version",
+            save_and_test_reports_the_server_tls_and_kmip_version,
+        ),
+        (
+            "probe_key_proves_the_whole_lifecycle",
+            probe_key_proves_the_whole_lifecycle,
+        ),
+        (
+            "lifecycle_in_every_version_pykmip_accepts",
+            lifecycle_in_every_version_pykmip_accepts,
+        ),
+        (
+            "lifecycle_with_rsa_certificates_on_the_stock_cbc_suites",
+            lifecycle_with_rsa_certificates_on_the_stock_cbc_suites,
+        ),
+        (
+            "lifecycle_with_a_pkcs12_identity_and_with_encrypted_pem_keys",
+            lifecycle_with_a_pkcs12_identity_and_with_encrypted_pem_keys,
+        ),
+        (
+            "untrusted_ca_is_reported_as_such",
+            untrusted_ca_is_reported_as_such,
+        ),
+        (
+            "wrong_host_name_is_reported_as_such",
+            wrong_host_name_is_reported_as_such,
+        ),
+        (
+            "expired_server_certificate_is_reported_as_such",
+            expired_server_certificate_is_reported_as_such,
+        ),
+        (
+            "client_certificate_from_another_ca_is_reported_as_rejected",
+            client_certificate_from_another_ca_is_reported_as_rejected,
+        ),
+        (
+            "wrong_passphrase_is_reported_before_connecting",
+            wrong_passphrase_is_reported_before_connecting,
+        ),
+        (
+            "nothing_listening_is_reported_as_refused",
+            nothing_listening_is_reported_as_refused,
+        ),
+        (
+            "unknown_host_is_reported_as_name_resolution",
+            unknown_host_is_reported_as_name_resolution,
+        ),
+        (
+            "a_server_that_never_answers_times_out",
+            a_server_that_never_answers_times_out,
+        ),
+        (
+            "fails_over_to_the_second_server_when_the_first_is_down",
+            fails_over_to_the_second_server_when_the_first_is_down,
+        ),
+        (
+            "a_group_readable_password_file_is_refused_with_the_fix",
+            a_group_readable_password_file_is_refused_with_the_fix,
+        ),
     ];
     let filter = std::env::args().nth(1).filter(|a| !a.starts_with('-'));
     let (mut passed, mut failed) = (0, 0);
@@ -638,7 +874,10 @@ fn main() {
         match r {
             Ok(()) => {
                 passed += 1;
-                println!("test {name} ... ok ({:.1} s)", started.elapsed().as_secs_f64());
+                println!(
+                    "test {name} ... ok ({:.1} s)",
+                    started.elapsed().as_secs_f64()
+                );
             }
             Err(_) => {
                 failed += 1;

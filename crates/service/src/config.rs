@@ -155,7 +155,11 @@ impl Config {
             why,
         };
         if k.servers.is_empty() {
-            return Err(invalid("servers", "[]".into(), "list at least one KMIP server".into()));
+            return Err(invalid(
+                "servers",
+                "[]".into(),
+                "list at least one KMIP server".into(),
+            ));
         }
         let servers = k
             .servers
@@ -165,12 +169,14 @@ impl Config {
         let version = match k.version.as_str() {
             "auto" => VersionChoice::Auto,
             v => {
-                let parsed: ProtocolVersion = v.parse().map_err(|why| invalid("version", v.into(), why))?;
+                let parsed: ProtocolVersion =
+                    v.parse().map_err(|why| invalid("version", v.into(), why))?;
                 if !ProtocolVersion::SUPPORTED.contains(&parsed) {
                     return Err(invalid(
                         "version",
                         v.into(),
-                        "atrest speaks KMIP 1.0, 1.1, 1.2, 1.3, 1.4, 2.0 and 2.1, or \"auto\"".into(),
+                        "atrest speaks KMIP 1.0, 1.1, 1.2, 1.3, 1.4, 2.0 and 2.1, or \"auto\""
+                            .into(),
                     ));
                 }
                 VersionChoice::Fixed(parsed)
@@ -301,7 +307,8 @@ mod tests {
 
     impl Dir {
         fn new(name: &str) -> Self {
-            let d = std::env::temp_dir().join(format!("atrest-config-{name}-{}", std::process::id()));
+            let d =
+                std::env::temp_dir().join(format!("atrest-config-{name}-{}", std::process::id()));
             let _ = fs::remove_dir_all(&d);
             fs::create_dir_all(&d).unwrap();
             Self(d)
@@ -354,22 +361,48 @@ path = "/var/lib/appliance/recordings.img"
         let (_d, path) = pem_dir("full");
         let c = Config::load(&path).unwrap();
         let k = &c.kmip;
-        assert_eq!(k.servers[0], ServerAddr { host: "kms1.example.com".into(), port: 5696 });
+        assert_eq!(
+            k.servers[0],
+            ServerAddr {
+                host: "kms1.example.com".into(),
+                port: 5696
+            }
+        );
         assert_eq!(k.servers[1].port, 5697);
-        assert_eq!(k.servers[2], ServerAddr { host: "::1".into(), port: 15696 });
+        assert_eq!(
+            k.servers[2],
+            ServerAddr {
+                host: "::1".into(),
+                port: 15696
+            }
+        );
         assert_eq!(k.ca_pem, b"CA");
-        let Identity::Pem { cert_pem, key_pem, passphrase } = &k.identity else {
+        let Identity::Pem {
+            cert_pem,
+            key_pem,
+            passphrase,
+        } = &k.identity
+        else {
             panic!("not PEM")
         };
-        assert_eq!((cert_pem.as_slice(), key_pem.as_slice()), (&b"CERT"[..], &b"KEY"[..]));
-        assert_eq!(passphrase.as_deref().map(String::as_str), Some("open sesame"));
+        assert_eq!(
+            (cert_pem.as_slice(), key_pem.as_slice()),
+            (&b"CERT"[..], &b"KEY"[..])
+        );
+        assert_eq!(
+            passphrase.as_deref().map(String::as_str),
+            Some("open sesame")
+        );
         assert_eq!(k.password.as_deref().map(String::as_str), Some("s3cret"));
         assert_eq!(k.version, VersionChoice::Fixed(ProtocolVersion::V1_2));
         assert_eq!(k.request_timeout, Duration::from_secs(3));
         assert_eq!(c.volumes[0].name, "recordings");
         // Secrets stay out of Debug.
         let dbg = format!("{c:?}");
-        assert!(!dbg.contains("open sesame") && !dbg.contains("s3cret") && !dbg.contains("KEY\""), "{dbg}");
+        assert!(
+            !dbg.contains("open sesame") && !dbg.contains("s3cret") && !dbg.contains("KEY\""),
+            "{dbg}"
+        );
     }
 
     #[test]
@@ -378,7 +411,10 @@ path = "/var/lib/appliance/recordings.img"
         d.write("kmip.pass", "s3cret\n", 0o644);
         let e = Config::load(&path).unwrap_err().to_string();
         assert!(e.contains("password_file") && e.contains("mode 644"), "{e}");
-        assert!(e.contains(&format!("chmod 600 {}", d.0.join("kmip.pass").display())), "{e}");
+        assert!(
+            e.contains(&format!("chmod 600 {}", d.0.join("kmip.pass").display())),
+            "{e}"
+        );
         d.write("kmip.pass", "s3cret\n", 0o600);
         d.write("client.key", "KEY", 0o640);
         let e = Config::load(&path).unwrap_err().to_string();
@@ -390,7 +426,10 @@ path = "/var/lib/appliance/recordings.img"
         let (d, path) = pem_dir("errors");
         fs::remove_file(d.0.join("ca.pem")).unwrap();
         let e = Config::load(&path).unwrap_err().to_string();
-        assert!(e.contains("cannot read ca_cert") && e.contains("ca.pem"), "{e}");
+        assert!(
+            e.contains("cannot read ca_cert") && e.contains("ca.pem"),
+            "{e}"
+        );
 
         let typo = PEM_CONFIG.replace("timeout_secs", "timeout_sec");
         let p = d.write("typo.toml", &typo, 0o644);
@@ -407,7 +446,9 @@ path = "/var/lib/appliance/recordings.img"
         let e = Config::load(&p).unwrap_err().to_string();
         assert!(e.contains("port \"99999\""), "{e}");
 
-        let e = Config::load(&d.0.join("nope.toml")).unwrap_err().to_string();
+        let e = Config::load(&d.0.join("nope.toml"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("cannot read configuration file"), "{e}");
     }
 

@@ -52,7 +52,9 @@ impl ServerAddr {
                 .map_err(|_| format!("{s:?}: port {p:?} is not a number from 1 to 65535"))?,
         };
         if host.is_empty() || port == 0 {
-            return Err(format!("{s:?}: needs a host name and a port from 1 to 65535"));
+            return Err(format!(
+                "{s:?}: needs a host name and a port from 1 to 65535"
+            ));
         }
         Ok(Self {
             host: host.to_owned(),
@@ -96,11 +98,17 @@ pub enum Identity {
 impl fmt::Debug for Identity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Pkcs12 { der, .. } => write!(f, "Pkcs12({} bytes, passphrase redacted)", der.len()),
+            Self::Pkcs12 { der, .. } => {
+                write!(f, "Pkcs12({} bytes, passphrase redacted)", der.len())
+            }
             Self::Pem { passphrase, .. } => write!(
                 f,
                 "Pem(key redacted, {})",
-                if passphrase.is_some() { "passphrase redacted" } else { "no passphrase" }
+                if passphrase.is_some() {
+                    "passphrase redacted"
+                } else {
+                    "no passphrase"
+                }
             ),
         }
     }

@@ -75,7 +75,12 @@ impl Connection {
                     after: connect_timeout,
                 })
             }
-            (None, Some(source)) => return Err(ClientError::Io { server: name, source }),
+            (None, Some(source)) => {
+                return Err(ClientError::Io {
+                    server: name,
+                    source,
+                })
+            }
             (None, None) => {
                 return Err(ClientError::Resolve {
                     server: name,
@@ -91,12 +96,10 @@ impl Connection {
         tcp.set_nodelay(true).map_err(io)?;
         tcp.set_read_timeout(Some(connect_timeout)).map_err(io)?;
         tcp.set_write_timeout(Some(connect_timeout)).map_err(io)?;
-        let ssl = connector
-            .configure()
-            .map_err(|e| ClientError::Tls {
-                server: name.clone(),
-                detail: e.to_string(),
-            })?;
+        let ssl = connector.configure().map_err(|e| ClientError::Tls {
+            server: name.clone(),
+            detail: e.to_string(),
+        })?;
         let stream = match ssl.connect(&server.host, tcp) {
             Ok(s) => s,
             Err(HandshakeError::Failure(mid)) => {
@@ -198,7 +201,10 @@ impl Connection {
 
     fn io_error(&self, e: std::io::Error, timeout: Duration) -> ClientError {
         let server = self.server.to_string();
-        if let Some(ssl) = e.get_ref().and_then(|i| i.downcast_ref::<openssl::ssl::Error>()) {
+        if let Some(ssl) = e
+            .get_ref()
+            .and_then(|i| i.downcast_ref::<openssl::ssl::Error>())
+        {
             let mut c = tls::classify(&server, ssl);
             if let ClientError::Timeout { after, .. } = &mut c {
                 *after = timeout;

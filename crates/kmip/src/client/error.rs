@@ -76,7 +76,9 @@ pub enum ClientError {
         server: String,
     },
     /// No TCP connection within the connect timeout.
-    #[error("{server}: no TCP connection within {after:?} (host down, or a firewall drops the packets)")]
+    #[error(
+        "{server}: no TCP connection within {after:?} (host down, or a firewall drops the packets)"
+    )]
     ConnectTimeout {
         /// `host:port`.
         server: String,
@@ -217,7 +219,9 @@ impl ClientError {
             Self::Timeout { .. } | Self::Closed { .. } => "KMIP request",
             Self::Decode { .. } | Self::Message { .. } | Self::Misbehaved { .. } => "KMIP response",
             Self::NoCommonVersion { .. } => "KMIP version negotiation",
-            Self::Rejected { reason, .. } if *reason == ResultReason::AUTHENTICATION_NOT_SUCCESSFUL => {
+            Self::Rejected { reason, .. }
+                if *reason == ResultReason::AUTHENTICATION_NOT_SUCCESSFUL =>
+            {
                 "KMIP authentication"
             }
             Self::Rejected { .. } => "KMIP operation",

@@ -219,14 +219,16 @@ impl Client {
         };
         let bytes = Zeroizing::new(request.encode());
         let answer = conn.round_trip(&bytes, self.config.request_timeout, &self.limits)?;
-        let item = ttlv::decode_with(&answer, self.limits).map_err(|source| ClientError::Decode {
-            server: server.clone(),
-            source,
-        })?;
-        let response = ResponseMessage::from_item(&item).map_err(|source| ClientError::Message {
-            server: server.clone(),
-            source,
-        })?;
+        let item =
+            ttlv::decode_with(&answer, self.limits).map_err(|source| ClientError::Decode {
+                server: server.clone(),
+                source,
+            })?;
+        let response =
+            ResponseMessage::from_item(&item).map_err(|source| ClientError::Message {
+                server: server.clone(),
+                source,
+            })?;
         let op = payload.operation();
         let [bi] = <[_; 1]>::try_from(response.items).map_err(|items: Vec<_>| {
             ClientError::Misbehaved {
@@ -253,7 +255,9 @@ impl Client {
             }),
             other => Err(ClientError::Misbehaved {
                 server,
-                detail: format!("result status {other} (asynchronous operations are not used by atrest)"),
+                detail: format!(
+                    "result status {other} (asynchronous operations are not used by atrest)"
+                ),
             }),
         }
     }
@@ -340,25 +344,26 @@ impl Client {
         let r = self.get(uid)?;
         let server = self.server_info().map_or(server, |s| s.server.to_string());
         match r.object {
-            ManagedObject::SymmetricKey(kb) => kb.symmetric_key().cloned().map_err(|e| {
-                ClientError::Misbehaved {
-                    server,
-                    detail: e.to_string(),
-                }
-            }),
+            ManagedObject::SymmetricKey(kb) => {
+                kb.symmetric_key()
+                    .cloned()
+                    .map_err(|e| ClientError::Misbehaved {
+                        server,
+                        detail: e.to_string(),
+                    })
+            }
             ManagedObject::Other(item) => Err(ClientError::Misbehaved {
                 server,
-                detail: format!("object {uid} is a {} (object type {}), not a symmetric key", item.tag, r.object_type),
+                detail: format!(
+                    "object {uid} is a {} (object type {}), not a symmetric key",
+                    item.tag, r.object_type
+                ),
             }),
         }
     }
 
     /// Get Attributes: the named attributes, or all when `names` is empty.
-    pub fn get_attributes(
-        &mut self,
-        uid: &str,
-        names: &[Tag],
-    ) -> Result<Attributes, ClientError> {
+    pub fn get_attributes(&mut self, uid: &str, names: &[Tag]) -> Result<Attributes, ClientError> {
         let req = GetAttributesRequest {
             unique_identifier: Some(uid.to_owned()),
             names: names.iter().map(|t| AttributeName::Standard(*t)).collect(),
@@ -372,7 +377,10 @@ impl Client {
     /// The object's lifecycle State.
     pub fn state(&mut self, uid: &str) -> Result<State, ClientError> {
         let attrs = self.get_attributes(uid, &[Tag::STATE])?;
-        let server = self.server_info().map(|s| s.server.to_string()).unwrap_or_default();
+        let server = self
+            .server_info()
+            .map(|s| s.server.to_string())
+            .unwrap_or_default();
         attrs
             .get(Tag::STATE)
             .and_then(Attribute::as_enumeration)

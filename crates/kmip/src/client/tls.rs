@@ -41,15 +41,17 @@ pub(crate) fn context(config: &ClientConfig) -> Result<TlsContext, IdentityError
         detail: e.to_string(),
     };
     let mut b = SslConnector::builder(SslMethod::tls_client()).map_err(tls)?;
-    b.set_min_proto_version(Some(SslVersion::TLS1_2)).map_err(tls)?;
+    b.set_min_proto_version(Some(SslVersion::TLS1_2))
+        .map_err(tls)?;
     b.set_cipher_list(TLS12_CIPHERS).map_err(tls)?;
     b.set_verify(SslVerifyMode::PEER);
 
     // Trust exactly the configured CA: a fresh store, not the system's, so a certificate
     // from some public CA for the server's name is not enough.
-    let cas = X509::stack_from_pem(&config.ca_pem).map_err(|e| IdentityError::BadCaCertificate {
-        detail: e.to_string(),
-    })?;
+    let cas =
+        X509::stack_from_pem(&config.ca_pem).map_err(|e| IdentityError::BadCaCertificate {
+            detail: e.to_string(),
+        })?;
     if cas.is_empty() {
         return Err(IdentityError::BadCaCertificate {
             detail: "no BEGIN CERTIFICATE block".into(),
@@ -67,7 +69,8 @@ pub(crate) fn context(config: &ClientConfig) -> Result<TlsContext, IdentityError
         b.add_extra_chain_cert(c).map_err(tls)?;
     }
     b.set_private_key(&key).map_err(tls)?;
-    b.check_private_key().map_err(|_| IdentityError::KeyMismatch)?;
+    b.check_private_key()
+        .map_err(|_| IdentityError::KeyMismatch)?;
     let (client_not_after, client_days_left) = expiry(leaf.not_after());
     Ok(TlsContext {
         connector: b.build(),
@@ -181,7 +184,9 @@ pub(crate) fn classify(server: &str, err: &openssl::ssl::Error) -> ClientError {
             alert,
         };
     }
-    if err.code() == openssl::ssl::ErrorCode::SYSCALL || err.code() == openssl::ssl::ErrorCode::ZERO_RETURN {
+    if err.code() == openssl::ssl::ErrorCode::SYSCALL
+        || err.code() == openssl::ssl::ErrorCode::ZERO_RETURN
+    {
         return ClientError::Closed {
             server: server.into(),
         };

@@ -71,7 +71,10 @@ pub fn run(cmd: KmipCommand) -> anyhow::Result<()> {
         }
         KmipCommand::Query { config } => {
             let q = client(&config)?.query()?;
-            println!("vendor      {}", q.vendor_identification.as_deref().unwrap_or("(not given)"));
+            println!(
+                "vendor      {}",
+                q.vendor_identification.as_deref().unwrap_or("(not given)")
+            );
             if let Some(info) = &q.server_information {
                 println!("server      {}", server_information_text(info));
             }
@@ -161,7 +164,13 @@ fn test(config: &ConfigArg, as_json: bool, probe_key: bool) -> anyhow::Result<()
     };
     let cfg = match Config::load(&config.config) {
         Ok(c) => c,
-        Err(e) => return report("read configuration", e.to_string(), "correct the configuration file".into()),
+        Err(e) => {
+            return report(
+                "read configuration",
+                e.to_string(),
+                "correct the configuration file".into(),
+            )
+        }
     };
     let mut client = match Client::new(cfg.kmip) {
         Ok(c) => c,
@@ -174,7 +183,9 @@ fn test(config: &ConfigArg, as_json: bool, probe_key: bool) -> anyhow::Result<()
         Ok(x) => x,
         Err(e) => return report(e.step(), e.to_string(), e.hint()),
     };
-    let info = client.server_info().context("no server information after a successful request")?;
+    let info = client
+        .server_info()
+        .context("no server information after a successful request")?;
     // Ask again for the list; 1.0 servers cannot answer, which is not a failure.
     let offered = if info.version >= ProtocolVersion::V1_1 {
         client.discover_versions().unwrap_or_default()
@@ -190,7 +201,11 @@ fn test(config: &ConfigArg, as_json: bool, probe_key: bool) -> anyhow::Result<()
     let (client_not_after, client_days) = client.client_certificate_expiry();
     let (client_not_after, client_days) = (client_not_after.to_owned(), client_days);
 
-    let probe = if probe_key { Some(probe(&mut client)) } else { None };
+    let probe = if probe_key {
+        Some(probe(&mut client))
+    } else {
+        None
+    };
     let probe_ok = probe.as_ref().is_none_or(|p| p.error.is_none());
 
     if as_json {
@@ -232,15 +247,29 @@ fn test(config: &ConfigArg, as_json: bool, probe_key: bool) -> anyhow::Result<()
             true => String::new(),
             false => format!(
                 " (server offers {})",
-                offered.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(", ")
+                offered
+                    .iter()
+                    .map(|v| v.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
         };
         println!("  KMIP          version {}{offered_text}", info.version);
-        println!("  vendor        {}", if vendor.is_empty() { "(not given)" } else { &vendor });
+        println!(
+            "  vendor        {}",
+            if vendor.is_empty() {
+                "(not given)"
+            } else {
+                &vendor
+            }
+        );
         if missing.is_empty() {
             println!("  operations    all that atrest needs are supported");
         } else {
-            println!("  operations    NOT supported by the server: {}", missing.join(", "));
+            println!(
+                "  operations    NOT supported by the server: {}",
+                missing.join(", ")
+            );
         }
         println!("  round trip    {:.1} ms (Query)", ms(rtt));
         println!(
@@ -268,6 +297,9 @@ fn test(config: &ConfigArg, as_json: bool, probe_key: bool) -> anyhow::Result<()
     Ok(())
 }
 
+/// One step of the probe, run against the throwaway key.
+type ProbeStep<'a> = dyn Fn(&mut Client) -> Result<(), ClientError> + 'a;
+
 struct Probe {
     steps: Vec<(&'static str, Duration)>,
     error: Option<(&'static str, String, String)>,
@@ -290,7 +322,7 @@ fn probe(client: &mut Client) -> Probe {
         }
     };
     p.steps.push(("create", t.elapsed()));
-    let steps: [(&'static str, &dyn Fn(&mut Client) -> Result<(), ClientError>); 4] = [
+    let steps: [(&'static str, &ProbeStep<'_>); 4] = [
         ("activate", &|c: &mut Client| c.activate(&uid)),
         ("get", &|c: &mut Client| {
             let k = c.get_symmetric_key(&uid)?;
@@ -303,7 +335,11 @@ fn probe(client: &mut Client) -> Probe {
             }
         }),
         ("revoke", &|c: &mut Client| {
-            c.revoke(&uid, RevocationReasonCode::CESSATION_OF_OPERATION, Some("atrest probe"))
+            c.revoke(
+                &uid,
+                RevocationReasonCode::CESSATION_OF_OPERATION,
+                Some("atrest probe"),
+            )
         }),
         ("destroy", &|c: &mut Client| c.destroy(&uid)),
     ];
