@@ -14,12 +14,36 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// The development KMIP server (for trying atrest out and for tests; not for production).
+    #[command(subcommand)]
+    Kms(KmsCommand),
     /// Talk to the KMIP server of a configuration file ("Save and Test", key operations).
     #[command(subcommand)]
     Kmip(KmipCommand),
     /// Translate KMIP messages between TTLV (binary or hex) and the OASIS XML form.
     #[command(subcommand)]
     Ttlv(TtlvCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KmsCommand {
+    /// Run the development KMIP server.
+    ///
+    /// DEVELOPMENT AND TEST USE ONLY: production keys belong on the organisation's own key
+    /// manager. On first start it creates DIR with a CA, a server certificate for localhost,
+    /// a client identity (PKCS#12 with a passphrase, and PEM), the user "appliance" with a
+    /// random password, and DIR/client.toml, so that `atrest kmip test --config
+    /// DIR/client.toml` works at once. Speaks KMIP 1.0-2.1 over TLS 1.2/1.3 with client
+    /// certificates required. Stops cleanly on SIGTERM or Ctrl-C. Logs one line per
+    /// operation to stderr (RUST_LOG=warn to quiet it); key material is never logged.
+    Serve {
+        /// The server directory (created on first start).
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:5696", value_name = "ADDR")]
+        listen: std::net::SocketAddr,
+    },
 }
 
 #[derive(Debug, Args)]

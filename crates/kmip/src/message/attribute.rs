@@ -49,6 +49,19 @@ impl AttributeName {
         }
     }
 
+    /// The same name with the whitespace of a 1.x Attribute Name collapsed
+    /// (`"Cryptographic   Usage Mask"`, as some KMIP 1.0 documents and clients write it),
+    /// so a server can recognise it. Decoding keeps the text as sent, for exact re-encoding;
+    /// comparisons use this.
+    pub fn canonical(&self) -> Self {
+        match self {
+            Self::Vendor { vendor, name } if vendor.is_empty() => {
+                Self::from_v1_text(&name.split_whitespace().collect::<Vec<_>>().join(" "))
+            }
+            other => other.clone(),
+        }
+    }
+
     /// The 1.x Attribute Name text.
     pub fn v1_text(&self) -> String {
         match self {

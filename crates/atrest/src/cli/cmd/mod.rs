@@ -1,4 +1,5 @@
 //! One file per subcommand: glue between arguments and the library crates.
 
 pub mod kmip;
+pub mod kms;
 pub mod ttlv;

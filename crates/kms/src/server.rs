@@ -1,0 +1,318 @@
+//! Accepting KMIP clients: TLS with client certificates required, one thread per
+//! connection (bounded), idle timeouts, a bound on message size, and a clean stop.
+//!
+//! Threads rather than an async runtime: a development server serves tens of clients, each
+//! connection is a strict request/response loop, and the store serialises writes anyway.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kmip::enums::ResultReason;
+use kmip::message::{ProtocolVersion, ResponseBatchItem, ResponseHeader, ResponseMessage};
+use kmip::ttlv;
+use openssl::nid::Nid;
+use openssl::ssl::{SslAcceptor, SslFiletype, SslMethod, SslStream, SslVerifyMode, SslVersion};
+use openssl::x509::store::X509StoreBuilder;
+use openssl::x509::X509;
+use zeroize::Zeroizing;
+
+use crate::auth::Users;
+use crate::handler::Kms;
+use crate::store::Store;
+
+/// TLS 1.2 suites: AEAD first, then the CBC suites the KMIP profiles mandate. TLS 1.3 is on.
+const TLS12_CIPHERS: &str = "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:\
+ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:\
+ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:\
+ECDHE-ECDSA-AES128-SHA256:ECDHE-RSA-AES128-SHA256:ECDHE-ECDSA-AES256-SHA384:ECDHE-RSA-AES256-SHA384:\
+AES128-GCM-SHA256:AES256-GCM-SHA384:AES128-SHA256:AES256-SHA256";
+
+/// How the server runs.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// A connection with no request for this long is closed.
+    pub idle_timeout: Duration,
+    /// Time allowed for the TLS handshake and for the rest of a request once it started.
+    pub io_timeout: Duration,
+    /// Connections served at once; more are refused until one ends.
+    pub max_connections: usize,
+}
+
+impl Options {
+    /// Defaults for `listen`.
+    pub fn new(listen: SocketAddr) -> Self {
+        Self {
+            listen,
+            idle_timeout: Duration::from_secs(300),
+            io_timeout: Duration::from_secs(30),
+            max_connections: 256,
+        }
+    }
+}
+
+/// Starting the server failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    /// The store could not be opened.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// The users file is unreadable.
+    #[error("users file: {0}")]
+    Users(String),
+    /// The TLS certificate or key could not be loaded.
+    #[error("TLS setup from {dir}/pki: {detail}")]
+    Tls {
+        /// The server directory.
+        dir: String,
+        /// OpenSSL's words.
+        detail: String,
+    },
+    /// The address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// A bound, ready server.
+pub struct Server {
+    listener: TcpListener,
+    acceptor: Arc<SslAcceptor>,
+    kms: Arc<Kms>,
+    options: Options,
+    stop: Arc<AtomicBool>,
+}
+
+fn acceptor(dir: &Path) -> Result<SslAcceptor, ServeError> {
+    let tls = |e: openssl::error::ErrorStack| ServeError::Tls {
+        dir: dir.display().to_string(),
+        detail: e.to_string(),
+    };
+    let pki = dir.join("pki");
+    let mut b = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server()).map_err(tls)?;
+    b.set_min_proto_version(Some(SslVersion::TLS1_2))
+        .map_err(tls)?;
+    b.set_cipher_list(TLS12_CIPHERS).map_err(tls)?;
+    b.set_certificate_chain_file(pki.join("server.crt"))
+        .map_err(tls)?;
+    b.set_private_key_file(pki.join("server.key"), SslFiletype::PEM)
+        .map_err(tls)?;
+    b.check_private_key().map_err(tls)?;
+    let ca_pem = std::fs::read(pki.join("ca.crt")).map_err(|e| ServeError::Tls {
+        dir: dir.display().to_string(),
+        detail: e.to_string(),
+    })?;
+    let mut store = X509StoreBuilder::new().map_err(tls)?;
+    for ca in X509::stack_from_pem(&ca_pem).map_err(tls)? {
+        store.add_cert(ca).map_err(tls)?;
+    }
+    b.set_verify_cert_store(store.build()).map_err(tls)?;
+    // Client certificates are required, and must chain to our CA.
+    b.set_verify(SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT);
+    Ok(b.build())
+}
+
+impl Server {
+    /// Opens `dir` (laid out by [`crate::setup::ensure`]) and binds `options.listen`.
+    pub fn bind(dir: &Path, options: Options) -> Result<Self, ServeError> {
+        let store = Store::open(dir)?;
+        let users = Users::load(&dir.join("users.json")).map_err(ServeError::Users)?;
+        let acceptor = acceptor(dir)?;
+        let listener = TcpListener::bind(options.listen).map_err(|source| ServeError::Bind {
+            addr: options.listen,
+            source,
+        })?;
+        Ok(Self {
+            listener,
+            acceptor: Arc::new(acceptor),
+            kms: Arc::new(Kms::new(store, users)),
+            options,
+            stop: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    /// The bound address (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().unwrap_or(self.options.listen)
+    }
+
+    /// A handle that stops the server: set it, then wake the accept loop.
+    pub fn stopper(&self) -> Stopper {
+        Stopper {
+            stop: self.stop.clone(),
+            addr: self.local_addr(),
+        }
+    }
+
+    /// Serves until stopped; then lets open connections finish their current request.
+    pub fn run(self) {
+        let active = Arc::new(AtomicUsize::new(0));
+        let mut handles = Vec::new();
+        for conn in self.listener.incoming() {
+            if self.stop.load(Ordering::SeqCst) {
+                break;
+            }
+            let Ok(tcp) = conn else { continue };
+            if active.load(Ordering::SeqCst) >= self.options.max_connections {
+                log::warn!(
+                    "refused a connection: {} connections already open",
+                    self.options.max_connections
+                );
+                continue;
+            }
+            active.fetch_add(1, Ordering::SeqCst);
+            let (acceptor, kms, stop, active, opts) = (
+                self.acceptor.clone(),
+                self.kms.clone(),
+                self.stop.clone(),
+                active.clone(),
+                self.options.clone(),
+            );
+            handles.push(std::thread::spawn(move || {
+                serve_connection(tcp, &acceptor, &kms, &stop, &opts);
+                active.fetch_sub(1, Ordering::SeqCst);
+            }));
+            handles.retain(|h| !h.is_finished());
+        }
+        log::info!("stopping: waiting for {} open connection(s)", handles.len());
+        for h in handles {
+            let _ = h.join();
+        }
+        log::info!("stopped");
+    }
+}
+
+/// Stops a running [`Server`].
+#[derive(Clone)]
+pub struct Stopper {
+    stop: Arc<AtomicBool>,
+    addr: SocketAddr,
+}
+
+impl Stopper {
+    /// Asks the server to stop and wakes its accept loop.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let mut wake = self.addr;
+        if wake.ip().is_unspecified() {
+            wake.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        let _ = TcpStream::connect_timeout(&wake, Duration::from_secs(1));
+    }
+}
+
+fn identity_of(s: &SslStream<TcpStream>) -> Option<String> {
+    let cert = s.ssl().peer_certificate()?;
+    let cn = cert.subject_name().entries_by_nid(Nid::COMMONNAME).next()?;
+    Some(String::from_utf8_lossy(cn.data().as_slice()).into_owned())
+}
+
+fn serve_connection(
+    tcp: TcpStream,
+    acceptor: &SslAcceptor,
+    kms: &Kms,
+    stop: &AtomicBool,
+    opts: &Options,
+) {
+    let peer = tcp
+        .peer_addr()
+        .map_or_else(|_| "?".into(), |a| a.to_string());
+    let _ = tcp.set_nodelay(true);
+    let _ = tcp.set_read_timeout(Some(opts.io_timeout));
+    let _ = tcp.set_write_timeout(Some(opts.io_timeout));
+    let mut s = match acceptor.accept(tcp) {
+        Ok(s) => s,
+        Err(e) => {
+            if !stop.load(Ordering::SeqCst) {
+                log::info!("{peer}: TLS handshake failed: {e}");
+            }
+            return;
+        }
+    };
+    let Some(who) = identity_of(&s) else {
+        log::warn!("{peer}: client certificate without a common name; closing");
+        return;
+    };
+    let limits = kms.limits();
+    let mut session = crate::auth::Session::default();
+    loop {
+        // Wait for the next request in one-second steps, so a stop or the idle timeout is
+        // noticed; TLS data already buffered counts as a request arriving.
+        let idle_since = Instant::now();
+        loop {
+            if s.ssl().pending() > 0 {
+                break;
+            }
+            if stop.load(Ordering::SeqCst) || idle_since.elapsed() >= opts.idle_timeout {
+                let _ = s.shutdown();
+                return;
+            }
+            let tcp = s.get_ref();
+            let _ = tcp.set_read_timeout(Some(Duration::from_secs(1)));
+            match tcp.peek(&mut [0u8; 1]) {
+                Ok(0) => return,
+                Ok(_) => break,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    continue
+                }
+                Err(_) => return,
+            }
+        }
+        let _ = s.get_ref().set_read_timeout(Some(opts.io_timeout));
+        let mut header = [0u8; 8];
+        if s.read_exact(&mut header).is_err() {
+            return;
+        }
+        let len = match ttlv::message_len(&header, &limits) {
+            Ok(l) => l,
+            Err(e) => {
+                // The stream cannot be re-synchronised: answer once and close.
+                log::warn!("{peer} {who}: {e}; closing");
+                let reason = if e.to_string().contains("exceeds") {
+                    ResultReason::RESPONSE_TOO_LARGE
+                } else {
+                    ResultReason::INVALID_MESSAGE
+                };
+                let r = ResponseMessage {
+                    header: ResponseHeader::new(ProtocolVersion::V1_0, 0),
+                    items: vec![ResponseBatchItem::failure(None, reason, e.to_string())],
+                };
+                let _ = s.write_all(&r.encode());
+                return;
+            }
+        };
+        let mut buf = Zeroizing::new(vec![0u8; len]);
+        buf[..8].copy_from_slice(&header);
+        if s.read_exact(&mut buf[8..]).is_err() {
+            return;
+        }
+        let (response, log, close) = kms.handle(&who, &buf, &mut session);
+        for e in &log {
+            log::info!(
+                "{peer} who={who} op={} uid={} result={}",
+                e.operation.map_or_else(|| "-".into(), |o| o.to_string()),
+                e.uid.as_deref().unwrap_or("-"),
+                e.result
+            );
+        }
+        let response = Zeroizing::new(response);
+        if s.write_all(&response).and_then(|()| s.flush()).is_err() || close {
+            return;
+        }
+    }
+}
