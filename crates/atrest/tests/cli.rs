@@ -140,3 +140,28 @@ fn ttlv_decode_redacts_key_material_unless_asked() {
     let flat: String = hex.split_whitespace().collect();
     assert_eq!(text(&back.stdout).trim(), flat);
 }
+
+#[test]
+fn demo_runs_the_story_on_the_embedded_server_and_cleans_up() {
+    let out = atrest(&["demo"], b"");
+    let text = text(&out.stdout);
+    assert!(out.status.success(), "{text}\n{}", text_err(&out));
+    assert!(text.contains("Save and Test: OK"), "{text}");
+    for step in ["create", "activate", "get", "revoke", "destroy"] {
+        assert!(
+            text.contains(&format!("probe key     {step}: ok")),
+            "{text}"
+        );
+    }
+    let dir = text
+        .split("directory ")
+        .nth(1)
+        .and_then(|s| s.lines().next())
+        .unwrap()
+        .trim();
+    assert!(!std::path::Path::new(dir).exists(), "{dir} left behind");
+}
+
+fn text_err(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}

@@ -822,12 +822,14 @@ fn convert_format(
                 material: KeyMaterial::TransparentSymmetric(bytes),
                 attributes: Vec::new(),
             },
-            other => return Err(fail(
-                ResultReason::KEY_FORMAT_TYPE_NOT_SUPPORTED,
-                format!(
+            other => {
+                return Err(fail(
+                    ResultReason::KEY_FORMAT_TYPE_NOT_SUPPORTED,
+                    format!(
                     "symmetric keys are returned as Raw or TransparentSymmetricKey, not {other}"
                 ),
-            )),
+                ))
+            }
         };
         kb.format = want;
     } else if g.key_format_type.is_some() {

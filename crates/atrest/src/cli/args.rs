@@ -14,6 +14,17 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the whole story on the embedded development KMIP server, nothing else needed.
+    ///
+    /// Starts the development KMS on a free loopback port (in DIR, or a temporary
+    /// directory removed afterwards), then does what an operator does: "Save and Test"
+    /// with its generated client configuration, and a throwaway key created, activated,
+    /// fetched, revoked and destroyed. Volume encryption joins the demo as it is built.
+    Demo {
+        /// Keep the server directory here instead of a temporary one.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
     /// The development KMIP server (for trying atrest out and for tests; not for production).
     #[command(subcommand)]
     Kms(KmsCommand),

@@ -9,6 +9,7 @@ use args::{Cli, Command};
 /// Runs the parsed command.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Demo { dir } => cmd::demo::run(dir),
         Command::Kms(c) => cmd::kms::run(c),
         Command::Kmip(c) => cmd::kmip::run(c),
         Command::Ttlv(c) => cmd::ttlv::run(c),

@@ -1,5 +1,6 @@
 //! One file per subcommand: glue between arguments and the library crates.
 
+pub mod demo;
 pub mod kmip;
 pub mod kms;
 pub mod ttlv;
