@@ -48,6 +48,10 @@ struct Kms {
 
 impl Kms {
     fn start(dir: &Path, port: u16) -> Self {
+        Self::start_with(dir, port, &[])
+    }
+
+    fn start_with(dir: &Path, port: u16, extra: &[&str]) -> Self {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -56,6 +60,7 @@ impl Kms {
         let child = Command::new(atrest_bin())
             .args(["kms", "serve", "--dir", dir.to_str().unwrap(), "--listen"])
             .arg(format!("127.0.0.1:{port}"))
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(log)
             .process_group(0)
@@ -686,6 +691,50 @@ fn oasis_sklc_and_bl_test_cases_replay(env: &Env) {
     oasis_replay(&server);
 }
 
+fn an_oversized_message_is_refused_and_the_connection_closed(env: &Env) {
+    let mut raw = Raw::connect(&env.kms);
+    // A Request Message header claiming 2 MiB, over the 1 MiB bound: answered, then closed,
+    // without the server waiting for (or allocating) the 2 MiB.
+    raw.s
+        .write_all(&hex::decode("4200780100200000").unwrap())
+        .unwrap();
+    let mut h = [0u8; 8];
+    raw.s.read_exact(&mut h).unwrap();
+    let len = ttlv::message_len(&h, &ttlv::Limits::default()).unwrap();
+    let mut buf = vec![0u8; len];
+    buf[..8].copy_from_slice(&h);
+    raw.s.read_exact(&mut buf[8..]).unwrap();
+    let r = ttlv::decode(&buf).unwrap();
+    let bi = r.child(Tag::BATCH_ITEM).unwrap();
+    assert_eq!(
+        bi.child(Tag::RESULT_STATUS).unwrap().value,
+        Value::Enumeration(1)
+    );
+    let mut rest = [0u8; 1];
+    assert!(
+        matches!(raw.s.read(&mut rest), Ok(0) | Err(_)),
+        "connection still open"
+    );
+}
+
+fn an_idle_connection_is_closed_after_the_idle_timeout(env: &Env) {
+    let dir = env.root.join("idle");
+    let server = Kms::start_with(&dir, free_port(), &["--idle-timeout", "1"]);
+    let mut raw = Raw::connect(&server);
+    let started = Instant::now();
+    let mut b = [0u8; 1];
+    let r = raw.s.read(&mut b);
+    assert!(matches!(r, Ok(0) | Err(_)), "{r:?}");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(5),
+        "{waited:?}"
+    );
+    // A client that reconnects is served again.
+    let conf = Config::load(&server.client_toml()).unwrap();
+    Client::new(conf.kmip).unwrap().query().unwrap();
+}
+
 /// A named case.
 type Case = (&'static str, fn(&Env));
 
@@ -731,6 +780,14 @@ fn main() {
         (
             "keys_survive_restart_and_kill_9",
             keys_survive_restart_and_kill_9,
+        ),
+        (
+            "an_oversized_message_is_refused_and_the_connection_closed",
+            an_oversized_message_is_refused_and_the_connection_closed,
+        ),
+        (
+            "an_idle_connection_is_closed_after_the_idle_timeout",
+            an_idle_connection_is_closed_after_the_idle_timeout,
         ),
         (
             "the_log_names_operations_but_never_key_material",

@@ -14,46 +14,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use openssl::asn1::Asn1Time;
-use openssl::bn::{BigNum, MsbOption};
-use openssl::ec::{EcGroup, EcKey};
-use openssl::hash::MessageDigest;
-use openssl::nid::Nid;
+use kms::pki::{Issued, KeyKind, Role};
 use openssl::pkcs12::Pkcs12;
-use openssl::pkey::{PKey, Private};
-use openssl::rsa::Rsa;
 use openssl::symm::Cipher;
-use openssl::x509::extension::{
-    BasicConstraints, ExtendedKeyUsage, KeyUsage, SubjectAlternativeName,
-};
-use openssl::x509::{X509NameBuilder, X509};
 use serde_json::Value as Json;
 
 // ---------------------------------------------------------------------------------------
-// PKI
+// PKI (certificates from kms::pki, the code that makes the development server's)
 
-struct Issued {
-    cert: X509,
-    key: PKey<Private>,
-}
-
-fn new_key(ec: bool) -> PKey<Private> {
-    if ec {
-        let g = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap();
-        PKey::from_ec_key(EcKey::generate(&g).unwrap()).unwrap()
-    } else {
-        PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap()
-    }
-}
-
-enum Role<'a> {
-    Ca,
-    Server { names: &'a [&'a str] },
-    Client,
-}
-
-/// A certificate for `cn`, valid from `from` to `until` days from now, signed by `issuer`
-/// (self-signed when `None`).
 fn issue(
     cn: &str,
     role: Role<'_>,
@@ -62,84 +30,12 @@ fn issue(
     from: i64,
     until: i64,
 ) -> Issued {
-    let key = new_key(ec);
-    let mut name = X509NameBuilder::new().unwrap();
-    name.append_entry_by_nid(Nid::COMMONNAME, cn).unwrap();
-    let name = name.build();
-    let mut b = X509::builder().unwrap();
-    b.set_version(2).unwrap();
-    let mut serial = BigNum::new().unwrap();
-    serial.rand(64, MsbOption::MAYBE_ZERO, false).unwrap();
-    b.set_serial_number(&serial.to_asn1_integer().unwrap())
-        .unwrap();
-    b.set_subject_name(&name).unwrap();
-    b.set_issuer_name(issuer.map_or(&name, |i| i.cert.subject_name()))
-        .unwrap();
-    b.set_pubkey(&key).unwrap();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
-    b.set_not_before(&Asn1Time::from_unix(now + from * 86_400).unwrap())
-        .unwrap();
-    b.set_not_after(&Asn1Time::from_unix(now + until * 86_400).unwrap())
-        .unwrap();
-    match role {
-        Role::Ca => {
-            b.append_extension(BasicConstraints::new().critical().ca().build().unwrap())
-                .unwrap();
-            b.append_extension(
-                KeyUsage::new()
-                    .critical()
-                    .key_cert_sign()
-                    .crl_sign()
-                    .build()
-                    .unwrap(),
-            )
-            .unwrap();
-        }
-        Role::Server { names } => {
-            b.append_extension(BasicConstraints::new().critical().build().unwrap())
-                .unwrap();
-            let mut ku = KeyUsage::new();
-            ku.critical().digital_signature();
-            if !ec {
-                ku.key_encipherment();
-            }
-            b.append_extension(ku.build().unwrap()).unwrap();
-            b.append_extension(ExtendedKeyUsage::new().server_auth().build().unwrap())
-                .unwrap();
-            let mut san = SubjectAlternativeName::new();
-            for n in names {
-                if n.parse::<std::net::IpAddr>().is_ok() {
-                    san.ip(n);
-                } else {
-                    san.dns(n);
-                }
-            }
-            let ctx = b.x509v3_context(issuer.map(|i| i.cert.as_ref()), None);
-            let san = san.build(&ctx).unwrap();
-            b.append_extension(san).unwrap();
-        }
-        Role::Client => {
-            b.append_extension(BasicConstraints::new().critical().build().unwrap())
-                .unwrap();
-            let mut ku = KeyUsage::new();
-            ku.critical().digital_signature();
-            if !ec {
-                ku.key_encipherment();
-            }
-            b.append_extension(ku.build().unwrap()).unwrap();
-            b.append_extension(ExtendedKeyUsage::new().client_auth().build().unwrap())
-                .unwrap();
-        }
-    }
-    let signer = issuer.map_or(&key, |i| &i.key);
-    b.sign(signer, MessageDigest::sha256()).unwrap();
-    Issued {
-        cert: b.build(),
-        key,
-    }
+    let kind = if ec {
+        KeyKind::EcP256
+    } else {
+        KeyKind::Rsa2048
+    };
+    kms::pki::issue(cn, role, kind, issuer, from, until).unwrap()
 }
 
 fn write(path: &Path, bytes: &[u8], mode: u32) {
@@ -177,33 +73,17 @@ impl Pki {
                 3650,
             );
             save(&format!("{alg}-ca"), &ca);
-            let srv = issue(
-                "localhost",
-                Role::Server { names: servers },
-                ec,
-                Some(&ca),
-                -1,
-                825,
-            );
+            let srv = issue("localhost", Role::Server(servers), ec, Some(&ca), -1, 825);
             save(&format!("{alg}-server"), &srv);
             let cli = issue("kmip-client", Role::Client, ec, Some(&ca), -1, 825);
             save(&format!("{alg}-client"), &cli);
             if ec {
                 // Expired a day ago; and valid but for another host.
-                let old = issue(
-                    "localhost",
-                    Role::Server { names: servers },
-                    ec,
-                    Some(&ca),
-                    -30,
-                    -1,
-                );
+                let old = issue("localhost", Role::Server(servers), ec, Some(&ca), -30, -1);
                 save("ec-server-expired", &old);
                 let other = issue(
                     "other.example",
-                    Role::Server {
-                        names: &["other.example"],
-                    },
+                    Role::Server(&["other.example"]),
                     ec,
                     Some(&ca),
                     -1,

@@ -54,6 +54,9 @@ pub enum KmsCommand {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:5696", value_name = "ADDR")]
         listen: std::net::SocketAddr,
+        /// Close a connection after this many seconds without a request.
+        #[arg(long, default_value_t = 300, value_name = "SECS")]
+        idle_timeout: u64,
     },
 }
 

@@ -6,12 +6,18 @@ use kms::server::{Options, Server};
 use crate::cli::args::KmsCommand;
 
 pub fn run(cmd: KmsCommand) -> anyhow::Result<()> {
-    let KmsCommand::Serve { dir, listen } = cmd;
+    let KmsCommand::Serve {
+        dir,
+        listen,
+        idle_timeout,
+    } = cmd;
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
         .format_target(false)
         .init();
     let created = kms::setup::ensure(&dir, listen).context("preparing the server directory")?;
-    let server = Server::bind(&dir, Options::new(listen))
+    let mut options = Options::new(listen);
+    options.idle_timeout = std::time::Duration::from_secs(idle_timeout.max(1));
+    let server = Server::bind(&dir, options)
         .with_context(|| format!("starting the KMIP server in {}", dir.display()))?;
     let stopper = server.stopper();
     let mut signals = signal_hook::iterator::Signals::new([
