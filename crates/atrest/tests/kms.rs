@@ -10,6 +10,8 @@
 //! - Restart and `kill -9`: every key acknowledged before the kill is there, intact, after.
 //! - Credential, ownership, batches, and "Save and Test" against it.
 
+mod harness;
+
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -735,9 +737,6 @@ fn an_idle_connection_is_closed_after_the_idle_timeout(env: &Env) {
     Client::new(conf.kmip).unwrap().query().unwrap();
 }
 
-/// A named case.
-type Case = (&'static str, fn(&Env));
-
 fn main() {
     let root_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let venv = std::env::var_os("ATREST_PYKMIP_VENV")
@@ -756,7 +755,7 @@ fn main() {
         kms,
         venv,
     };
-    let cases: &[Case] = &[
+    let cases: &[harness::Case<Env>] = &[
         (
             "save_and_test_works_at_once_with_the_generated_client_toml",
             save_and_test_works_at_once_with_the_generated_client_toml,
@@ -798,27 +797,7 @@ fn main() {
             oasis_sklc_and_bl_test_cases_replay,
         ),
     ];
-    let filter = std::env::args().nth(1).filter(|a| !a.starts_with('-'));
-    let (mut passed, mut failed) = (0, 0);
-    for (name, case) in cases {
-        if filter.as_deref().is_some_and(|f| !name.contains(f)) {
-            continue;
-        }
-        let started = Instant::now();
-        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| case(&env))) {
-            Ok(()) => {
-                passed += 1;
-                println!(
-                    "test {name} ... ok ({:.1} s)",
-                    started.elapsed().as_secs_f64()
-                );
-            }
-            Err(_) => {
-                failed += 1;
-                println!("test {name} ... FAILED");
-            }
-        }
-    }
+    let (passed, failed) = harness::run(cases, &env);
     drop(env);
     if failed == 0 {
         let _ = std::fs::remove_dir_all(&root);

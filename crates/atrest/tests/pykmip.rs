@@ -7,6 +7,8 @@
 //! `scripts/setup-peers.sh` installs (`$ATREST_PYKMIP_VENV`, default `.venv`), and runs the
 //! real `atrest` binary as an operator would. A missing virtualenv is a failure, not a skip.
 
+mod harness;
+
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
@@ -642,9 +644,6 @@ fn a_group_readable_password_file_is_refused_with_the_fix(env: &Env) {
 
 // ---------------------------------------------------------------------------------------
 
-/// A named case.
-type Case = (&'static str, fn(&Env));
-
 fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let venv =
@@ -681,7 +680,7 @@ fn main() {
         expired: servers[2].port,
         other_name: servers[3].port,
     };
-    let cases: &[Case] = &[
+    let cases: &[harness::Case<Env>] = &[
         (
             "save_and_test_reports_the_server_tls_and_kmip_version",
             save_and_test_reports_the_server_tls_and_kmip_version,
@@ -743,28 +742,7 @@ fn main() {
             a_group_readable_password_file_is_refused_with_the_fix,
         ),
     ];
-    let filter = std::env::args().nth(1).filter(|a| !a.starts_with('-'));
-    let (mut passed, mut failed) = (0, 0);
-    for (name, case) in cases {
-        if filter.as_deref().is_some_and(|f| !name.contains(f)) {
-            continue;
-        }
-        let started = Instant::now();
-        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| case(&env)));
-        match r {
-            Ok(()) => {
-                passed += 1;
-                println!(
-                    "test {name} ... ok ({:.1} s)",
-                    started.elapsed().as_secs_f64()
-                );
-            }
-            Err(_) => {
-                failed += 1;
-                println!("test {name} ... FAILED");
-            }
-        }
-    }
+    let (passed, failed) = harness::run(cases, &env);
     drop(servers);
     if failed == 0 {
         let _ = std::fs::remove_dir_all(&dir);

@@ -369,39 +369,24 @@ impl Kms {
                 (ResponsePayload::GetAttributeList(resp), Some(id))
             }
             RequestPayload::AddAttribute(a) => {
-                let id = uid(&a.unique_identifier)?;
-                let mut rec = owned(&store, who, &id)?.clone();
-                let attr = add_attribute(&mut rec, v, &a.attribute)?;
-                touch(&mut rec);
-                store.put(rec).map_err(store_failed)?;
-                let resp = AttributeResponse {
-                    unique_identifier: id.clone(),
-                    attribute: (!v.uses_v2_attributes()).then_some(attr),
-                };
+                let (id, resp) =
+                    change_attribute(&mut store, who, v, uid(&a.unique_identifier)?, |rec| {
+                        add_attribute(rec, v, &a.attribute)
+                    })?;
                 (ResponsePayload::AddAttribute(resp), Some(id))
             }
             RequestPayload::ModifyAttribute(m) => {
-                let id = uid(&m.unique_identifier)?;
-                let mut rec = owned(&store, who, &id)?.clone();
-                let attr = modify_attribute(&mut rec, v, m)?;
-                touch(&mut rec);
-                store.put(rec).map_err(store_failed)?;
-                let resp = AttributeResponse {
-                    unique_identifier: id.clone(),
-                    attribute: (!v.uses_v2_attributes()).then_some(attr),
-                };
+                let (id, resp) =
+                    change_attribute(&mut store, who, v, uid(&m.unique_identifier)?, |rec| {
+                        modify_attribute(rec, v, m)
+                    })?;
                 (ResponsePayload::ModifyAttribute(resp), Some(id))
             }
             RequestPayload::DeleteAttribute(d) => {
-                let id = uid(&d.unique_identifier)?;
-                let mut rec = owned(&store, who, &id)?.clone();
-                let attr = delete_attribute(&mut rec, v, d)?;
-                touch(&mut rec);
-                store.put(rec).map_err(store_failed)?;
-                let resp = AttributeResponse {
-                    unique_identifier: id.clone(),
-                    attribute: (!v.uses_v2_attributes()).then_some(attr),
-                };
+                let (id, resp) =
+                    change_attribute(&mut store, who, v, uid(&d.unique_identifier)?, |rec| {
+                        delete_attribute(rec, v, d)
+                    })?;
                 (ResponsePayload::DeleteAttribute(resp), Some(id))
             }
             RequestPayload::Activate(a) => {
@@ -567,6 +552,26 @@ fn digest(key: &[u8]) -> Attribute {
             Item::enumeration(Tag::KEY_FORMAT_TYPE, KeyFormatType::RAW.0),
         ]),
     )
+}
+
+/// Add, Modify or Delete Attribute on object `id`: `change` edits a copy, which is stored
+/// durably before the answer; 1.x answers with the attribute, 2.x with the identifier only.
+fn change_attribute(
+    store: &mut Store,
+    who: &str,
+    v: ProtocolVersion,
+    id: String,
+    change: impl FnOnce(&mut Record) -> Result<Attribute, OpError>,
+) -> Result<(String, AttributeResponse), OpError> {
+    let mut rec = owned(store, who, &id)?.clone();
+    let attr = change(&mut rec)?;
+    touch(&mut rec);
+    store.put(rec).map_err(store_failed)?;
+    let resp = AttributeResponse {
+        unique_identifier: id.clone(),
+        attribute: (!v.uses_v2_attributes()).then_some(attr),
+    };
+    Ok((id, resp))
 }
 
 fn store_failed(e: crate::store::StoreError) -> OpError {

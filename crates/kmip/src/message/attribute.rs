@@ -243,8 +243,26 @@ impl Attributes {
         Ok(out)
     }
 
-    /// Writes each attribute as a bare item (1.x Locate, Get Attributes response).
-    pub(crate) fn to_items(&self, v: ProtocolVersion) -> impl Iterator<Item = Item> + '_ {
-        self.list.iter().map(move |a| a.to_item(v))
+    /// Writes the attributes where a payload lists them loose: bare `Attribute` items in
+    /// 1.x (Locate, Get Attributes response), one `Attributes` structure in 2.x.
+    pub(crate) fn write_loose(&self, v: ProtocolVersion, out: &mut Vec<Item>) {
+        if v.uses_v2_attributes() {
+            out.push(self.to_container(v, Tag::ATTRIBUTES));
+        } else {
+            out.extend(self.list.iter().map(|a| a.to_item(v)));
+        }
+    }
+
+    /// Reads what [`Attributes::write_loose`] writes, in either version.
+    pub(crate) fn read_loose(f: &mut super::fields::Fields<'_>) -> Result<Self, MessageError> {
+        match f.take(Tag::ATTRIBUTES) {
+            Some(a) => Self::from_container(a),
+            None => f
+                .take_all(Tag::ATTRIBUTE)
+                .into_iter()
+                .map(Attribute::from_item)
+                .collect::<Result<_, _>>()
+                .map(Self::new),
+        }
     }
 }

@@ -127,23 +127,11 @@ impl Payload for GetAttributesResponse {
             Tag::UNIQUE_IDENTIFIER,
             self.unique_identifier.as_str(),
         ));
-        if v.uses_v2_attributes() {
-            out.push(self.attributes.to_container(v, Tag::ATTRIBUTES));
-        } else {
-            out.extend(self.attributes.to_items(v));
-        }
+        self.attributes.write_loose(v, out);
     }
     fn read(f: &mut Fields<'_>, _: ProtocolVersion) -> Result<Self, MessageError> {
         let unique_identifier = f.text(Tag::UNIQUE_IDENTIFIER)?;
-        let attributes = match f.take(Tag::ATTRIBUTES) {
-            Some(a) => Attributes::from_container(a)?,
-            None => Attributes::new(
-                f.take_all(Tag::ATTRIBUTE)
-                    .into_iter()
-                    .map(Attribute::from_item)
-                    .collect::<Result<_, _>>()?,
-            ),
-        };
+        let attributes = Attributes::read_loose(f)?;
         Ok(Self {
             unique_identifier,
             attributes,

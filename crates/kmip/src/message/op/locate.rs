@@ -1,7 +1,7 @@
 //! Locate: find objects by attribute (atrest: by Name, to recover a lost identifier).
 
 use crate::error::MessageError;
-use crate::message::attribute::{Attribute, Attributes};
+use crate::message::attribute::Attributes;
 use crate::message::fields::{as_text, Fields, PushOpt};
 use crate::message::header::ProtocolVersion;
 use crate::message::payload::Payload;
@@ -41,26 +41,14 @@ impl Payload for LocateRequest {
         out.push_opt(self.object_group_member, |x| {
             Item::enumeration(Tag::OBJECT_GROUP_MEMBER, x)
         });
-        if v.uses_v2_attributes() {
-            out.push(self.attributes.to_container(v, Tag::ATTRIBUTES));
-        } else {
-            out.extend(self.attributes.to_items(v));
-        }
+        self.attributes.write_loose(v, out);
     }
     fn read(f: &mut Fields<'_>, _: ProtocolVersion) -> Result<Self, MessageError> {
         let maximum_items = f.opt_int(Tag::MAXIMUM_ITEMS)?;
         let offset_items = f.opt_int(Tag::OFFSET_ITEMS)?;
         let storage_status_mask = f.opt_int(Tag::STORAGE_STATUS_MASK)?;
         let object_group_member = f.opt_enum(Tag::OBJECT_GROUP_MEMBER)?;
-        let attributes = match f.take(Tag::ATTRIBUTES) {
-            Some(a) => Attributes::from_container(a)?,
-            None => Attributes::new(
-                f.take_all(Tag::ATTRIBUTE)
-                    .into_iter()
-                    .map(Attribute::from_item)
-                    .collect::<Result<_, _>>()?,
-            ),
-        };
+        let attributes = Attributes::read_loose(f)?;
         Ok(Self {
             maximum_items,
             offset_items,
