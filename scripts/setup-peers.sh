@@ -7,7 +7,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 venv=${ATREST_PYKMIP_VENV:-$root/.venv}
 
 need=()
-for pkg in build-essential pkg-config libssl-dev openssl python3-venv; do
+for pkg in build-essential pkg-config libssl-dev openssl python3-venv cryptsetup-bin; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

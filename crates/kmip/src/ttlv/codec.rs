@@ -200,7 +200,7 @@ fn read_item(r: &mut Reader<'_>, limits: &Limits, depth: usize) -> Result<Item, 
             });
         }
     }
-    if item_type == ItemType::BigInteger && (len == 0 || len % 8 != 0) {
+    if item_type == ItemType::BigInteger && (len == 0 || !len.is_multiple_of(8)) {
         return Err(DecodeError::BadLength {
             tag,
             item_type,
@@ -208,7 +208,7 @@ fn read_item(r: &mut Reader<'_>, limits: &Limits, depth: usize) -> Result<Item, 
             offset: start + 4,
         });
     }
-    if item_type == ItemType::Structure && len % 8 != 0 {
+    if item_type == ItemType::Structure && !len.is_multiple_of(8) {
         return Err(DecodeError::BadLength {
             tag,
             item_type,

@@ -1,0 +1,114 @@
+//! The only road to storage: [`BlockBackend`], with a file (or block device) behind it and
+//! an in-memory one for tests. Nothing else in the crate opens files.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::sync::Mutex;
+
+/// Positioned reads and writes, durability on request.
+pub trait BlockBackend: Send + Sync {
+    /// Size in bytes.
+    fn len(&self) -> io::Result<u64>;
+    /// Reads exactly `buf.len()` bytes at `offset`.
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
+    /// Writes all of `buf` at `offset`.
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
+    /// Makes every write so far durable.
+    fn sync(&self) -> io::Result<()>;
+    /// True when the backend holds no bytes.
+    fn is_empty(&self) -> io::Result<bool> {
+        Ok(self.len()? == 0)
+    }
+}
+
+/// A file or block device.
+pub struct FileBackend {
+    file: File,
+}
+
+impl FileBackend {
+    /// Wraps an open file.
+    pub fn new(file: File) -> Self {
+        Self { file }
+    }
+}
+
+impl BlockBackend for FileBackend {
+    fn len(&self) -> io::Result<u64> {
+        let meta = self.file.metadata()?;
+        if meta.file_type().is_file() {
+            return Ok(meta.len());
+        }
+        // A block device reports size 0 in its metadata: seek to its end instead.
+        use std::io::Seek;
+        let mut f = &self.file;
+        let end = f.seek(io::SeekFrom::End(0))?;
+        Ok(end)
+    }
+
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.file.read_exact_at(buf, offset)
+    }
+
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.file.write_all_at(buf, offset)
+    }
+
+    fn sync(&self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+}
+
+/// Bytes in memory, for tests.
+#[derive(Default)]
+pub struct MemBackend {
+    data: Mutex<Vec<u8>>,
+}
+
+impl MemBackend {
+    /// `len` zero bytes.
+    pub fn new(len: usize) -> Self {
+        Self {
+            data: Mutex::new(vec![0; len]),
+        }
+    }
+
+    /// A copy of the contents.
+    pub fn contents(&self) -> Vec<u8> {
+        self.data.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+impl BlockBackend for MemBackend {
+    fn len(&self) -> io::Result<u64> {
+        Ok(self.data.lock().unwrap_or_else(|p| p.into_inner()).len() as u64)
+    }
+
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        let d = self.data.lock().unwrap_or_else(|p| p.into_inner());
+        let start = usize::try_from(offset).map_err(|_| io::ErrorKind::UnexpectedEof)?;
+        let src = d
+            .get(start..start + buf.len())
+            .ok_or(io::ErrorKind::UnexpectedEof)?;
+        buf.copy_from_slice(src);
+        Ok(())
+    }
+
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        let mut d = self.data.lock().unwrap_or_else(|p| p.into_inner());
+        let start = usize::try_from(offset).map_err(|_| io::ErrorKind::InvalidInput)?;
+        if d.len() < start + buf.len() {
+            return Err(io::Error::new(
+                io::ErrorKind::WriteZero,
+                "past the end of the device",
+            ));
+        }
+        d[start..start + buf.len()].copy_from_slice(buf);
+        Ok(())
+    }
+
+    fn sync(&self) -> io::Result<()> {
+        Ok(())
+    }
+}

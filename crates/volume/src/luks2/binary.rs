@@ -1,0 +1,163 @@
+//! The 4096-byte LUKS2 binary header (LUKS2 on-disk format §2.1; all integers big-endian,
+//! strings NUL-terminated and zero-padded). Offsets are chained constants so no field can
+//! overlap another by a typo.
+
+use super::Luks2Error;
+
+/// Size of the binary header block.
+pub const BINARY_SIZE: usize = 4096;
+pub(crate) const MAGIC_PRIMARY: [u8; 6] = *b"LUKS\xba\xbe";
+pub(crate) const MAGIC_SECONDARY: [u8; 6] = *b"SKUL\xba\xbe";
+
+const MAGIC: usize = 0;
+const VERSION: usize = MAGIC + 6;
+const HDR_SIZE: usize = VERSION + 2;
+const SEQID: usize = HDR_SIZE + 8;
+const LABEL: usize = SEQID + 8;
+const CSUM_ALG: usize = LABEL + 48;
+const SALT: usize = CSUM_ALG + 32;
+const UUID: usize = SALT + 64;
+const SUBSYSTEM: usize = UUID + 40;
+const HDR_OFFSET: usize = SUBSYSTEM + 48;
+const CSUM: usize = HDR_OFFSET + 8 + 184;
+const CSUM_LEN: usize = 64;
+
+/// hdr_size values the format allows (16 KiB to 4 MiB, powers of two).
+pub const HDR_SIZES: [u64; 9] = [
+    0x4000, 0x8000, 0x10000, 0x20000, 0x40000, 0x80000, 0x100000, 0x200000, 0x400000,
+];
+
+/// The fields of one binary header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BinaryHeader {
+    /// True for the secondary copy (`SKUL\xba\xbe`).
+    pub secondary: bool,
+    /// Binary header plus JSON area.
+    pub hdr_size: u64,
+    /// Increases with every write; the higher valid copy wins.
+    pub seqid: u64,
+    /// Label.
+    pub label: String,
+    /// Checksum algorithm (`sha256`).
+    pub checksum_alg: String,
+    /// Per-copy random salt.
+    pub salt: [u8; 64],
+    /// Volume UUID.
+    pub uuid: String,
+    /// Subsystem (owner) label.
+    pub subsystem: String,
+    /// Where this copy sits: 0 or hdr_size.
+    pub hdr_offset: u64,
+    /// Stored checksum.
+    pub csum: [u8; CSUM_LEN],
+}
+
+fn text(b: &[u8]) -> String {
+    let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+    String::from_utf8_lossy(&b[..end]).into_owned()
+}
+
+fn be64(b: &[u8], at: usize) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[at..at + 8]);
+    u64::from_be_bytes(a)
+}
+
+fn put_text(out: &mut [u8], at: usize, len: usize, s: &str) {
+    let b = s.as_bytes();
+    let n = b.len().min(len - 1);
+    out[at..at + n].copy_from_slice(&b[..n]);
+}
+
+impl BinaryHeader {
+    /// Parses and checks the geometry fields of a binary header read at `offset`.
+    pub fn parse(b: &[u8; BINARY_SIZE], offset: u64) -> Result<Self, Luks2Error> {
+        let secondary = match &b[MAGIC..MAGIC + 6] {
+            m if m == MAGIC_PRIMARY => false,
+            m if m == MAGIC_SECONDARY => true,
+            _ => return Err(Luks2Error::NotLuks { offset }),
+        };
+        let version = u16::from_be_bytes([b[VERSION], b[VERSION + 1]]);
+        if version != 2 {
+            return Err(Luks2Error::Corrupt {
+                offset,
+                field: "version",
+                value: version.to_string(),
+            });
+        }
+        let hdr_size = be64(b, HDR_SIZE);
+        if !HDR_SIZES.contains(&hdr_size) {
+            return Err(Luks2Error::Corrupt {
+                offset,
+                field: "hdr_size",
+                value: hdr_size.to_string(),
+            });
+        }
+        let hdr_offset = be64(b, HDR_OFFSET);
+        // A copy must sit where it says: a moved copy could alias the other one.
+        if hdr_offset != offset
+            || (secondary && hdr_offset != hdr_size)
+            || (!secondary && hdr_offset != 0)
+        {
+            return Err(Luks2Error::Corrupt {
+                offset,
+                field: "hdr_offset",
+                value: hdr_offset.to_string(),
+            });
+        }
+        let checksum_alg = text(&b[CSUM_ALG..CSUM_ALG + 32]);
+        if checksum_alg != "sha256" {
+            return Err(Luks2Error::Unsupported {
+                what: "checksum algorithm",
+                value: checksum_alg,
+            });
+        }
+        let mut salt = [0u8; 64];
+        salt.copy_from_slice(&b[SALT..SALT + 64]);
+        let mut csum = [0u8; CSUM_LEN];
+        csum.copy_from_slice(&b[CSUM..CSUM + CSUM_LEN]);
+        Ok(Self {
+            secondary,
+            hdr_size,
+            seqid: be64(b, SEQID),
+            label: text(&b[LABEL..LABEL + 48]),
+            checksum_alg,
+            salt,
+            uuid: text(&b[UUID..UUID + 40]),
+            subsystem: text(&b[SUBSYSTEM..SUBSYSTEM + 48]),
+            hdr_offset,
+            csum,
+        })
+    }
+
+    /// The 4096 bytes, with `csum` as given (zero while computing the checksum).
+    pub fn to_bytes(&self, csum: &[u8; CSUM_LEN]) -> Vec<u8> {
+        let mut b = vec![0u8; BINARY_SIZE];
+        b[MAGIC..MAGIC + 6].copy_from_slice(if self.secondary {
+            &MAGIC_SECONDARY
+        } else {
+            &MAGIC_PRIMARY
+        });
+        b[VERSION..VERSION + 2].copy_from_slice(&2u16.to_be_bytes());
+        b[HDR_SIZE..HDR_SIZE + 8].copy_from_slice(&self.hdr_size.to_be_bytes());
+        b[SEQID..SEQID + 8].copy_from_slice(&self.seqid.to_be_bytes());
+        put_text(&mut b, LABEL, 48, &self.label);
+        put_text(&mut b, CSUM_ALG, 32, &self.checksum_alg);
+        b[SALT..SALT + 64].copy_from_slice(&self.salt);
+        put_text(&mut b, UUID, 40, &self.uuid);
+        put_text(&mut b, SUBSYSTEM, 48, &self.subsystem);
+        b[HDR_OFFSET..HDR_OFFSET + 8].copy_from_slice(&self.hdr_offset.to_be_bytes());
+        b[CSUM..CSUM + CSUM_LEN].copy_from_slice(csum);
+        b
+    }
+
+    /// SHA-256 over this header with a zero checksum field and the whole JSON area.
+    pub fn checksum(&self, json_area: &[u8]) -> [u8; CSUM_LEN] {
+        let mut h = openssl::sha::Sha256::new();
+        h.update(&self.to_bytes(&[0; CSUM_LEN]));
+        h.update(json_area);
+        let mut out = [0u8; CSUM_LEN];
+        out[..32].copy_from_slice(&h.finish());
+        out
+    }
+}

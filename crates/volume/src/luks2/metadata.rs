@@ -1,0 +1,202 @@
+//! The LUKS2 JSON metadata (on-disk format §3), as serde types that keep every key they do
+//! not model, so a header written by cryptsetup (or a later atrest) survives our rewrite.
+//! 64-bit numbers are JSON strings in LUKS2; binary values are base64.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::{Map, Value};
+
+/// A `"string-uint64"`.
+pub mod string_u64 {
+    use super::*;
+
+    /// Writes as a decimal string.
+    pub fn serialize<S: Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&v.to_string())
+    }
+
+    /// Reads a decimal string.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// The whole JSON object.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Metadata {
+    /// Keyslots by id.
+    pub keyslots: BTreeMap<String, Keyslot>,
+    /// Tokens by id.
+    pub tokens: BTreeMap<String, Token>,
+    /// Segments by id.
+    pub segments: BTreeMap<String, Segment>,
+    /// Digests by id.
+    pub digests: BTreeMap<String, Digest>,
+    /// Config.
+    pub config: Config,
+    /// Keys this model does not know.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// `config`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Config {
+    /// Size of the JSON area.
+    #[serde(with = "string_u64")]
+    pub json_size: u64,
+    /// Size of the keyslots area.
+    #[serde(with = "string_u64")]
+    pub keyslots_size: u64,
+    /// Activation flags.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub flags: Vec<String>,
+    /// Requirements; an unknown mandatory one makes cryptsetup refuse the volume.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requirements: Option<Requirements>,
+    /// Keys this model does not know.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// `config.requirements`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct Requirements {
+    /// Features a reader must implement to use the volume.
+    #[serde(default)]
+    pub mandatory: Vec<String>,
+    /// Keys this model does not know.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// A segment: for atrest, one `crypt` segment.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Segment {
+    /// `crypt` (or `linear` during conversion).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Byte offset of the data.
+    #[serde(with = "string_u64")]
+    pub offset: u64,
+    /// `"dynamic"` (to the end of the device) or a byte count.
+    pub size: String,
+    /// IV offset in 512-byte sectors.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iv_tweak: Option<String>,
+    /// dm-crypt cipher spec (`aes-xts-plain64`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<String>,
+    /// 512 or 4096.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sector_size: Option<u32>,
+    /// Keys this model does not know.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// A pbkdf2 digest of the volume key.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Digest {
+    /// `pbkdf2`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Keyslots holding the key.
+    pub keyslots: Vec<String>,
+    /// Segments the key encrypts.
+    pub segments: Vec<String>,
+    /// HMAC hash.
+    pub hash: String,
+    /// Iterations.
+    pub iterations: u32,
+    /// Salt, base64.
+    pub salt: String,
+    /// Digest, base64.
+    pub digest: String,
+    /// Keys this model does not know.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// A keyslot.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Keyslot {
+    /// `luks2`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Size of the key it holds.
+    pub key_size: u32,
+    /// Anti-forensic splitter.
+    pub af: Af,
+    /// Where the encrypted split key lives.
+    pub area: Area,
+    /// How the passphrase becomes the area key.
+    pub kdf: Kdf,
+    /// Keys this model does not know.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// `af`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Af {
+    /// `luks1`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Stripes (4000).
+    pub stripes: u32,
+    /// Diffusion hash.
+    pub hash: String,
+}
+
+/// `area`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Area {
+    /// `raw`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Byte offset in the device.
+    #[serde(with = "string_u64")]
+    pub offset: u64,
+    /// Bytes.
+    #[serde(with = "string_u64")]
+    pub size: u64,
+    /// Cipher of the area.
+    pub encryption: String,
+    /// Its key size.
+    pub key_size: u32,
+}
+
+/// `kdf`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Kdf {
+    /// `pbkdf2` (atrest writes only this; argon2 is read as unsupported).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// HMAC hash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash: Option<String>,
+    /// Iterations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iterations: Option<u32>,
+    /// Salt, base64.
+    pub salt: String,
+    /// Keys this model does not know (argon2 time, memory, cpus).
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// A token; atrest's records the KMIP key's identifier.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Token {
+    /// Type; atrest's is [`super::TOKEN_TYPE`].
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Keyslots it unlocks.
+    pub keyslots: Vec<String>,
+    /// Everything else.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}

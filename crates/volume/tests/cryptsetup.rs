@@ -1,0 +1,342 @@
+//! Interoperability with stock cryptsetup (Debian's cryptsetup-bin, which `.ci/run`
+//! installs): it must accept every volume atrest writes, open it with the same secret, and
+//! agree on the volume key; atrest must open what cryptsetup formats and read what
+//! cryptsetup's offline `reencrypt --encrypt` wrote. Device-mapper is absent here, so
+//! "open" means `--test-passphrase` and `--dump-volume-key`, which check the same things.
+
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Arc;
+
+use openssl::symm::{Cipher, Crypter, Mode};
+use volume::backend::{BlockBackend, FileBackend};
+use volume::volume::{format, status, unlock, FormatOptions, KeyMode, VolumeError, DATA_OFFSET};
+
+struct Tmp(PathBuf);
+
+impl Tmp {
+    fn new(name: &str) -> Self {
+        let d = std::env::temp_dir().join(format!("atrest-vol-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        Self(d)
+    }
+
+    fn file(&self, name: &str, len: u64) -> PathBuf {
+        let p = self.0.join(name);
+        let f = File::create(&p).unwrap();
+        f.set_len(len).unwrap();
+        p
+    }
+
+    fn secret(&self, name: &str, bytes: &[u8]) -> PathBuf {
+        let p = self.0.join(name);
+        std::fs::write(&p, bytes).unwrap();
+        p
+    }
+}
+
+impl Drop for Tmp {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn backend(p: &Path) -> Arc<dyn BlockBackend> {
+    Arc::new(FileBackend::new(
+        OpenOptions::new().read(true).write(true).open(p).unwrap(),
+    ))
+}
+
+fn cryptsetup(args: &[&str]) -> Output {
+    Command::new("cryptsetup")
+        .args(args)
+        .output()
+        .expect("cryptsetup is installed by scripts/setup-peers.sh")
+}
+
+fn random(n: usize) -> Vec<u8> {
+    let mut b = vec![0u8; n];
+    openssl::rand::rand_bytes(&mut b).unwrap();
+    b
+}
+
+/// The volume key as cryptsetup sees it.
+fn dump_volume_key(dev: &Path, args: &[&str]) -> Vec<u8> {
+    let mut a = vec!["luksDump", "--dump-volume-key", "--batch-mode"];
+    a.extend_from_slice(args);
+    a.push(dev.to_str().unwrap());
+    let out = cryptsetup(&a);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let after = text.split("MK dump:").nth(1).expect("an MK dump");
+    let hex: String = after
+        .split_whitespace()
+        .take_while(|w| w.len() == 2 && w.chars().all(|c| c.is_ascii_hexdigit()))
+        .collect();
+    hex::decode(hex).unwrap()
+}
+
+/// Independent decryption of one sector with OpenSSL (tweak in 512-byte units).
+fn openssl_decrypt_sector(key: &[u8], ciphertext: &[u8], tweak: u64) -> Vec<u8> {
+    let cipher = if key.len() == 32 {
+        Cipher::aes_128_xts()
+    } else {
+        Cipher::aes_256_xts()
+    };
+    let iv = (tweak as u128).to_le_bytes();
+    let mut c = Crypter::new(cipher, Mode::Decrypt, key, Some(&iv)).unwrap();
+    let mut out = vec![0u8; ciphertext.len() + 32];
+    let n = c.update(ciphertext, &mut out).unwrap();
+    let m = c.finalize(&mut out[n..]).unwrap();
+    out.truncate(n + m);
+    out
+}
+
+fn opts(mode: KeyMode, key_len: usize, sector_size: u32) -> FormatOptions {
+    FormatOptions {
+        mode,
+        volume_key_len: key_len,
+        sector_size,
+        key_uid: "kmip-uid-1234".into(),
+        server_hint: Some("kms.example:5696".into()),
+    }
+}
+
+#[test]
+fn cryptsetup_accepts_wrapped_volumes_and_agrees_on_the_volume_key() {
+    let t = Tmp::new("wrapped");
+    for (key_len, sector_size) in [(32, 512), (32, 4096), (64, 4096)] {
+        let img = t.file(&format!("w{key_len}-{sector_size}.img"), 20 << 20);
+        let secret = random(32);
+        let secret_file = t.secret("kmip.secret", &secret);
+        let dev = backend(&img);
+        format(
+            dev.as_ref(),
+            &secret,
+            &opts(KeyMode::Wrapped, key_len, sector_size),
+        )
+        .unwrap();
+
+        let dump = cryptsetup(&["luksDump", img.to_str().unwrap()]);
+        let text = String::from_utf8_lossy(&dump.stdout);
+        assert!(dump.status.success(), "{text}");
+        assert!(
+            text.contains("Version:       \t2") || text.contains("Version:"),
+            "{text}"
+        );
+        assert!(text.contains("aes-xts-plain64"), "{text}");
+        assert!(
+            text.contains(&format!("sector: {sector_size} [bytes]")),
+            "{text}"
+        );
+        assert!(text.contains("atrest-kmip"), "{text}");
+
+        let ok = cryptsetup(&[
+            "open",
+            "--test-passphrase",
+            "--key-file",
+            secret_file.to_str().unwrap(),
+            img.to_str().unwrap(),
+        ]);
+        assert!(
+            ok.status.success(),
+            "{}",
+            String::from_utf8_lossy(&ok.stderr)
+        );
+        let wrong = t.secret("wrong.secret", &random(32));
+        let bad = cryptsetup(&[
+            "open",
+            "--test-passphrase",
+            "--key-file",
+            wrong.to_str().unwrap(),
+            img.to_str().unwrap(),
+        ]);
+        assert_eq!(bad.status.code(), Some(2), "a wrong secret must be refused");
+
+        // Data written through atrest decrypts with the key cryptsetup extracts.
+        let vol = unlock(dev.clone(), &secret).unwrap();
+        let data = random(3 * sector_size as usize);
+        vol.write_at(&data, 2 * u64::from(sector_size)).unwrap();
+        vol.flush().unwrap();
+        let vk = dump_volume_key(&img, &["--key-file", secret_file.to_str().unwrap()]);
+        assert_eq!(vk.len(), key_len);
+        let mut raw = vec![0u8; data.len()];
+        dev.read_at(&mut raw, DATA_OFFSET + 2 * u64::from(sector_size))
+            .unwrap();
+        for (i, chunk) in raw.chunks(sector_size as usize).enumerate() {
+            let tweak = (2 + i as u64) * u64::from(sector_size) / 512;
+            assert_eq!(
+                openssl_decrypt_sector(&vk, chunk, tweak),
+                data[i * sector_size as usize..(i + 1) * sector_size as usize]
+            );
+        }
+    }
+}
+
+#[test]
+fn cryptsetup_accepts_direct_volumes_by_volume_key() {
+    let t = Tmp::new("direct");
+    let img = t.file("d.img", 20 << 20);
+    let key = random(32);
+    let key_file = t.secret("vk", &key);
+    let dev = backend(&img);
+    format(dev.as_ref(), &key, &opts(KeyMode::Direct, 32, 512)).unwrap();
+    let ok = cryptsetup(&[
+        "open",
+        "--test-passphrase",
+        "--key-size",
+        "256",
+        "--volume-key-file",
+        key_file.to_str().unwrap(),
+        img.to_str().unwrap(),
+    ]);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let wrong = t.secret("wrong", &random(32));
+    let bad = cryptsetup(&[
+        "open",
+        "--test-passphrase",
+        "--key-size",
+        "256",
+        "--volume-key-file",
+        wrong.to_str().unwrap(),
+        img.to_str().unwrap(),
+    ]);
+    assert_eq!(bad.status.code(), Some(2));
+    let s = status(dev.as_ref()).unwrap();
+    assert_eq!(s.key_mode, "direct");
+    assert_eq!(s.key_uid, "kmip-uid-1234");
+    assert_eq!(s.data_offset, DATA_OFFSET);
+    assert_eq!(s.data_size, 4 << 20);
+}
+
+#[test]
+fn a_wrong_key_is_refused_and_writes_nothing() {
+    let t = Tmp::new("wrongkey");
+    let img = t.file("w.img", 20 << 20);
+    let secret = random(32);
+    let dev = backend(&img);
+    format(dev.as_ref(), &secret, &opts(KeyMode::Wrapped, 32, 4096)).unwrap();
+    let before = std::fs::read(&img).unwrap();
+    assert!(matches!(
+        unlock(dev.clone(), &random(32)),
+        Err(VolumeError::WrongKey)
+    ));
+    assert_eq!(std::fs::read(&img).unwrap(), before);
+}
+
+#[test]
+fn atrest_opens_a_volume_cryptsetup_formatted() {
+    let t = Tmp::new("csformat");
+    let img = t.file("c.img", 20 << 20);
+    let secret = random(32);
+    let secret_file = t.secret("s", &secret);
+    let out = cryptsetup(&[
+        "luksFormat",
+        "--type",
+        "luks2",
+        "--batch-mode",
+        "--cipher",
+        "aes-xts-plain64",
+        "--key-size",
+        "256",
+        "--sector-size",
+        "4096",
+        "--pbkdf",
+        "pbkdf2",
+        "--pbkdf-force-iterations",
+        "1000",
+        "--key-file",
+        secret_file.to_str().unwrap(),
+        img.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dev = backend(&img);
+    let vol = unlock(dev.clone(), &secret).unwrap();
+    assert_eq!(vol.sector_size(), 4096);
+    let data = random(10_000);
+    vol.write_at(&data, 12_345).unwrap();
+    let mut back = vec![0u8; data.len()];
+    vol.read_at(&mut back, 12_345).unwrap();
+    assert_eq!(back, data);
+    // And cryptsetup's volume key decrypts what atrest wrote.
+    let vk = dump_volume_key(&img, &["--key-file", secret_file.to_str().unwrap()]);
+    let seg_offset = {
+        let dump =
+            String::from_utf8_lossy(&cryptsetup(&["luksDump", img.to_str().unwrap()]).stdout)
+                .into_owned();
+        let line = dump
+            .lines()
+            .find(|l| l.trim_start().starts_with("offset:"))
+            .unwrap()
+            .to_owned();
+        line.split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+    };
+    let mut raw = vec![0u8; 4096];
+    // Byte 12 345 is 57 bytes into the fourth 4096-byte sector, whose tweak is 24.
+    dev.read_at(&mut raw, seg_offset + 12_288).unwrap();
+    let plain = openssl_decrypt_sector(&vk, &raw, 24);
+    assert_eq!(&plain[57..], &data[..4096 - 57]);
+}
+
+#[test]
+fn atrest_reads_what_cryptsetup_reencrypt_encrypt_wrote() {
+    let t = Tmp::new("reencrypt");
+    let img = t.file("r.img", 48 << 20);
+    let plain = random(8 << 20);
+    std::fs::write(&img, [plain.clone(), vec![0u8; 40 << 20]].concat()).unwrap();
+    let secret = random(32);
+    let secret_file = t.secret("s", &secret);
+    let out = cryptsetup(&[
+        "reencrypt",
+        "--encrypt",
+        "--type",
+        "luks2",
+        "--batch-mode",
+        "--force-offline-reencrypt",
+        "--reduce-device-size",
+        "32M",
+        "--cipher",
+        "aes-xts-plain64",
+        "--key-size",
+        "256",
+        "--sector-size",
+        "512",
+        "--pbkdf",
+        "pbkdf2",
+        "--pbkdf-force-iterations",
+        "1000",
+        "--key-file",
+        secret_file.to_str().unwrap(),
+        img.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let vol = unlock(backend(&img), &secret).unwrap();
+    let mut back = vec![0u8; plain.len()];
+    vol.read_at(&mut back, 0).unwrap();
+    assert!(
+        back == plain,
+        "atrest reads different plaintext than cryptsetup encrypted"
+    );
+}
