@@ -693,6 +693,108 @@ fn oasis_sklc_and_bl_test_cases_replay(env: &Env) {
     oasis_replay(&server);
 }
 
+fn format_makes_a_volume_cryptsetup_opens_with_the_key_from_kmip(env: &Env) {
+    let conf = env.kms.client_toml();
+    let conf = conf.to_str().unwrap();
+    let img = env.root.join("vol.img");
+    std::fs::File::create(&img)
+        .unwrap()
+        .set_len(32 << 20)
+        .unwrap();
+    let imgs = img.to_str().unwrap();
+    let out = atrest(&["format", "--config", conf, "--sector-size", "4096", imgs]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let st = atrest(&["status", "--json", imgs]);
+    let j: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
+    assert_eq!(j["key_mode"], "wrapped");
+    assert_eq!(j["sector_size"], 4096);
+    assert_eq!(j["data_size"], 16 << 20);
+    let uid = j["key_uid"].as_str().unwrap().to_owned();
+    // The KMIP key itself opens the volume with stock cryptsetup.
+    let key = atrest(&["kmip", "get", "--raw", "--config", conf, &uid]);
+    let key_file = env.root.join("vol.key");
+    std::fs::write(&key_file, &key.stdout).unwrap();
+    let cs = Command::new("cryptsetup")
+        .args([
+            "open",
+            "--test-passphrase",
+            "--key-file",
+            key_file.to_str().unwrap(),
+            imgs,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        cs.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cs.stderr)
+    );
+    std::fs::remove_file(&key_file).unwrap();
+    // The key is Active on the server.
+    let attrs = atrest(&["kmip", "attributes", "--json", "--config", conf, &uid]);
+    let a: serde_json::Value = serde_json::from_slice(&attrs.stdout).unwrap();
+    assert_eq!(a["State"], "Active");
+    // A second format refuses to destroy it; other content is refused too.
+    let again = atrest(&["format", "--config", conf, imgs]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("holds a LUKS header"));
+    let ext = env.root.join("ext.img");
+    let mut fs = vec![0u8; 32 << 20];
+    fs[1080] = 0x53;
+    fs[1081] = 0xEF;
+    std::fs::write(&ext, fs).unwrap();
+    let refused = atrest(&["format", "--config", conf, ext.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("ext2/3/4 filesystem"));
+    // Direct mode cannot do XTS-AES-256; a device too small is refused before a key is made.
+    let bad = atrest(&[
+        "format",
+        "--config",
+        conf,
+        "--direct",
+        "--cipher",
+        "xts-aes-256",
+        imgs,
+    ]);
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("wrapped mode"));
+    let small = env.root.join("small.img");
+    std::fs::File::create(&small)
+        .unwrap()
+        .set_len(1 << 20)
+        .unwrap();
+    let before = atrest(&["kmip", "locate", "--config", conf, "atrest-small.img"]);
+    let out = atrest(&["format", "--config", conf, small.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let after = atrest(&["kmip", "locate", "--config", conf, "atrest-small.img"]);
+    assert_eq!(
+        before.stdout, after.stdout,
+        "a key was created for a device that cannot hold a volume"
+    );
+    // Direct mode: the KMIP key is the volume key.
+    let direct = env.root.join("direct.img");
+    std::fs::File::create(&direct)
+        .unwrap()
+        .set_len(20 << 20)
+        .unwrap();
+    let out = atrest(&[
+        "format",
+        "--config",
+        conf,
+        "--direct",
+        direct.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let st = atrest(&["status", direct.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&st.stdout).contains("key mode      direct"));
+}
+
 fn an_oversized_message_is_refused_and_the_connection_closed(env: &Env) {
     let mut raw = Raw::connect(&env.kms);
     // A Request Message header claiming 2 MiB, over the 1 MiB bound: answered, then closed,
@@ -779,6 +881,10 @@ fn main() {
         (
             "keys_survive_restart_and_kill_9",
             keys_survive_restart_and_kill_9,
+        ),
+        (
+            "format_makes_a_volume_cryptsetup_opens_with_the_key_from_kmip",
+            format_makes_a_volume_cryptsetup_opens_with_the_key_from_kmip,
         ),
         (
             "an_oversized_message_is_refused_and_the_connection_closed",

@@ -10,5 +10,6 @@
 
 pub mod backend;
 pub mod luks2;
+pub mod probe;
 pub mod volume;
 pub mod xts;

@@ -12,6 +12,26 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Demo { dir } => cmd::demo::run(dir),
         Command::Kms(c) => cmd::kms::run(c),
         Command::Kmip(c) => cmd::kmip::run(c),
+        Command::Format {
+            config,
+            device,
+            direct,
+            cipher,
+            sector_size,
+            key_name,
+            force,
+            json,
+        } => cmd::format::run(cmd::format::Args {
+            config: config.config,
+            device,
+            direct,
+            cipher,
+            sector_size,
+            key_name,
+            force,
+            json,
+        }),
+        Command::Status { device, json } => cmd::status::run(&device, json),
         Command::Ttlv(c) => cmd::ttlv::run(c),
     }
 }

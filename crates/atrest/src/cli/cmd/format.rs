@@ -1,0 +1,126 @@
+//! `atrest format`: a new, empty volume keyed from KMIP.
+
+use std::fs::OpenOptions;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use kmip::client::Client;
+use kmip::enums::RevocationReasonCode;
+use serde_json::json;
+use service::config::Config;
+use volume::backend::FileBackend;
+use volume::volume::{format, status, FormatOptions, KeyMode};
+
+use crate::cli::args::CipherArg;
+
+pub struct Args {
+    pub config: PathBuf,
+    pub device: PathBuf,
+    pub direct: bool,
+    pub cipher: CipherArg,
+    pub sector_size: u32,
+    pub key_name: Option<String>,
+    pub force: bool,
+    pub json: bool,
+}
+
+pub fn run(a: Args) -> anyhow::Result<()> {
+    if a.direct && a.cipher == CipherArg::XtsAes256 {
+        bail!("direct mode uses the KMIP key as the volume key, and KMIP AES keys are at most 256 bits: XTS-AES-256 needs wrapped mode");
+    }
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&a.device)
+        .with_context(|| format!("opening {}", a.device.display()))?;
+    let dev = FileBackend::new(file);
+    if let Some(what) = volume::probe::existing_content(&dev).context("reading the device")? {
+        if !a.force {
+            bail!(
+                "{} holds {what}; formatting would destroy it. Use `atrest encrypt` to keep the data, or --force to destroy it",
+                a.device.display()
+            );
+        }
+    }
+    // Check the device geometry before a key is created for it.
+    let len = volume::backend::BlockBackend::len(&dev)?;
+    if len <= volume::volume::DATA_OFFSET
+        || (len - volume::volume::DATA_OFFSET) % u64::from(a.sector_size) != 0
+    {
+        bail!(
+            "{} holds {len} bytes: an atrest volume needs more than {} bytes of header area and a data area of whole {}-byte sectors",
+            a.device.display(),
+            volume::volume::DATA_OFFSET,
+            a.sector_size
+        );
+    }
+    let config = Config::load(&a.config)?;
+    let mut client = Client::new(config.kmip)?;
+    let name = a.key_name.clone().unwrap_or_else(|| {
+        format!(
+            "atrest-{}",
+            a.device
+                .file_name()
+                .map_or_else(|| "volume".into(), |n| n.to_string_lossy().into_owned())
+        )
+    });
+    let uid = client
+        .create_aes_key(256, Some(&name))
+        .context("creating the key on the KMIP server")?;
+    let result = (|| -> anyhow::Result<()> {
+        client.activate(&uid).context("activating the key")?;
+        let secret = client
+            .get_symmetric_key(&uid)
+            .context("fetching the new key")?;
+        let server = client.server_info().map(|s| s.server.to_string());
+        let opts = FormatOptions {
+            mode: if a.direct {
+                KeyMode::Direct
+            } else {
+                KeyMode::Wrapped
+            },
+            volume_key_len: if a.cipher == CipherArg::XtsAes256 {
+                64
+            } else {
+                32
+            },
+            sector_size: a.sector_size,
+            key_uid: uid.clone(),
+            server_hint: server,
+        };
+        format(&dev, &secret, &opts).context("writing the volume header")?;
+        Ok(())
+    })();
+    if let Err(e) = result {
+        // The key protects nothing: do not leave it behind.
+        let cleanup = client
+            .revoke(
+                &uid,
+                RevocationReasonCode::CESSATION_OF_OPERATION,
+                Some("atrest format failed"),
+            )
+            .and_then(|()| client.destroy(&uid));
+        return Err(match cleanup {
+            Ok(()) => e.context(format!("the unused key {uid} was revoked and destroyed")),
+            Err(c) => e.context(format!(
+                "the unused key {uid} could not be removed from the server: {c}"
+            )),
+        });
+    }
+    let s = status(&dev)?;
+    if a.json {
+        println!("{}", json!({"device": a.device, "status": s}));
+    } else {
+        println!(
+            "{}: formatted, {} {}-bit key, {}-byte sectors, {} mode, KMIP key {}, {} bytes of data space",
+            a.device.display(),
+            s.cipher,
+            s.key_bits,
+            s.sector_size,
+            s.key_mode,
+            s.key_uid,
+            s.data_size
+        );
+    }
+    Ok(())
+}
