@@ -45,7 +45,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     // Check the device geometry before a key is created for it.
     let len = volume::backend::BlockBackend::len(&dev)?;
     if len <= volume::volume::DATA_OFFSET
-        || (len - volume::volume::DATA_OFFSET) % u64::from(a.sector_size) != 0
+        || !(len - volume::volume::DATA_OFFSET).is_multiple_of(u64::from(a.sector_size))
     {
         bail!(
             "{} holds {len} bytes: an atrest volume needs more than {} bytes of header area and a data area of whole {}-byte sectors",
