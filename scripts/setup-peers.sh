@@ -26,6 +26,10 @@ if [ ! -x "$venv/bin/pykmip-server" ]; then
   "$py" -m venv "$venv"
   "$venv/bin/pip" install -q --disable-pip-version-check -r "$root/crates/atrest/tests/peers/requirements-pykmip.txt"
 fi
+# NIST CAVP XTS vectors (XTSGenAES128/256.rsp), as pyca/cryptography ships them.
+if ! "$venv/bin/python" -c 'import cryptography_vectors' 2>/dev/null; then
+  "$venv/bin/pip" install -q --disable-pip-version-check cryptography_vectors==50.0.2
+fi
 "$venv/bin/python" -c 'import kmip, kmip.services.server' 2>/dev/null \
   || { echo "PyKMIP in $venv does not import" >&2; exit 1; }
 echo "peers ready: PyKMIP $("$venv/bin/pip" show pykmip 2>/dev/null | sed -n 's/^Version: //p') in $venv"

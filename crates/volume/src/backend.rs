@@ -74,6 +74,13 @@ impl MemBackend {
         }
     }
 
+    /// A device holding `bytes`.
+    pub fn from_bytes(bytes: Vec<u8>) -> Self {
+        Self {
+            data: Mutex::new(bytes),
+        }
+    }
+
     /// A copy of the contents.
     pub fn contents(&self) -> Vec<u8> {
         self.data.lock().unwrap_or_else(|p| p.into_inner()).clone()

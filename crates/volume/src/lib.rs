@@ -9,6 +9,8 @@
 #![deny(unsafe_code)]
 
 pub mod backend;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod luks2;
 pub mod probe;
 pub mod volume;

@@ -119,3 +119,49 @@ fn plaintext_round_trips_at_odd_offsets_and_lengths_and_out_of_range_is_an_error
         Err(VolumeError::OutOfRange { .. })
     ));
 }
+
+#[test]
+fn hostile_headers_never_panic() {
+    // A real header, then random bit flips, truncations and JSON replacements.
+    let dev = formatted(&[5u8; 32]);
+    let image = dev.contents()[..0x10000].to_vec();
+    let mut seed = 7u64;
+    let mut next = || {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        seed >> 16
+    };
+    for _ in 0..400 {
+        let mut m = image.clone();
+        for _ in 0..(next() % 4 + 1) {
+            let at = (next() as usize) % 0x8000;
+            m[at] ^= 1 << (next() % 8);
+        }
+        volume::fuzzing::luks2_header(&m);
+        let cut = (next() as usize) % m.len();
+        volume::fuzzing::luks2_header(&m[..cut]);
+    }
+    // Valid checksums around hostile JSON: re-sign a header whose JSON lies about geometry.
+    for json in [
+        r#"{"keyslots":{},"tokens":{},"segments":{"0":{"type":"crypt","offset":"18446744073709551615","size":"dynamic","iv_tweak":"0","encryption":"aes-xts-plain64","sector_size":0}},"digests":{},"config":{"json_size":"12288","keyslots_size":"0"}}"#,
+        r#"{"keyslots":{"0":{"type":"luks2","key_size":4294967295,"af":{"type":"luks1","stripes":4294967295,"hash":"sha256"},"area":{"type":"raw","offset":"0","size":"1","encryption":"aes-xts-plain64","key_size":32},"kdf":{"type":"pbkdf2","salt":"AA=="}}},"tokens":{},"segments":{},"digests":{},"config":{"json_size":"12288","keyslots_size":"0"}}"#,
+        r#"{"keyslots":[],"tokens":1}"#,
+        "{",
+    ] {
+        let mut m = image.clone();
+        let area = &mut m[4096..0x4000];
+        area.fill(0);
+        area[..json.len()].copy_from_slice(json.as_bytes());
+        let bin =
+            volume::luks2::binary::BinaryHeader::parse(&m[..4096].try_into().unwrap(), 0).unwrap();
+        let csum = bin.checksum(&m[4096..0x4000]);
+        m[..4096].copy_from_slice(&bin.to_bytes(&csum));
+        // Remove the secondary so the hostile primary is the one parsed.
+        m[0x4000..0x4006].fill(0);
+        volume::fuzzing::luks2_header(&m);
+        let dev: Arc<dyn BlockBackend> =
+            Arc::new(MemBackend::from_bytes([m, vec![0; 1 << 20]].concat()));
+        assert!(unlock(dev, &[5u8; 32]).is_err());
+    }
+}

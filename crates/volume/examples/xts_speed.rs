@@ -1,0 +1,67 @@
+//! XTS-AES throughput of atrest's engine, for `bench/xts.sh`: prints one JSON line per
+//! (cipher, sector size, threads, buffer) with MB/s (10^6 bytes per second) for encryption
+//! and decryption. Each thread works on its own buffer, as `openssl speed -multi` does.
+//!
+//! `cargo run --release -p volume --example xts_speed -- [SECONDS]`
+
+use std::time::{Duration, Instant};
+
+use volume::xts::Xts;
+
+fn rate(x: &Xts, buf: &mut [u8], sector: usize, encrypt: bool, secs: f64) -> f64 {
+    let start = Instant::now();
+    let mut bytes = 0u64;
+    let mut tweak = 0u64;
+    while start.elapsed() < Duration::from_secs_f64(secs) {
+        if encrypt {
+            x.encrypt_serial(buf, sector, tweak);
+        } else {
+            x.decrypt_serial(buf, sector, tweak);
+        }
+        tweak += 1;
+        bytes += buf.len() as u64;
+    }
+    bytes as f64 / start.elapsed().as_secs_f64() / 1e6
+}
+
+fn main() {
+    let secs: f64 = std::env::args()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2.0);
+    for (name, key_len) in [("aes-128-xts", 32usize), ("aes-256-xts", 64)] {
+        let key: Vec<u8> = (0..key_len as u8)
+            .map(|i| i.wrapping_mul(37).wrapping_add(1))
+            .collect();
+        let x = Xts::new(&key).expect("key");
+        for sector in [512usize, 4096] {
+            // 256 KiB stays in cache (the cipher's speed); 64 MiB does not (memory's).
+            for buf_len in [256 << 10, 64 << 20] {
+                for threads in [1usize, 2] {
+                    let results: Vec<(f64, f64)> = std::thread::scope(|s| {
+                        let handles: Vec<_> = (0..threads)
+                            .map(|_| {
+                                let x = &x;
+                                s.spawn(move || {
+                                    let mut buf = vec![0x5Au8; buf_len];
+                                    let e = rate(x, &mut buf, sector, true, secs);
+                                    let d = rate(x, &mut buf, sector, false, secs);
+                                    (e, d)
+                                })
+                            })
+                            .collect();
+                        handles
+                            .into_iter()
+                            .map(|h| h.join().expect("thread"))
+                            .collect()
+                    });
+                    let enc: f64 = results.iter().map(|r| r.0).sum();
+                    let dec: f64 = results.iter().map(|r| r.1).sum();
+                    println!(
+                        "{{\"cipher\":\"{name}\",\"sector\":{sector},\"buffer\":{buf_len},\"threads\":{threads},\"encrypt_mb_s\":{enc:.0},\"decrypt_mb_s\":{dec:.0}}}"
+                    );
+                }
+            }
+        }
+    }
+}
