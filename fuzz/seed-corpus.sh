@@ -21,3 +21,16 @@ for f in "$cases"/*/*/*.xml; do
   done
 done
 echo "corpus: $(ls "$here/corpus/ttlv_roundtrip" | wc -l) TTLV, $(ls "$here/corpus/kmip_xml" | wc -l) XML"
+# LUKS2 headers made by cryptsetup (512- and 4096-byte sectors): the first 64 KiB of each.
+mkdir -p "$here/corpus/luks2_header"
+tmp=$(mktemp -d)
+for ss in 512 4096; do
+  truncate -s 20M "$tmp/img"
+  head -c 32 /dev/urandom > "$tmp/key"
+  cryptsetup luksFormat --type luks2 --batch-mode --pbkdf pbkdf2 --pbkdf-force-iterations 1000 \
+    --sector-size $ss --key-file "$tmp/key" "$tmp/img"
+  head -c 65536 "$tmp/img" > "$here/corpus/luks2_header/cryptsetup-$ss"
+  rm -f "$tmp/img"
+done
+rm -rf "$tmp"
+echo "corpus: $(ls "$here/corpus/luks2_header" | wc -l) LUKS2 headers"
