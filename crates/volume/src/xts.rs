@@ -218,7 +218,10 @@ impl Xts {
                 let sectors = group.len() / sector_size;
                 for s in 0..sectors {
                     let t0 = u128::from_le_bytes(initial[g * group_sectors + s].0);
-                    sector_tweaks(t0, &mut tweaks[s * blocks_per_sector..(s + 1) * blocks_per_sector]);
+                    sector_tweaks(
+                        t0,
+                        &mut tweaks[s * blocks_per_sector..(s + 1) * blocks_per_sector],
+                    );
                 }
                 let count = sectors * blocks_per_sector;
                 xor_tweaks(group, &tweaks[..count]);
@@ -345,7 +348,9 @@ mod tests {
                 d = double(d);
             }
             assert_eq!(times_alpha8(t), d);
-            t = t.wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835).rotate_left(17);
+            t = t
+                .wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835)
+                .rotate_left(17);
         }
     }
 
