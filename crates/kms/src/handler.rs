@@ -391,70 +391,27 @@ impl Kms {
             }
             RequestPayload::Activate(a) => {
                 let id = uid(&a.unique_identifier)?;
-                let mut rec = owned(&store, who, &id)?.clone();
-                if rec.state() != State::PRE_ACTIVE {
-                    return Err(wrong_state(
-                        v,
-                        format!(
-                            "object {id} is {}, only a Pre-Active object can be activated",
-                            rec.state()
-                        ),
-                    ));
-                }
-                rec.set(Tag::STATE, Value::Enumeration(State::ACTIVE.0));
-                rec.set(tag("ActivationDate"), Value::DateTime(now()));
-                touch(&mut rec);
-                store.put(rec).map_err(store_failed)?;
-                (
-                    ResponsePayload::Activate(IdResponse {
-                        unique_identifier: id.clone(),
-                    }),
-                    Some(id),
-                )
+                update(&mut store, who, &id, |rec| activate(rec, v))?;
+                let resp = IdResponse {
+                    unique_identifier: id.clone(),
+                };
+                (ResponsePayload::Activate(resp), Some(id))
             }
             RequestPayload::Revoke(r) => {
                 let id = uid(&r.unique_identifier)?;
-                let mut rec = owned(&store, who, &id)?.clone();
-                revoke(&mut rec, v, r)?;
-                touch(&mut rec);
-                store.put(rec).map_err(store_failed)?;
-                (
-                    ResponsePayload::Revoke(IdResponse {
-                        unique_identifier: id.clone(),
-                    }),
-                    Some(id),
-                )
+                update(&mut store, who, &id, |rec| revoke(rec, v, r))?;
+                let resp = IdResponse {
+                    unique_identifier: id.clone(),
+                };
+                (ResponsePayload::Revoke(resp), Some(id))
             }
             RequestPayload::Destroy(d) => {
                 let id = uid(&d.unique_identifier)?;
-                let mut rec = owned(&store, who, &id)?.clone();
-                let next = match rec.state() {
-                    State::ACTIVE => {
-                        return Err(wrong_state(
-                            v,
-                            format!("object {id} is Active: revoke it before destroying it"),
-                        ))
-                    }
-                    State::COMPROMISED => State::DESTROYED_COMPROMISED,
-                    State::DESTROYED | State::DESTROYED_COMPROMISED => {
-                        return Err(fail(
-                            ResultReason::ITEM_NOT_FOUND,
-                            format!("object {id} has been destroyed"),
-                        ))
-                    }
-                    _ => State::DESTROYED,
+                update(&mut store, who, &id, |rec| destroy(rec, v))?;
+                let resp = IdResponse {
+                    unique_identifier: id.clone(),
                 };
-                rec.set(Tag::STATE, Value::Enumeration(next.0));
-                rec.set(tag("DestroyDate"), Value::DateTime(now()));
-                rec.destroy_material();
-                touch(&mut rec);
-                store.put(rec).map_err(store_failed)?;
-                (
-                    ResponsePayload::Destroy(IdResponse {
-                        unique_identifier: id.clone(),
-                    }),
-                    Some(id),
-                )
+                (ResponsePayload::Destroy(resp), Some(id))
             }
             RequestPayload::Locate(l) => {
                 let found = locate(&store, who, l);
@@ -554,8 +511,23 @@ fn digest(key: &[u8]) -> Attribute {
     )
 }
 
-/// Add, Modify or Delete Attribute on object `id`: `change` edits a copy, which is stored
-/// durably before the answer; 1.x answers with the attribute, 2.x with the identifier only.
+/// Changes object `id` of `who`: `change` edits a copy, which is stored durably (with a
+/// new Last Change Date) before the answer; on error nothing changes.
+fn update<T>(
+    store: &mut Store,
+    who: &str,
+    id: &str,
+    change: impl FnOnce(&mut Record) -> Result<T, OpError>,
+) -> Result<T, OpError> {
+    let mut rec = owned(store, who, id)?.clone();
+    let out = change(&mut rec)?;
+    touch(&mut rec);
+    store.put(rec).map_err(store_failed)?;
+    Ok(out)
+}
+
+/// Add, Modify or Delete Attribute on object `id`; 1.x answers with the attribute, 2.x
+/// with the identifier only.
 fn change_attribute(
     store: &mut Store,
     who: &str,
@@ -563,15 +535,54 @@ fn change_attribute(
     id: String,
     change: impl FnOnce(&mut Record) -> Result<Attribute, OpError>,
 ) -> Result<(String, AttributeResponse), OpError> {
-    let mut rec = owned(store, who, &id)?.clone();
-    let attr = change(&mut rec)?;
-    touch(&mut rec);
-    store.put(rec).map_err(store_failed)?;
+    let attr = update(store, who, &id, change)?;
     let resp = AttributeResponse {
         unique_identifier: id.clone(),
         attribute: (!v.uses_v2_attributes()).then_some(attr),
     };
     Ok((id, resp))
+}
+
+fn activate(rec: &mut Record, v: ProtocolVersion) -> Result<(), OpError> {
+    if rec.state() != State::PRE_ACTIVE {
+        return Err(wrong_state(
+            v,
+            format!(
+                "object {} is {}, only a Pre-Active object can be activated",
+                rec.uid,
+                rec.state()
+            ),
+        ));
+    }
+    rec.set(Tag::STATE, Value::Enumeration(State::ACTIVE.0));
+    rec.set(tag("ActivationDate"), Value::DateTime(now()));
+    Ok(())
+}
+
+fn destroy(rec: &mut Record, v: ProtocolVersion) -> Result<(), OpError> {
+    let next = match rec.state() {
+        State::ACTIVE => {
+            return Err(wrong_state(
+                v,
+                format!(
+                    "object {} is Active: revoke it before destroying it",
+                    rec.uid
+                ),
+            ))
+        }
+        State::COMPROMISED => State::DESTROYED_COMPROMISED,
+        State::DESTROYED | State::DESTROYED_COMPROMISED => {
+            return Err(fail(
+                ResultReason::ITEM_NOT_FOUND,
+                format!("object {} has been destroyed", rec.uid),
+            ))
+        }
+        _ => State::DESTROYED,
+    };
+    rec.set(Tag::STATE, Value::Enumeration(next.0));
+    rec.set(tag("DestroyDate"), Value::DateTime(now()));
+    rec.destroy_material();
+    Ok(())
 }
 
 fn store_failed(e: crate::store::StoreError) -> OpError {

@@ -38,30 +38,7 @@ pub enum Command {
     /// mode (default): the KMIP key opens a keyslot holding a random volume key. Direct
     /// mode: the KMIP key is the volume key. Refuses a device that holds a filesystem, a
     /// LUKS header or any data unless --force: to keep data, use `atrest encrypt`.
-    Format {
-        #[command(flatten)]
-        config: ConfigArg,
-        /// The image file or block device.
-        device: PathBuf,
-        /// The KMIP key is the volume key (no keyslot; XTS-AES-128 only).
-        #[arg(long)]
-        direct: bool,
-        /// Cipher.
-        #[arg(long, value_enum, default_value = "xts-aes-128")]
-        cipher: CipherArg,
-        /// Sector size in bytes.
-        #[arg(long, default_value_t = 512, value_parser = parse_sector_size)]
-        sector_size: u32,
-        /// Name for the key on the KMIP server (default: atrest-<volume file name>).
-        #[arg(long)]
-        key_name: Option<String>,
-        /// Destroy what the device holds.
-        #[arg(long)]
-        force: bool,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Format(FormatArgs),
     /// Show what a volume's header says (format, cipher, key identifier); needs no key.
     Status {
         /// The image file or block device.
@@ -97,6 +74,32 @@ pub enum KmsCommand {
         #[arg(long, default_value_t = 300, value_name = "SECS")]
         idle_timeout: u64,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct FormatArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// The image file or block device.
+    pub device: PathBuf,
+    /// The KMIP key is the volume key (no keyslot; XTS-AES-128 only).
+    #[arg(long)]
+    pub direct: bool,
+    /// Cipher.
+    #[arg(long, value_enum, default_value = "xts-aes-128")]
+    pub cipher: CipherArg,
+    /// Sector size in bytes.
+    #[arg(long, default_value_t = 512, value_parser = parse_sector_size)]
+    pub sector_size: u32,
+    /// Name for the key on the KMIP server (default: atrest-<volume file name>).
+    #[arg(long)]
+    pub key_name: Option<String>,
+    /// Destroy what the device holds.
+    #[arg(long)]
+    pub force: bool,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -309,16 +312,10 @@ mod tests {
             "img",
         ])
         .unwrap();
-        let Command::Format {
-            direct,
-            cipher,
-            sector_size,
-            ..
-        } = c.command
-        else {
+        let Command::Format(f) = c.command else {
             panic!("not format")
         };
-        assert!(direct && cipher == CipherArg::XtsAes256 && sector_size == 4096);
+        assert!(f.direct && f.cipher == CipherArg::XtsAes256 && f.sector_size == 4096);
         assert!(Cli::try_parse_from([
             "atrest",
             "format",
@@ -330,15 +327,10 @@ mod tests {
         ])
         .is_err());
         let c = Cli::try_parse_from(["atrest", "format", "-c", "c", "img"]).unwrap();
-        let Command::Format {
-            cipher,
-            sector_size,
-            ..
-        } = c.command
-        else {
+        let Command::Format(f) = c.command else {
             panic!("not format")
         };
-        assert_eq!((cipher, sector_size), (CipherArg::XtsAes128, 512));
+        assert_eq!((f.cipher, f.sector_size), (CipherArg::XtsAes128, 512));
     }
 
     #[test]

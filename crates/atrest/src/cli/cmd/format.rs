@@ -1,7 +1,6 @@
 //! `atrest format`: a new, empty volume keyed from KMIP.
 
 use std::fs::OpenOptions;
-use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use kmip::client::Client;
@@ -11,20 +10,9 @@ use service::config::Config;
 use volume::backend::FileBackend;
 use volume::volume::{format, status, FormatOptions, KeyMode};
 
-use crate::cli::args::CipherArg;
+use crate::cli::args::{CipherArg, FormatArgs};
 
-pub struct Args {
-    pub config: PathBuf,
-    pub device: PathBuf,
-    pub direct: bool,
-    pub cipher: CipherArg,
-    pub sector_size: u32,
-    pub key_name: Option<String>,
-    pub force: bool,
-    pub json: bool,
-}
-
-pub fn run(a: Args) -> anyhow::Result<()> {
+pub fn run(a: FormatArgs) -> anyhow::Result<()> {
     if a.direct && a.cipher == CipherArg::XtsAes256 {
         bail!("direct mode uses the KMIP key as the volume key, and KMIP AES keys are at most 256 bits: XTS-AES-256 needs wrapped mode");
     }
@@ -54,7 +42,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             a.sector_size
         );
     }
-    let config = Config::load(&a.config)?;
+    let config = Config::load(&a.config.config)?;
     let mut client = Client::new(config.kmip)?;
     let name = a.key_name.clone().unwrap_or_else(|| {
         format!(
