@@ -91,7 +91,7 @@ fn times_alpha8(t: u128) -> u128 {
 }
 
 /// The tweaks of one data unit's blocks, from its initial (encrypted) tweak.
-#[inline]
+#[multiversion::multiversion(targets("x86_64+avx512f+avx512bw+avx2", "x86_64+avx2"))]
 fn sector_tweaks(t0: u128, out: &mut [[u8; 16]]) {
     let mut t = t0;
     for slot in out.iter_mut().take(8) {
@@ -238,7 +238,9 @@ impl Xts {
 }
 
 /// XORs each 16-byte block of `data` with its tweak; written over plain byte arrays so the
-/// compiler turns it into vector instructions.
+/// compiler turns it into vector instructions, compiled for AVX-512 and AVX2 as well as the
+/// baseline and chosen at run time (`multiversion` does the detection, so no `unsafe` here).
+#[multiversion::multiversion(targets("x86_64+avx512f+avx512bw+avx2", "x86_64+avx2"))]
 fn xor_tweaks(data: &mut [u8], tweaks: &[[u8; 16]]) {
     let (blocks, _) = data.as_chunks_mut::<16>();
     for (block, t) in blocks.iter_mut().zip(tweaks) {
