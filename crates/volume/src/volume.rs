@@ -338,6 +338,7 @@ pub struct Unlocked {
     data_offset: u64,
     sector_size: u32,
     size: u64,
+    repaired: Option<String>,
 }
 
 /// Unlocks `dev` with the secret fetched from KMIP. The key is checked against the
@@ -377,12 +378,26 @@ pub fn unlock(dev: Arc<dyn BlockBackend>, kmip_secret: &[u8]) -> Result<Unlocked
             .map_err(|_| VolumeError::Invalid(format!("segment size {n:?}")))?,
     };
     let size = size - size % u64::from(sector_size);
+    let data_offset = seg.offset;
+    // As cryptsetup does on a writable device: once the key is proven, rewrite a damaged
+    // header copy from the good one, so one more fault cannot cost the volume.
+    let repaired = match read.damaged {
+        Some((which, why)) => {
+            let mut h = read.header;
+            header::write(dev.as_ref(), &mut h)?;
+            Some(format!(
+                "the {which} header copy was damaged ({why}) and has been rewritten"
+            ))
+        }
+        None => None,
+    };
     Ok(Unlocked {
         dev,
         xts,
-        data_offset: seg.offset,
+        data_offset,
         sector_size,
         size,
+        repaired,
     })
 }
 
@@ -395,6 +410,11 @@ impl Unlocked {
     /// Sector size.
     pub fn sector_size(&self) -> u32 {
         self.sector_size
+    }
+
+    /// What unlocking repaired, if anything (for the caller to report).
+    pub fn repaired(&self) -> Option<&str> {
+        self.repaired.as_deref()
     }
 
     fn check(&self, offset: u64, len: usize) -> Result<(), VolumeError> {

@@ -47,8 +47,30 @@ fn recovers_from_a_damaged_primary_or_secondary_and_says_which() {
         assert!(s.damaged_copy.unwrap().starts_with(which));
         assert_eq!(s.key_uid, "uid-7");
         let dyn_dev: Arc<dyn BlockBackend> = dev.clone();
-        unlock(dyn_dev, &secret).unwrap();
+        let vol = unlock(dyn_dev, &secret).unwrap();
+        // Unlocking, with the key proven, rewrote the damaged copy.
+        assert!(
+            vol.repaired().unwrap().contains(which),
+            "{:?}",
+            vol.repaired()
+        );
+        let again = header::read(dev.as_ref()).unwrap();
+        assert!(again.damaged.is_none(), "byte {at}: {:?}", again.damaged);
+        assert_eq!(again.header.binary.seqid, r.header.binary.seqid + 1);
     }
+}
+
+#[test]
+fn a_wrong_key_does_not_repair_a_damaged_copy() {
+    let dev = formatted(&[9u8; 32]);
+    flip(&dev, 200);
+    let before = dev.contents();
+    let dyn_dev: Arc<dyn BlockBackend> = dev.clone();
+    assert!(matches!(
+        unlock(dyn_dev, &[8u8; 32]),
+        Err(VolumeError::WrongKey)
+    ));
+    assert!(dev.contents() == before, "a wrong key changed the device");
 }
 
 #[test]

@@ -37,7 +37,8 @@ pub enum Command {
     /// (stock cryptsetup can read it) recording only the key's Unique Identifier. Wrapped
     /// mode (default): the KMIP key opens a keyslot holding a random volume key. Direct
     /// mode: the KMIP key is the volume key. Refuses a device that holds a filesystem, a
-    /// LUKS header or any data unless --force: to keep data, use `atrest encrypt`.
+    /// LUKS header or any data unless --force (in-place encryption of existing data,
+    /// `atrest encrypt`, is not built yet: back the data up first).
     Format(FormatArgs),
     /// Show what a volume's header says (format, cipher, key identifier); needs no key.
     Status {

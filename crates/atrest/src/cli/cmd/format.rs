@@ -25,7 +25,7 @@ pub fn run(a: FormatArgs) -> anyhow::Result<()> {
     if let Some(what) = volume::probe::existing_content(&dev).context("reading the device")? {
         if !a.force {
             bail!(
-                "{} holds {what}; formatting would destroy it. Use `atrest encrypt` to keep the data, or --force to destroy it",
+                "{} holds {what}; formatting would destroy it. Back the data up first (in-place encryption is not built yet), or give --force to destroy it",
                 a.device.display()
             );
         }
