@@ -34,3 +34,8 @@ for ss in 512 4096; do
 done
 rm -rf "$tmp"
 echo "corpus: $(ls "$here/corpus/luks2_header" | wc -l) LUKS2 headers"
+# The JSON areas of those headers, for luks2_json.
+mkdir -p "$here/corpus/luks2_json"
+for f in "$here"/corpus/luks2_header/cryptsetup-*; do
+  dd if="$f" of="$here/corpus/luks2_json/$(basename "$f").json" bs=1 skip=4096 count=12288 2>/dev/null
+done

@@ -187,3 +187,23 @@ fn hostile_headers_never_panic() {
         assert!(unlock(dev, &[5u8; 32]).is_err());
     }
 }
+
+#[test]
+fn hostile_json_behind_a_valid_checksum_never_panics() {
+    // Our own header's JSON, then truncations and byte edits of it, each re-signed.
+    let dev = formatted(&[5u8; 32]);
+    let json = dev.contents()[4096..0x4000].to_vec();
+    let end = json.iter().position(|&b| b == 0).unwrap();
+    volume::fuzzing::luks2_json(&json[..end]);
+    let mut seed = 11u64;
+    for _ in 0..100 {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let mut m = json[..end].to_vec();
+        let at = (seed >> 20) as usize % m.len();
+        m[at] = b"0123456789\"{}[],:-ae "[(seed >> 8) as usize % 21];
+        volume::fuzzing::luks2_json(&m);
+        volume::fuzzing::luks2_json(&m[..at]);
+    }
+}
