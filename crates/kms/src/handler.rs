@@ -644,7 +644,7 @@ fn query(q: &QueryRequest) -> QueryResponse {
 fn initial_attributes(
     requested: &Attributes,
     object_type: ObjectType,
-) -> Result<(Attributes, State), OpError> {
+) -> Result<Attributes, OpError> {
     let mut list = Vec::new();
     for a in &requested.list {
         if let Some(t) = a.tag() {
@@ -681,7 +681,36 @@ fn initial_attributes(
     list.push(Attribute::new(Tag::STATE, Value::Enumeration(state.0)));
     list.push(Attribute::new(tag("InitialDate"), Value::DateTime(t)));
     list.push(Attribute::new(tag("LastChangeDate"), Value::DateTime(t)));
-    Ok((Attributes::new(list), state))
+    Ok(Attributes::new(list))
+}
+
+/// The record of a new object: the requested attributes plus the server's (identifier,
+/// type, state, dates, and a Digest for a symmetric key), the object sealed.
+fn new_object(
+    store: &Store,
+    who: &str,
+    object_type: ObjectType,
+    requested: &Attributes,
+    object: &ManagedObject,
+) -> Result<Record, OpError> {
+    let mut attributes = initial_attributes(requested, object_type)?;
+    if let ManagedObject::SymmetricKey(kb) = object {
+        if let Ok(k) = kb.symmetric_key() {
+            attributes.list.push(digest(k));
+        }
+    }
+    let mut rec = store
+        .new_record(who, object_type, Attributes::default(), &object.to_item())
+        .map_err(store_failed)?;
+    attributes.list.insert(
+        0,
+        Attribute::new(
+            Tag::UNIQUE_IDENTIFIER,
+            Value::TextString(rec.uid.clone().into()),
+        ),
+    );
+    rec.attributes = attributes;
+    Ok(rec)
 }
 
 fn create(store: &Store, who: &str, c: &CreateRequest) -> Result<Record, OpError> {
@@ -747,26 +776,16 @@ fn create(store: &Store, who: &str, c: &CreateRequest) -> Result<Record, OpError
         length: Some(bits),
         wrapping_data: None,
     };
-    let key_digest = digest(kb.symmetric_key().map(|k| k.as_slice()).unwrap_or_default());
-    let object = ManagedObject::SymmetricKey(kb).to_item();
-    let (mut attributes, _) = initial_attributes(&c.attributes, c.object_type)?;
-    attributes.list.push(key_digest);
-    let mut rec = store
-        .new_record(who, c.object_type, Attributes::default(), &object)
-        .map_err(store_failed)?;
-    attributes.list.insert(
-        0,
-        Attribute::new(
-            Tag::UNIQUE_IDENTIFIER,
-            Value::TextString(rec.uid.clone().into()),
-        ),
-    );
-    rec.attributes = attributes;
-    Ok(rec)
+    new_object(
+        store,
+        who,
+        c.object_type,
+        &c.attributes,
+        &ManagedObject::SymmetricKey(kb),
+    )
 }
 
 fn register(store: &Store, who: &str, r: &RegisterRequest) -> Result<Record, OpError> {
-    let object = r.object.to_item();
     let mut requested = r.attributes.clone();
     if let ManagedObject::SymmetricKey(kb) = &r.object {
         if kb.symmetric_key().is_err() {
@@ -784,24 +803,7 @@ fn register(store: &Store, who: &str, r: &RegisterRequest) -> Result<Record, OpE
             }
         }
     }
-    let (mut attributes, _) = initial_attributes(&requested, r.object_type)?;
-    if let ManagedObject::SymmetricKey(kb) = &r.object {
-        if let Ok(k) = kb.symmetric_key() {
-            attributes.list.push(digest(k));
-        }
-    }
-    let mut rec = store
-        .new_record(who, r.object_type, Attributes::default(), &object)
-        .map_err(store_failed)?;
-    attributes.list.insert(
-        0,
-        Attribute::new(
-            Tag::UNIQUE_IDENTIFIER,
-            Value::TextString(rec.uid.clone().into()),
-        ),
-    );
-    rec.attributes = attributes;
-    Ok(rec)
+    new_object(store, who, r.object_type, &requested, &r.object)
 }
 
 /// Returns the object in the format the Get asked for (Raw or Transparent Symmetric Key).

@@ -274,7 +274,6 @@ pub fn from_xml_document(
     // Each open Structure: its tag, its element name (to report errors) and its children.
     let mut stack: Vec<(Tag, String, Vec<Item>)> = Vec::new();
     let mut top: Vec<Item> = Vec::new();
-    let mut wrappers = 0usize;
     loop {
         let event = reader.read_event().map_err(|e| XmlError::Syntax {
             offset: reader.error_position(),
@@ -286,7 +285,7 @@ pub fn from_xml_document(
                     && WRAPPERS.contains(&element_name(&e).as_str())
                     && attr(&e, "type")?.is_none() =>
             {
-                wrappers += 1;
+                // A wrapper is not an item: its children become top-level items.
             }
             Event::Start(e) => {
                 let (tag, name, item_type) = element_head(&e)?;
@@ -327,12 +326,12 @@ pub fn from_xml_document(
                 };
                 push(&mut stack, &mut top, item);
             }
-            Event::End(_) => match stack.pop() {
-                Some((tag, _, children)) => {
+            Event::End(_) => {
+                // With no open Structure, this is the end of a wrapper.
+                if let Some((tag, _, children)) = stack.pop() {
                     push(&mut stack, &mut top, Item::structure(tag, children))
                 }
-                None => wrappers = wrappers.saturating_sub(1),
-            },
+            }
             Event::Text(t) => {
                 let t = t.unescape().map_err(|e| XmlError::Syntax {
                     offset: reader.buffer_position(),
@@ -356,7 +355,6 @@ pub fn from_xml_document(
             problem: "element is not closed",
         });
     }
-    let _ = wrappers;
     Ok(top)
 }
 

@@ -95,18 +95,14 @@ pub fn read(dev: &dyn BlockBackend) -> Result<Read, Luks2Error> {
             },
             damaged: Some(("secondary", e.to_string())),
         }),
-        (Err(e), Ok((bin, metadata))) => {
-            if let Luks2Error::NotLuks { .. } = e {
-                // No primary magic at all but a secondary: still a damaged LUKS2 volume.
-            }
-            Ok(Read {
-                header: Header {
-                    binary: bin,
-                    metadata,
-                },
-                damaged: Some(("primary", e.to_string())),
-            })
-        }
+        // Even with no primary magic at all, a valid secondary makes a damaged LUKS2 volume.
+        (Err(e), Ok((bin, metadata))) => Ok(Read {
+            header: Header {
+                binary: bin,
+                metadata,
+            },
+            damaged: Some(("primary", e.to_string())),
+        }),
         (Err(Luks2Error::NotLuks { .. }), Err(Luks2Error::NotLuks { .. })) => {
             Err(Luks2Error::NotLuks { offset: 0 })
         }
