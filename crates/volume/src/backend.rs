@@ -20,6 +20,19 @@ pub trait BlockBackend: Send + Sync {
     fn is_empty(&self) -> io::Result<bool> {
         Ok(self.len()? == 0)
     }
+    /// True for a regular file, whose size [`BlockBackend::set_len`] can change; false for a
+    /// block device, whose size is fixed.
+    fn resizable(&self) -> bool {
+        false
+    }
+    /// Grows (with the space reserved, so a full disk shows now and not half-way through a
+    /// conversion) or truncates the file.
+    fn set_len(&self, _len: u64) -> io::Result<()> {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "a block device cannot change its size",
+        ))
+    }
 }
 
 /// A file or block device.
@@ -57,6 +70,34 @@ impl BlockBackend for FileBackend {
 
     fn sync(&self) -> io::Result<()> {
         self.file.sync_data()
+    }
+
+    fn resizable(&self) -> bool {
+        self.file.metadata().is_ok_and(|m| m.file_type().is_file())
+    }
+
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        if !self.resizable() {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "a block device cannot change its size",
+            ));
+        }
+        let old = self.file.metadata()?.len();
+        if len > old {
+            // Reserve the blocks: a plain set_len would make a sparse tail whose first
+            // write could fail with ENOSPC in the middle of a conversion.
+            rustix::fs::fallocate(
+                &self.file,
+                rustix::fs::FallocateFlags::empty(),
+                old,
+                len - old,
+            )
+            .map_err(io::Error::from)?;
+        }
+        self.file.set_len(len)?;
+        // The new size must be durable before anything relies on it.
+        self.file.sync_all()
     }
 }
 
@@ -116,6 +157,19 @@ impl BlockBackend for MemBackend {
     }
 
     fn sync(&self) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn resizable(&self) -> bool {
+        true
+    }
+
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        let len = usize::try_from(len).map_err(|_| io::ErrorKind::InvalidInput)?;
+        self.data
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .resize(len, 0);
         Ok(())
     }
 }

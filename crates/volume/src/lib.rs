@@ -9,6 +9,7 @@
 #![deny(unsafe_code)]
 
 pub mod backend;
+pub mod convert;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod luks2;

@@ -49,6 +49,9 @@ pub struct FormatOptions {
     pub key_uid: String,
     /// The server it came from: a hint for operators, never dialled.
     pub server_hint: Option<String>,
+    /// Plaintext bytes, for a volume that does not run to the end of its device (one made
+    /// by converting existing data); `None` for "to the end of the device".
+    pub data_size: Option<u64>,
 }
 
 /// Errors of the volume operations.
@@ -74,6 +77,12 @@ pub enum VolumeError {
         offset: u64,
         /// The OS error.
         source: std::io::Error,
+    },
+    /// A conversion (encrypt, decrypt, deep rekey) has not finished.
+    #[error("a {kind} of this volume was interrupted and has not finished: run `atrest {kind}` again to complete it")]
+    ConversionInProgress {
+        /// encrypt, decrypt or rekey.
+        kind: String,
     },
     /// A read or write outside the volume.
     #[error("{len} bytes at byte {offset} are outside the volume of {size} bytes")]
@@ -144,6 +153,18 @@ pub fn format(
     kmip_secret: &[u8],
     opts: &FormatOptions,
 ) -> Result<(), VolumeError> {
+    let mut h = new_header(dev, kmip_secret, opts)?;
+    header::write(dev, &mut h)?;
+    Ok(())
+}
+
+/// Builds the header of a new volume and writes its keyslot (but not the header itself, so
+/// a conversion can add its state first).
+pub(crate) fn new_header(
+    dev: &dyn BlockBackend,
+    kmip_secret: &[u8],
+    opts: &FormatOptions,
+) -> Result<Header, VolumeError> {
     if ![512, 4096].contains(&opts.sector_size) {
         return Err(VolumeError::Invalid(format!(
             "sector size {} (use 512 or 4096)",
@@ -151,15 +172,17 @@ pub fn format(
         )));
     }
     let size = dev.len().map_err(io(0))?;
-    if size < DATA_OFFSET + u64::from(opts.sector_size) {
+    let data_size = opts
+        .data_size
+        .unwrap_or_else(|| size.saturating_sub(DATA_OFFSET));
+    if data_size < u64::from(opts.sector_size) || DATA_OFFSET + data_size > size {
         return Err(VolumeError::Invalid(format!(
-            "the device holds {size} bytes; an atrest volume needs more than the {DATA_OFFSET}-byte header area"
+            "the device holds {size} bytes; an atrest volume needs the {DATA_OFFSET}-byte header area and at least one sector of data"
         )));
     }
-    if !(size - DATA_OFFSET).is_multiple_of(u64::from(opts.sector_size)) {
+    if !data_size.is_multiple_of(u64::from(opts.sector_size)) {
         return Err(VolumeError::Invalid(format!(
-            "the data area ({} bytes) is not a whole number of {}-byte sectors",
-            size - DATA_OFFSET,
+            "the data area ({data_size} bytes) is not a whole number of {}-byte sectors",
             opts.sector_size
         )));
     }
@@ -211,7 +234,9 @@ pub fn format(
             Segment {
                 kind: "crypt".into(),
                 offset: DATA_OFFSET,
-                size: "dynamic".into(),
+                size: opts
+                    .data_size
+                    .map_or_else(|| "dynamic".into(), |n| n.to_string()),
                 iv_tweak: Some("0".into()),
                 encryption: Some("aes-xts-plain64".into()),
                 sector_size: Some(opts.sector_size),
@@ -233,7 +258,7 @@ pub fn format(
         },
         extra: Map::new(),
     };
-    let mut h = Header {
+    Ok(Header {
         binary: BinaryHeader {
             secondary: false,
             hdr_size: HDR_SIZE,
@@ -247,16 +272,14 @@ pub fn format(
             csum: [0; 64],
         },
         metadata,
-    };
-    header::write(dev, &mut h)?;
-    Ok(())
+    })
 }
 
-fn atrest_token(m: &Metadata) -> Option<&Token> {
+pub(crate) fn atrest_token(m: &Metadata) -> Option<&Token> {
     m.tokens.values().find(|t| t.kind == TOKEN_TYPE)
 }
 
-fn crypt_segment(m: &Metadata) -> Result<(&Segment, u32), VolumeError> {
+pub(crate) fn crypt_segment(m: &Metadata) -> Result<(&Segment, u32), VolumeError> {
     let s = m
         .segments
         .get("0")
@@ -298,11 +321,7 @@ pub fn status(dev: &dyn BlockBackend) -> Result<Status, VolumeError> {
                 .map(|b| b as u32)
         })
         .unwrap_or(256);
-    let size = dev.len().map_err(io(0))?;
-    let data_size = match seg.size.as_str() {
-        "dynamic" => size.saturating_sub(seg.offset),
-        n => n.parse().unwrap_or(0),
-    };
+    let data_size = segment_size(seg, dev.len().map_err(io(0))?)?;
     let text = |k: &str| {
         token
             .extra
@@ -331,6 +350,52 @@ pub fn status(dev: &dyn BlockBackend) -> Result<Status, VolumeError> {
     })
 }
 
+/// The volume key of digest `digest_id`, from the KMIP secret: the secret itself (direct
+/// mode) or what it opens in one of the digest's keyslots (wrapped).
+pub(crate) fn volume_key(
+    dev: &dyn BlockBackend,
+    m: &Metadata,
+    digest_id: &str,
+    kmip_secret: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, VolumeError> {
+    let digest = m
+        .digests
+        .get(digest_id)
+        .ok_or_else(|| VolumeError::Invalid(format!("no digest {digest_id}")))?;
+    if keys::verify(digest, kmip_secret)? {
+        return Ok(Zeroizing::new(kmip_secret.to_vec()));
+    }
+    for id in &digest.keyslots {
+        let Some(slot) = m.keyslots.get(id) else {
+            continue;
+        };
+        let candidate = keys::open_keyslot(dev, slot, kmip_secret)?;
+        if keys::verify(digest, &candidate)? {
+            return Ok(candidate);
+        }
+    }
+    Err(VolumeError::WrongKey)
+}
+
+/// The id of the digest bound to segment 0.
+pub(crate) fn segment_digest(m: &Metadata) -> Result<String, VolumeError> {
+    m.digests
+        .iter()
+        .find(|(_, d)| d.segments.iter().any(|s| s == "0"))
+        .map(|(id, _)| id.clone())
+        .ok_or_else(|| VolumeError::Invalid("no digest for segment 0".into()))
+}
+
+/// The data size of `seg` on a device of `total` bytes.
+pub(crate) fn segment_size(seg: &Segment, total: u64) -> Result<u64, VolumeError> {
+    match seg.size.as_str() {
+        "dynamic" => Ok(total.saturating_sub(seg.offset)),
+        n => n
+            .parse()
+            .map_err(|_| VolumeError::Invalid(format!("segment size {n:?}"))),
+    }
+}
+
 /// An unlocked volume: reads and writes plaintext. The key schedule is zeroized on drop.
 pub struct Unlocked {
     dev: Arc<dyn BlockBackend>,
@@ -346,37 +411,14 @@ pub struct Unlocked {
 pub fn unlock(dev: Arc<dyn BlockBackend>, kmip_secret: &[u8]) -> Result<Unlocked, VolumeError> {
     let read = header::read(dev.as_ref())?;
     let m = &read.header.metadata;
-    let (seg, sector_size) = crypt_segment(m)?;
-    let digest = m
-        .digests
-        .values()
-        .find(|d| d.segments.iter().any(|s| s == "0"))
-        .ok_or_else(|| VolumeError::Invalid("no digest for segment 0".into()))?;
-    // Direct: the secret is the volume key. Wrapped: it opens one of the digest's keyslots.
-    let mut volume_key = None;
-    if keys::verify(digest, kmip_secret)? {
-        volume_key = Some(Zeroizing::new(kmip_secret.to_vec()));
-    } else {
-        for id in &digest.keyslots {
-            let Some(slot) = m.keyslots.get(id) else {
-                continue;
-            };
-            let candidate = keys::open_keyslot(dev.as_ref(), slot, kmip_secret)?;
-            if keys::verify(digest, &candidate)? {
-                volume_key = Some(candidate);
-                break;
-            }
-        }
+    if let Some(kind) = crate::convert::state::in_progress(m) {
+        return Err(VolumeError::ConversionInProgress { kind });
     }
-    let volume_key = volume_key.ok_or(VolumeError::WrongKey)?;
+    let (seg, sector_size) = crypt_segment(m)?;
+    let volume_key = volume_key(dev.as_ref(), m, &segment_digest(m)?, kmip_secret)?;
     let xts = Xts::new(&volume_key).map_err(|e| VolumeError::Invalid(e.to_string()))?;
     let total = dev.len().map_err(io(0))?;
-    let size = match seg.size.as_str() {
-        "dynamic" => total.saturating_sub(seg.offset),
-        n => n
-            .parse()
-            .map_err(|_| VolumeError::Invalid(format!("segment size {n:?}")))?,
-    };
+    let size = segment_size(seg, total)?;
     let size = size - size % u64::from(sector_size);
     let data_offset = seg.offset;
     // As cryptsetup does on a writable device: once the key is proven, rewrite a damaged

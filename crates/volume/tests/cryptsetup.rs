@@ -105,6 +105,7 @@ fn opts(mode: KeyMode, key_len: usize, sector_size: u32) -> FormatOptions {
         sector_size,
         key_uid: "kmip-uid-1234".into(),
         server_hint: Some("kms.example:5696".into()),
+        data_size: None,
     }
 }
 

@@ -18,6 +18,7 @@ fn formatted(secret: &[u8]) -> Arc<MemBackend> {
         sector_size: 512,
         key_uid: "uid-7".into(),
         server_hint: None,
+        data_size: None,
     };
     format(dev.as_ref(), secret, &opts).unwrap();
     dev

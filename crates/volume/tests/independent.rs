@@ -115,6 +115,7 @@ fn pyca_cryptography_decrypts_what_atrest_wrote() {
             sector_size,
             key_uid: "k".into(),
             server_hint: None,
+            data_size: None,
         };
         format(dev.as_ref(), &key, &opts).unwrap();
         let vol = unlock(dev, &key).unwrap();

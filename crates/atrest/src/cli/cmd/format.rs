@@ -75,6 +75,7 @@ pub fn run(a: FormatArgs) -> anyhow::Result<()> {
             sector_size: a.sector_size,
             key_uid: uid.clone(),
             server_hint: server,
+            data_size: None,
         };
         format(&dev, &secret, &opts).context("writing the volume header")?;
         Ok(())

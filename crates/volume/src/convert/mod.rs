@@ -1,0 +1,173 @@
+//! Converting a volume in place: `encrypt` (plaintext → atrest volume, the data moved up by
+//! the header area), `decrypt` (the reverse) and `rekey` (every sector re-encrypted under a
+//! new volume key), each crash-safe and resumable. `docs/journal.md` states the design; in
+//! short, the invariants every step keeps are:
+//!
+//! 1. What the header commits (`State::done`) is always true of the durable data: every
+//!    converted byte is durable in its new place before `done` counts it.
+//! 2. Nothing that a redo of the next step needs is overwritten before that step starts:
+//!    encrypt and decrypt move data by the header area (16 MiB) in chunks no larger than
+//!    that, towards already-converted space, so a chunk's source is never its own or a
+//!    later chunk's destination; a rekey rewrites data in place, so its hot zone's old
+//!    ciphertext is first made durable in a journal.
+//! 3. The first bytes of the plaintext, whose place the header takes, are parked at the
+//!    end of the device behind a self-checking record before the header is written
+//!    (encrypt), or before anything else moves (decrypt); the record alone says what to do
+//!    when there is no header to ask.
+//! 4. While a conversion runs, the header carries the mandatory requirement
+//!    [`state::REQUIREMENT`], so stock cryptsetup refuses to open the half-converted volume
+//!    and atrest's own [`crate::volume::unlock`] sends the operator back to finish it.
+//!
+//! Stopping (Ctrl-C) happens only between steps, at a committed point.
+
+pub mod journal;
+pub mod park;
+mod run;
+pub mod state;
+
+pub use run::{begin_decrypt, begin_encrypt, begin_rekey, inspect, rewrap, run};
+pub use state::Kind;
+
+use crate::luks2::Luks2Error;
+use crate::volume::VolumeError;
+
+/// Tuning of a conversion run.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// Bytes per step. Encrypt and decrypt clamp it to the data offset (invariant 2), a rekey
+    /// to [`journal::MAX_HOTZONE`]. Larger steps mean fewer header commits.
+    pub chunk: u64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            chunk: crate::volume::DATA_OFFSET,
+        }
+    }
+}
+
+/// Progress after a committed step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    /// What runs.
+    pub kind: Kind,
+    /// Bytes converted and committed.
+    pub done: u64,
+    /// Bytes in all.
+    pub total: u64,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The conversion is complete; the volume (or the plaintext) is ready.
+    Finished,
+    /// Stopped on request at a committed point; running again continues from there.
+    Stopped(Progress),
+}
+
+/// The secrets from KMIP a run needs: the key the volume is under now (`current`), and for
+/// a rekey the new one.
+#[derive(Clone, Copy, Default)]
+pub struct Keys<'a> {
+    /// The secret of the key recorded in the token.
+    pub current: Option<&'a [u8]>,
+    /// Rekey: the secret of the new key.
+    pub new: Option<&'a [u8]>,
+}
+
+/// What a device holds, as far as conversion is concerned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Found {
+    /// No LUKS header and no park record: plaintext (or blank).
+    Plain,
+    /// A finished atrest volume.
+    Volume {
+        /// Its KMIP key.
+        key_uid: String,
+        /// `wrapped` or `direct`.
+        key_mode: String,
+    },
+    /// A conversion that has not finished.
+    InProgress(Pending),
+    /// A LUKS2 volume that atrest did not make.
+    OtherLuks,
+}
+
+/// An unfinished conversion and the keys needed to finish it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pending {
+    /// What was running.
+    pub kind: Kind,
+    /// The key the data is (partly) under; needed unless `needs_current` is false.
+    pub key_uid: String,
+    /// Whether the current key is still needed (not once every byte is converted).
+    pub needs_current: bool,
+    /// Rekey: the new key, always needed.
+    pub new_key_uid: Option<String>,
+    /// Committed progress.
+    pub done: u64,
+    /// Total.
+    pub size: u64,
+}
+
+/// Why a conversion could not start or continue. None of these leaves data in a state
+/// that running the same command again cannot finish.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConvertError {
+    /// The header, the key or the volume.
+    #[error(transparent)]
+    Volume(#[from] VolumeError),
+    /// A read, write or sync failed.
+    #[error("I/O at byte {offset}: {source}; the conversion stopped at its last committed step and resumes when the command is run again")]
+    Io {
+        /// Where.
+        offset: u64,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The device is not what the command converts.
+    #[error("the device holds {0}")]
+    Refused(String),
+    /// The device has no room for what the conversion must place at its end.
+    #[error("the device holds {have} bytes, and this conversion needs {need}: {hint}")]
+    NoRoom {
+        /// Bytes needed.
+        need: u64,
+        /// Bytes there.
+        have: u64,
+        /// What to do.
+        hint: String,
+    },
+    /// The parked first bytes fail their checksum: media damage, or a device changed
+    /// behind atrest's back. Nothing more is written.
+    #[error("the parked copy of the first {len} bytes (at byte {offset}) fails its checksum; nothing more was written. Restore the device from a backup or contact support with this message")]
+    ParkDamaged {
+        /// Where the park is.
+        offset: u64,
+        /// Its length.
+        len: u64,
+    },
+    /// Nothing to resume.
+    #[error("no conversion is in progress on this device")]
+    NothingInProgress,
+    /// A different conversion holds the device.
+    #[error(
+        "a {running} of this device is in progress: run `atrest {running}` to finish it first"
+    )]
+    OtherInProgress {
+        /// encrypt, decrypt or rekey.
+        running: &'static str,
+    },
+    /// A key the next step needs was not supplied.
+    #[error("the {0} key from KMIP is needed to continue")]
+    KeyNeeded(&'static str),
+}
+
+impl From<Luks2Error> for ConvertError {
+    fn from(e: Luks2Error) -> Self {
+        Self::Volume(e.into())
+    }
+}

@@ -1,0 +1,735 @@
+//! The steps of each conversion, in the order `docs/journal.md` proves safe. Every
+//! function here either completes a step and commits it, or returns an error having
+//! committed nothing new: the header then still describes the durable data.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use serde_json::json;
+use zeroize::Zeroizing;
+
+use super::park::{self, HeaderPlan, Record, PARK_LEN, RECORD_LEN};
+use super::state::{self, Kind, Park, State};
+use super::{journal, ConvertError, Found, Keys, Options, Outcome, Pending, Progress};
+use crate::backend::BlockBackend;
+use crate::luks2::header::{self, Header};
+use crate::luks2::keys;
+use crate::luks2::Luks2Error;
+use crate::volume::{
+    atrest_token, crypt_segment, new_header, segment_digest, segment_size, volume_key,
+    FormatOptions, KeyMode, VolumeError, DATA_OFFSET, HDR_SIZE,
+};
+use crate::xts::Xts;
+
+/// Where keyslot areas go: the first after the two header copies, the second far enough on
+/// for a 512-bit key's area; a rewrap alternates between them.
+const SLOT_AREAS: [u64; 2] = [2 * HDR_SIZE, 2 * HDR_SIZE + (256 << 10)];
+
+fn io(offset: u64) -> impl FnOnce(std::io::Error) -> ConvertError {
+    move |source| ConvertError::Io { offset, source }
+}
+
+fn read(dev: &dyn BlockBackend, len: u64, at: u64) -> Result<Zeroizing<Vec<u8>>, ConvertError> {
+    let mut b = Zeroizing::new(vec![0u8; len as usize]);
+    dev.read_at(&mut b, at).map_err(io(at))?;
+    Ok(b)
+}
+
+fn write(dev: &dyn BlockBackend, b: &[u8], at: u64) -> Result<(), ConvertError> {
+    dev.write_at(b, at).map_err(io(at))
+}
+
+fn sync(dev: &dyn BlockBackend) -> Result<(), ConvertError> {
+    dev.sync().map_err(io(0))
+}
+
+fn zero(dev: &dyn BlockBackend, from: u64, to: u64) -> Result<(), ConvertError> {
+    let block = vec![0u8; 1 << 20];
+    let mut at = from;
+    while at < to {
+        let n = (to - at).min(block.len() as u64);
+        write(dev, &block[..n as usize], at)?;
+        at += n;
+    }
+    Ok(())
+}
+
+fn cipher(key: &[u8]) -> Result<Xts, ConvertError> {
+    Xts::new(key).map_err(|e| VolumeError::Invalid(e.to_string()).into())
+}
+
+fn commit(dev: &dyn BlockBackend, h: &mut Header, s: Option<&State>) -> Result<(), ConvertError> {
+    state::set(&mut h.metadata, s);
+    header::write(dev, h)?;
+    Ok(())
+}
+
+fn token_uid(h: &Header) -> String {
+    atrest_token(&h.metadata)
+        .and_then(|t| t.extra.get("key_uid"))
+        .and_then(|v| v.as_str())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn token_mode(h: &Header) -> String {
+    atrest_token(&h.metadata)
+        .and_then(|t| t.extra.get("key_mode"))
+        .and_then(|v| v.as_str())
+        .unwrap_or("wrapped")
+        .to_owned()
+}
+
+/// The end of the header and keyslot material: everything from here to the data offset is
+/// free (and may hold leftovers to wipe).
+fn header_end(h: &Header) -> u64 {
+    h.metadata
+        .keyslots
+        .values()
+        .map(|k| k.area.offset + k.area.size)
+        .fold(2 * HDR_SIZE, u64::max)
+}
+
+/// Reports what `dev` holds.
+pub fn inspect(dev: &dyn BlockBackend) -> Result<Found, ConvertError> {
+    match header::read(dev) {
+        Ok(r) => {
+            let h = r.header;
+            if atrest_token(&h.metadata).is_none() {
+                return Ok(Found::OtherLuks);
+            }
+            let key_uid = token_uid(&h);
+            match state::read(&h.metadata).map_err(VolumeError::Invalid)? {
+                None => Ok(Found::Volume {
+                    key_uid,
+                    key_mode: token_mode(&h),
+                }),
+                Some(s) => Ok(Found::InProgress(Pending {
+                    kind: s.kind,
+                    key_uid,
+                    needs_current: s.done < s.size,
+                    new_key_uid: s.new_key_uid,
+                    done: s.done,
+                    size: s.size,
+                })),
+            }
+        }
+        Err(e) => match park::read(dev).map_err(io(0))? {
+            Some(rec) => Ok(Found::InProgress(Pending {
+                kind: rec.kind,
+                key_uid: rec
+                    .header
+                    .as_ref()
+                    .map(|p| p.key_uid.clone())
+                    .unwrap_or_default(),
+                // Before encrypt's header exists the key is needed to write it; after
+                // decrypt has overwritten the header only the parked bytes are.
+                needs_current: rec.kind == Kind::Encrypt,
+                new_key_uid: None,
+                done: if rec.kind == Kind::Encrypt {
+                    0
+                } else {
+                    rec.size
+                },
+                size: rec.size,
+            })),
+            None if matches!(e, Luks2Error::NotLuks { .. }) => Ok(Found::Plain),
+            None => Err(e.into()),
+        },
+    }
+}
+
+/// Starts `atrest encrypt` on a plaintext device whose first `size` bytes are the data:
+/// makes room at the end (growing a file; a block device must have it), parks the first
+/// bytes there behind a record naming the key, and makes both durable. Nothing of the
+/// plaintext has been overwritten when this returns; [`run`] writes the header next.
+pub fn begin_encrypt(
+    dev: &dyn BlockBackend,
+    plan: &HeaderPlan,
+    size: u64,
+) -> Result<(), ConvertError> {
+    if ![512, 4096].contains(&plan.sector_size) {
+        return Err(VolumeError::Invalid(format!(
+            "sector size {} (use 512 or 4096)",
+            plan.sector_size
+        ))
+        .into());
+    }
+    if size == 0 || !size.is_multiple_of(u64::from(plan.sector_size)) {
+        return Err(ConvertError::Refused(format!(
+            "{size} bytes of data, which is not a whole number of {}-byte sectors: pad the image to a multiple of {} (e.g. `truncate -s %{}`) or choose --sector-size 512",
+            plan.sector_size, plan.sector_size, plan.sector_size
+        )));
+    }
+    let park_len = size.min(PARK_LEN);
+    let need = size + DATA_OFFSET + park_len + RECORD_LEN;
+    let have = dev.len().map_err(io(0))?;
+    if have < need {
+        if !dev.resizable() {
+            return Err(ConvertError::NoRoom {
+                need,
+                have,
+                hint: format!(
+                    "a block device keeps its size, so leave its last {} bytes unused (shrink the filesystem) and give --reduce-device-size",
+                    need - size
+                ),
+            });
+        }
+        dev.set_len(need).map_err(|source| ConvertError::Io {
+            offset: need,
+            source,
+        })?;
+    }
+    let len = dev.len().map_err(io(0))?;
+    let first = read(dev, park_len, 0)?;
+    let at = park::park_offset(len, park_len);
+    write(dev, &first, at)?;
+    // The park must be durable before a record can vouch for it.
+    sync(dev)?;
+    let rec = Record {
+        kind: Kind::Encrypt,
+        size,
+        data_offset: DATA_OFFSET,
+        park_len,
+        sha256: park::sha256_hex(&first),
+        header: Some(plan.clone()),
+    };
+    write(dev, &park::encode(&rec), len - RECORD_LEN)?;
+    sync(dev)
+}
+
+/// Starts `atrest decrypt`: checks the key, makes room at the end for the park (growing a
+/// file), and commits the start. From here cryptsetup refuses the volume.
+pub fn begin_decrypt(dev: &dyn BlockBackend, secret: &[u8]) -> Result<(), ConvertError> {
+    let mut h = header::read(dev)?.header;
+    refuse_running(&h)?;
+    let (seg, _) = crypt_segment(&h.metadata)?;
+    let (offset, size) = (seg.offset, segment_size(seg, dev.len().map_err(io(0))?)?);
+    volume_key(dev, &h.metadata, &segment_digest(&h.metadata)?, secret)?;
+    let park_len = size.min(PARK_LEN);
+    let need = offset + size + park_len + RECORD_LEN;
+    let have = dev.len().map_err(io(0))?;
+    if have < need {
+        if !dev.resizable() {
+            return Err(ConvertError::NoRoom {
+                need,
+                have,
+                hint: "the data fills the block device; copy it out with `atrest` reads instead, or decrypt an image file".into(),
+            });
+        }
+        dev.set_len(need).map_err(io(need))?;
+    }
+    let len = dev.len().map_err(io(0))?;
+    // The size is fixed from now on: a growing device must not grow the volume.
+    if let Some(seg) = h.metadata.segments.get_mut("0") {
+        seg.size = size.to_string();
+    }
+    let s = State {
+        kind: Kind::Decrypt,
+        size,
+        done: 0,
+        park: Some(Park {
+            offset: park::park_offset(len, park_len),
+            len: park_len,
+            sha256: String::new(),
+        }),
+        new_key_uid: None,
+        new_digest: None,
+    };
+    commit(dev, &mut h, Some(&s))
+}
+
+/// Starts a deep rekey: the new volume key (wrapped: random, in a new keyslot opened by
+/// the new KMIP secret; direct: the new KMIP secret) gets its own digest, and the start is
+/// committed. No sector has changed when this returns.
+pub fn begin_rekey(
+    dev: &dyn BlockBackend,
+    old_secret: &[u8],
+    new_secret: &[u8],
+    new_key_uid: &str,
+) -> Result<(), ConvertError> {
+    let mut h = header::read(dev)?.header;
+    refuse_running(&h)?;
+    let old_digest = segment_digest(&h.metadata)?;
+    let old_key = volume_key(dev, &h.metadata, &old_digest, old_secret)?;
+    let (seg, _) = crypt_segment(&h.metadata)?;
+    let size = segment_size(seg, dev.len().map_err(io(0))?)?;
+    let m = &mut h.metadata;
+    let new_digest = free_id(m.digests.keys());
+    let (new_key, slots) = if token_mode(&h) == "direct" {
+        (Zeroizing::new(new_secret.to_vec()), Vec::new())
+    } else {
+        let mut k = Zeroizing::new(vec![0u8; old_key.len()]);
+        openssl::rand::rand_bytes(&mut k).expect("system random number generator");
+        let id = free_id(h.metadata.keyslots.keys());
+        let area = free_area(&h)?;
+        let slot = keys::make_keyslot(dev, &k, new_secret, area)?;
+        h.metadata.keyslots.insert(id.clone(), slot);
+        (k, vec![id])
+    };
+    cipher(&new_key)?;
+    h.metadata.digests.insert(
+        new_digest.clone(),
+        keys::make_digest(&new_key, slots, Vec::new()),
+    );
+    let s = State {
+        kind: Kind::Rekey,
+        size,
+        done: 0,
+        park: None,
+        new_key_uid: Some(new_key_uid.to_owned()),
+        new_digest: Some(new_digest),
+    };
+    commit(dev, &mut h, Some(&s))
+}
+
+/// A rekey without touching data (wrapped mode): the volume key moves to a new keyslot
+/// opened by the new KMIP secret, one header commit records it with the new identifier,
+/// and the old keyslot is wiped.
+pub fn rewrap(
+    dev: &dyn BlockBackend,
+    old_secret: &[u8],
+    new_secret: &[u8],
+    new_key_uid: &str,
+) -> Result<(), ConvertError> {
+    let mut h = header::read(dev)?.header;
+    refuse_running(&h)?;
+    if token_mode(&h) == "direct" {
+        return Err(ConvertError::Refused(
+            "a direct-mode volume: its KMIP key is the volume key, so a new key means re-encrypting every sector (use --deep)".into(),
+        ));
+    }
+    let digest = segment_digest(&h.metadata)?;
+    let vk = volume_key(dev, &h.metadata, &digest, old_secret)?;
+    let area = free_area(&h)?;
+    let id = free_id(h.metadata.keyslots.keys());
+    let slot = keys::make_keyslot(dev, &vk, new_secret, area)?;
+    let m = &mut h.metadata;
+    let old: Vec<String> = m.digests[&digest].keyslots.clone();
+    let old_areas: Vec<(u64, u64)> = old
+        .iter()
+        .filter_map(|k| m.keyslots.remove(k))
+        .map(|k| (k.area.offset, k.area.size))
+        .collect();
+    m.keyslots.insert(id.clone(), slot);
+    if let Some(d) = m.digests.get_mut(&digest) {
+        d.keyslots = vec![id];
+    }
+    set_token_uid(&mut h, new_key_uid);
+    header::write(dev, &mut h)?;
+    for (at, len) in old_areas {
+        zero(dev, at, at + len)?;
+    }
+    sync(dev)
+}
+
+fn refuse_running(h: &Header) -> Result<(), ConvertError> {
+    match state::read(&h.metadata).map_err(VolumeError::Invalid)? {
+        Some(s) => Err(ConvertError::OtherInProgress {
+            running: s.kind.as_str(),
+        }),
+        None => Ok(()),
+    }
+}
+
+fn free_id<'a>(used: impl Iterator<Item = &'a String> + Clone) -> String {
+    (0..)
+        .map(|i: u32| i.to_string())
+        .find(|c| !used.clone().any(|u| u == c))
+        .unwrap_or_default()
+}
+
+fn free_area(h: &Header) -> Result<u64, ConvertError> {
+    SLOT_AREAS
+        .into_iter()
+        .find(|&a| {
+            h.metadata.keyslots.values().all(|k| {
+                let (o, l) = (k.area.offset, k.area.size);
+                a + (256 << 10) <= o || o + l <= a
+            })
+        })
+        .ok_or_else(|| ConvertError::Refused("keyslots in both of atrest's keyslot areas".into()))
+}
+
+fn set_token_uid(h: &mut Header, uid: &str) {
+    if let Some(t) = h
+        .metadata
+        .tokens
+        .values_mut()
+        .find(|t| t.kind == crate::luks2::TOKEN_TYPE)
+    {
+        t.extra.insert("key_uid".into(), json!(uid));
+    }
+}
+
+/// Runs (or resumes) the conversion in progress on `dev` until it finishes or `stop` is
+/// set; `progress` hears of every committed step.
+pub fn run(
+    dev: &dyn BlockBackend,
+    keys: Keys<'_>,
+    opts: Options,
+    stop: &AtomicBool,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Outcome, ConvertError> {
+    let mut h = match header::read(dev) {
+        Ok(r) => r.header,
+        Err(e) => match park::read(dev).map_err(io(0))? {
+            Some(rec) if rec.kind == Kind::Encrypt => {
+                write_encrypt_header(
+                    dev,
+                    &rec,
+                    keys.current.ok_or(ConvertError::KeyNeeded("volume's"))?,
+                )?;
+                header::read(dev)?.header
+            }
+            Some(rec) => {
+                restore(dev, &rec)?;
+                progress(Progress {
+                    kind: Kind::Decrypt,
+                    done: rec.size,
+                    total: rec.size,
+                });
+                return Ok(Outcome::Finished);
+            }
+            None => return Err(e.into()),
+        },
+    };
+    let s = state::read(&h.metadata)
+        .map_err(VolumeError::Invalid)?
+        .ok_or(ConvertError::NothingInProgress)?;
+    let mut cx = Step {
+        dev,
+        stop,
+        progress,
+    };
+    match s.kind {
+        Kind::Encrypt => cx.encrypt(&mut h, s, keys, opts),
+        Kind::Decrypt => cx.decrypt(&mut h, s, keys, opts),
+        Kind::Rekey => cx.rekey(&mut h, s, keys, opts),
+    }
+}
+
+/// Encrypt before its header exists: checks the park, then writes the header (with the
+/// conversion state) where the parked bytes were.
+fn write_encrypt_header(
+    dev: &dyn BlockBackend,
+    rec: &Record,
+    secret: &[u8],
+) -> Result<(), ConvertError> {
+    let plan = rec
+        .header
+        .as_ref()
+        .ok_or_else(|| VolumeError::Invalid("encrypt's park record has no header plan".into()))?;
+    let len = dev.len().map_err(io(0))?;
+    let at = park::park_offset(len, rec.park_len);
+    if park::sha256_hex(&read(dev, rec.park_len, at)?) != rec.sha256 {
+        return Err(ConvertError::ParkDamaged {
+            offset: at,
+            len: rec.park_len,
+        });
+    }
+    let opts = FormatOptions {
+        mode: if plan.key_mode == "direct" {
+            KeyMode::Direct
+        } else {
+            KeyMode::Wrapped
+        },
+        volume_key_len: plan.volume_key_len,
+        sector_size: plan.sector_size,
+        key_uid: plan.key_uid.clone(),
+        server_hint: plan.server_hint.clone(),
+        data_size: Some(rec.size),
+    };
+    let mut h = new_header(dev, secret, &opts)?;
+    let s = State {
+        kind: Kind::Encrypt,
+        size: rec.size,
+        done: 0,
+        park: Some(Park {
+            offset: at,
+            len: rec.park_len,
+            sha256: rec.sha256.clone(),
+        }),
+        new_key_uid: None,
+        new_digest: None,
+    };
+    commit(dev, &mut h, Some(&s))
+}
+
+/// Decrypt's last step, when the header is gone or about to go: the parked plaintext
+/// returns to the start, then the tail is dropped (a file) or wiped record first (a block
+/// device, so a crash in the wipe never leaves a record over a half-wiped park).
+fn restore(dev: &dyn BlockBackend, rec: &Record) -> Result<(), ConvertError> {
+    let len = dev.len().map_err(io(0))?;
+    let at = park::park_offset(len, rec.park_len);
+    let first = read(dev, rec.park_len, at)?;
+    if park::sha256_hex(&first) != rec.sha256 {
+        return Err(ConvertError::ParkDamaged {
+            offset: at,
+            len: rec.park_len,
+        });
+    }
+    write(dev, &first, 0)?;
+    sync(dev)?;
+    if dev.resizable() {
+        dev.set_len(rec.size).map_err(io(rec.size))?;
+    } else {
+        zero(dev, len - RECORD_LEN, len)?;
+        sync(dev)?;
+        zero(dev, rec.size, len - RECORD_LEN)?;
+        sync(dev)?;
+    }
+    Ok(())
+}
+
+struct Step<'a> {
+    dev: &'a dyn BlockBackend,
+    stop: &'a AtomicBool,
+    progress: &'a mut dyn FnMut(Progress),
+}
+
+impl Step<'_> {
+    fn report(&mut self, s: &State) {
+        (self.progress)(Progress {
+            kind: s.kind,
+            done: s.done,
+            total: s.size,
+        });
+    }
+
+    fn stopped(&self, s: &State) -> Option<Outcome> {
+        self.stop
+            .load(Ordering::SeqCst)
+            .then_some(Outcome::Stopped(Progress {
+                kind: s.kind,
+                done: s.done,
+                total: s.size,
+            }))
+    }
+
+    fn key(
+        &self,
+        h: &Header,
+        digest: &str,
+        secret: Option<&[u8]>,
+        which: &'static str,
+    ) -> Result<Xts, ConvertError> {
+        let secret = secret.ok_or(ConvertError::KeyNeeded(which))?;
+        cipher(&volume_key(self.dev, &h.metadata, digest, secret)?)
+    }
+
+    /// Backward from the end: chunk `[low - c, low)` of the plaintext goes, encrypted, to
+    /// `data_offset + low - c`; the last chunk comes from the park.
+    fn encrypt(
+        &mut self,
+        h: &mut Header,
+        mut s: State,
+        keys: Keys<'_>,
+        opts: Options,
+    ) -> Result<Outcome, ConvertError> {
+        let dev = self.dev;
+        let (seg, ss) = crypt_segment(&h.metadata)?;
+        let off = seg.offset;
+        let park = s
+            .park
+            .clone()
+            .ok_or_else(|| VolumeError::Invalid("encrypt without a park".into()))?;
+        let chunk = opts.chunk.min(off).max(u64::from(ss)) / u64::from(ss) * u64::from(ss);
+        self.report(&s);
+        if s.done < s.size {
+            let xts = self.key(h, &segment_digest(&h.metadata)?, keys.current, "volume's")?;
+            while s.done < s.size {
+                if let Some(o) = self.stopped(&s) {
+                    return Ok(o);
+                }
+                let low = s.size - s.done;
+                let (from, mut buf) = if low > park.len {
+                    let c = chunk.min(low - park.len);
+                    (low - c, read(dev, c, low - c)?)
+                } else {
+                    let b = read(dev, park.len, park.offset)?;
+                    if park::sha256_hex(&b) != park.sha256 {
+                        return Err(ConvertError::ParkDamaged {
+                            offset: park.offset,
+                            len: park.len,
+                        });
+                    }
+                    (0, b)
+                };
+                xts.encrypt(&mut buf, ss as usize, from / 512);
+                write(dev, &buf, off + from)?;
+                sync(dev)?;
+                s.done = s.size - from;
+                commit(dev, h, Some(&s))?;
+                self.report(&s);
+            }
+        }
+        // Wipe what the plaintext left in the header area and the park, drop the tail of
+        // a file, then lift the fence. Each of these may run again after a crash.
+        zero(dev, header_end(h), off)?;
+        let len = dev.len().map_err(io(0))?;
+        let end = off + s.size;
+        if len <= end {
+            // An earlier run got as far as dropping the tail.
+        } else if dev.resizable() {
+            zero(dev, park.offset, park.offset + park.len)?;
+            sync(dev)?;
+            dev.set_len(end).map_err(io(end))?;
+        } else {
+            zero(dev, len - RECORD_LEN, len)?;
+            sync(dev)?;
+            zero(dev, end, len - RECORD_LEN)?;
+        }
+        sync(dev)?;
+        commit(dev, h, None)?;
+        Ok(Outcome::Finished)
+    }
+
+    /// Forward: first the first bytes go to the park, then chunk `[done, done + c)` comes
+    /// down from `data_offset + done`, decrypted; last, the park returns to the start.
+    fn decrypt(
+        &mut self,
+        h: &mut Header,
+        mut s: State,
+        keys: Keys<'_>,
+        opts: Options,
+    ) -> Result<Outcome, ConvertError> {
+        let dev = self.dev;
+        let (seg, ss) = crypt_segment(&h.metadata)?;
+        let off = seg.offset;
+        let mut park = s
+            .park
+            .clone()
+            .ok_or_else(|| VolumeError::Invalid("decrypt without a park".into()))?;
+        let chunk = opts.chunk.min(off).max(u64::from(ss)) / u64::from(ss) * u64::from(ss);
+        self.report(&s);
+        if s.done < s.size {
+            let xts = self.key(h, &segment_digest(&h.metadata)?, keys.current, "volume's")?;
+            if s.done == 0 {
+                let mut first = read(dev, park.len, off)?;
+                xts.decrypt(&mut first, ss as usize, 0);
+                write(dev, &first, park.offset)?;
+                sync(dev)?;
+                park.sha256 = park::sha256_hex(&first);
+                let rec = Record {
+                    kind: Kind::Decrypt,
+                    size: s.size,
+                    data_offset: off,
+                    park_len: park.len,
+                    sha256: park.sha256.clone(),
+                    header: None,
+                };
+                write(dev, &park::encode(&rec), park.offset + park.len)?;
+                sync(dev)?;
+                s.done = park.len;
+                s.park = Some(park.clone());
+                commit(dev, h, Some(&s))?;
+                self.report(&s);
+            }
+            while s.done < s.size {
+                if let Some(o) = self.stopped(&s) {
+                    return Ok(o);
+                }
+                let c = chunk.min(s.size - s.done);
+                let mut buf = read(dev, c, off + s.done)?;
+                xts.decrypt(&mut buf, ss as usize, s.done / 512);
+                write(dev, &buf, s.done)?;
+                sync(dev)?;
+                s.done += c;
+                commit(dev, h, Some(&s))?;
+                self.report(&s);
+            }
+        }
+        let rec = park::read(dev)
+            .map_err(io(0))?
+            .ok_or(ConvertError::ParkDamaged {
+                offset: park.offset,
+                len: park.len,
+            })?;
+        restore(dev, &rec)?;
+        Ok(Outcome::Finished)
+    }
+
+    /// In place, forward, one journaled hot zone at a time.
+    fn rekey(
+        &mut self,
+        h: &mut Header,
+        mut s: State,
+        keys: Keys<'_>,
+        opts: Options,
+    ) -> Result<Outcome, ConvertError> {
+        let dev = self.dev;
+        let (seg, ss) = crypt_segment(&h.metadata)?;
+        let off = seg.offset;
+        let run_id = s.new_key_uid.clone().unwrap_or_default();
+        let new_digest = s
+            .new_digest
+            .clone()
+            .ok_or_else(|| VolumeError::Invalid("rekey without a new digest".into()))?;
+        let old_digest = segment_digest(&h.metadata)?;
+        let hot =
+            opts.chunk.min(journal::MAX_HOTZONE).max(u64::from(ss)) / u64::from(ss) * u64::from(ss);
+        let new = self.key(h, &new_digest, keys.new, "new")?;
+        self.report(&s);
+        if s.done < s.size {
+            let old = self.key(h, &old_digest, keys.current, "volume's current")?;
+            while s.done < s.size {
+                if let Some(o) = self.stopped(&s) {
+                    return Ok(o);
+                }
+                let pos = s.done;
+                let saved = journal::load(dev, &run_id, pos)
+                    .map_err(io(journal::OFFSET))?
+                    .filter(|d| !d.is_empty() && pos + d.len() as u64 <= s.size);
+                let mut buf = match saved {
+                    Some(d) => Zeroizing::new(d),
+                    None => {
+                        let c = hot.min(s.size - pos);
+                        let b = read(dev, c, off + pos)?;
+                        let rec = journal::Record {
+                            run: run_id.clone(),
+                            pos,
+                            len: c,
+                            sha256: park::sha256_hex(&b),
+                        };
+                        journal::save(dev, &rec, &b).map_err(io(journal::OFFSET))?;
+                        b
+                    }
+                };
+                old.decrypt(&mut buf, ss as usize, pos / 512);
+                new.encrypt(&mut buf, ss as usize, pos / 512);
+                write(dev, &buf, off + pos)?;
+                sync(dev)?;
+                s.done = pos + buf.len() as u64;
+                commit(dev, h, Some(&s))?;
+                self.report(&s);
+            }
+        }
+        // Every sector is under the new key: wipe the journal and the old keyslots, then
+        // one commit makes the new key the volume's.
+        zero(dev, journal::OFFSET, journal::RECORD_OFFSET + 4096)?;
+        let m = &mut h.metadata;
+        let old_slots: Vec<String> = m
+            .digests
+            .get(&old_digest)
+            .map(|d| d.keyslots.clone())
+            .unwrap_or_default();
+        for k in &old_slots {
+            if let Some(slot) = m.keyslots.get(k) {
+                let (a, l) = (slot.area.offset, slot.area.size);
+                zero(dev, a, a + l)?;
+            }
+        }
+        sync(dev)?;
+        let m = &mut h.metadata;
+        for k in &old_slots {
+            m.keyslots.remove(k);
+        }
+        m.digests.remove(&old_digest);
+        if let Some(d) = m.digests.get_mut(&new_digest) {
+            d.segments = vec!["0".into()];
+        }
+        set_token_uid(h, &run_id);
+        commit(dev, h, None)?;
+        Ok(Outcome::Finished)
+    }
+}

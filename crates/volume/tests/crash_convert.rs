@@ -1,0 +1,474 @@
+//! Conversions survive a crash at every I/O operation. `PowerCut` is a backend that keeps
+//! two images: what the program sees, and what is durable. At the chosen operation the
+//! "power fails": every later call errors, and the surviving image is the durable one plus,
+//! optionally, an arbitrary subset of the 512-byte sectors written since the last sync (a
+//! disk may have written some of them, in any order). Then the conversion resumes on that
+//! image and the volume must read back the original plaintext, bit for bit.
+//!
+//! This is a simulated fault on purpose: a real power cut at a chosen write is not
+//! something a real peer can produce. `crates/atrest/tests/kill.rs` kills the real binary.
+
+use std::io;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+
+use volume::backend::{BlockBackend, MemBackend};
+use volume::convert::park::HeaderPlan;
+use volume::convert::{self, ConvertError, Found, Keys, Options, Outcome};
+use volume::volume::{unlock, VolumeError};
+
+struct Disk {
+    live: Vec<u8>,
+    durable: Vec<u8>,
+    pending: Vec<(u64, u64)>,
+    ops: u64,
+    cut_at: u64,
+    fail_at: u64,
+    resizable: bool,
+}
+
+/// Power cut (and one-off error) injection over an in-memory disk.
+struct PowerCut(Mutex<Disk>);
+
+impl PowerCut {
+    fn new(image: Vec<u8>, resizable: bool) -> Self {
+        Self(Mutex::new(Disk {
+            durable: image.clone(),
+            live: image,
+            pending: Vec::new(),
+            ops: 0,
+            cut_at: u64::MAX,
+            fail_at: u64::MAX,
+            resizable,
+        }))
+    }
+
+    fn disk(&self) -> std::sync::MutexGuard<'_, Disk> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Counts an operation; errors once the power is off, or for the one failing op.
+    fn tick(&self) -> io::Result<()> {
+        let mut d = self.disk();
+        d.ops += 1;
+        if d.ops >= d.cut_at {
+            return Err(io::Error::other("power cut"));
+        }
+        if d.ops == d.fail_at {
+            return Err(io::Error::from_raw_os_error(28)); // ENOSPC / EIO alike to the caller
+        }
+        Ok(())
+    }
+
+    /// The image after the cut: durable bytes, plus the pending sectors `keep` picks.
+    fn after_cut(&self, keep: &mut dyn FnMut(u64) -> bool) -> Vec<u8> {
+        let d = self.disk();
+        let mut img = d.durable.clone();
+        for &(from, to) in &d.pending {
+            for s in from / 512..to.div_ceil(512) {
+                let at = (s * 512) as usize;
+                if at + 512 <= img.len() && at + 512 <= d.live.len() && keep(s) {
+                    img[at..at + 512].copy_from_slice(&d.live[at..at + 512]);
+                }
+            }
+        }
+        img
+    }
+}
+
+impl BlockBackend for PowerCut {
+    fn len(&self) -> io::Result<u64> {
+        Ok(self.disk().live.len() as u64)
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.tick()?;
+        let d = self.disk();
+        let at = offset as usize;
+        buf.copy_from_slice(
+            d.live
+                .get(at..at + buf.len())
+                .ok_or(io::ErrorKind::UnexpectedEof)?,
+        );
+        Ok(())
+    }
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.tick()?;
+        let mut d = self.disk();
+        let at = offset as usize;
+        if at + buf.len() > d.live.len() {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        d.live[at..at + buf.len()].copy_from_slice(buf);
+        d.pending.push((offset, offset + buf.len() as u64));
+        Ok(())
+    }
+    fn sync(&self) -> io::Result<()> {
+        self.tick()?;
+        let mut d = self.disk();
+        let pending = std::mem::take(&mut d.pending);
+        let Disk { live, durable, .. } = &mut *d;
+        for (from, to) in pending {
+            let (from, to) = (from as usize, (to as usize).min(live.len()));
+            durable[from..to].copy_from_slice(&live[from..to]);
+        }
+        Ok(())
+    }
+    fn resizable(&self) -> bool {
+        self.disk().resizable
+    }
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.tick()?;
+        let mut d = self.disk();
+        if !d.resizable {
+            return Err(io::ErrorKind::Unsupported.into());
+        }
+        // Like FileBackend: the new size and everything written so far become durable.
+        d.live.resize(len as usize, 0);
+        d.durable = d.live.clone();
+        d.pending.clear();
+        Ok(())
+    }
+}
+
+// Keys with unequal halves (XTS refuses equal ones).
+const OLD: [u8; 32] = *b"old-key-0123456789abcdef-OLD-KEY";
+const NEW: [u8; 32] = *b"new-key-fedcba9876543210-NEW-KEY";
+const STOP: AtomicBool = AtomicBool::new(false);
+
+fn opts() -> Options {
+    // Small steps, so a 3 MiB image has several and every kind of step is cut.
+    Options { chunk: 512 << 10 }
+}
+
+fn plan(mode: &str, sector_size: u32) -> HeaderPlan {
+    HeaderPlan {
+        key_uid: "old-key".into(),
+        key_mode: mode.into(),
+        volume_key_len: 32,
+        sector_size,
+        server_hint: None,
+    }
+}
+
+fn plaintext(len: usize, seed: u8) -> Vec<u8> {
+    let mut v = vec![0u8; len];
+    let mut x = u64::from(seed).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    for b in &mut v {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x as u8;
+    }
+    v
+}
+
+/// The plaintext a finished volume holds.
+fn read_volume(image: Vec<u8>, secret: &[u8]) -> Result<Vec<u8>, VolumeError> {
+    let dev: Arc<dyn BlockBackend> = Arc::new(MemBackend::from_bytes(image));
+    let v = unlock(dev, secret)?;
+    let mut out = vec![0u8; v.size() as usize];
+    v.read_at(&mut out, 0)?;
+    Ok(out)
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Job {
+    Encrypt,
+    Decrypt,
+    Rekey,
+}
+
+/// Starts or resumes `job` on `dev` the way the CLI does, to the end.
+fn drive(
+    job: Job,
+    dev: &dyn BlockBackend,
+    mode: &str,
+    ss: u32,
+    size: u64,
+) -> Result<(), ConvertError> {
+    let keys = match convert::inspect(dev)? {
+        Found::Plain if job == Job::Decrypt => return Ok(()), // decrypt already finished
+        Found::Plain => {
+            assert_eq!(job, Job::Encrypt, "{job:?} found plaintext");
+            convert::begin_encrypt(dev, &plan(mode, ss), size)?;
+            Keys {
+                current: Some(&OLD),
+                new: None,
+            }
+        }
+        Found::Volume { .. } if job == Job::Decrypt => {
+            convert::begin_decrypt(dev, &OLD)?;
+            Keys {
+                current: Some(&OLD),
+                new: None,
+            }
+        }
+        Found::Volume { key_uid, .. } if job == Job::Rekey && key_uid == "new-key" => return Ok(()),
+        Found::Volume { .. } if job == Job::Rekey => {
+            convert::begin_rekey(dev, &OLD, &NEW, "new-key")?;
+            Keys {
+                current: Some(&OLD),
+                new: Some(&NEW),
+            }
+        }
+        Found::Volume { .. } => return Ok(()), // encrypt already finished
+        Found::InProgress(p) => {
+            assert_eq!(p.kind.as_str(), format!("{job:?}").to_lowercase());
+            Keys {
+                current: Some(&OLD),
+                new: Some(&NEW),
+            }
+        }
+        Found::OtherLuks => panic!("a foreign LUKS header appeared"),
+    };
+    match convert::run(dev, keys, opts(), &STOP, &mut |_| {})? {
+        Outcome::Finished => Ok(()),
+        Outcome::Stopped(p) => panic!("stopped without being asked: {p:?}"),
+    }
+}
+
+/// The starting image of a job and the plaintext it must end with.
+fn start(job: Job, mode: &str, ss: u32, plain: &[u8]) -> Vec<u8> {
+    if job == Job::Encrypt {
+        return plain.to_vec();
+    }
+    let dev = PowerCut::new(plain.to_vec(), true);
+    drive(Job::Encrypt, &dev, mode, ss, plain.len() as u64).unwrap();
+    let img = dev.disk().live.clone();
+    img
+}
+
+fn check(job: Job, image: Vec<u8>, plain: &[u8], what: &str) {
+    match job {
+        Job::Decrypt => assert!(image == plain, "{what}: decrypted image differs"),
+        Job::Encrypt => assert!(
+            read_volume(image, &OLD).unwrap() == plain,
+            "{what}: volume differs"
+        ),
+        Job::Rekey => {
+            assert!(
+                matches!(read_volume(image.clone(), &OLD), Err(VolumeError::WrongKey)),
+                "{what}: old key still opens"
+            );
+            assert!(
+                read_volume(image, &NEW).unwrap() == plain,
+                "{what}: volume differs"
+            );
+        }
+    }
+}
+
+/// Cuts the power at every operation of `job` in turn (and, in a second pass, keeps a
+/// pseudo-random half of the unsynced sectors), resumes, and checks the result.
+fn every_cut(job: Job, mode: &str, ss: u32) {
+    let plain = plaintext(3 << 20, ss as u8);
+    let size = plain.len() as u64;
+    let image = start(job, mode, ss, &plain);
+    // A clean run counts the operations.
+    let clean = PowerCut::new(image.clone(), true);
+    drive(job, &clean, mode, ss, size).unwrap();
+    let total = clean.disk().ops;
+    check(job, clean.disk().live.clone(), &plain, "clean run");
+    let mut seed = 7u64;
+    for torn in [false, true] {
+        for cut in 1..=total {
+            let dev = PowerCut::new(image.clone(), true);
+            dev.disk().cut_at = cut;
+            let first = drive(job, &dev, mode, ss, size);
+            assert!(
+                first.is_err(),
+                "cut at {cut} of {total} did not stop the run"
+            );
+            let img = dev.after_cut(&mut |s| {
+                seed ^= seed << 13 ^ s;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                torn && seed & 1 == 1
+            });
+            let what = format!("{job:?} {mode} {ss}: cut at op {cut} of {total} (torn: {torn})");
+            // Resume, and once in a while cut the resumed run too, then resume again.
+            let again = PowerCut::new(img, true);
+            if cut % 5 == 0 {
+                again.disk().cut_at = 1 + cut % 37;
+                let _ = drive(job, &again, mode, ss, size);
+                let img = again.after_cut(&mut |_| false);
+                let third = PowerCut::new(img, true);
+                drive(job, &third, mode, ss, size)
+                    .unwrap_or_else(|e| panic!("{what}, cut again: {e}"));
+                check(job, third.disk().live.clone(), &plain, &what);
+            } else {
+                drive(job, &again, mode, ss, size).unwrap_or_else(|e| panic!("{what}: {e}"));
+                check(job, again.disk().live.clone(), &plain, &what);
+            }
+        }
+        eprintln!("{job:?} {mode} {ss}: {total} cut points (torn: {torn}) resumed to the original");
+    }
+}
+
+#[test]
+fn encrypt_survives_a_power_cut_at_every_operation() {
+    every_cut(Job::Encrypt, "wrapped", 4096);
+    every_cut(Job::Encrypt, "direct", 512);
+}
+
+#[test]
+fn decrypt_survives_a_power_cut_at_every_operation() {
+    every_cut(Job::Decrypt, "wrapped", 512);
+    every_cut(Job::Decrypt, "direct", 4096);
+}
+
+#[test]
+fn deep_rekey_survives_a_power_cut_at_every_operation() {
+    every_cut(Job::Rekey, "wrapped", 4096);
+    every_cut(Job::Rekey, "direct", 512);
+}
+
+#[test]
+fn a_failed_read_or_write_mid_way_stops_cleanly_and_resumes() {
+    for job in [Job::Encrypt, Job::Decrypt, Job::Rekey] {
+        let plain = plaintext(3 << 20, 3);
+        let image = start(job, "wrapped", 4096, &plain);
+        let clean = PowerCut::new(image.clone(), true);
+        drive(job, &clean, "wrapped", 4096, plain.len() as u64).unwrap();
+        let total = clean.disk().ops;
+        let (mut failed, mut tried) = (0, 0);
+        for fail in (2..total).step_by(7) {
+            let dev = PowerCut::new(image.clone(), true);
+            dev.disk().fail_at = fail;
+            tried += 1;
+            // A failed read while probing for a header copy that a plaintext device does
+            // not have is absorbed; everything else must stop the run with the OS error.
+            let r = drive(job, &dev, "wrapped", 4096, plain.len() as u64);
+            if let Err(e) = r {
+                failed += 1;
+                assert!(
+                    e.to_string().contains("No space left"),
+                    "{job:?} op {fail}: {e}"
+                );
+            }
+            // The same process (not a crash): the next attempt finishes the job.
+            drive(job, &dev, "wrapped", 4096, plain.len() as u64)
+                .unwrap_or_else(|e| panic!("{job:?} after failing op {fail}: {e}"));
+            check(
+                job,
+                dev.disk().live.clone(),
+                &plain,
+                &format!("{job:?} failing op {fail}"),
+            );
+        }
+        assert!(
+            failed * 4 >= tried * 3,
+            "{job:?}: only {failed} of {tried} injected faults stopped the run"
+        );
+    }
+}
+
+#[test]
+fn a_wrong_key_on_resume_is_refused_and_changes_nothing() {
+    let plain = plaintext(3 << 20, 5);
+    let dev = PowerCut::new(plain.clone(), true);
+    dev.disk().cut_at = 60;
+    let _ = drive(Job::Encrypt, &dev, "wrapped", 4096, plain.len() as u64);
+    let img = dev.after_cut(&mut |_| false);
+    let dev = PowerCut::new(img.clone(), true);
+    let e = convert::run(
+        &dev,
+        Keys {
+            current: Some(&NEW),
+            new: None,
+        },
+        opts(),
+        &STOP,
+        &mut |_| {},
+    )
+    .unwrap_err();
+    assert!(
+        matches!(e, ConvertError::Volume(VolumeError::WrongKey)),
+        "{e}"
+    );
+    assert!(dev.disk().live == img, "a wrong key changed the device");
+    drive(Job::Encrypt, &dev, "wrapped", 4096, plain.len() as u64).unwrap();
+    check(
+        Job::Encrypt,
+        dev.disk().live.clone(),
+        &plain,
+        "after the wrong key",
+    );
+}
+
+#[test]
+fn a_half_converted_volume_is_refused_for_ordinary_use() {
+    let plain = plaintext(3 << 20, 6);
+    let dev = PowerCut::new(plain.clone(), true);
+    dev.disk().cut_at = 60;
+    let _ = drive(Job::Encrypt, &dev, "wrapped", 4096, plain.len() as u64);
+    let img = dev.after_cut(&mut |_| false);
+    let e = read_volume(img, &OLD).unwrap_err();
+    assert!(matches!(e, VolumeError::ConversionInProgress { .. }), "{e}");
+    assert!(e.to_string().contains("atrest encrypt"), "{e}");
+}
+
+#[test]
+fn stopping_on_request_ends_at_a_committed_step() {
+    let plain = plaintext(3 << 20, 8);
+    let dev = PowerCut::new(plain.clone(), true);
+    convert::begin_encrypt(&dev, &plan("wrapped", 512), plain.len() as u64).unwrap();
+    let stop = AtomicBool::new(false);
+    let mut steps = 0;
+    let out = convert::run(
+        &dev,
+        Keys {
+            current: Some(&OLD),
+            new: None,
+        },
+        opts(),
+        &stop,
+        &mut |p| {
+            steps += 1;
+            if p.done > 0 {
+                stop.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        },
+    )
+    .unwrap();
+    let Outcome::Stopped(p) = out else {
+        panic!("did not stop")
+    };
+    assert_eq!(p.done, 512 << 10);
+    assert_eq!(steps, 2);
+    // What is durable is what was committed: a cut now loses nothing.
+    let img = dev.after_cut(&mut |_| false);
+    let again = PowerCut::new(img, true);
+    drive(Job::Encrypt, &again, "wrapped", 512, plain.len() as u64).unwrap();
+    check(
+        Job::Encrypt,
+        again.disk().live.clone(),
+        &plain,
+        "after stop",
+    );
+}
+
+#[test]
+fn a_block_device_without_room_at_its_end_is_refused_before_anything_is_written() {
+    let plain = plaintext(3 << 20, 9);
+    let dev = PowerCut::new(plain.clone(), false);
+    let e = convert::begin_encrypt(&dev, &plan("wrapped", 4096), plain.len() as u64).unwrap_err();
+    assert!(e.to_string().contains("--reduce-device-size"), "{e}");
+    assert!(dev.disk().live == plain);
+    // With room (the last 18 MiB unused, as --reduce-device-size says), it converts.
+    let mut img = plain.clone();
+    img.resize((3 << 20) + (18 << 20), 0);
+    let dev = PowerCut::new(img, false);
+    drive(Job::Encrypt, &dev, "wrapped", 4096, plain.len() as u64).unwrap();
+    let out = dev.disk().live.clone();
+    assert_eq!(out.len(), (21 << 20), "a block device keeps its size");
+    assert!(read_volume(out.clone(), &OLD).unwrap() == plain);
+    // Then decrypts in place too, leaving the tail zeroed.
+    drive(Job::Decrypt, &dev, "wrapped", 4096, 0).unwrap();
+    let out = dev.disk().live.clone();
+    assert!(out[..plain.len()] == plain[..]);
+    assert!(
+        out[plain.len()..].iter().all(|&b| b == 0),
+        "the tail keeps leftovers"
+    );
+}
