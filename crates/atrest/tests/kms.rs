@@ -12,12 +12,13 @@
 
 mod harness;
 
+use harness::kms::{atrest_bin, free_port, Kms};
+
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use kmip::client::Client;
@@ -25,108 +26,8 @@ use kmip::ttlv::{self, xml, Item, ItemType, Tag, Value};
 use openssl::ssl::{SslConnector, SslFiletype, SslMethod, SslStream, SslVerifyMode};
 use service::config::Config;
 
-fn atrest_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_atrest")
-}
-
 fn atrest(args: &[&str]) -> Output {
     Command::new(atrest_bin()).args(args).output().unwrap()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// One `atrest kms serve` child process.
-struct Kms {
-    dir: PathBuf,
-    port: u16,
-    child: Option<Child>,
-}
-
-impl Kms {
-    fn start(dir: &Path, port: u16) -> Self {
-        Self::start_with(dir, port, &[])
-    }
-
-    fn start_with(dir: &Path, port: u16, extra: &[&str]) -> Self {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.with_extension("log"))
-            .unwrap();
-        let child = Command::new(atrest_bin())
-            .args(["kms", "serve", "--dir", dir.to_str().unwrap(), "--listen"])
-            .arg(format!("127.0.0.1:{port}"))
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .process_group(0)
-            .spawn()
-            .unwrap();
-        let mut k = Self {
-            dir: dir.to_owned(),
-            port,
-            child: Some(child),
-        };
-        k.wait_ready();
-        k
-    }
-
-    fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if let Some(Ok(Some(s))) = self.child.as_mut().map(|c| c.try_wait()) {
-                panic!(
-                    "atrest kms serve exited with {s}; see {}",
-                    self.dir.with_extension("log").display()
-                );
-            }
-            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("atrest kms serve did not listen within 30 s");
-    }
-
-    fn client_toml(&self) -> PathBuf {
-        self.dir.join("client.toml")
-    }
-
-    fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    /// SIGTERM, and the exit status it ended with.
-    fn terminate(&mut self) -> Option<std::process::ExitStatus> {
-        let mut c = self.child.take()?;
-        let _ = Command::new("kill")
-            .args(["-TERM", &c.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(Some(s)) = c.try_wait() {
-                return Some(s);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = c.kill();
-        c.wait().ok()
-    }
-}
-
-impl Drop for Kms {
-    fn drop(&mut self) {
-        self.kill9();
-    }
 }
 
 // ---------------------------------------------------------------------------------------

@@ -133,7 +133,7 @@ impl BlockBackend for PowerCut {
 // Keys with unequal halves (XTS refuses equal ones).
 const OLD: [u8; 32] = *b"old-key-0123456789abcdef-OLD-KEY";
 const NEW: [u8; 32] = *b"new-key-fedcba9876543210-NEW-KEY";
-const STOP: AtomicBool = AtomicBool::new(false);
+static STOP: AtomicBool = AtomicBool::new(false);
 
 fn opts() -> Options {
     // Small steps, so a 3 MiB image has several and every kind of step is cut.

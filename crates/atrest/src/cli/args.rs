@@ -37,9 +37,25 @@ pub enum Command {
     /// (stock cryptsetup can read it) recording only the key's Unique Identifier. Wrapped
     /// mode (default): the KMIP key opens a keyslot holding a random volume key. Direct
     /// mode: the KMIP key is the volume key. Refuses a device that holds a filesystem, a
-    /// LUKS header or any data unless --force (in-place encryption of existing data,
-    /// `atrest encrypt`, is not built yet: back the data up first).
+    /// LUKS header or any data unless --force (to keep existing data, use `atrest encrypt`).
     Format(FormatArgs),
+    /// Encrypt existing data in place: a plaintext image or device becomes a volume with
+    /// the same content.
+    ///
+    /// Creates and activates the key on KMIP first and records its identifier before any
+    /// data moves. An image file grows by the 16 MiB header area (and, while converting,
+    /// 1 MiB more); a block device must leave its last bytes unused (--reduce-device-size).
+    /// Crash-safe at every instant: after a crash, power cut or Ctrl-C, run the same
+    /// command again to finish. Stock cryptsetup refuses the volume until it is done.
+    Encrypt(EncryptArgs),
+    /// Decrypt a volume in place back to plaintext (the reverse of encrypt, equally safe).
+    Decrypt(ConvertArgs),
+    /// Put the volume under a new KMIP key.
+    ///
+    /// Wrapped mode: the volume key is rewrapped under a new KMIP key in one header commit
+    /// (no data is touched). --deep: a new volume key and every sector re-encrypted,
+    /// crash-safe and resumable (the only way for direct mode).
+    Rekey(RekeyArgs),
     /// Show what a volume's header says (format, cipher, key identifier); needs no key.
     Status {
         /// The image file or block device.
@@ -101,6 +117,60 @@ pub struct FormatArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Options every conversion has.
+#[derive(Debug, Args)]
+pub struct ConvertArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// The image file or block device.
+    pub device: PathBuf,
+    /// Print progress and the result as JSON lines (for the daemon and the web page).
+    #[arg(long)]
+    pub json: bool,
+    /// Bytes per committed step (at most 16 MiB; for tests and tuning).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, hide = true)]
+    pub step: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct EncryptArgs {
+    #[command(flatten)]
+    pub common: ConvertArgs,
+    /// The KMIP key is the volume key (no keyslot; XTS-AES-128 only).
+    #[arg(long)]
+    pub direct: bool,
+    /// Cipher.
+    #[arg(long, value_enum, default_value = "xts-aes-128")]
+    pub cipher: CipherArg,
+    /// Sector size in bytes (512 keeps every filesystem working; 4096 needs data whose
+    /// size is a multiple of 4096).
+    #[arg(long, default_value_t = 512, value_parser = parse_sector_size)]
+    pub sector_size: u32,
+    /// Name for the key on the KMIP server (default: atrest-<volume file name>).
+    #[arg(long)]
+    pub key_name: Option<String>,
+    /// The last SIZE bytes of the device are unused and become room for the header (the
+    /// data shrinks by SIZE; shrink the filesystem first). Needed for block devices; at
+    /// least 17M + 4K, 32M recommended (as cryptsetup).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub reduce_device_size: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct RekeyArgs {
+    #[command(flatten)]
+    pub common: ConvertArgs,
+    /// A new volume key too: every sector is re-encrypted.
+    #[arg(long)]
+    pub deep: bool,
+    /// Revoke the old key on the KMIP server once the volume no longer needs it.
+    #[arg(long)]
+    pub revoke_old: bool,
+    /// Name for the new key on the KMIP server (default: atrest-<volume file name>).
+    #[arg(long)]
+    pub key_name: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -224,6 +294,28 @@ fn parse_sector_size(s: &str) -> Result<u32, String> {
         "4096" => Ok(4096),
         _ => Err("sector size is 512 or 4096".into()),
     }
+}
+
+/// Bytes, with an optional K, M, G or T suffix (powers of 1024).
+fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (num, mult) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let m = match c.to_ascii_uppercase() {
+                'K' => 1u64 << 10,
+                'M' => 1 << 20,
+                'G' => 1 << 30,
+                'T' => 1 << 40,
+                _ => return Err(format!("{s:?}: use a number of bytes with K, M, G or T")),
+            };
+            (&t[..i], m)
+        }
+        _ => (t, 1),
+    };
+    num.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .ok_or_else(|| format!("{s:?}: use a number of bytes with K, M, G or T"))
 }
 
 fn parse_bits(s: &str) -> Result<i32, String> {

@@ -13,6 +13,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Kms(c) => cmd::kms::run(c),
         Command::Kmip(c) => cmd::kmip::run(c),
         Command::Format(a) => cmd::format::run(a),
+        Command::Encrypt(a) => cmd::encrypt::run(a),
+        Command::Decrypt(a) => cmd::decrypt::run(a),
+        Command::Rekey(a) => cmd::rekey::run(a),
         Command::Status { device, json } => cmd::status::run(&device, json),
         Command::Ttlv(c) => cmd::ttlv::run(c),
     }

@@ -2,6 +2,8 @@
 //! runs named cases in order, each caught on panic, with an optional name filter as the
 //! first argument; prints one line per case and `N passed, M failed`.
 
+pub mod kms;
+
 /// A named case over an environment `E`.
 pub type Case<E> = (&'static str, fn(&E));
 

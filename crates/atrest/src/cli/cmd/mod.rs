@@ -1,8 +1,12 @@
 //! One file per subcommand: glue between arguments and the library crates.
 
+pub mod convert;
+pub mod decrypt;
 pub mod demo;
+pub mod encrypt;
 pub mod format;
 pub mod kmip;
 pub mod kms;
+pub mod rekey;
 pub mod status;
 pub mod ttlv;

@@ -1,0 +1,105 @@
+//! `atrest encrypt`: existing data becomes a volume, in place; or the interrupted
+//! encryption of this device is finished.
+
+use anyhow::{bail, Context};
+use volume::backend::BlockBackend;
+use volume::convert::park::HeaderPlan;
+use volume::convert::{Found, Keys, Kind};
+
+use super::convert::{drive, print_done, Device, Kms};
+use crate::cli::args::{CipherArg, EncryptArgs};
+
+pub fn run(a: EncryptArgs) -> anyhow::Result<()> {
+    let c = &a.common;
+    if a.direct && a.cipher == CipherArg::XtsAes256 {
+        bail!("direct mode uses the KMIP key as the volume key, and KMIP AES keys are at most 256 bits: XTS-AES-256 needs wrapped mode");
+    }
+    let dev = Device::open(&c.device)?;
+    let mut kms = Kms::connect(&c.config.config)?;
+    let found = volume::convert::inspect(&dev.backend)
+        .with_context(|| format!("reading {}", c.device.display()))?;
+    let secret = match found {
+        Found::Plain => {
+            let len = dev.backend.len()?;
+            let reduce = a.reduce_device_size.unwrap_or(0);
+            if reduce >= len {
+                bail!("--reduce-device-size {reduce} is not smaller than the device ({len} bytes)");
+            }
+            let size = len - reduce;
+            if !size.is_multiple_of(u64::from(a.sector_size)) {
+                bail!(
+                    "{} bytes of data are not a whole number of {}-byte sectors: pad the image (e.g. `truncate -s %{}`){}",
+                    size,
+                    a.sector_size,
+                    a.sector_size,
+                    if a.sector_size == 4096 { " or use --sector-size 512" } else { "" }
+                );
+            }
+            let name = a
+                .key_name
+                .clone()
+                .unwrap_or_else(|| format!("atrest-{}", dev.name));
+            let (uid, secret, server) = kms.create(&name)?;
+            let plan = HeaderPlan {
+                key_uid: uid.clone(),
+                key_mode: if a.direct { "direct" } else { "wrapped" }.into(),
+                volume_key_len: if a.cipher == CipherArg::XtsAes256 {
+                    64
+                } else {
+                    32
+                },
+                sector_size: a.sector_size,
+                server_hint: server,
+            };
+            // Until the park record is durable nothing refers to the key: on failure
+            // it goes. After, the record names it and it must stay.
+            if let Err(e) = volume::convert::begin_encrypt(&dev.backend, &plan, size) {
+                let e = anyhow::Error::new(e).context(format!("preparing {}", c.device.display()));
+                return Err(kms.discard(&uid, e));
+            }
+            secret
+        }
+        Found::InProgress(p) if p.kind == Kind::Encrypt => {
+            if !c.json {
+                eprintln!(
+                    "{}: resuming an interrupted encryption ({} of {} bytes done), key {}",
+                    c.device.display(),
+                    p.done,
+                    p.size,
+                    p.key_uid
+                );
+            }
+            kms.fetch(&p.key_uid)?
+        }
+        Found::InProgress(p) => bail!(
+            "a {} of {} is in progress: run `atrest {}` to finish it first",
+            p.kind.as_str(),
+            c.device.display(),
+            p.kind.as_str()
+        ),
+        Found::Volume { key_uid, .. } => bail!(
+            "{} is already an atrest volume (KMIP key {key_uid}); nothing to encrypt",
+            c.device.display()
+        ),
+        Found::OtherLuks => bail!(
+            "{} holds a LUKS volume that atrest did not make; it is encrypted already",
+            c.device.display()
+        ),
+    };
+    let keys = Keys {
+        current: Some(&secret),
+        new: None,
+    };
+    if drive(&dev, keys, c, "encrypt")? {
+        let s = volume::volume::status(&dev.backend)?;
+        print_done(
+            c,
+            &dev,
+            &format!(
+                "encrypted: {} bytes of data, {} {}-bit key, {} mode, KMIP key {}",
+                s.data_size, s.cipher, s.key_bits, s.key_mode, s.key_uid
+            ),
+        )?;
+    }
+    Ok(())
+}

@@ -1,0 +1,91 @@
+//! `atrest rekey`: the volume under a new KMIP key, by rewrapping (instant) or by
+//! re-encrypting every sector (--deep); or the interrupted deep rekey is finished.
+
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use volume::convert::{Found, Keys, Kind};
+
+use super::convert::{drive, print_done, Device, Kms};
+use crate::cli::args::RekeyArgs;
+
+pub fn run(a: RekeyArgs) -> anyhow::Result<()> {
+    let c = &a.common;
+    let started = Instant::now();
+    let dev = Device::open(&c.device)?;
+    let mut kms = Kms::connect(&c.config.config)?;
+    let found = volume::convert::inspect(&dev.backend)
+        .with_context(|| format!("reading {}", c.device.display()))?;
+    let (old_uid, old, new_uid, new) = match found {
+        Found::Volume { key_uid, key_mode } => {
+            if !a.deep && key_mode == "direct" {
+                bail!("{} is in direct mode: its KMIP key is the volume key, so a new key means re-encrypting every sector; use `atrest rekey --deep`", c.device.display());
+            }
+            let old = kms.fetch(&key_uid)?;
+            let name = a
+                .key_name
+                .clone()
+                .unwrap_or_else(|| format!("atrest-{}", dev.name));
+            let (new_uid, new, _) = kms.create(&name)?;
+            let r = if a.deep {
+                volume::convert::begin_rekey(&dev.backend, &old, &new, &new_uid)
+            } else {
+                volume::convert::rewrap(&dev.backend, &old, &new, &new_uid)
+            };
+            if let Err(e) = r {
+                let e = anyhow::Error::new(e).context(format!("rekeying {}", c.device.display()));
+                return Err(kms.discard(&new_uid, e));
+            }
+            if !a.deep {
+                if a.revoke_old {
+                    kms.revoke_superseded(&key_uid)?;
+                }
+                let ms = started.elapsed().as_millis();
+                print_done(c, &dev, &format!(
+                    "rekeyed in {ms} ms: the volume key is now wrapped under KMIP key {new_uid} (was {key_uid}{})",
+                    if a.revoke_old { ", now revoked" } else { "" }
+                ))?;
+                return Ok(());
+            }
+            (key_uid, Some(old), new_uid, new)
+        }
+        Found::InProgress(p) if p.kind == Kind::Rekey => {
+            let new_uid = p.new_key_uid.clone().unwrap_or_default();
+            let old = if p.needs_current {
+                Some(kms.fetch(&p.key_uid)?)
+            } else {
+                None
+            };
+            let new = kms.fetch(&new_uid)?;
+            (p.key_uid, old, new_uid, new)
+        }
+        Found::InProgress(p) => bail!(
+            "a {} of {} is in progress: run `atrest {}` to finish it first",
+            p.kind.as_str(),
+            c.device.display(),
+            p.kind.as_str()
+        ),
+        Found::Plain => bail!(
+            "{} is not an atrest volume: nothing to rekey",
+            c.device.display()
+        ),
+        Found::OtherLuks => bail!(
+            "{} holds a LUKS volume that atrest did not make",
+            c.device.display()
+        ),
+    };
+    let keys = Keys {
+        current: old.as_deref().map(|s| &s[..]),
+        new: Some(&new),
+    };
+    if drive(&dev, keys, c, "rekey")? {
+        if a.revoke_old {
+            kms.revoke_superseded(&old_uid)?;
+        }
+        print_done(c, &dev, &format!(
+            "rekeyed: every sector re-encrypted under a new volume key, KMIP key {new_uid} (was {old_uid}{})",
+            if a.revoke_old { ", now revoked" } else { "" }
+        ))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,359 @@
+//! The real `atrest encrypt`, `rekey --deep` and `decrypt` killed with SIGKILL at random
+//! moments, again and again, on a 64 MiB image of random data; then run once more to the
+//! end. The result must hold the original data bit for bit, checked twice: through
+//! atrest's `Volume` with the key fetched from KMIP, and independently, by stock
+//! cryptsetup giving the volume key (`luksDump --dump-volume-key`) and pyca/cryptography
+//! decrypting every sector. The final decrypt must give back the original file.
+//!
+//! `ATREST_KILLS` caps the kills per command (default 20, what CI runs; a command usually
+//! finishes after 5–20), `ATREST_KILL_ROUNDS` repeats each case on fresh data
+//! (`bench/kill-convert.sh` runs the long version). `ATREST_KILL_SEED` replays a run.
+//! harness = false: one development KMS serves every case.
+
+mod harness;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use harness::kms::{atrest_bin, free_port, Kms};
+use kmip::client::Client;
+use volume::backend::{BlockBackend, FileBackend};
+
+const SIZE: usize = 64 << 20;
+
+struct Env {
+    kms: Kms,
+    dir: PathBuf,
+    kills: u32,
+    rounds: u32,
+    total: std::cell::Cell<u32>,
+    seed: std::cell::Cell<u64>,
+}
+
+impl Env {
+    fn random(&self) -> u64 {
+        let mut x = self.seed.get();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.seed.set(x);
+        x
+    }
+}
+
+fn venv_python() -> PathBuf {
+    let v = std::env::var_os("ATREST_PYKMIP_VENV").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv"),
+        PathBuf::from,
+    );
+    let py = v.join("bin/python");
+    assert!(
+        py.exists(),
+        "no virtualenv at {}: run scripts/setup-peers.sh",
+        v.display()
+    );
+    py
+}
+
+/// Runs `atrest args… --json` and kills it with SIGKILL, again and again, until it has
+/// been killed `env.kills` times or a run finishes; then runs it to the end if needed.
+/// Each kill aims at a random fraction of the whole job (from the progress events) plus a
+/// random delay of up to 8 ms, so kills land in start-up, mid-step, between steps and in
+/// the final wipe alike. Returns the number of kills.
+fn kill_repeatedly(env: &Env, args: &[&str], done: &dyn Fn() -> bool) -> u32 {
+    let mut killed = 0;
+    while killed < env.kills {
+        // A kill can land after the last commit: then the job is done, and running the
+        // command again would start a new one (a second rekey) or refuse (encrypt).
+        if done() {
+            return killed;
+        }
+        let target = (env.random() % 1050) as f64 / 1000.0;
+        let extra = Duration::from_micros(env.random() % 8_000);
+        let mut child = Command::new(atrest_bin())
+            .args(args)
+            .arg("--json")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let lines = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut reached = false;
+        for line in std::io::BufRead::lines(lines) {
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(&line.unwrap()) else {
+                continue;
+            };
+            if v["event"] == "progress" {
+                let frac = v["done"].as_f64().unwrap() / v["total"].as_f64().unwrap().max(1.0);
+                if frac >= target {
+                    reached = true;
+                    break;
+                }
+            }
+        }
+        if reached {
+            std::thread::sleep(extra);
+            if child.try_wait().unwrap().is_none() {
+                child.kill().unwrap();
+                child.wait().unwrap();
+                killed += 1;
+                continue;
+            }
+        }
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        return killed;
+    }
+    if !done() {
+        let out = Command::new(atrest_bin()).args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?} after {killed} kills: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    killed
+}
+
+/// The header's facts, or `None` when the device has no (atrest) header.
+fn try_status(img: &Path) -> Option<serde_json::Value> {
+    let out = Command::new(atrest_bin())
+        .args(["status", "--json"])
+        .arg(img)
+        .output()
+        .unwrap();
+    out.status
+        .success()
+        .then(|| serde_json::from_slice(&out.stdout).unwrap())
+}
+
+fn finished(img: &Path) -> bool {
+    try_status(img).is_some_and(|s| s["requirements"] == serde_json::json!([]))
+}
+
+fn status(img: &Path) -> serde_json::Value {
+    let out = Command::new(atrest_bin())
+        .args(["status", "--json"])
+        .arg(img)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn secret(env: &Env, uid: &str) -> Vec<u8> {
+    let config = service::config::Config::load(&env.kms.dir.join("client.toml")).unwrap();
+    Client::new(config.kmip)
+        .unwrap()
+        .get_symmetric_key(uid)
+        .unwrap()
+        .to_vec()
+}
+
+/// The volume's plaintext must be `original`: via `Volume`, and via cryptsetup + pyca.
+fn check_volume(env: &Env, img: &Path, original: &Path) {
+    let s = status(img);
+    assert_eq!(
+        s["requirements"],
+        serde_json::json!([]),
+        "conversion fence left behind"
+    );
+    let secret = secret(env, s["key_uid"].as_str().unwrap());
+    let dev: Arc<dyn BlockBackend> = Arc::new(FileBackend::new(std::fs::File::open(img).unwrap()));
+    let vol = volume::volume::unlock(dev, &secret).unwrap();
+    let want = std::fs::read(original).unwrap();
+    let mut got = vec![0u8; vol.size() as usize];
+    vol.read_at(&mut got, 0).unwrap();
+    assert!(got == want, "Volume reads differ from the original");
+    // Independently: the volume key from cryptsetup, every sector decrypted by pyca.
+    let volume_key = if s["key_mode"] == "direct" {
+        secret.clone()
+    } else {
+        let mut c = Command::new("cryptsetup")
+            .args([
+                "luksDump",
+                "--dump-volume-key",
+                "--batch-mode",
+                "--key-file=-",
+            ])
+            .arg(img)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("cryptsetup (installed by scripts/setup-peers.sh)");
+        c.stdin.take().unwrap().write_all(&secret).unwrap();
+        let out = c.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let hex: String = text
+            .split("MK dump:")
+            .nth(1)
+            .expect("an MK dump")
+            .split_whitespace()
+            .take_while(|w| w.len() == 2 && w.chars().all(|c| c.is_ascii_hexdigit()))
+            .collect();
+        hex::decode(hex).unwrap()
+    };
+    let script = r#"
+import hashlib, sys
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+img, off, size, ss, key, want = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), bytes.fromhex(sys.argv[5]), sys.argv[6]
+h = hashlib.sha256()
+with open(img, "rb") as f:
+    f.seek(off)
+    for i in range(size // ss):
+        d = Cipher(algorithms.AES(key), modes.XTS((i * ss // 512).to_bytes(16, "little"))).decryptor()
+        h.update(d.update(f.read(ss)) + d.finalize())
+sys.exit(0 if h.hexdigest() == want else "pyca's plaintext differs: " + h.hexdigest())
+"#;
+    let out = Command::new(venv_python())
+        .args(["-c", script])
+        .arg(img)
+        .args([
+            s["data_offset"].to_string(),
+            s["data_size"].to_string(),
+            s["sector_size"].to_string(),
+            hex::encode(&volume_key),
+            hex::encode(openssl::sha::sha256(&want)),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn convert_under_kill(env: &Env, mode: &[&str], sector: &str) {
+    let img = env.dir.join(format!("img-{}", sector));
+    let original = env.dir.join(format!("orig-{}", sector));
+    let mut data = vec![0u8; SIZE];
+    openssl::rand::rand_bytes(&mut data).unwrap();
+    std::fs::write(&original, &data).unwrap();
+    std::fs::write(&img, &data).unwrap();
+    let config = env.kms.dir.join("client.toml");
+    let base = |cmd: &str| -> Vec<String> {
+        let mut v = vec![cmd.to_owned(), "-c".into(), config.display().to_string()];
+        v.push(img.display().to_string());
+        v.extend(["--step".into(), "2M".into()]);
+        v
+    };
+    let mut enc = base("encrypt");
+    enc.extend(["--sector-size".into(), sector.into()]);
+    enc.extend(mode.iter().map(|s| s.to_string()));
+    let enc: Vec<&str> = enc.iter().map(String::as_str).collect();
+    let k1 = kill_repeatedly(env, &enc, &|| finished(&img));
+    println!("  encrypt {mode:?} {sector}: {k1} kills, then finished");
+    check_volume(env, &img, &original);
+
+    let mut rk = base("rekey");
+    rk.push("--deep".into());
+    let rk: Vec<&str> = rk.iter().map(String::as_str).collect();
+    let before = status(&img)["key_uid"].clone();
+    let k2 = kill_repeatedly(env, &rk, &|| {
+        finished(&img) && status(&img)["key_uid"] != before
+    });
+    println!("  rekey --deep: {k2} kills, then finished");
+    check_volume(env, &img, &original);
+
+    let dec = base("decrypt");
+    let dec: Vec<&str> = dec.iter().map(String::as_str).collect();
+    // Decrypt is done when the header is gone and the park record with it (the file is
+    // back to its size).
+    let k3 = kill_repeatedly(env, &dec, &|| {
+        try_status(&img).is_none() && std::fs::metadata(&img).unwrap().len() == SIZE as u64
+    });
+    println!("  decrypt: {k3} kills, then finished");
+    env.total.set(env.total.get() + k1 + k2 + k3);
+    assert!(
+        k1 + k2 + k3 >= 3,
+        "too few kills landed ({k1}, {k2}, {k3}) to show anything"
+    );
+    assert!(
+        std::fs::read(&img).unwrap() == data,
+        "decrypted image differs from the original"
+    );
+}
+
+fn wrapped_512(env: &Env) {
+    for _ in 0..env.rounds {
+        convert_under_kill(env, &[], "512");
+    }
+}
+
+fn direct_4096(env: &Env) {
+    for _ in 0..env.rounds {
+        convert_under_kill(env, &["--direct"], "4096");
+    }
+}
+
+fn main() {
+    let dir = std::env::temp_dir().join(format!("atrest-kill-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let seed = std::env::var("ATREST_KILL_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+                | 1
+        });
+    let kills = std::env::var("ATREST_KILLS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20);
+    let rounds = std::env::var("ATREST_KILL_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
+    println!("kill harness: up to {kills} kills per command, {rounds} round(s) per case, ATREST_KILL_SEED={seed}");
+    let env = Env {
+        kms: Kms::start(&dir.join("kms"), free_port()),
+        dir: dir.clone(),
+        kills,
+        rounds,
+        total: std::cell::Cell::new(0),
+        seed: std::cell::Cell::new(seed),
+    };
+    let cases: &[harness::Case<Env>] = &[
+        (
+            "encrypt_rekey_decrypt_survive_sigkill_wrapped_512",
+            wrapped_512,
+        ),
+        (
+            "encrypt_rekey_decrypt_survive_sigkill_direct_4096",
+            direct_4096,
+        ),
+    ];
+    let (passed, failed) = harness::run(cases, &env);
+    println!(
+        "SIGKILLs in all: {}, every run resumed to the original data",
+        env.total.get()
+    );
+    drop(env);
+    let _ = std::fs::remove_dir_all(&dir);
+    println!("\ntest result: {passed} passed; {failed} failed");
+    if failed > 0 {
+        std::process::exit(101);
+    }
+}
