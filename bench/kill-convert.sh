@@ -9,4 +9,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${1:-12}
 export ATREST_KILL_ROUNDS=$ROUNDS ATREST_KILLS=${ATREST_KILLS:-40}
-time cargo test --release --locked -p atrest --test kill
+time cargo test --release --locked -p atrest --test convert

@@ -10,6 +10,7 @@
 //! | 0 | success (a closed pipe on stdout counts as success: `atrest ttlv decode | head`) |
 //! | 1 | the command failed; the message on stderr says why and what to fix |
 //! | 2 | the command line was wrong (from clap) |
+//! | 3 | a conversion (encrypt, decrypt, rekey --deep) stopped on Ctrl-C or SIGTERM at a safe point; the same command continues it |
 
 #![forbid(unsafe_code)]
 
@@ -22,6 +23,8 @@ fn main() -> ExitCode {
     match cli::run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if cli::is_broken_pipe(&e) => ExitCode::SUCCESS,
+        // The progress output has already said where it stopped.
+        Err(e) if e.is::<cli::Stopped>() => ExitCode::from(3),
         Err(e) => {
             eprintln!("atrest: {e:#}");
             ExitCode::from(1)

@@ -21,6 +21,18 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// A conversion stopped on request at a committed step (exit status 3).
+#[derive(Debug)]
+pub struct Stopped;
+
+impl std::fmt::Display for Stopped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("stopped at a safe point; run the same command again to continue")
+    }
+}
+
+impl std::error::Error for Stopped {}
+
 /// True when `e` comes from writing to a pipe whose reader has gone away.
 pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {

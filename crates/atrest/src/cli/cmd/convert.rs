@@ -148,6 +148,13 @@ pub fn options(a: &ConvertArgs) -> Options {
     o
 }
 
+/// One JSON event on stdout. A reader that has gone away (a daemon restarting) must not
+/// stop a conversion half-way, so a failed write is ignored.
+fn event(v: serde_json::Value) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout().lock(), "{v}");
+}
+
 /// Shows progress: JSON lines, a bar on a terminal, or a line every few seconds.
 pub struct Reporter {
     json: bool,
@@ -195,11 +202,10 @@ impl Reporter {
             f64::NAN
         };
         if self.json {
-            println!(
-                "{}",
+            event(
                 json!({"event": "progress", "operation": p.kind.as_str(), "device": self.device,
                        "done": p.done, "total": p.total, "bytes_per_second": rate.round(),
-                       "seconds_left": if left.is_finite() { Some(left.round()) } else { None }})
+                       "seconds_left": if left.is_finite() { Some(left.round()) } else { None }}),
             );
         } else if let Some(b) = &self.bar {
             b.set_message(p.kind.as_str());
@@ -236,19 +242,17 @@ impl Reporter {
         match o {
             Outcome::Finished => {
                 if self.json {
-                    println!(
-                        "{}",
-                        json!({"event": "finished", "operation": what, "device": self.device, "seconds": secs})
+                    event(
+                        json!({"event": "finished", "operation": what, "device": self.device, "seconds": secs}),
                     );
                 }
                 Ok(true)
             }
             Outcome::Stopped(p) => {
                 if self.json {
-                    println!(
-                        "{}",
+                    event(
                         json!({"event": "stopped", "operation": what, "device": self.device,
-                               "done": p.done, "total": p.total})
+                               "done": p.done, "total": p.total}),
                     );
                 } else {
                     eprintln!(
@@ -264,25 +268,27 @@ impl Reporter {
     }
 }
 
-/// Runs the conversion in progress to its end (or a requested stop).
-pub fn drive(dev: &Device, keys: Keys<'_>, a: &ConvertArgs, what: &str) -> anyhow::Result<bool> {
+/// Runs the conversion in progress to its end, or to a requested stop (then the error is
+/// [`crate::cli::Stopped`]).
+pub fn drive(dev: &Device, keys: Keys<'_>, a: &ConvertArgs, what: &str) -> anyhow::Result<()> {
     let stop = stop_flag()?;
     let mut rep = Reporter::new(a.json, &a.device);
     let out = volume::convert::run(&dev.backend, keys, options(a), &stop, &mut |p| {
         rep.progress(p)
     })
     .with_context(|| format!("{what} of {}", a.device.display()))?;
-    rep.outcome(out, what)
+    if rep.outcome(out, what)? {
+        Ok(())
+    } else {
+        Err(crate::cli::Stopped.into())
+    }
 }
 
 /// Prints the volume's status after a finished conversion.
 pub fn print_done(a: &ConvertArgs, dev: &Device, text: &str) -> anyhow::Result<()> {
     if a.json {
         let s = volume::volume::status(&dev.backend).ok();
-        println!(
-            "{}",
-            json!({"event": "result", "device": a.device, "message": text, "status": s})
-        );
+        event(json!({"event": "result", "device": a.device, "message": text, "status": s}));
     } else {
         println!("{}: {text}", a.device.display());
     }

@@ -45,19 +45,16 @@ pub fn run(a: ConvertArgs) -> anyhow::Result<()> {
         current: secret.as_deref().map(|s| &s[..]),
         new: None,
     };
-    if drive(&dev, keys, &a, "decrypt")? {
-        let tail = if uid.is_empty() {
-            String::new()
-        } else {
-            format!(
-                "; the KMIP key {uid} protects nothing now (revoke it with `atrest kmip revoke`)"
-            )
-        };
-        print_done(
-            &a,
-            &dev,
-            &format!("decrypted: the device holds plaintext again{tail}"),
-        )?;
-    }
+    drive(&dev, keys, &a, "decrypt")?;
+    let tail = if uid.is_empty() {
+        String::new()
+    } else {
+        format!("; the KMIP key {uid} protects nothing now (revoke it with `atrest kmip revoke`)")
+    };
+    print_done(
+        &a,
+        &dev,
+        &format!("decrypted: the device holds plaintext again{tail}"),
+    )?;
     Ok(())
 }

@@ -90,16 +90,15 @@ pub fn run(a: EncryptArgs) -> anyhow::Result<()> {
         current: Some(&secret),
         new: None,
     };
-    if drive(&dev, keys, c, "encrypt")? {
-        let s = volume::volume::status(&dev.backend)?;
-        print_done(
-            c,
-            &dev,
-            &format!(
-                "encrypted: {} bytes of data, {} {}-bit key, {} mode, KMIP key {}",
-                s.data_size, s.cipher, s.key_bits, s.key_mode, s.key_uid
-            ),
-        )?;
-    }
+    drive(&dev, keys, c, "encrypt")?;
+    let s = volume::volume::status(&dev.backend)?;
+    print_done(
+        c,
+        &dev,
+        &format!(
+            "encrypted: {} bytes of data, {} {}-bit key, {} mode, KMIP key {}",
+            s.data_size, s.cipher, s.key_bits, s.key_mode, s.key_uid
+        ),
+    )?;
     Ok(())
 }

@@ -78,14 +78,13 @@ pub fn run(a: RekeyArgs) -> anyhow::Result<()> {
         current: old.as_deref().map(|s| &s[..]),
         new: Some(&new),
     };
-    if drive(&dev, keys, c, "rekey")? {
-        if a.revoke_old {
-            kms.revoke_superseded(&old_uid)?;
-        }
-        print_done(c, &dev, &format!(
-            "rekeyed: every sector re-encrypted under a new volume key, KMIP key {new_uid} (was {old_uid}{})",
-            if a.revoke_old { ", now revoked" } else { "" }
-        ))?;
+    drive(&dev, keys, c, "rekey")?;
+    if a.revoke_old {
+        kms.revoke_superseded(&old_uid)?;
     }
+    print_done(c, &dev, &format!(
+        "rekeyed: every sector re-encrypted under a new volume key, KMIP key {new_uid} (was {old_uid}{})",
+        if a.revoke_old { ", now revoked" } else { "" }
+    ))?;
     Ok(())
 }

@@ -8,6 +8,11 @@
 //! `ATREST_KILLS` caps the kills per command (default 20, what CI runs; a command usually
 //! finishes after 5–20), `ATREST_KILL_ROUNDS` repeats each case on fresh data
 //! (`bench/kill-convert.sh` runs the long version). `ATREST_KILL_SEED` replays a run.
+//! Also the operator's view: Ctrl-C stops at a safe point with exit status 3 and stock
+//! cryptsetup refuses the half-converted volume; a key gone from the server, and a file
+//! that may not grow (a real RLIMIT_FSIZE, the kernel's EFBIG), give clear errors and change
+//! nothing.
+//!
 //! harness = false: one development KMS serves every case.
 
 mod harness;
@@ -304,6 +309,197 @@ fn direct_4096(env: &Env) {
     }
 }
 
+fn atrest(env: &Env, args: &[&str], img: &Path) -> std::process::Output {
+    Command::new(atrest_bin())
+        .arg(args[0])
+        .arg("-c")
+        .arg(env.kms.dir.join("client.toml"))
+        .args(&args[1..])
+        .arg(img)
+        .output()
+        .unwrap()
+}
+
+fn sha(p: &Path) -> [u8; 32] {
+    openssl::sha::sha256(&std::fs::read(p).unwrap())
+}
+
+fn random_image(env: &Env, name: &str, len: usize) -> (PathBuf, Vec<u8>) {
+    let img = env.dir.join(name);
+    let mut data = vec![0u8; len];
+    openssl::rand::rand_bytes(&mut data).unwrap();
+    std::fs::write(&img, &data).unwrap();
+    (img, data)
+}
+
+fn cryptsetup_with_secret(args: &[&str], img: &Path, secret: &[u8]) -> std::process::Output {
+    let mut c = Command::new("cryptsetup")
+        .args(args)
+        .arg("--key-file=-")
+        .arg(img)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    c.stdin.take().unwrap().write_all(secret).unwrap();
+    c.wait_with_output().unwrap()
+}
+
+fn ctrl_c_stops_safely_and_cryptsetup_refuses_the_half_converted_volume(env: &Env) {
+    let (img, data) = random_image(env, "ctrlc", 512 << 20);
+    let mut child = Command::new(atrest_bin())
+        .args(["encrypt", "-c"])
+        .arg(env.kms.dir.join("client.toml"))
+        .args(["--step", "1M", "--json"])
+        .arg(&img)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
+    for line in lines.by_ref() {
+        let v: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap();
+        if v["event"] == "progress" && v["done"].as_u64().unwrap() > 0 {
+            break;
+        }
+    }
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let events: Vec<String> = lines.map(Result::unwrap).collect();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        events.last().unwrap().contains("\"event\":\"stopped\""),
+        "{events:?}"
+    );
+    let s = status(&img);
+    assert_eq!(
+        s["requirements"],
+        serde_json::json!(["atrest-conversion-v1"])
+    );
+    // Stock cryptsetup: the KMIP secret is right (test-passphrase), yet it refuses to
+    // change or use the fenced volume.
+    let secret = secret(env, s["key_uid"].as_str().unwrap());
+    let out = cryptsetup_with_secret(&["open", "--test-passphrase"], &img, &secret);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let extra = env.dir.join("extra-pass");
+    std::fs::write(&extra, b"another passphrase").unwrap();
+    let out = Command::new("cryptsetup")
+        .args([
+            "luksAddKey",
+            "--batch-mode",
+            "--pbkdf",
+            "pbkdf2",
+            "--pbkdf-force-iterations",
+            "1000",
+            "--key-file=-",
+        ])
+        .arg(&img)
+        .arg(&extra)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            c.stdin.take().unwrap().write_all(&secret)?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("Unmet LUKS2 requirements"),
+        "{err}"
+    );
+    // atrest's own reads refuse it too, and send the operator back to finish.
+    let out = Command::new(atrest_bin())
+        .args(["status"])
+        .arg(&img)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("conversion is in progress"));
+    let out = atrest(env, &["encrypt"], &img);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("resuming"));
+    let out = cryptsetup_with_secret(&["open", "--test-passphrase"], &img, &secret);
+    assert!(out.status.success());
+    let dev: Arc<dyn BlockBackend> = Arc::new(FileBackend::new(std::fs::File::open(&img).unwrap()));
+    let vol = volume::volume::unlock(dev, &secret).unwrap();
+    let mut got = vec![0u8; data.len()];
+    vol.read_at(&mut got, 0).unwrap();
+    assert!(got == data);
+}
+
+fn a_key_gone_from_the_server_is_a_clear_error_and_changes_nothing(env: &Env) {
+    let (img, _) = random_image(env, "gone", 64 << 20);
+    let out = atrest(env, &["encrypt"], &img);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let uid = status(&img)["key_uid"].as_str().unwrap().to_owned();
+    let before = sha(&img);
+    for op in ["revoke", "destroy"] {
+        let out = Command::new(atrest_bin())
+            .args(["kmip", op, "-c"])
+            .arg(env.kms.dir.join("client.toml"))
+            .arg(&uid)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    for cmd in [&["decrypt"][..], &["rekey"], &["rekey", "--deep"]] {
+        let out = atrest(env, cmd, &img);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{cmd:?}: {err}");
+        assert!(err.contains(&uid) && err.contains("KMIP"), "{cmd:?}: {err}");
+        assert_eq!(sha(&img), before, "{cmd:?} changed the device");
+    }
+}
+
+fn a_file_that_cannot_grow_is_refused_before_any_data_moves(env: &Env) {
+    let (img, data) = random_image(env, "nospace", 64 << 20);
+    // A real limit from the kernel: RLIMIT_FSIZE (KiB) at the image's size, SIGXFSZ ignored, so
+    // growing the file fails with EFBIG as a full disk fails with ENOSPC.
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(r#"trap "" XFSZ; ulimit -f $((64 * 1024)); exec "$@""#)
+        .arg("bash")
+        .arg(atrest_bin())
+        .args(["encrypt", "-c"])
+        .arg(env.kms.dir.join("client.toml"))
+        .arg(&img)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("File too large") && err.contains("revoked and destroyed"),
+        "{err}"
+    );
+    assert!(std::fs::read(&img).unwrap() == data, "the image changed");
+}
+
 fn main() {
     let dir = std::env::temp_dir().join(format!("atrest-kill-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -336,6 +532,18 @@ fn main() {
         seed: std::cell::Cell::new(seed),
     };
     let cases: &[harness::Case<Env>] = &[
+        (
+            "ctrl_c_stops_safely_and_cryptsetup_refuses_the_half_converted_volume",
+            ctrl_c_stops_safely_and_cryptsetup_refuses_the_half_converted_volume,
+        ),
+        (
+            "a_key_gone_from_the_server_is_a_clear_error_and_changes_nothing",
+            a_key_gone_from_the_server_is_a_clear_error_and_changes_nothing,
+        ),
+        (
+            "a_file_that_cannot_grow_is_refused_before_any_data_moves",
+            a_file_that_cannot_grow_is_refused_before_any_data_moves,
+        ),
         (
             "encrypt_rekey_decrypt_survive_sigkill_wrapped_512",
             wrapped_512,
