@@ -19,7 +19,8 @@ pub enum Command {
     /// Starts the development KMS on a free loopback port (in DIR, or a temporary
     /// directory removed afterwards), then does what an operator does: "Save and Test"
     /// with its generated client configuration, and a throwaway key created, activated,
-    /// fetched, revoked and destroyed. Volume encryption joins the demo as it is built.
+    /// fetched, revoked and destroyed; then a 64 MiB image encrypted in place, unlocked with
+    /// the key fetched again, rekeyed (rewrap and deep) and decrypted back to the original.
     Demo {
         /// Keep the server directory here instead of a temporary one.
         #[arg(long, value_name = "DIR")]
