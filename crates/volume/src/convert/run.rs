@@ -481,6 +481,84 @@ fn restore(dev: &dyn BlockBackend, rec: &Record) -> Result<(), ConvertError> {
     Ok(())
 }
 
+/// One chunk the reader thread prepares: read `len` bytes at `at`, check them against
+/// `sha256` if given (the park), transform them as the data at `logical`.
+struct Chunk {
+    at: u64,
+    len: u64,
+    logical: u64,
+    sha256: Option<String>,
+}
+
+/// What the reader hands over: the chunk's index, the bytes as read (kept only when the
+/// writer needs them, for the rekey journal), and the transformed bytes.
+type Ready = (usize, Option<Vec<u8>>, Vec<u8>);
+
+/// The writer's side: the chunk, its bytes as read (if kept) and as transformed; false
+/// stops the pipeline.
+type WriteChunk<'a> = dyn FnMut(&Chunk, Option<&[u8]>, &[u8]) -> Result<bool, ConvertError> + 'a;
+
+/// Runs `chunks` through a reader thread (read, verify, transform: the XTS work spreads
+/// over all cores) while this thread writes, syncs and commits the one before, so the
+/// disk reads the next chunk while it writes this one. Reading ahead is safe because a
+/// chunk's source is never an earlier chunk's destination (invariant 2). `write` returns
+/// false to stop early. Buffers are recycled, and none needs zeroizing: they hold
+/// ciphertext, or plaintext that is on the same disk in the clear anyway.
+fn pipeline(
+    dev: &dyn BlockBackend,
+    chunks: &[Chunk],
+    keep_source: bool,
+    transform: &(dyn Fn(&mut [u8], u64) + Sync),
+    write: &mut WriteChunk<'_>,
+) -> Result<(), ConvertError> {
+    use std::sync::mpsc::{channel, sync_channel};
+    std::thread::scope(|scope| {
+        let (ready_tx, ready_rx) = sync_channel::<Result<Ready, ConvertError>>(1);
+        let (spare_tx, spare_rx) = channel::<Vec<u8>>();
+        scope.spawn(move || {
+            for (i, c) in chunks.iter().enumerate() {
+                let mut buf = spare_rx.try_recv().unwrap_or_default();
+                buf.resize(c.len as usize, 0);
+                let r = dev
+                    .read_at(&mut buf, c.at)
+                    .map_err(io(c.at))
+                    .and_then(|()| match &c.sha256 {
+                        Some(want) if park::sha256_hex(&buf) != *want => {
+                            Err(ConvertError::ParkDamaged {
+                                offset: c.at,
+                                len: c.len,
+                            })
+                        }
+                        _ => Ok(()),
+                    });
+                let msg = r.map(|()| {
+                    let source = keep_source.then(|| buf.clone());
+                    transform(&mut buf, c.logical);
+                    (i, source, buf)
+                });
+                let failed = msg.is_err();
+                if ready_tx.send(msg).is_err() || failed {
+                    return;
+                }
+            }
+        });
+        for msg in ready_rx {
+            let (i, source, out) = msg?;
+            let go_on = write(&chunks[i], source.as_deref(), &out)?;
+            let _ = spare_tx.send(out);
+            if !go_on {
+                break;
+            }
+        }
+        Ok(())
+    })
+}
+
+fn step_len(opts: Options, limit: u64, ss: u32) -> u64 {
+    let ss = u64::from(ss);
+    opts.chunk.min(limit).max(ss) / ss * ss
+}
+
 struct Step<'a> {
     dev: &'a dyn BlockBackend,
     stop: &'a AtomicBool,
@@ -517,6 +595,35 @@ impl Step<'_> {
         cipher(&volume_key(self.dev, &h.metadata, digest, secret)?)
     }
 
+    /// Runs `chunks` through the pipeline: each is written at `dest(chunk)` and synced,
+    /// then `done = advance(chunk)` is committed. `Some` when stopped on request.
+    #[allow(clippy::too_many_arguments)]
+    fn convert(
+        &mut self,
+        h: &mut Header,
+        s: &mut State,
+        chunks: &[Chunk],
+        transform: &(dyn Fn(&mut [u8], u64) + Sync),
+        advance: &dyn Fn(&Chunk) -> u64,
+        dest: &dyn Fn(&Chunk) -> u64,
+    ) -> Result<Option<Outcome>, ConvertError> {
+        let dev = self.dev;
+        let mut stopped = None;
+        pipeline(dev, chunks, false, transform, &mut |c, _, out| {
+            if let Some(o) = self.stopped(s) {
+                stopped = Some(o);
+                return Ok(false);
+            }
+            write(dev, out, dest(c))?;
+            sync(dev)?;
+            s.done = advance(c);
+            commit(dev, h, Some(s))?;
+            self.report(s);
+            Ok(true)
+        })?;
+        Ok(stopped)
+    }
+
     /// Backward from the end: chunk `[low - c, low)` of the plaintext goes, encrypted, to
     /// `data_offset + low - c`; the last chunk comes from the park.
     fn encrypt(
@@ -533,34 +640,36 @@ impl Step<'_> {
             .park
             .clone()
             .ok_or_else(|| VolumeError::Invalid("encrypt without a park".into()))?;
-        let chunk = opts.chunk.min(off).max(u64::from(ss)) / u64::from(ss) * u64::from(ss);
+        let chunk = step_len(opts, off, ss);
         self.report(&s);
         if s.done < s.size {
             let xts = self.key(h, &segment_digest(&h.metadata)?, keys.current, "volume's")?;
-            while s.done < s.size {
-                if let Some(o) = self.stopped(&s) {
-                    return Ok(o);
-                }
-                let low = s.size - s.done;
-                let (from, mut buf) = if low > park.len {
-                    let c = chunk.min(low - park.len);
-                    (low - c, read(dev, c, low - c)?)
-                } else {
-                    let b = read(dev, park.len, park.offset)?;
-                    if park::sha256_hex(&b) != park.sha256 {
-                        return Err(ConvertError::ParkDamaged {
-                            offset: park.offset,
-                            len: park.len,
-                        });
-                    }
-                    (0, b)
-                };
-                xts.encrypt(&mut buf, ss as usize, from / 512);
-                write(dev, &buf, off + from)?;
-                sync(dev)?;
-                s.done = s.size - from;
-                commit(dev, h, Some(&s))?;
-                self.report(&s);
+            let mut chunks = Vec::new();
+            let mut low = s.size - s.done;
+            while low > park.len {
+                let c = chunk.min(low - park.len);
+                chunks.push(Chunk {
+                    at: low - c,
+                    len: c,
+                    logical: low - c,
+                    sha256: None,
+                });
+                low -= c;
+            }
+            if low > 0 {
+                chunks.push(Chunk {
+                    at: park.offset,
+                    len: park.len,
+                    logical: 0,
+                    sha256: Some(park.sha256.clone()),
+                });
+            }
+            let size = s.size;
+            let transform = |b: &mut [u8], at: u64| xts.encrypt(b, ss as usize, at / 512);
+            let advance = |c: &Chunk| size - c.logical;
+            let dest = |c: &Chunk| off + c.logical;
+            if let Some(o) = self.convert(h, &mut s, &chunks, &transform, &advance, &dest)? {
+                return Ok(o);
             }
         }
         // Wipe what the plaintext left in the header area and the park, drop the tail of
@@ -600,12 +709,12 @@ impl Step<'_> {
             .park
             .clone()
             .ok_or_else(|| VolumeError::Invalid("decrypt without a park".into()))?;
-        let chunk = opts.chunk.min(off).max(u64::from(ss)) / u64::from(ss) * u64::from(ss);
+        let chunk = step_len(opts, off, ss);
         self.report(&s);
         if s.done < s.size {
             let xts = self.key(h, &segment_digest(&h.metadata)?, keys.current, "volume's")?;
             if s.done == 0 {
-                let mut first = read(dev, park.len, off)?;
+                let mut first = read(dev, park.len, off)?.to_vec();
                 xts.decrypt(&mut first, ss as usize, 0);
                 write(dev, &first, park.offset)?;
                 sync(dev)?;
@@ -625,18 +734,23 @@ impl Step<'_> {
                 commit(dev, h, Some(&s))?;
                 self.report(&s);
             }
-            while s.done < s.size {
-                if let Some(o) = self.stopped(&s) {
-                    return Ok(o);
-                }
-                let c = chunk.min(s.size - s.done);
-                let mut buf = read(dev, c, off + s.done)?;
-                xts.decrypt(&mut buf, ss as usize, s.done / 512);
-                write(dev, &buf, s.done)?;
-                sync(dev)?;
-                s.done += c;
-                commit(dev, h, Some(&s))?;
-                self.report(&s);
+            let mut chunks = Vec::new();
+            let mut at = s.done;
+            while at < s.size {
+                let c = chunk.min(s.size - at);
+                chunks.push(Chunk {
+                    at: off + at,
+                    len: c,
+                    logical: at,
+                    sha256: None,
+                });
+                at += c;
+            }
+            let transform = |b: &mut [u8], at: u64| xts.decrypt(b, ss as usize, at / 512);
+            let advance = |c: &Chunk| c.logical + c.len;
+            let dest = |c: &Chunk| c.logical;
+            if let Some(o) = self.convert(h, &mut s, &chunks, &transform, &advance, &dest)? {
+                return Ok(o);
             }
         }
         let rec = park::read(dev)
@@ -666,42 +780,66 @@ impl Step<'_> {
             .clone()
             .ok_or_else(|| VolumeError::Invalid("rekey without a new digest".into()))?;
         let old_digest = segment_digest(&h.metadata)?;
-        let hot =
-            opts.chunk.min(journal::MAX_HOTZONE).max(u64::from(ss)) / u64::from(ss) * u64::from(ss);
+        let hot = step_len(opts, journal::MAX_HOTZONE, ss);
         let new = self.key(h, &new_digest, keys.new, "new")?;
         self.report(&s);
         if s.done < s.size {
             let old = self.key(h, &old_digest, keys.current, "volume's current")?;
-            while s.done < s.size {
-                if let Some(o) = self.stopped(&s) {
-                    return Ok(o);
-                }
-                let pos = s.done;
-                let saved = journal::load(dev, &run_id, pos)
-                    .map_err(io(journal::OFFSET))?
-                    .filter(|d| !d.is_empty() && pos + d.len() as u64 <= s.size);
-                let mut buf = match saved {
-                    Some(d) => Zeroizing::new(d),
-                    None => {
-                        let c = hot.min(s.size - pos);
-                        let b = read(dev, c, off + pos)?;
-                        let rec = journal::Record {
-                            run: run_id.clone(),
-                            pos,
-                            len: c,
-                            sha256: park::sha256_hex(&b),
-                        };
-                        journal::save(dev, &rec, &b).map_err(io(journal::OFFSET))?;
-                        b
-                    }
-                };
-                old.decrypt(&mut buf, ss as usize, pos / 512);
-                new.encrypt(&mut buf, ss as usize, pos / 512);
-                write(dev, &buf, off + pos)?;
+            let transform = |b: &mut [u8], at: u64| {
+                old.decrypt(b, ss as usize, at / 512);
+                new.encrypt(b, ss as usize, at / 512);
+            };
+            // The hot zone a crash interrupted is redone from the journal's copy of its
+            // old ciphertext: the disk's may be half old, half new.
+            if let Some(mut b) = journal::load(dev, &run_id, s.done)
+                .map_err(io(journal::OFFSET))?
+                .filter(|d| !d.is_empty() && s.done + d.len() as u64 <= s.size)
+            {
+                transform(&mut b, s.done);
+                write(dev, &b, off + s.done)?;
                 sync(dev)?;
-                s.done = pos + buf.len() as u64;
+                s.done += b.len() as u64;
                 commit(dev, h, Some(&s))?;
                 self.report(&s);
+            }
+            let mut chunks = Vec::new();
+            let mut at = s.done;
+            while at < s.size {
+                let c = hot.min(s.size - at);
+                chunks.push(Chunk {
+                    at: off + at,
+                    len: c,
+                    logical: at,
+                    sha256: None,
+                });
+                at += c;
+            }
+            let mut stopped = None;
+            let state = &mut s;
+            // Each hot zone: its old ciphertext to the journal (synced), then the new
+            // ciphertext in place (synced), then the commit.
+            pipeline(dev, &chunks, true, &transform, &mut |c, source, out| {
+                if let Some(o) = self.stopped(state) {
+                    stopped = Some(o);
+                    return Ok(false);
+                }
+                let source = source.unwrap_or_default();
+                let rec = journal::Record {
+                    run: run_id.clone(),
+                    pos: c.logical,
+                    len: c.len,
+                    sha256: park::sha256_hex(source),
+                };
+                journal::save(dev, &rec, source).map_err(io(journal::OFFSET))?;
+                write(dev, out, c.at)?;
+                sync(dev)?;
+                state.done = c.logical + c.len;
+                commit(dev, h, Some(state))?;
+                self.report(state);
+                Ok(true)
+            })?;
+            if let Some(o) = stopped {
+                return Ok(o);
             }
         }
         // Every sector is under the new key: wipe the journal and the old keyslots, then
