@@ -175,7 +175,14 @@ fn check_volume(env: &Env, img: &Path, original: &Path) {
         "conversion fence left behind"
     );
     let secret = secret(env, s["key_uid"].as_str().unwrap());
-    let dev: Arc<dyn BlockBackend> = Arc::new(FileBackend::new(std::fs::File::open(img).unwrap()));
+    // Writable: a kill during the last header commit leaves one copy torn (the other is
+    // whole and newer), and unlocking repairs it, as cryptsetup does.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(img)
+        .unwrap();
+    let dev: Arc<dyn BlockBackend> = Arc::new(FileBackend::new(file));
     let vol = volume::volume::unlock(dev, &secret).unwrap();
     let want = std::fs::read(original).unwrap();
     let mut got = vec![0u8; vol.size() as usize];
@@ -438,7 +445,12 @@ fn ctrl_c_stops_safely_and_cryptsetup_refuses_the_half_converted_volume(env: &En
     assert!(String::from_utf8_lossy(&out.stderr).contains("resuming"));
     let out = cryptsetup_with_secret(&["open", "--test-passphrase"], &img, &secret);
     assert!(out.status.success());
-    let dev: Arc<dyn BlockBackend> = Arc::new(FileBackend::new(std::fs::File::open(&img).unwrap()));
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&img)
+        .unwrap();
+    let dev: Arc<dyn BlockBackend> = Arc::new(FileBackend::new(file));
     let vol = volume::volume::unlock(dev, &secret).unwrap();
     let mut got = vec![0u8; data.len()];
     vol.read_at(&mut got, 0).unwrap();

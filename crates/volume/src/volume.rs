@@ -119,6 +119,8 @@ pub struct Status {
     pub data_size: u64,
     /// Mandatory requirements (a conversion in progress shows here).
     pub requirements: Vec<String>,
+    /// A conversion in progress: its kind, bytes done and total.
+    pub conversion: Option<(String, u64, u64)>,
     /// A damaged header copy, if any.
     pub damaged_copy: Option<String>,
     /// seqid (cryptsetup's "Epoch").
@@ -345,6 +347,10 @@ pub fn status(dev: &dyn BlockBackend) -> Result<Status, VolumeError> {
             .as_ref()
             .map(|r| r.mandatory.clone())
             .unwrap_or_default(),
+        conversion: crate::convert::state::read(m)
+            .ok()
+            .flatten()
+            .map(|c| (c.kind.as_str().to_owned(), c.done, c.size)),
         damaged_copy: read.damaged.map(|(w, why)| format!("{w}: {why}")),
         seqid: read.header.binary.seqid,
     })

@@ -472,3 +472,32 @@ fn a_block_device_without_room_at_its_end_is_refused_before_anything_is_written(
         "the tail keeps leftovers"
     );
 }
+
+#[test]
+fn resuming_a_damaged_half_converted_device_errs_but_never_panics() {
+    // The fuzz target's property (`fuzz/fuzz_targets/convert_resume.rs`) on real
+    // half-converted devices with bytes flipped in the header, the park and its record.
+    let plain = plaintext(2 << 20, 11);
+    for cut in [20, 60] {
+        let dev = PowerCut::new(plain.clone(), true);
+        dev.disk().cut_at = cut;
+        let _ = drive(Job::Encrypt, &dev, "wrapped", 4096, plain.len() as u64);
+        let img = dev.after_cut(&mut |_| false);
+        let n = img.len();
+        for at in [
+            0,
+            100,
+            4096 + 30,
+            0x4000 + 500,
+            n - 4096 - 1000,
+            n - 4000,
+            n - 100,
+            n - 1,
+        ] {
+            let mut bad = img.clone();
+            bad[at] ^= 0x5a;
+            volume::fuzzing::convert_resume(&bad);
+        }
+        volume::fuzzing::convert_resume(&img[..n / 2]);
+    }
+}

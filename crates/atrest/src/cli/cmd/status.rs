@@ -2,14 +2,29 @@
 
 use std::path::Path;
 
-use anyhow::Context;
+use anyhow::{bail, Context};
 use volume::backend::FileBackend;
+use volume::convert::Found;
 
 pub fn run(device: &Path, json: bool) -> anyhow::Result<()> {
     let file =
         std::fs::File::open(device).with_context(|| format!("opening {}", device.display()))?;
-    let s = volume::volume::status(&FileBackend::new(file))
-        .with_context(|| format!("reading {}", device.display()))?;
+    let dev = FileBackend::new(file);
+    let s = match volume::volume::status(&dev) {
+        Ok(s) => s,
+        Err(e) => {
+            // No header, but maybe a conversion's park record: say what to run.
+            if let Ok(Found::InProgress(p)) = volume::convert::inspect(&dev) {
+                let what = p.kind.as_str();
+                bail!(
+                    "{}: an atrest {what} was interrupted while the device had no header (KMIP key {}); run `atrest {what}` again to finish it",
+                    device.display(),
+                    if p.key_uid.is_empty() { "not needed" } else { &p.key_uid }
+                );
+            }
+            return Err(e).with_context(|| format!("reading {}", device.display()));
+        }
+    };
     if json {
         println!("{}", serde_json::to_string(&s)?);
         return Ok(());
@@ -30,6 +45,11 @@ pub fn run(device: &Path, json: bool) -> anyhow::Result<()> {
         "data          {} bytes at offset {}",
         s.data_size, s.data_offset
     );
+    if let Some((kind, done, total)) = &s.conversion {
+        println!(
+            "conversion    {kind}: {done} of {total} bytes done, interrupted or running; `atrest {kind}` finishes it"
+        );
+    }
     if !s.requirements.is_empty() {
         println!(
             "requirements  {} (a conversion is in progress)",
