@@ -141,6 +141,9 @@ impl Vaes {
     }
 }
 
+/// How far ahead of the block being encrypted the data is prefetched.
+const PREFETCH: usize = 2048;
+
 #[target_feature(enable = "aes")]
 fn inv_mix_columns(k: [u8; 16]) -> [u8; 16] {
     let mut out = [0u8; 16];
@@ -213,6 +216,11 @@ unsafe fn units(keys: &Vaes, data: &mut [u8], unit: usize, initial: &[[u8; 16]],
         let mut groups = sector.chunks_exact_mut(256);
         for g in groups.by_ref() {
             let p = g.as_mut_ptr();
+            // Hardware prefetch alone left large buffers at ~60 % of memory speed; a hint
+            // never faults, whatever the address.
+            for line in 0..4 {
+                _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(PREFETCH + 64 * line).cast());
+            }
             let mut tws = [tw; 4];
             for i in 1..4 {
                 tws[i] = times_alpha4(tws[i - 1], poly);
