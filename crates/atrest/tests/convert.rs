@@ -512,6 +512,90 @@ fn a_file_that_cannot_grow_is_refused_before_any_data_moves(env: &Env) {
     assert!(std::fs::read(&img).unwrap() == data, "the image changed");
 }
 
+fn a_detached_header_converts_in_place_under_sigkill(env: &Env) {
+    let (img, data) = random_image(env, "detached", 32 << 20);
+    let hdr = env.dir.join("detached.hdr");
+    let config = env.kms.dir.join("client.toml");
+    let args = |cmd: &str, extra: &[&str]| -> Vec<String> {
+        let mut v = vec![cmd.to_owned(), "-c".into(), config.display().to_string()];
+        v.extend([
+            "--header".into(),
+            hdr.display().to_string(),
+            "--step".into(),
+            "2M".into(),
+        ]);
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v.push(img.display().to_string());
+        v
+    };
+    let status = || -> Option<serde_json::Value> {
+        let out = Command::new(atrest_bin())
+            .args(["status", "--json", "--header"])
+            .arg(&hdr)
+            .arg(&img)
+            .output()
+            .unwrap();
+        out.status
+            .success()
+            .then(|| serde_json::from_slice(&out.stdout).unwrap())
+    };
+    let enc = args("encrypt", &[]);
+    let enc: Vec<&str> = enc.iter().map(String::as_str).collect();
+    let k1 = kill_repeatedly(env, &enc, &|| {
+        status().is_some_and(|s| s["requirements"] == serde_json::json!([]))
+    });
+    let s = status().unwrap();
+    assert_eq!(s["data_offset"], 0, "{s}");
+    assert_eq!(
+        std::fs::metadata(&img).unwrap().len(),
+        data.len() as u64,
+        "the data device grew"
+    );
+    let secret = secret(env, s["key_uid"].as_str().unwrap());
+    // Stock cryptsetup opens it with the header file.
+    let mut c = Command::new("cryptsetup")
+        .args(["open", "--test-passphrase", "--key-file=-", "--header"])
+        .arg(&hdr)
+        .arg(&img)
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    c.stdin.take().unwrap().write_all(&secret).unwrap();
+    let out = c.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let h = FileBackend::new(
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&hdr)
+            .unwrap(),
+    );
+    let dev: Arc<dyn BlockBackend> = Arc::new(FileBackend::new(std::fs::File::open(&img).unwrap()));
+    let vol = volume::volume::unlock_detached(&h, dev, &secret).unwrap();
+    let mut got = vec![0u8; data.len()];
+    vol.read_at(&mut got, 0).unwrap();
+    assert!(got == data, "the detached volume reads differently");
+    let dec = args("decrypt", &[]);
+    let dec: Vec<&str> = dec.iter().map(String::as_str).collect();
+    let k2 = kill_repeatedly(env, &dec, &|| !hdr.exists() || status().is_none());
+    if hdr.exists() {
+        // A kill after the wipe but before the removal: the command says so, and data is fine.
+        let out = Command::new(atrest_bin()).args(&dec).output().unwrap();
+        assert!(String::from_utf8_lossy(&out.stderr).contains("holds no header"));
+    }
+    assert!(
+        std::fs::read(&img).unwrap() == data,
+        "decrypted data differs"
+    );
+    env.total.set(env.total.get() + k1 + k2);
+    println!("  --header: encrypt {k1} kills, decrypt {k2} kills");
+}
+
 fn main() {
     let dir = std::env::temp_dir().join(format!("atrest-kill-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -555,6 +639,10 @@ fn main() {
         (
             "a_file_that_cannot_grow_is_refused_before_any_data_moves",
             a_file_that_cannot_grow_is_refused_before_any_data_moves,
+        ),
+        (
+            "a_detached_header_converts_in_place_under_sigkill",
+            a_detached_header_converts_in_place_under_sigkill,
         ),
         (
             "encrypt_rekey_decrypt_survive_sigkill_wrapped_512",

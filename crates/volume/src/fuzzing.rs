@@ -65,12 +65,18 @@ pub fn convert_resume(data: &[u8]) {
         }
     }
     let dev = MemBackend::from_bytes(data.to_vec());
-    let _ = convert::inspect(&dev);
+    let _ = convert::inspect(convert::Devices::attached(&dev));
     let key: [u8; 32] = *b"fuzz-key-0123456789abcdef-FUZZKY";
     let keys = Keys {
         current: Some(&key),
         new: Some(&key),
     };
     let stop = std::sync::atomic::AtomicBool::new(false);
-    let _ = convert::run(&dev, keys, Options::default(), &stop, &mut |_| {});
+    let _ = convert::run(
+        convert::Devices::attached(&dev),
+        keys,
+        Options::default(),
+        &stop,
+        &mut |_| {},
+    );
 }

@@ -52,6 +52,9 @@ pub struct FormatOptions {
     /// Plaintext bytes, for a volume that does not run to the end of its device (one made
     /// by converting existing data); `None` for "to the end of the device".
     pub data_size: Option<u64>,
+    /// The header goes to its own file or device (cryptsetup's `--header`); the data
+    /// starts at byte 0 of the data device.
+    pub detached: bool,
 }
 
 /// Errors of the volume operations.
@@ -174,15 +177,21 @@ pub(crate) fn new_header(
         )));
     }
     let size = dev.len().map_err(io(0))?;
+    if opts.detached && size < DATA_OFFSET {
+        return Err(VolumeError::Invalid(format!(
+            "a detached header needs {DATA_OFFSET} bytes (header copies, keyslots, journal); this one has {size}"
+        )));
+    }
     let data_size = opts
         .data_size
         .unwrap_or_else(|| size.saturating_sub(DATA_OFFSET));
-    if data_size < u64::from(opts.sector_size) || DATA_OFFSET + data_size > size {
+    if !opts.detached && (data_size < u64::from(opts.sector_size) || DATA_OFFSET + data_size > size)
+    {
         return Err(VolumeError::Invalid(format!(
             "the device holds {size} bytes; an atrest volume needs the {DATA_OFFSET}-byte header area and at least one sector of data"
         )));
     }
-    if !data_size.is_multiple_of(u64::from(opts.sector_size)) {
+    if !opts.detached && !data_size.is_multiple_of(u64::from(opts.sector_size)) {
         return Err(VolumeError::Invalid(format!(
             "the data area ({data_size} bytes) is not a whole number of {}-byte sectors",
             opts.sector_size
@@ -235,7 +244,7 @@ pub(crate) fn new_header(
             "0".to_owned(),
             Segment {
                 kind: "crypt".into(),
-                offset: DATA_OFFSET,
+                offset: if opts.detached { 0 } else { DATA_OFFSET },
                 size: opts
                     .data_size
                     .map_or_else(|| "dynamic".into(), |n| n.to_string()),
@@ -306,6 +315,15 @@ pub(crate) fn crypt_segment(m: &Metadata) -> Result<(&Segment, u32), VolumeError
 
 /// The header's facts, for `atrest status`.
 pub fn status(dev: &dyn BlockBackend) -> Result<Status, VolumeError> {
+    status_detached(dev, dev)
+}
+
+/// [`status`] of a volume whose header is on `header` and data on `data`.
+pub fn status_detached(
+    hdr: &dyn BlockBackend,
+    data: &dyn BlockBackend,
+) -> Result<Status, VolumeError> {
+    let dev = hdr;
     let read = header::read(dev)?;
     let m = &read.header.metadata;
     let token = atrest_token(m).ok_or(VolumeError::NoToken)?;
@@ -323,7 +341,7 @@ pub fn status(dev: &dyn BlockBackend) -> Result<Status, VolumeError> {
                 .map(|b| b as u32)
         })
         .unwrap_or(256);
-    let data_size = segment_size(seg, dev.len().map_err(io(0))?)?;
+    let data_size = segment_size(seg, data.len().map_err(io(0))?)?;
     let text = |k: &str| {
         token
             .extra
@@ -415,13 +433,24 @@ pub struct Unlocked {
 /// Unlocks `dev` with the secret fetched from KMIP. The key is checked against the
 /// header's digest before anything else happens; a wrong key writes nothing.
 pub fn unlock(dev: Arc<dyn BlockBackend>, kmip_secret: &[u8]) -> Result<Unlocked, VolumeError> {
-    let read = header::read(dev.as_ref())?;
+    let hdr = Arc::clone(&dev);
+    unlock_detached(hdr.as_ref(), dev, kmip_secret)
+}
+
+/// [`unlock`] of a volume whose header is on `header` (a detached header file) and data on
+/// `dev`.
+pub fn unlock_detached(
+    hdr: &dyn BlockBackend,
+    dev: Arc<dyn BlockBackend>,
+    kmip_secret: &[u8],
+) -> Result<Unlocked, VolumeError> {
+    let read = header::read(hdr)?;
     let m = &read.header.metadata;
     if let Some(kind) = crate::convert::state::in_progress(m) {
         return Err(VolumeError::ConversionInProgress { kind });
     }
     let (seg, sector_size) = crypt_segment(m)?;
-    let volume_key = volume_key(dev.as_ref(), m, &segment_digest(m)?, kmip_secret)?;
+    let volume_key = volume_key(hdr, m, &segment_digest(m)?, kmip_secret)?;
     let xts = Xts::new(&volume_key).map_err(|e| VolumeError::Invalid(e.to_string()))?;
     let total = dev.len().map_err(io(0))?;
     let size = segment_size(seg, total)?;
@@ -432,7 +461,7 @@ pub fn unlock(dev: Arc<dyn BlockBackend>, kmip_secret: &[u8]) -> Result<Unlocked
     let repaired = match read.damaged {
         Some((which, why)) => {
             let mut h = read.header;
-            header::write(dev.as_ref(), &mut h)?;
+            header::write(hdr, &mut h)?;
             Some(format!(
                 "the {which} header copy was damaged ({why}) and has been rewritten"
             ))

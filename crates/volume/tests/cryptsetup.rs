@@ -106,6 +106,7 @@ fn opts(mode: KeyMode, key_len: usize, sector_size: u32) -> FormatOptions {
         key_uid: "kmip-uid-1234".into(),
         server_hint: Some("kms.example:5696".into()),
         data_size: None,
+        detached: false,
     }
 }
 

@@ -19,6 +19,7 @@ fn formatted(secret: &[u8]) -> Arc<MemBackend> {
         key_uid: "uid-7".into(),
         server_hint: None,
         data_size: None,
+        detached: false,
     };
     format(dev.as_ref(), secret, &opts).unwrap();
     dev

@@ -116,6 +116,7 @@ fn pyca_cryptography_decrypts_what_atrest_wrote() {
             key_uid: "k".into(),
             server_hint: None,
             data_size: None,
+            detached: false,
         };
         format(dev.as_ref(), &key, &opts).unwrap();
         let vol = unlock(dev, &key).unwrap();

@@ -61,6 +61,9 @@ pub enum Command {
     Status {
         /// The image file or block device.
         device: PathBuf,
+        /// The volume's detached header file, if it has one.
+        #[arg(long, value_name = "FILE")]
+        header: Option<PathBuf>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -130,6 +133,11 @@ pub struct ConvertArgs {
     /// Print progress and the result as JSON lines (for the daemon and the web page).
     #[arg(long)]
     pub json: bool,
+    /// The volume's header lives in FILE (16 MiB, made by `encrypt`), not on the device:
+    /// the data is converted where it is, with no room needed at the device's end. FILE
+    /// is then needed for every use of the volume: keep it (and copies of it) safe.
+    #[arg(long, value_name = "FILE")]
+    pub header: Option<PathBuf>,
     /// Bytes per committed step (at most 16 MiB; for tests and tuning).
     #[arg(long, value_name = "SIZE", value_parser = parse_size, hide = true)]
     pub step: Option<u64>,

@@ -16,7 +16,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Encrypt(a) => cmd::encrypt::run(a),
         Command::Decrypt(a) => cmd::decrypt::run(a),
         Command::Rekey(a) => cmd::rekey::run(a),
-        Command::Status { device, json } => cmd::status::run(&device, json),
+        Command::Status {
+            device,
+            json,
+            header,
+        } => cmd::status::run(&device, header.as_deref(), json),
         Command::Ttlv(c) => cmd::ttlv::run(c),
     }
 }

@@ -25,11 +25,50 @@ pub mod park;
 mod run;
 pub mod state;
 
-pub use run::{begin_decrypt, begin_encrypt, begin_rekey, inspect, rewrap, run};
+pub use run::{
+    begin_decrypt, begin_encrypt, begin_encrypt_in_place, begin_rekey, inspect, rewrap, run,
+};
 pub use state::Kind;
 
+use crate::backend::BlockBackend;
 use crate::luks2::Luks2Error;
 use crate::volume::VolumeError;
+
+/// The devices a conversion works on: where the header lives and where the data lives;
+/// the same device unless the header is detached (cryptsetup's `--header`).
+#[derive(Clone, Copy)]
+pub struct Devices<'a> {
+    /// The header's device (a detached header file, or the volume itself).
+    pub header: &'a dyn BlockBackend,
+    /// The data's device.
+    pub data: &'a dyn BlockBackend,
+    detached: bool,
+}
+
+impl<'a> Devices<'a> {
+    /// Header and data on one device.
+    pub fn attached(dev: &'a dyn BlockBackend) -> Self {
+        Self {
+            header: dev,
+            data: dev,
+            detached: false,
+        }
+    }
+
+    /// The header on its own device (at least 16 MiB), the data from byte 0 of `data`.
+    pub fn detached(header: &'a dyn BlockBackend, data: &'a dyn BlockBackend) -> Self {
+        Self {
+            header,
+            data,
+            detached: true,
+        }
+    }
+
+    /// True when the header has its own device.
+    pub fn is_detached(&self) -> bool {
+        self.detached
+    }
+}
 
 /// Tuning of a conversion run.
 #[derive(Debug, Clone, Copy)]

@@ -9,7 +9,7 @@ use zeroize::Zeroizing;
 
 use super::park::{self, HeaderPlan, Record, PARK_LEN, RECORD_LEN};
 use super::state::{self, Kind, Park, State};
-use super::{journal, ConvertError, Found, Keys, Options, Outcome, Pending, Progress};
+use super::{journal, ConvertError, Devices, Found, Keys, Options, Outcome, Pending, Progress};
 use crate::backend::BlockBackend;
 use crate::luks2::header::{self, Header};
 use crate::luks2::keys;
@@ -89,30 +89,46 @@ fn header_end(h: &Header) -> u64 {
         .fold(2 * HDR_SIZE, u64::max)
 }
 
-/// Reports what `dev` holds.
-pub fn inspect(dev: &dyn BlockBackend) -> Result<Found, ConvertError> {
-    match header::read(dev) {
-        Ok(r) => {
-            let h = r.header;
-            if atrest_token(&h.metadata).is_none() {
-                return Ok(Found::OtherLuks);
-            }
-            let key_uid = token_uid(&h);
-            match state::read(&h.metadata).map_err(VolumeError::Invalid)? {
-                None => Ok(Found::Volume {
-                    key_uid,
-                    key_mode: token_mode(&h),
-                }),
-                Some(s) => Ok(Found::InProgress(Pending {
-                    kind: s.kind,
-                    key_uid,
-                    needs_current: s.done < s.size,
-                    new_key_uid: s.new_key_uid,
-                    done: s.done,
-                    size: s.size,
-                })),
-            }
-        }
+/// What a readable header says.
+fn found_in(h: &Header) -> Result<Found, ConvertError> {
+    if atrest_token(&h.metadata).is_none() {
+        return Ok(Found::OtherLuks);
+    }
+    let key_uid = token_uid(h);
+    match state::read(&h.metadata).map_err(VolumeError::Invalid)? {
+        None => Ok(Found::Volume {
+            key_uid,
+            key_mode: token_mode(h),
+        }),
+        Some(s) => Ok(Found::InProgress(Pending {
+            kind: s.kind,
+            key_uid,
+            needs_current: s.done < s.size,
+            new_key_uid: s.new_key_uid,
+            done: s.done,
+            size: s.size,
+        })),
+    }
+}
+
+/// Reports what the devices hold.
+pub fn inspect(d: Devices<'_>) -> Result<Found, ConvertError> {
+    if d.is_detached() {
+        // A detached header file with no valid copy: the data device was never touched
+        // (data changes only after a header commit is durable), so it is plaintext. That
+        // conclusion is drawn only from bytes actually read: an I/O error is an error, not
+        // "no header", or a new encryption could overwrite a live header file.
+        let len = d.header.len().map_err(io(0))?.min(DATA_OFFSET);
+        let bytes = read(d.header, len, 0)?;
+        let copy = crate::backend::MemBackend::from_bytes(bytes.to_vec());
+        return match header::read(&copy) {
+            Ok(r) => found_in(&r.header),
+            Err(_) => Ok(Found::Plain),
+        };
+    }
+    let dev = d.data;
+    match header::read(d.header) {
+        Ok(r) => found_in(&r.header),
         Err(e) => match park::read(dev).map_err(io(0))? {
             Some(rec) => Ok(Found::InProgress(Pending {
                 kind: rec.kind,
@@ -199,12 +215,26 @@ pub fn begin_encrypt(
 
 /// Starts `atrest decrypt`: checks the key, makes room at the end for the park (growing a
 /// file), and commits the start. From here cryptsetup refuses the volume.
-pub fn begin_decrypt(dev: &dyn BlockBackend, secret: &[u8]) -> Result<(), ConvertError> {
-    let mut h = header::read(dev)?.header;
+pub fn begin_decrypt(d: Devices<'_>, secret: &[u8]) -> Result<(), ConvertError> {
+    let dev = d.data;
+    let mut h = header::read(d.header)?.header;
     refuse_running(&h)?;
     let (seg, _) = crypt_segment(&h.metadata)?;
     let (offset, size) = (seg.offset, segment_size(seg, dev.len().map_err(io(0))?)?);
-    volume_key(dev, &h.metadata, &segment_digest(&h.metadata)?, secret)?;
+    volume_key(d.header, &h.metadata, &segment_digest(&h.metadata)?, secret)?;
+    if d.is_detached() {
+        // In place, journaled; the data keeps its device and its size.
+        let s = State {
+            kind: Kind::Decrypt,
+            size,
+            done: 0,
+            park: None,
+            new_key_uid: None,
+            new_digest: None,
+            in_place: true,
+        };
+        return commit(d.header, &mut h, Some(&s));
+    }
     let park_len = size.min(PARK_LEN);
     let need = offset + size + park_len + RECORD_LEN;
     let have = dev.len().map_err(io(0))?;
@@ -234,25 +264,69 @@ pub fn begin_decrypt(dev: &dyn BlockBackend, secret: &[u8]) -> Result<(), Conver
         }),
         new_key_uid: None,
         new_digest: None,
+        in_place: false,
     };
-    commit(dev, &mut h, Some(&s))
+    commit(d.header, &mut h, Some(&s))
+}
+
+/// Starts `atrest encrypt --header FILE`: the header, with the conversion state, goes to
+/// the (blank) header device first; then [`run`] encrypts the data device in place, each
+/// hot zone journaled in the header device's keyslot area. Nothing of the data has
+/// changed when this returns.
+pub fn begin_encrypt_in_place(
+    d: Devices<'_>,
+    plan: &HeaderPlan,
+    secret: &[u8],
+) -> Result<(), ConvertError> {
+    let size = d.data.len().map_err(io(0))?;
+    if size == 0 || !size.is_multiple_of(u64::from(plan.sector_size)) {
+        return Err(ConvertError::Refused(format!(
+            "{size} bytes of data, which is not a whole number of {}-byte sectors",
+            plan.sector_size
+        )));
+    }
+    let opts = FormatOptions {
+        mode: if plan.key_mode == "direct" {
+            KeyMode::Direct
+        } else {
+            KeyMode::Wrapped
+        },
+        volume_key_len: plan.volume_key_len,
+        sector_size: plan.sector_size,
+        key_uid: plan.key_uid.clone(),
+        server_hint: plan.server_hint.clone(),
+        data_size: None,
+        detached: true,
+    };
+    let mut h = new_header(d.header, secret, &opts)?;
+    let s = State {
+        kind: Kind::Encrypt,
+        size,
+        done: 0,
+        park: None,
+        new_key_uid: None,
+        new_digest: None,
+        in_place: true,
+    };
+    commit(d.header, &mut h, Some(&s))
 }
 
 /// Starts a deep rekey: the new volume key (wrapped: random, in a new keyslot opened by
 /// the new KMIP secret; direct: the new KMIP secret) gets its own digest, and the start is
 /// committed. No sector has changed when this returns.
 pub fn begin_rekey(
-    dev: &dyn BlockBackend,
+    d: Devices<'_>,
     old_secret: &[u8],
     new_secret: &[u8],
     new_key_uid: &str,
 ) -> Result<(), ConvertError> {
+    let dev = d.header;
     let mut h = header::read(dev)?.header;
     refuse_running(&h)?;
     let old_digest = segment_digest(&h.metadata)?;
     let old_key = volume_key(dev, &h.metadata, &old_digest, old_secret)?;
     let (seg, _) = crypt_segment(&h.metadata)?;
-    let size = segment_size(seg, dev.len().map_err(io(0))?)?;
+    let size = segment_size(seg, d.data.len().map_err(io(0))?)?;
     let m = &mut h.metadata;
     let new_digest = free_id(m.digests.keys());
     let (new_key, slots) = if token_mode(&h) == "direct" {
@@ -278,6 +352,7 @@ pub fn begin_rekey(
         park: None,
         new_key_uid: Some(new_key_uid.to_owned()),
         new_digest: Some(new_digest),
+        in_place: true,
     };
     commit(dev, &mut h, Some(&s))
 }
@@ -286,11 +361,12 @@ pub fn begin_rekey(
 /// opened by the new KMIP secret, one header commit records it with the new identifier,
 /// and the old keyslot is wiped.
 pub fn rewrap(
-    dev: &dyn BlockBackend,
+    d: Devices<'_>,
     old_secret: &[u8],
     new_secret: &[u8],
     new_key_uid: &str,
 ) -> Result<(), ConvertError> {
+    let dev = d.header;
     let mut h = header::read(dev)?.header;
     refuse_running(&h)?;
     if token_mode(&h) == "direct" {
@@ -364,14 +440,16 @@ fn set_token_uid(h: &mut Header, uid: &str) {
 /// Runs (or resumes) the conversion in progress on `dev` until it finishes or `stop` is
 /// set; `progress` hears of every committed step.
 pub fn run(
-    dev: &dyn BlockBackend,
+    d: Devices<'_>,
     keys: Keys<'_>,
     opts: Options,
     stop: &AtomicBool,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<Outcome, ConvertError> {
-    let mut h = match header::read(dev) {
+    let dev = d.data;
+    let mut h = match header::read(d.header) {
         Ok(r) => r.header,
+        Err(e) if d.is_detached() => return Err(e.into()),
         Err(e) => match park::read(dev).map_err(io(0))? {
             Some(rec) if rec.kind == Kind::Encrypt => {
                 write_encrypt_header(
@@ -397,14 +475,16 @@ pub fn run(
         .map_err(VolumeError::Invalid)?
         .ok_or(ConvertError::NothingInProgress)?;
     let mut cx = Step {
+        hdr: d.header,
         dev,
         stop,
         progress,
     };
-    match s.kind {
-        Kind::Encrypt => cx.encrypt(&mut h, s, keys, opts),
-        Kind::Decrypt => cx.decrypt(&mut h, s, keys, opts),
-        Kind::Rekey => cx.rekey(&mut h, s, keys, opts),
+    match (s.kind, s.in_place) {
+        (Kind::Encrypt, false) => cx.encrypt(&mut h, s, keys, opts),
+        (Kind::Decrypt, false) => cx.decrypt(&mut h, s, keys, opts),
+        (Kind::Rekey, _) => cx.rekey(&mut h, s, keys, opts),
+        (kind, true) => cx.in_place(&mut h, s, kind, keys, opts),
     }
 }
 
@@ -438,6 +518,7 @@ fn write_encrypt_header(
         key_uid: plan.key_uid.clone(),
         server_hint: plan.server_hint.clone(),
         data_size: Some(rec.size),
+        detached: false,
     };
     let mut h = new_header(dev, secret, &opts)?;
     let s = State {
@@ -451,6 +532,7 @@ fn write_encrypt_header(
         }),
         new_key_uid: None,
         new_digest: None,
+        in_place: false,
     };
     commit(dev, &mut h, Some(&s))
 }
@@ -560,6 +642,9 @@ fn step_len(opts: Options, limit: u64, ss: u32) -> u64 {
 }
 
 struct Step<'a> {
+    /// Where the header (and a rekey's journal) lives.
+    hdr: &'a dyn BlockBackend,
+    /// Where the data lives (the same device unless the header is detached).
     dev: &'a dyn BlockBackend,
     stop: &'a AtomicBool,
     progress: &'a mut dyn FnMut(Progress),
@@ -592,7 +677,7 @@ impl Step<'_> {
         which: &'static str,
     ) -> Result<Xts, ConvertError> {
         let secret = secret.ok_or(ConvertError::KeyNeeded(which))?;
-        cipher(&volume_key(self.dev, &h.metadata, digest, secret)?)
+        cipher(&volume_key(self.hdr, &h.metadata, digest, secret)?)
     }
 
     /// Runs `chunks` through the pipeline: each is written at `dest(chunk)` and synced,
@@ -617,7 +702,7 @@ impl Step<'_> {
             write(dev, out, dest(c))?;
             sync(dev)?;
             s.done = advance(c);
-            commit(dev, h, Some(s))?;
+            commit(self.hdr, h, Some(s))?;
             self.report(s);
             Ok(true)
         })?;
@@ -763,7 +848,122 @@ impl Step<'_> {
         Ok(Outcome::Finished)
     }
 
-    /// In place, forward, one journaled hot zone at a time.
+    /// In place, forward, one journaled hot zone at a time: `from` removes the old
+    /// encryption (`None`: the data is plaintext), `to` applies the new one (`None`: to
+    /// plaintext). The journal lives on the header's device. `Some` when stopped.
+    #[allow(clippy::too_many_arguments)]
+    fn journaled(
+        &mut self,
+        h: &mut Header,
+        s: &mut State,
+        run_id: &str,
+        from: Option<&Xts>,
+        to: Option<&Xts>,
+        opts: Options,
+    ) -> Result<Option<Outcome>, ConvertError> {
+        let (hdr, dev) = (self.hdr, self.dev);
+        let (seg, ss) = crypt_segment(&h.metadata)?;
+        let off = seg.offset;
+        let hot = step_len(opts, journal::MAX_HOTZONE, ss);
+        let transform = |b: &mut [u8], at: u64| {
+            if let Some(x) = from {
+                x.decrypt(b, ss as usize, at / 512);
+            }
+            if let Some(x) = to {
+                x.encrypt(b, ss as usize, at / 512);
+            }
+        };
+        // The hot zone a crash interrupted is redone from the journal's copy of its old
+        // content: the disk's may be half old, half new.
+        if let Some(mut b) = journal::load(hdr, run_id, s.done)
+            .map_err(io(journal::OFFSET))?
+            .filter(|d| !d.is_empty() && s.done + d.len() as u64 <= s.size)
+        {
+            transform(&mut b, s.done);
+            write(dev, &b, off + s.done)?;
+            sync(dev)?;
+            s.done += b.len() as u64;
+            commit(hdr, h, Some(s))?;
+            self.report(s);
+        }
+        let mut chunks = Vec::new();
+        let mut at = s.done;
+        while at < s.size {
+            let c = hot.min(s.size - at);
+            chunks.push(Chunk {
+                at: off + at,
+                len: c,
+                logical: at,
+                sha256: None,
+            });
+            at += c;
+        }
+        let mut stopped = None;
+        // Each hot zone: its old content to the journal (synced), then the new content in
+        // place (synced), then the commit.
+        pipeline(dev, &chunks, true, &transform, &mut |c, source, out| {
+            if let Some(o) = self.stopped(s) {
+                stopped = Some(o);
+                return Ok(false);
+            }
+            let source = source.unwrap_or_default();
+            let rec = journal::Record {
+                run: run_id.to_owned(),
+                pos: c.logical,
+                len: c.len,
+                sha256: park::sha256_hex(source),
+            };
+            journal::save(hdr, &rec, source).map_err(io(journal::OFFSET))?;
+            write(dev, out, c.at)?;
+            sync(dev)?;
+            s.done = c.logical + c.len;
+            commit(hdr, h, Some(s))?;
+            self.report(s);
+            Ok(true)
+        })?;
+        Ok(stopped)
+    }
+
+    /// Encrypt or decrypt with a detached header: the data stays where it is.
+    fn in_place(
+        &mut self,
+        h: &mut Header,
+        mut s: State,
+        kind: Kind,
+        keys: Keys<'_>,
+        opts: Options,
+    ) -> Result<Outcome, ConvertError> {
+        let hdr = self.hdr;
+        let run_id = format!("{}:{}", kind.as_str(), h.binary.uuid);
+        self.report(&s);
+        if s.done < s.size {
+            let xts = self.key(h, &segment_digest(&h.metadata)?, keys.current, "volume's")?;
+            let (from, to) = match kind {
+                Kind::Encrypt => (None, Some(&xts)),
+                _ => (Some(&xts), None),
+            };
+            if let Some(o) = self.journaled(h, &mut s, &run_id, from, to, opts)? {
+                return Ok(o);
+            }
+        }
+        zero(hdr, journal::OFFSET, journal::RECORD_OFFSET + 4096)?;
+        sync(hdr)?;
+        if kind == Kind::Encrypt {
+            commit(hdr, h, None)?;
+        } else {
+            // The data is plaintext again: the header file has nothing left to say. The
+            // keyslots go first, the two header copies last, so a crash before the end
+            // leaves a copy that still says "finished" and leads here again.
+            let len = hdr.len().map_err(io(0))?;
+            zero(hdr, 2 * HDR_SIZE, len)?;
+            sync(hdr)?;
+            zero(hdr, 0, 2 * HDR_SIZE)?;
+            sync(hdr)?;
+        }
+        Ok(Outcome::Finished)
+    }
+
+    /// Every sector re-encrypted under a new volume key, in place.
     fn rekey(
         &mut self,
         h: &mut Header,
@@ -771,80 +971,24 @@ impl Step<'_> {
         keys: Keys<'_>,
         opts: Options,
     ) -> Result<Outcome, ConvertError> {
-        let dev = self.dev;
-        let (seg, ss) = crypt_segment(&h.metadata)?;
-        let off = seg.offset;
+        let hdr = self.hdr;
         let run_id = s.new_key_uid.clone().unwrap_or_default();
         let new_digest = s
             .new_digest
             .clone()
             .ok_or_else(|| VolumeError::Invalid("rekey without a new digest".into()))?;
         let old_digest = segment_digest(&h.metadata)?;
-        let hot = step_len(opts, journal::MAX_HOTZONE, ss);
         let new = self.key(h, &new_digest, keys.new, "new")?;
         self.report(&s);
         if s.done < s.size {
             let old = self.key(h, &old_digest, keys.current, "volume's current")?;
-            let transform = |b: &mut [u8], at: u64| {
-                old.decrypt(b, ss as usize, at / 512);
-                new.encrypt(b, ss as usize, at / 512);
-            };
-            // The hot zone a crash interrupted is redone from the journal's copy of its
-            // old ciphertext: the disk's may be half old, half new.
-            if let Some(mut b) = journal::load(dev, &run_id, s.done)
-                .map_err(io(journal::OFFSET))?
-                .filter(|d| !d.is_empty() && s.done + d.len() as u64 <= s.size)
-            {
-                transform(&mut b, s.done);
-                write(dev, &b, off + s.done)?;
-                sync(dev)?;
-                s.done += b.len() as u64;
-                commit(dev, h, Some(&s))?;
-                self.report(&s);
-            }
-            let mut chunks = Vec::new();
-            let mut at = s.done;
-            while at < s.size {
-                let c = hot.min(s.size - at);
-                chunks.push(Chunk {
-                    at: off + at,
-                    len: c,
-                    logical: at,
-                    sha256: None,
-                });
-                at += c;
-            }
-            let mut stopped = None;
-            let state = &mut s;
-            // Each hot zone: its old ciphertext to the journal (synced), then the new
-            // ciphertext in place (synced), then the commit.
-            pipeline(dev, &chunks, true, &transform, &mut |c, source, out| {
-                if let Some(o) = self.stopped(state) {
-                    stopped = Some(o);
-                    return Ok(false);
-                }
-                let source = source.unwrap_or_default();
-                let rec = journal::Record {
-                    run: run_id.clone(),
-                    pos: c.logical,
-                    len: c.len,
-                    sha256: park::sha256_hex(source),
-                };
-                journal::save(dev, &rec, source).map_err(io(journal::OFFSET))?;
-                write(dev, out, c.at)?;
-                sync(dev)?;
-                state.done = c.logical + c.len;
-                commit(dev, h, Some(state))?;
-                self.report(state);
-                Ok(true)
-            })?;
-            if let Some(o) = stopped {
+            if let Some(o) = self.journaled(h, &mut s, &run_id, Some(&old), Some(&new), opts)? {
                 return Ok(o);
             }
         }
         // Every sector is under the new key: wipe the journal and the old keyslots, then
         // one commit makes the new key the volume's.
-        zero(dev, journal::OFFSET, journal::RECORD_OFFSET + 4096)?;
+        zero(hdr, journal::OFFSET, journal::RECORD_OFFSET + 4096)?;
         let m = &mut h.metadata;
         let old_slots: Vec<String> = m
             .digests
@@ -854,10 +998,10 @@ impl Step<'_> {
         for k in &old_slots {
             if let Some(slot) = m.keyslots.get(k) {
                 let (a, l) = (slot.area.offset, slot.area.size);
-                zero(dev, a, a + l)?;
+                zero(hdr, a, a + l)?;
             }
         }
-        sync(dev)?;
+        sync(hdr)?;
         let m = &mut h.metadata;
         for k in &old_slots {
             m.keyslots.remove(k);
@@ -867,7 +1011,7 @@ impl Step<'_> {
             d.segments = vec!["0".into()];
         }
         set_token_uid(h, &run_id);
-        commit(dev, h, None)?;
+        commit(hdr, h, None)?;
         Ok(Outcome::Finished)
     }
 }

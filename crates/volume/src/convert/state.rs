@@ -70,6 +70,10 @@ pub struct State {
     /// Rekey: the digest of the new volume key (segment 0 stays with the old one until the end).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub new_digest: Option<String>,
+    /// The data is converted where it is, each hot zone journaled (a rekey; an encrypt or
+    /// decrypt with a detached header), instead of moved by the header area.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub in_place: bool,
 }
 
 /// The state recorded in `m`, if a conversion runs.

@@ -1,7 +1,8 @@
 //! Both copies of the header: reading (each copy checked, the valid one with the higher
 //! seqid chosen, damage reported) and writing (cryptsetup's order: seqid+1, then primary,
 //! then secondary, each as binary header without checksum, JSON area, binary header with
-//! checksum, synced before the next copy starts; so one copy is always whole).
+//! checksum, synced before the next copy starts; so one copy is always whole). Everything
+//! written before a header write is synced before it starts.
 
 use super::binary::{BinaryHeader, BINARY_SIZE, HDR_SIZES};
 use super::metadata::Metadata;
@@ -134,6 +135,11 @@ pub fn write(dev: &dyn BlockBackend, header: &mut Header) -> Result<(), Luks2Err
         });
     }
     json.resize(hdr_size as usize - BINARY_SIZE, 0);
+    // A barrier: what the new header refers to (a keyslot just written, data a conversion
+    // just moved) must be durable before the header says it exists. Without it a power cut
+    // could keep the header and lose keyslot sectors: the volume key would be gone.
+    dev.sync()
+        .map_err(|source| Luks2Error::Io { offset: 0, source })?;
     for (secondary, offset) in [(false, 0), (true, hdr_size)] {
         let io = |source| Luks2Error::Io { offset, source };
         let mut bin = header.binary.clone();

@@ -15,33 +15,80 @@ use kmip::client::Client;
 use kmip::enums::RevocationReasonCode;
 use serde_json::json;
 use volume::backend::FileBackend;
-use volume::convert::{Keys, Options, Outcome, Progress};
+use volume::convert::{Devices, Keys, Options, Outcome, Progress};
 use zeroize::Zeroizing;
 
 use crate::cli::args::ConvertArgs;
 
-/// The device, locked against a second atrest (or anything else taking the lock) for as
-/// long as this lives.
+/// The device (and a detached header file), locked against a second atrest (or anything
+/// else taking the lock) for as long as this lives.
 pub struct Device {
     pub backend: FileBackend,
+    pub header: Option<FileBackend>,
     pub name: String,
 }
 
 impl Device {
-    pub fn open(path: &Path) -> anyhow::Result<Self> {
+    /// Opens `path`, and `header` if given; `create_header` makes a missing header file
+    /// (16 MiB, mode 0600) for `encrypt`.
+    pub fn open(path: &Path, header: Option<&Path>, create_header: bool) -> anyhow::Result<Self> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .open(path)
             .with_context(|| format!("opening {}", path.display()))?;
         lock(&file, path)?;
+        let header = match header {
+            None => None,
+            Some(h) => Some(open_header(h, create_header)?),
+        };
         Ok(Self {
             backend: FileBackend::new(file),
+            header,
             name: path
                 .file_name()
                 .map_or_else(|| "volume".into(), |n| n.to_string_lossy().into_owned()),
         })
     }
+
+    /// The devices as the conversion sees them.
+    pub fn devices(&self) -> Devices<'_> {
+        match &self.header {
+            Some(h) => Devices::detached(h, &self.backend),
+            None => Devices::attached(&self.backend),
+        }
+    }
+}
+
+fn open_header(path: &Path, create: bool) -> anyhow::Result<FileBackend> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut o = OpenOptions::new();
+    o.read(true).write(true);
+    if create {
+        o.create(true).mode(0o600);
+    }
+    let file = o
+        .open(path)
+        .with_context(|| format!("opening the header file {}", path.display()))?;
+    lock(&file, path)?;
+    let b = FileBackend::new(file);
+    let size = volume::volume::DATA_OFFSET;
+    if volume::backend::BlockBackend::len(&b)? < size {
+        if !create {
+            bail!(
+                "{} is not an atrest header file (smaller than {size} bytes)",
+                path.display()
+            );
+        }
+        volume::backend::BlockBackend::set_len(&b, size)
+            .with_context(|| format!("making the header file {}", path.display()))?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .with_context(|| format!("syncing {}", dir.display()))?;
+        }
+    }
+    Ok(b)
 }
 
 fn lock(file: &File, path: &Path) -> anyhow::Result<()> {
@@ -273,7 +320,7 @@ impl Reporter {
 pub fn drive(dev: &Device, keys: Keys<'_>, a: &ConvertArgs, what: &str) -> anyhow::Result<()> {
     let stop = stop_flag()?;
     let mut rep = Reporter::new(a.json, &a.device);
-    let out = volume::convert::run(&dev.backend, keys, options(a), &stop, &mut |p| {
+    let out = volume::convert::run(dev.devices(), keys, options(a), &stop, &mut |p| {
         rep.progress(p)
     })
     .with_context(|| format!("{what} of {}", a.device.display()))?;
@@ -284,10 +331,20 @@ pub fn drive(dev: &Device, keys: Keys<'_>, a: &ConvertArgs, what: &str) -> anyho
     }
 }
 
+impl Device {
+    /// The header's facts.
+    pub fn status(&self) -> Result<volume::volume::Status, volume::volume::VolumeError> {
+        match &self.header {
+            Some(h) => volume::volume::status_detached(h, &self.backend),
+            None => volume::volume::status(&self.backend),
+        }
+    }
+}
+
 /// Prints the volume's status after a finished conversion.
 pub fn print_done(a: &ConvertArgs, dev: &Device, text: &str) -> anyhow::Result<()> {
     if a.json {
-        let s = volume::volume::status(&dev.backend).ok();
+        let s = dev.status().ok();
         event(json!({"event": "result", "device": a.device, "message": text, "status": s}));
     } else {
         println!("{}: {text}", a.device.display());

@@ -8,13 +8,13 @@ use super::convert::{drive, print_done, Device, Kms};
 use crate::cli::args::ConvertArgs;
 
 pub fn run(a: ConvertArgs) -> anyhow::Result<()> {
-    let dev = Device::open(&a.device)?;
-    let found = volume::convert::inspect(&dev.backend)
+    let dev = Device::open(&a.device, a.header.as_deref(), false)?;
+    let found = volume::convert::inspect(dev.devices())
         .with_context(|| format!("reading {}", a.device.display()))?;
     let (uid, secret) = match found {
         Found::Volume { key_uid, .. } => {
             let secret = Kms::connect(&a.config.config)?.fetch(&key_uid)?;
-            volume::convert::begin_decrypt(&dev.backend, &secret)
+            volume::convert::begin_decrypt(dev.devices(), &secret)
                 .with_context(|| format!("preparing {}", a.device.display()))?;
             (key_uid, Some(secret))
         }
@@ -32,6 +32,10 @@ pub fn run(a: ConvertArgs) -> anyhow::Result<()> {
             a.device.display(),
             p.kind.as_str()
         ),
+        Found::Plain if a.header.is_some() => bail!(
+            "{} holds no header: nothing to decrypt (a finished decrypt wipes and removes it)",
+            a.header.as_deref().unwrap_or(a.device.as_path()).display()
+        ),
         Found::Plain => bail!(
             "{} is not an atrest volume (no LUKS header): nothing to decrypt",
             a.device.display()
@@ -46,6 +50,10 @@ pub fn run(a: ConvertArgs) -> anyhow::Result<()> {
         new: None,
     };
     drive(&dev, keys, &a, "decrypt")?;
+    if let Some(h) = &a.header {
+        // Wiped by the decryption; the file itself goes too.
+        std::fs::remove_file(h).with_context(|| format!("removing {}", h.display()))?;
+    }
     let tail = if uid.is_empty() {
         String::new()
     } else {

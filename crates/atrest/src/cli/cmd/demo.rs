@@ -73,6 +73,7 @@ fn volume_story(dir: &Path, config: &ConfigArg) -> anyhow::Result<()> {
         },
         device: img.clone(),
         json,
+        header: None,
         step: None,
     };
     println!();
@@ -90,7 +91,7 @@ fn volume_story(dir: &Path, config: &ConfigArg) -> anyhow::Result<()> {
     })?;
     println!();
     println!("4. What the header says (no key needed):");
-    super::status::run(&img, false)?;
+    super::status::run(&img, None, false)?;
     println!();
     let uid = volume::volume::status(&FileBackend::new(File::open(&img)?))?.key_uid;
     let secret = super::convert::Kms::connect(&config.config)?.fetch(&uid)?;

@@ -14,13 +14,33 @@ pub fn run(a: EncryptArgs) -> anyhow::Result<()> {
     if a.direct && a.cipher == CipherArg::XtsAes256 {
         bail!("direct mode uses the KMIP key as the volume key, and KMIP AES keys are at most 256 bits: XTS-AES-256 needs wrapped mode");
     }
-    let dev = Device::open(&c.device)?;
+    let dev = Device::open(&c.device, c.header.as_deref(), true)?;
     let mut kms = Kms::connect(&c.config.config)?;
-    let found = volume::convert::inspect(&dev.backend)
+    let found = volume::convert::inspect(dev.devices())
         .with_context(|| format!("reading {}", c.device.display()))?;
     let secret = match found {
         Found::Plain => {
             let len = dev.backend.len()?;
+            if c.header.is_some() {
+                if a.reduce_device_size.is_some() {
+                    bail!("--header and --reduce-device-size exclude each other: with a detached header the data stays where it is");
+                }
+                if volume::luks2::header::read(&dev.backend).is_ok() {
+                    bail!(
+                        "{} holds a LUKS header itself: it is encrypted already",
+                        c.device.display()
+                    );
+                }
+            }
+            if c.header.is_none()
+                && a.reduce_device_size.is_none()
+                && !volume::backend::BlockBackend::resizable(&dev.backend)
+            {
+                bail!(
+                    "{} is a block device, which cannot grow: give --reduce-device-size 32M (its last 32 MiB unused: shrink the filesystem first) or --header FILE (a detached header; the data stays where it is)",
+                    c.device.display()
+                );
+            }
             let reduce = a.reduce_device_size.unwrap_or(0);
             if reduce >= len {
                 bail!("--reduce-device-size {reduce} is not smaller than the device ({len} bytes)");
@@ -51,9 +71,14 @@ pub fn run(a: EncryptArgs) -> anyhow::Result<()> {
                 sector_size: a.sector_size,
                 server_hint: server,
             };
-            // Until the park record is durable nothing refers to the key: on failure
-            // it goes. After, the record names it and it must stay.
-            if let Err(e) = volume::convert::begin_encrypt(&dev.backend, &plan, size) {
+            // Until the park record (or the detached header) is durable nothing refers to
+            // the key: on failure it goes. After, it is named there and must stay.
+            let begun = if c.header.is_some() {
+                volume::convert::begin_encrypt_in_place(dev.devices(), &plan, &secret)
+            } else {
+                volume::convert::begin_encrypt(&dev.backend, &plan, size)
+            };
+            if let Err(e) = begun {
                 let e = anyhow::Error::new(e).context(format!("preparing {}", c.device.display()));
                 return Err(kms.discard(&uid, e));
             }
@@ -91,7 +116,7 @@ pub fn run(a: EncryptArgs) -> anyhow::Result<()> {
         new: None,
     };
     drive(&dev, keys, c, "encrypt")?;
-    let s = volume::volume::status(&dev.backend)?;
+    let s = dev.status()?;
     print_done(
         c,
         &dev,

@@ -76,6 +76,7 @@ pub fn run(a: FormatArgs) -> anyhow::Result<()> {
             key_uid: uid.clone(),
             server_hint: server,
             data_size: None,
+            detached: false,
         };
         format(&dev, &secret, &opts).context("writing the volume header")?;
         Ok(())

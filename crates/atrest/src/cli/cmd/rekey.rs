@@ -12,9 +12,9 @@ use crate::cli::args::RekeyArgs;
 pub fn run(a: RekeyArgs) -> anyhow::Result<()> {
     let c = &a.common;
     let started = Instant::now();
-    let dev = Device::open(&c.device)?;
+    let dev = Device::open(&c.device, c.header.as_deref(), false)?;
     let mut kms = Kms::connect(&c.config.config)?;
-    let found = volume::convert::inspect(&dev.backend)
+    let found = volume::convert::inspect(dev.devices())
         .with_context(|| format!("reading {}", c.device.display()))?;
     let (old_uid, old, new_uid, new) = match found {
         Found::Volume { key_uid, key_mode } => {
@@ -28,9 +28,9 @@ pub fn run(a: RekeyArgs) -> anyhow::Result<()> {
                 .unwrap_or_else(|| format!("atrest-{}", dev.name));
             let (new_uid, new, _) = kms.create(&name)?;
             let r = if a.deep {
-                volume::convert::begin_rekey(&dev.backend, &old, &new, &new_uid)
+                volume::convert::begin_rekey(dev.devices(), &old, &new, &new_uid)
             } else {
-                volume::convert::rewrap(&dev.backend, &old, &new, &new_uid)
+                volume::convert::rewrap(dev.devices(), &old, &new, &new_uid)
             };
             if let Err(e) = r {
                 let e = anyhow::Error::new(e).context(format!("rekeying {}", c.device.display()));

@@ -6,15 +6,27 @@ use anyhow::{bail, Context};
 use volume::backend::FileBackend;
 use volume::convert::Found;
 
-pub fn run(device: &Path, json: bool) -> anyhow::Result<()> {
+pub fn run(device: &Path, header: Option<&Path>, json: bool) -> anyhow::Result<()> {
     let file =
         std::fs::File::open(device).with_context(|| format!("opening {}", device.display()))?;
     let dev = FileBackend::new(file);
-    let s = match volume::volume::status(&dev) {
+    let hdr = match header {
+        Some(h) => Some(FileBackend::new(
+            std::fs::File::open(h).with_context(|| format!("opening {}", h.display()))?,
+        )),
+        None => None,
+    };
+    let result = match &hdr {
+        Some(h) => volume::volume::status_detached(h, &dev),
+        None => volume::volume::status(&dev),
+    };
+    let s = match result {
         Ok(s) => s,
         Err(e) => {
             // No header, but maybe a conversion's park record: say what to run.
-            if let Ok(Found::InProgress(p)) = volume::convert::inspect(&dev) {
+            if let Ok(Found::InProgress(p)) =
+                volume::convert::inspect(volume::convert::Devices::attached(&dev))
+            {
                 let what = p.kind.as_str();
                 bail!(
                     "{}: an atrest {what} was interrupted while the device had no header (KMIP key {}); run `atrest {what}` again to finish it",
