@@ -39,3 +39,8 @@ mkdir -p "$here/corpus/luks2_json"
 for f in "$here"/corpus/luks2_header/cryptsetup-*; do
   dd if="$f" of="$here/corpus/luks2_json/$(basename "$f").json" bs=1 skip=4096 count=12288 2>/dev/null
 done
+
+# A park record's JSON, for convert_resume (the target wraps it in a valid record block).
+mkdir -p "$here/corpus/convert_resume"
+printf '{"kind":"encrypt","size":1048576,"data_offset":16777216,"park_len":1048576,"sha256":"%s","header":{"key_uid":"k","key_mode":"wrapped","volume_key_len":32,"sector_size":512,"server_hint":null}}' \
+  "$(printf 'ab%.0s' $(seq 32))" > "$here/corpus/convert_resume/record.json"

@@ -64,6 +64,19 @@ pub fn convert_resume(data: &[u8]) {
             assert_eq!(park::decode(&park::encode(&r)), Some(r));
         }
     }
+    // The record's JSON behind a valid magic, length and checksum, so the fuzzer reaches
+    // the parser instead of stopping at the checksum.
+    let json = &data[..data.len().min(park::RECORD_LEN as usize - 52)];
+    let mut block = vec![0u8; park::RECORD_LEN as usize];
+    block[..16].copy_from_slice(b"ATREST-PARK-V1\0\0");
+    block[16..20].copy_from_slice(&(json.len() as u32).to_be_bytes());
+    block[20..20 + json.len()].copy_from_slice(json);
+    let body = park::RECORD_LEN as usize - 32;
+    let sum = openssl::sha::sha256(&block[..body]);
+    block[body..].copy_from_slice(&sum);
+    if let Some(r) = park::decode(&block) {
+        assert_eq!(park::decode(&park::encode(&r)), Some(r));
+    }
     let dev = MemBackend::from_bytes(data.to_vec());
     let _ = convert::inspect(convert::Devices::attached(&dev));
     let key: [u8; 32] = *b"fuzz-key-0123456789abcdef-FUZZKY";

@@ -89,6 +89,23 @@ fn header_end(h: &Header) -> u64 {
         .fold(2 * HDR_SIZE, u64::max)
 }
 
+/// The format options a header plan stands for.
+fn plan_options(plan: &HeaderPlan, data_size: Option<u64>, detached: bool) -> FormatOptions {
+    FormatOptions {
+        mode: if plan.key_mode == "direct" {
+            KeyMode::Direct
+        } else {
+            KeyMode::Wrapped
+        },
+        volume_key_len: plan.volume_key_len,
+        sector_size: plan.sector_size,
+        key_uid: plan.key_uid.clone(),
+        server_hint: plan.server_hint.clone(),
+        data_size,
+        detached,
+    }
+}
+
 /// What a readable header says.
 fn found_in(h: &Header) -> Result<Found, ConvertError> {
     if atrest_token(&h.metadata).is_none() {
@@ -224,15 +241,7 @@ pub fn begin_decrypt(d: Devices<'_>, secret: &[u8]) -> Result<(), ConvertError> 
     volume_key(d.header, &h.metadata, &segment_digest(&h.metadata)?, secret)?;
     if d.is_detached() {
         // In place, journaled; the data keeps its device and its size.
-        let s = State {
-            kind: Kind::Decrypt,
-            size,
-            done: 0,
-            park: None,
-            new_key_uid: None,
-            new_digest: None,
-            in_place: true,
-        };
+        let s = State::start(Kind::Decrypt, size, true);
         return commit(d.header, &mut h, Some(&s));
     }
     let park_len = size.min(PARK_LEN);
@@ -285,29 +294,9 @@ pub fn begin_encrypt_in_place(
             plan.sector_size
         )));
     }
-    let opts = FormatOptions {
-        mode: if plan.key_mode == "direct" {
-            KeyMode::Direct
-        } else {
-            KeyMode::Wrapped
-        },
-        volume_key_len: plan.volume_key_len,
-        sector_size: plan.sector_size,
-        key_uid: plan.key_uid.clone(),
-        server_hint: plan.server_hint.clone(),
-        data_size: None,
-        detached: true,
-    };
+    let opts = plan_options(plan, None, true);
     let mut h = new_header(d.header, secret, &opts)?;
-    let s = State {
-        kind: Kind::Encrypt,
-        size,
-        done: 0,
-        park: None,
-        new_key_uid: None,
-        new_digest: None,
-        in_place: true,
-    };
+    let s = State::start(Kind::Encrypt, size, true);
     commit(d.header, &mut h, Some(&s))
 }
 
@@ -507,19 +496,7 @@ fn write_encrypt_header(
             len: rec.park_len,
         });
     }
-    let opts = FormatOptions {
-        mode: if plan.key_mode == "direct" {
-            KeyMode::Direct
-        } else {
-            KeyMode::Wrapped
-        },
-        volume_key_len: plan.volume_key_len,
-        sector_size: plan.sector_size,
-        key_uid: plan.key_uid.clone(),
-        server_hint: plan.server_hint.clone(),
-        data_size: Some(rec.size),
-        detached: false,
-    };
+    let opts = plan_options(plan, Some(rec.size), false);
     let mut h = new_header(dev, secret, &opts)?;
     let s = State {
         kind: Kind::Encrypt,

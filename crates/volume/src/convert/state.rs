@@ -76,6 +76,21 @@ pub struct State {
     pub in_place: bool,
 }
 
+impl State {
+    /// A conversion of `size` bytes at its start, with nothing parked and no new key.
+    pub fn start(kind: Kind, size: u64, in_place: bool) -> Self {
+        Self {
+            kind,
+            size,
+            done: 0,
+            park: None,
+            new_key_uid: None,
+            new_digest: None,
+            in_place,
+        }
+    }
+}
+
 /// The state recorded in `m`, if a conversion runs.
 pub fn read(m: &Metadata) -> Result<Option<State>, String> {
     let Some(v) = atrest_token(m).and_then(|t| t.extra.get("conversion")) else {
