@@ -103,24 +103,32 @@ pub struct FormatArgs {
     pub config: ConfigArg,
     /// The image file or block device.
     pub device: PathBuf,
-    /// The KMIP key is the volume key (no keyslot; XTS-AES-128 only).
-    #[arg(long)]
-    pub direct: bool,
-    /// Cipher.
-    #[arg(long, value_enum, default_value = "xts-aes-128")]
-    pub cipher: CipherArg,
-    /// Sector size in bytes.
-    #[arg(long, default_value_t = 512, value_parser = parse_sector_size)]
-    pub sector_size: u32,
-    /// Name for the key on the KMIP server (default: atrest-<volume file name>).
-    #[arg(long)]
-    pub key_name: Option<String>,
+    #[command(flatten)]
+    pub key: KeyArgs,
     /// Destroy what the device holds.
     #[arg(long)]
     pub force: bool,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+/// How a new volume is keyed: what `format` and `encrypt` share.
+#[derive(Debug, Args)]
+pub struct KeyArgs {
+    /// The KMIP key is the volume key (no keyslot; XTS-AES-128 only).
+    #[arg(long)]
+    pub direct: bool,
+    /// Cipher.
+    #[arg(long, value_enum, default_value = "xts-aes-128")]
+    pub cipher: CipherArg,
+    /// Sector size in bytes (512 keeps every filesystem working; 4096 needs data whose
+    /// size is a multiple of 4096).
+    #[arg(long, default_value_t = 512, value_parser = parse_sector_size)]
+    pub sector_size: u32,
+    /// Name for the key on the KMIP server (default: atrest-<volume file name>).
+    #[arg(long)]
+    pub key_name: Option<String>,
 }
 
 /// Options every conversion has.
@@ -147,19 +155,8 @@ pub struct ConvertArgs {
 pub struct EncryptArgs {
     #[command(flatten)]
     pub common: ConvertArgs,
-    /// The KMIP key is the volume key (no keyslot; XTS-AES-128 only).
-    #[arg(long)]
-    pub direct: bool,
-    /// Cipher.
-    #[arg(long, value_enum, default_value = "xts-aes-128")]
-    pub cipher: CipherArg,
-    /// Sector size in bytes (512 keeps every filesystem working; 4096 needs data whose
-    /// size is a multiple of 4096).
-    #[arg(long, default_value_t = 512, value_parser = parse_sector_size)]
-    pub sector_size: u32,
-    /// Name for the key on the KMIP server (default: atrest-<volume file name>).
-    #[arg(long)]
-    pub key_name: Option<String>,
+    #[command(flatten)]
+    pub key: KeyArgs,
     /// The last SIZE bytes of the device are unused and become room for the header (the
     /// data shrinks by SIZE; shrink the filesystem first). Needed for block devices; at
     /// least 17M + 4K, 32M recommended (as cryptsetup).
@@ -417,7 +414,7 @@ mod tests {
         let Command::Format(f) = c.command else {
             panic!("not format")
         };
-        assert!(f.direct && f.cipher == CipherArg::XtsAes256 && f.sector_size == 4096);
+        assert!(f.key.direct && f.key.cipher == CipherArg::XtsAes256 && f.key.sector_size == 4096);
         assert!(Cli::try_parse_from([
             "atrest",
             "format",
@@ -432,7 +429,10 @@ mod tests {
         let Command::Format(f) = c.command else {
             panic!("not format")
         };
-        assert_eq!((f.cipher, f.sector_size), (CipherArg::XtsAes128, 512));
+        assert_eq!(
+            (f.key.cipher, f.key.sector_size),
+            (CipherArg::XtsAes128, 512)
+        );
     }
 
     #[test]

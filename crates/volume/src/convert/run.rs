@@ -613,6 +613,24 @@ fn pipeline(
     })
 }
 
+/// The chunks of `[from, size)` in steps of `step`, each read where it lies on the data
+/// device (`off` + its logical position).
+fn forward_chunks(from: u64, size: u64, step: u64, off: u64) -> Vec<Chunk> {
+    let mut chunks = Vec::new();
+    let mut at = from;
+    while at < size {
+        let c = step.min(size - at);
+        chunks.push(Chunk {
+            at: off + at,
+            len: c,
+            logical: at,
+            sha256: None,
+        });
+        at += c;
+    }
+    chunks
+}
+
 fn step_len(opts: Options, limit: u64, ss: u32) -> u64 {
     let ss = u64::from(ss);
     opts.chunk.min(limit).max(ss) / ss * ss
@@ -796,18 +814,7 @@ impl Step<'_> {
                 commit(dev, h, Some(&s))?;
                 self.report(&s);
             }
-            let mut chunks = Vec::new();
-            let mut at = s.done;
-            while at < s.size {
-                let c = chunk.min(s.size - at);
-                chunks.push(Chunk {
-                    at: off + at,
-                    len: c,
-                    logical: at,
-                    sha256: None,
-                });
-                at += c;
-            }
+            let chunks = forward_chunks(s.done, s.size, chunk, off);
             let transform = |b: &mut [u8], at: u64| xts.decrypt(b, ss as usize, at / 512);
             let advance = |c: &Chunk| c.logical + c.len;
             let dest = |c: &Chunk| c.logical;
@@ -863,18 +870,7 @@ impl Step<'_> {
             commit(hdr, h, Some(s))?;
             self.report(s);
         }
-        let mut chunks = Vec::new();
-        let mut at = s.done;
-        while at < s.size {
-            let c = hot.min(s.size - at);
-            chunks.push(Chunk {
-                at: off + at,
-                len: c,
-                logical: at,
-                sha256: None,
-            });
-            at += c;
-        }
+        let chunks = forward_chunks(s.done, s.size, hot, off);
         let mut stopped = None;
         // Each hot zone: its old content to the journal (synced), then the new content in
         // place (synced), then the commit.

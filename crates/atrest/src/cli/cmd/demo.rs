@@ -9,7 +9,7 @@ use anyhow::Context;
 use kms::server::{Options, Server};
 use volume::backend::{BlockBackend, FileBackend};
 
-use crate::cli::args::{CipherArg, ConfigArg, ConvertArgs, EncryptArgs, RekeyArgs};
+use crate::cli::args::{CipherArg, ConfigArg, ConvertArgs, EncryptArgs, KeyArgs, RekeyArgs};
 
 pub fn run(dir: Option<PathBuf>) -> anyhow::Result<()> {
     let (dir, temporary) = match dir {
@@ -83,10 +83,12 @@ fn volume_story(dir: &Path, config: &ConfigArg) -> anyhow::Result<()> {
     );
     super::encrypt::run(EncryptArgs {
         common: args(false),
-        direct: false,
-        cipher: CipherArg::XtsAes128,
-        sector_size: 512,
-        key_name: None,
+        key: KeyArgs {
+            direct: false,
+            cipher: CipherArg::XtsAes128,
+            sector_size: 512,
+            key_name: None,
+        },
         reduce_device_size: None,
     })?;
     println!();

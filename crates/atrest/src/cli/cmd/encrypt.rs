@@ -11,7 +11,7 @@ use crate::cli::args::{CipherArg, EncryptArgs};
 
 pub fn run(a: EncryptArgs) -> anyhow::Result<()> {
     let c = &a.common;
-    if a.direct && a.cipher == CipherArg::XtsAes256 {
+    if a.key.direct && a.key.cipher == CipherArg::XtsAes256 {
         bail!("direct mode uses the KMIP key as the volume key, and KMIP AES keys are at most 256 bits: XTS-AES-256 needs wrapped mode");
     }
     let dev = Device::open(&c.device, c.header.as_deref(), true)?;
@@ -46,29 +46,30 @@ pub fn run(a: EncryptArgs) -> anyhow::Result<()> {
                 bail!("--reduce-device-size {reduce} is not smaller than the device ({len} bytes)");
             }
             let size = len - reduce;
-            if !size.is_multiple_of(u64::from(a.sector_size)) {
+            if !size.is_multiple_of(u64::from(a.key.sector_size)) {
                 bail!(
                     "{} bytes of data are not a whole number of {}-byte sectors: pad the image (e.g. `truncate -s %{}`){}",
                     size,
-                    a.sector_size,
-                    a.sector_size,
-                    if a.sector_size == 4096 { " or use --sector-size 512" } else { "" }
+                    a.key.sector_size,
+                    a.key.sector_size,
+                    if a.key.sector_size == 4096 { " or use --sector-size 512" } else { "" }
                 );
             }
             let name = a
+                .key
                 .key_name
                 .clone()
                 .unwrap_or_else(|| format!("atrest-{}", dev.name));
             let (uid, secret, server) = kms.create(&name)?;
             let plan = HeaderPlan {
                 key_uid: uid.clone(),
-                key_mode: if a.direct { "direct" } else { "wrapped" }.into(),
-                volume_key_len: if a.cipher == CipherArg::XtsAes256 {
+                key_mode: if a.key.direct { "direct" } else { "wrapped" }.into(),
+                volume_key_len: if a.key.cipher == CipherArg::XtsAes256 {
                     64
                 } else {
                     32
                 },
-                sector_size: a.sector_size,
+                sector_size: a.key.sector_size,
                 server_hint: server,
             };
             // Until the park record (or the detached header) is durable nothing refers to

@@ -13,7 +13,7 @@ use volume::volume::{format, status, FormatOptions, KeyMode};
 use crate::cli::args::{CipherArg, FormatArgs};
 
 pub fn run(a: FormatArgs) -> anyhow::Result<()> {
-    if a.direct && a.cipher == CipherArg::XtsAes256 {
+    if a.key.direct && a.key.cipher == CipherArg::XtsAes256 {
         bail!("direct mode uses the KMIP key as the volume key, and KMIP AES keys are at most 256 bits: XTS-AES-256 needs wrapped mode");
     }
     let file = OpenOptions::new()
@@ -33,18 +33,18 @@ pub fn run(a: FormatArgs) -> anyhow::Result<()> {
     // Check the device geometry before a key is created for it.
     let len = volume::backend::BlockBackend::len(&dev)?;
     if len <= volume::volume::DATA_OFFSET
-        || !(len - volume::volume::DATA_OFFSET).is_multiple_of(u64::from(a.sector_size))
+        || !(len - volume::volume::DATA_OFFSET).is_multiple_of(u64::from(a.key.sector_size))
     {
         bail!(
             "{} holds {len} bytes: an atrest volume needs more than {} bytes of header area and a data area of whole {}-byte sectors",
             a.device.display(),
             volume::volume::DATA_OFFSET,
-            a.sector_size
+            a.key.sector_size
         );
     }
     let config = Config::load(&a.config.config)?;
     let mut client = Client::new(config.kmip)?;
-    let name = a.key_name.clone().unwrap_or_else(|| {
+    let name = a.key.key_name.clone().unwrap_or_else(|| {
         format!(
             "atrest-{}",
             a.device
@@ -62,17 +62,17 @@ pub fn run(a: FormatArgs) -> anyhow::Result<()> {
             .context("fetching the new key")?;
         let server = client.server_info().map(|s| s.server.to_string());
         let opts = FormatOptions {
-            mode: if a.direct {
+            mode: if a.key.direct {
                 KeyMode::Direct
             } else {
                 KeyMode::Wrapped
             },
-            volume_key_len: if a.cipher == CipherArg::XtsAes256 {
+            volume_key_len: if a.key.cipher == CipherArg::XtsAes256 {
                 64
             } else {
                 32
             },
-            sector_size: a.sector_size,
+            sector_size: a.key.sector_size,
             key_uid: uid.clone(),
             server_hint: server,
             data_size: None,
