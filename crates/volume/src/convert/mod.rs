@@ -22,6 +22,7 @@
 
 pub mod journal;
 pub mod park;
+pub mod record;
 mod run;
 pub mod state;
 

@@ -3,17 +3,16 @@
 //! where those bytes were. The record is what lets a conversion resume when there is no
 //! header to ask: before encrypt has written one, and after decrypt has overwritten it.
 //!
-//! Record (one 4096-byte block, the device's last): `MAGIC`, a big-endian u32 length, that
-//! many bytes of JSON, zeros, and the SHA-256 of everything before it in its last 32 bytes.
+//! The record is one [`super::record`] block, the device's last.
 
 use serde::{Deserialize, Serialize};
 
 use super::state::Kind;
 use crate::backend::BlockBackend;
 
-const MAGIC: &[u8; 16] = b"ATREST-PARK-V1\0\0";
+pub(crate) const MAGIC: &[u8; 16] = b"ATREST-PARK-V1\0\0";
 /// The record's size.
-pub const RECORD_LEN: u64 = 4096;
+pub const RECORD_LEN: u64 = super::record::LEN as u64;
 /// How many plaintext bytes are parked at most (1 MiB, more than the header and two
 /// keyslots occupy, so nothing but the final step ever writes over parked-from bytes).
 pub const PARK_LEN: u64 = 1 << 20;
@@ -57,28 +56,13 @@ pub fn park_offset(dev_len: u64, park_len: u64) -> u64 {
 }
 
 /// Serialises the record block.
-pub fn encode(r: &Record) -> Vec<u8> {
-    let json = serde_json::to_vec(r).unwrap_or_default();
-    let mut b = vec![0u8; RECORD_LEN as usize];
-    b[..16].copy_from_slice(MAGIC);
-    b[16..20].copy_from_slice(&(json.len() as u32).to_be_bytes());
-    b[20..20 + json.len()].copy_from_slice(&json);
-    let sum = openssl::sha::sha256(&b[..RECORD_LEN as usize - 32]);
-    b[RECORD_LEN as usize - 32..].copy_from_slice(&sum);
-    b
+pub fn encode(r: &Record) -> std::io::Result<Vec<u8>> {
+    super::record::seal(MAGIC, r)
 }
 
 /// Parses a record block; `None` for anything that is not a whole, valid record.
 pub fn decode(b: &[u8]) -> Option<Record> {
-    if b.len() != RECORD_LEN as usize || &b[..16] != MAGIC {
-        return None;
-    }
-    let body = RECORD_LEN as usize - 32;
-    if openssl::sha::sha256(&b[..body]) != b[body..] {
-        return None;
-    }
-    let n = u32::from_be_bytes(b[16..20].try_into().ok()?) as usize;
-    serde_json::from_slice(b.get(20..20 + n)?).ok()
+    super::record::open(MAGIC, b)
 }
 
 /// The record at the end of `dev`, if there is a valid one.
@@ -125,12 +109,12 @@ mod tests {
 
     #[test]
     fn record_round_trips() {
-        assert_eq!(decode(&encode(&sample())), Some(sample()));
+        assert_eq!(decode(&encode(&sample()).unwrap()), Some(sample()));
     }
 
     #[test]
     fn rejects_a_record_with_any_byte_changed() {
-        let good = encode(&sample());
+        let good = encode(&sample()).unwrap();
         for i in [0, 17, 40, 2000, 4095] {
             let mut b = good.clone();
             b[i] ^= 1;

@@ -226,7 +226,7 @@ pub fn begin_encrypt(
         sha256: park::sha256_hex(&first),
         header: Some(plan.clone()),
     };
-    write(dev, &park::encode(&rec), len - RECORD_LEN)?;
+    write(dev, &park::encode(&rec).map_err(io(0))?, len - RECORD_LEN)?;
     sync(dev)
 }
 
@@ -807,7 +807,11 @@ impl Step<'_> {
                     sha256: park.sha256.clone(),
                     header: None,
                 };
-                write(dev, &park::encode(&rec), park.offset + park.len)?;
+                write(
+                    dev,
+                    &park::encode(&rec).map_err(io(0))?,
+                    park.offset + park.len,
+                )?;
                 sync(dev)?;
                 s.done = park.len;
                 s.park = Some(park.clone());
