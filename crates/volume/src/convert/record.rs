@@ -55,7 +55,10 @@ mod tests {
         let magic = b"ATREST-TEST-V1\0\0";
         assert!(seal_bytes(magic, &[b' '; MAX_JSON + 1]).is_err());
         let block = seal(magic, &"x".repeat(MAX_JSON - 2)).unwrap();
-        assert_eq!(open::<String>(magic, &block), Some("x".repeat(MAX_JSON - 2)));
+        assert_eq!(
+            open::<String>(magic, &block),
+            Some("x".repeat(MAX_JSON - 2))
+        );
         assert_eq!(open::<String>(b"ATREST-OTHER-V1\0", &block), None);
     }
 }

@@ -263,17 +263,12 @@ pub fn begin_decrypt(d: Devices<'_>, secret: &[u8]) -> Result<(), ConvertError> 
         seg.size = size.to_string();
     }
     let s = State {
-        kind: Kind::Decrypt,
-        size,
-        done: 0,
         park: Some(Park {
             offset: park::park_offset(len, park_len),
             len: park_len,
             sha256: String::new(),
         }),
-        new_key_uid: None,
-        new_digest: None,
-        in_place: false,
+        ..State::start(Kind::Decrypt, size, false)
     };
     commit(d.header, &mut h, Some(&s))
 }
@@ -316,17 +311,13 @@ pub fn begin_rekey(
     let old_key = volume_key(dev, &h.metadata, &old_digest, old_secret)?;
     let (seg, _) = crypt_segment(&h.metadata)?;
     let size = segment_size(seg, d.data.len().map_err(io(0))?)?;
-    let m = &mut h.metadata;
-    let new_digest = free_id(m.digests.keys());
+    let new_digest = free_id(h.metadata.digests.keys());
     let (new_key, slots) = if token_mode(&h) == "direct" {
         (Zeroizing::new(new_secret.to_vec()), Vec::new())
     } else {
         let mut k = Zeroizing::new(vec![0u8; old_key.len()]);
         openssl::rand::rand_bytes(&mut k).expect("system random number generator");
-        let id = free_id(h.metadata.keyslots.keys());
-        let area = free_area(&h)?;
-        let slot = keys::make_keyslot(dev, &k, new_secret, area)?;
-        h.metadata.keyslots.insert(id.clone(), slot);
+        let id = add_keyslot(dev, &mut h, &k, new_secret)?;
         (k, vec![id])
     };
     cipher(&new_key)?;
@@ -335,13 +326,9 @@ pub fn begin_rekey(
         keys::make_digest(&new_key, slots, Vec::new()),
     );
     let s = State {
-        kind: Kind::Rekey,
-        size,
-        done: 0,
-        park: None,
         new_key_uid: Some(new_key_uid.to_owned()),
         new_digest: Some(new_digest),
-        in_place: true,
+        ..State::start(Kind::Rekey, size, true)
     };
     commit(dev, &mut h, Some(&s))
 }
@@ -365,9 +352,7 @@ pub fn rewrap(
     }
     let digest = segment_digest(&h.metadata)?;
     let vk = volume_key(dev, &h.metadata, &digest, old_secret)?;
-    let area = free_area(&h)?;
-    let id = free_id(h.metadata.keyslots.keys());
-    let slot = keys::make_keyslot(dev, &vk, new_secret, area)?;
+    let id = add_keyslot(dev, &mut h, &vk, new_secret)?;
     let m = &mut h.metadata;
     let old: Vec<String> = m.digests[&digest].keyslots.clone();
     let old_areas: Vec<(u64, u64)> = old
@@ -375,7 +360,6 @@ pub fn rewrap(
         .filter_map(|k| m.keyslots.remove(k))
         .map(|k| (k.area.offset, k.area.size))
         .collect();
-    m.keyslots.insert(id.clone(), slot);
     if let Some(d) = m.digests.get_mut(&digest) {
         d.keyslots = vec![id];
     }
@@ -401,6 +385,20 @@ fn free_id<'a>(used: impl Iterator<Item = &'a String> + Clone) -> String {
         .map(|i: u32| i.to_string())
         .find(|c| !used.clone().any(|u| u == c))
         .unwrap_or_default()
+}
+
+/// Writes a keyslot holding `key` under `secret` into a free area and adds it to the
+/// metadata under a free id (not yet committed); returns the id.
+fn add_keyslot(
+    dev: &dyn BlockBackend,
+    h: &mut Header,
+    key: &[u8],
+    secret: &[u8],
+) -> Result<String, ConvertError> {
+    let id = free_id(h.metadata.keyslots.keys());
+    let slot = keys::make_keyslot(dev, key, secret, free_area(h)?)?;
+    h.metadata.keyslots.insert(id.clone(), slot);
+    Ok(id)
 }
 
 fn free_area(h: &Header) -> Result<u64, ConvertError> {
@@ -499,17 +497,12 @@ fn write_encrypt_header(
     let opts = plan_options(plan, Some(rec.size), false);
     let mut h = new_header(dev, secret, &opts)?;
     let s = State {
-        kind: Kind::Encrypt,
-        size: rec.size,
-        done: 0,
         park: Some(Park {
             offset: at,
             len: rec.park_len,
             sha256: rec.sha256.clone(),
         }),
-        new_key_uid: None,
-        new_digest: None,
-        in_place: false,
+        ..State::start(Kind::Encrypt, rec.size, false)
     };
     commit(dev, &mut h, Some(&s))
 }
