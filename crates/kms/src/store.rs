@@ -362,20 +362,7 @@ fn master_key(path: &Path) -> Result<Zeroizing<Vec<u8>>, StoreError> {
 
 /// A random version-4 UUID.
 fn new_uid() -> String {
-    let mut b = [0u8; 16];
-    // rand_bytes fails only if the system RNG is unusable, when nothing here could work.
-    openssl::rand::rand_bytes(&mut b).expect("system random number generator");
-    b[6] = (b[6] & 0x0F) | 0x40;
-    b[8] = (b[8] & 0x3F) | 0x80;
-    let h = hex::encode(b);
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..]
-    )
+    uuid::Uuid::new_v4().to_string()
 }
 
 #[cfg(test)]

@@ -134,22 +134,6 @@ fn io(offset: u64) -> impl FnOnce(std::io::Error) -> VolumeError {
     move |source| VolumeError::Io { offset, source }
 }
 
-fn random_uuid() -> String {
-    let mut b = [0u8; 16];
-    openssl::rand::rand_bytes(&mut b).expect("system random number generator");
-    b[6] = (b[6] & 0x0F) | 0x40;
-    b[8] = (b[8] & 0x3F) | 0x80;
-    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..]
-    )
-}
-
 /// Formats `dev` as a new, empty atrest volume. `kmip_secret` is the key created on the
 /// KMIP server: in wrapped mode the passphrase of the keyslot, in direct mode the volume
 /// key itself.
@@ -277,7 +261,7 @@ pub(crate) fn new_header(
             label: String::new(),
             checksum_alg: "sha256".into(),
             salt: [0; 64],
-            uuid: random_uuid(),
+            uuid: uuid::Uuid::new_v4().to_string(),
             subsystem: "atrest".into(),
             hdr_offset: 0,
             csum: [0; 64],
