@@ -186,18 +186,28 @@ fn drive(
     ss: u32,
     size: u64,
 ) -> Result<(), ConvertError> {
-    let keys = match convert::inspect(Devices::attached(dev))? {
+    drive_on(job, Devices::attached(dev), mode, ss, size)
+}
+
+/// Starts or resumes `job` on `d` the way the CLI does, to the end; `size` is the plaintext
+/// an attached-header encrypt converts (a detached one takes the whole data device).
+fn drive_on(job: Job, d: Devices<'_>, mode: &str, ss: u32, size: u64) -> Result<(), ConvertError> {
+    let keys = match convert::inspect(d)? {
         Found::Plain if job == Job::Decrypt => return Ok(()), // decrypt already finished
         Found::Plain => {
             assert_eq!(job, Job::Encrypt, "{job:?} found plaintext");
-            convert::begin_encrypt(dev, &plan(mode, ss), size)?;
+            if d.is_detached() {
+                convert::begin_encrypt_in_place(d, &plan(mode, ss), &OLD)?;
+            } else {
+                convert::begin_encrypt(d.data, &plan(mode, ss), size)?;
+            }
             Keys {
                 current: Some(&OLD),
                 new: None,
             }
         }
         Found::Volume { .. } if job == Job::Decrypt => {
-            convert::begin_decrypt(Devices::attached(dev), &OLD)?;
+            convert::begin_decrypt(d, &OLD)?;
             Keys {
                 current: Some(&OLD),
                 new: None,
@@ -205,7 +215,7 @@ fn drive(
         }
         Found::Volume { key_uid, .. } if job == Job::Rekey && key_uid == "new-key" => return Ok(()),
         Found::Volume { .. } if job == Job::Rekey => {
-            convert::begin_rekey(Devices::attached(dev), &OLD, &NEW, "new-key")?;
+            convert::begin_rekey(d, &OLD, &NEW, "new-key")?;
             Keys {
                 current: Some(&OLD),
                 new: Some(&NEW),
@@ -221,7 +231,7 @@ fn drive(
         }
         Found::OtherLuks => panic!("a foreign LUKS header appeared"),
     };
-    match convert::run(Devices::attached(dev), keys, opts(), &STOP, &mut |_| {})? {
+    match convert::run(d, keys, opts(), &STOP, &mut |_| {})? {
         Outcome::Finished => Ok(()),
         Outcome::Stopped(p) => panic!("stopped without being asked: {p:?}"),
     }
@@ -580,46 +590,7 @@ fn drive_detached(
     ss: u32,
 ) -> Result<(), ConvertError> {
     let (data, hdr) = views(disk, data_len);
-    let d = Devices::detached(&hdr, &data);
-    let keys = match convert::inspect(d)? {
-        Found::Plain if job == Job::Decrypt => return Ok(()),
-        Found::Plain => {
-            assert_eq!(job, Job::Encrypt, "{job:?} found plaintext");
-            convert::begin_encrypt_in_place(d, &plan(mode, ss), &OLD)?;
-            Keys {
-                current: Some(&OLD),
-                new: None,
-            }
-        }
-        Found::Volume { .. } if job == Job::Encrypt => return Ok(()),
-        Found::Volume { key_uid, .. } if job == Job::Rekey && key_uid == "new-key" => return Ok(()),
-        Found::Volume { .. } if job == Job::Rekey => {
-            convert::begin_rekey(d, &OLD, &NEW, "new-key")?;
-            Keys {
-                current: Some(&OLD),
-                new: Some(&NEW),
-            }
-        }
-        Found::Volume { .. } => {
-            convert::begin_decrypt(d, &OLD)?;
-            Keys {
-                current: Some(&OLD),
-                new: None,
-            }
-        }
-        Found::InProgress(p) => {
-            assert_eq!(p.kind.as_str(), format!("{job:?}").to_lowercase());
-            Keys {
-                current: Some(&OLD),
-                new: Some(&NEW),
-            }
-        }
-        Found::OtherLuks => panic!("a foreign LUKS header appeared"),
-    };
-    match convert::run(d, keys, opts(), &STOP, &mut |_| {})? {
-        Outcome::Finished => Ok(()),
-        Outcome::Stopped(p) => panic!("stopped without being asked: {p:?}"),
-    }
+    drive_on(job, Devices::detached(&hdr, &data), mode, ss, 0)
 }
 
 fn check_detached(job: Job, image: &[u8], plain: &[u8], what: &str) {
