@@ -255,8 +255,11 @@ unsafe fn units(keys: &Vaes, data: &mut [u8], unit: usize, initial: &[[u8; 16]],
             tw = times_alpha4(tw, poly);
         }
     }
+    // The broadcast round keys on the stack: plain stores to a dead local would be
+    // optimised away, volatile ones are not.
     for k in rk.iter_mut() {
-        *k = _mm512_setzero_si512();
+        // SAFETY: `k` is a valid, aligned, exclusive reference to a local.
+        unsafe { core::ptr::write_volatile(k, _mm512_setzero_si512()) };
     }
 }
 
