@@ -127,34 +127,33 @@ fn kill_repeatedly(env: &Env, args: &[&str], done: &dyn Fn() -> bool) -> u32 {
     killed
 }
 
-/// The header's facts, or `None` when the device has no (atrest) header.
-fn try_status(img: &Path) -> Option<serde_json::Value> {
-    let out = Command::new(atrest_bin())
-        .args(["status", "--json"])
-        .arg(img)
-        .output()
-        .unwrap();
-    out.status
-        .success()
-        .then(|| serde_json::from_slice(&out.stdout).unwrap())
-}
-
 fn finished(img: &Path) -> bool {
     try_status(img).is_some_and(|s| s["requirements"] == serde_json::json!([]))
 }
 
+/// `atrest status --json` of `img` (with its detached header, if any): the header's facts,
+/// or what atrest said when it could not read them.
+fn status_of(img: &Path, header: Option<&Path>) -> Result<serde_json::Value, String> {
+    let mut c = Command::new(atrest_bin());
+    c.args(["status", "--json"]);
+    if let Some(h) = header {
+        c.arg("--header").arg(h);
+    }
+    let out = c.arg(img).output().unwrap();
+    if out.status.success() {
+        Ok(serde_json::from_slice(&out.stdout).unwrap())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
 fn status(img: &Path) -> serde_json::Value {
-    let out = Command::new(atrest_bin())
-        .args(["status", "--json"])
-        .arg(img)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    status_of(img, None).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The header's facts, or `None` when the device has no (atrest) header.
+fn try_status(img: &Path) -> Option<serde_json::Value> {
+    status_of(img, None).ok()
 }
 
 fn secret(env: &Env, uid: &str) -> Vec<u8> {
@@ -528,17 +527,7 @@ fn a_detached_header_converts_in_place_under_sigkill(env: &Env) {
         v.push(img.display().to_string());
         v
     };
-    let status = || -> Option<serde_json::Value> {
-        let out = Command::new(atrest_bin())
-            .args(["status", "--json", "--header"])
-            .arg(&hdr)
-            .arg(&img)
-            .output()
-            .unwrap();
-        out.status
-            .success()
-            .then(|| serde_json::from_slice(&out.stdout).unwrap())
-    };
+    let status = || status_of(&img, Some(&hdr)).ok();
     let enc = args("encrypt", &[]);
     let enc: Vec<&str> = enc.iter().map(String::as_str).collect();
     let k1 = kill_repeatedly(env, &enc, &|| {
