@@ -1,9 +1,10 @@
 //! The only road to storage: [`BlockBackend`], with a file (or block device) behind it and
 //! an in-memory one for tests. Nothing else in the crate opens files.
 
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 /// Positioned reads and writes, durability on request.
@@ -40,10 +41,87 @@ pub struct FileBackend {
     file: File,
 }
 
+/// How a device is held while atrest works on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Format and the conversions: nobody else may have it open through atrest.
+    Exclusive,
+    /// Serving an unlocked volume: several readers of the header may share it (`status`),
+    /// but no conversion or format can start meanwhile.
+    Shared,
+}
+
+/// Opening a device failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenError {
+    /// The OS refused to open it.
+    #[error("cannot open {}: {source}", path.display())]
+    Open {
+        /// The device.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// Another process holds it.
+    #[error("{} is in use by another atrest process ({what}); wait for it to finish or stop it", path.display())]
+    Busy {
+        /// The device.
+        path: PathBuf,
+        /// Who is likely to hold it.
+        what: &'static str,
+    },
+    /// Locking failed for another reason.
+    #[error("cannot lock {}: {source}", path.display())]
+    Lock {
+        /// The device.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+}
+
 impl FileBackend {
-    /// Wraps an open file.
+    /// Wraps an open file (no lock: the caller holds one, or needs none, as in tests).
     pub fn new(file: File) -> Self {
         Self { file }
+    }
+
+    /// Opens `path` for reading and writing and takes its lock (`flock`, advisory: every
+    /// atrest process takes it, so a format, a conversion and an export of one device
+    /// never run at once). The lock goes with the file.
+    pub fn open(path: &Path, access: Access) -> Result<Self, OpenError> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(|source| OpenError::Open {
+                path: path.to_owned(),
+                source,
+            })?;
+        Self::lock(file, path, access)
+    }
+
+    /// Takes `path`'s lock on an open `file`.
+    pub fn lock(file: File, path: &Path, access: Access) -> Result<Self, OpenError> {
+        let r = match access {
+            Access::Exclusive => file.try_lock(),
+            Access::Shared => file.try_lock_shared(),
+        };
+        match r {
+            Ok(()) => Ok(Self { file }),
+            Err(std::fs::TryLockError::WouldBlock) => Err(OpenError::Busy {
+                path: path.to_owned(),
+                what: match access {
+                    Access::Exclusive => "a format, a conversion or an export",
+                    Access::Shared => "a format or a conversion",
+                },
+            }),
+            Err(std::fs::TryLockError::Error(source)) => Err(OpenError::Lock {
+                path: path.to_owned(),
+                source,
+            }),
+        }
     }
 }
 

@@ -12,7 +12,11 @@ pub mod backend;
 pub mod convert;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod layout;
 pub mod luks2;
 pub mod probe;
+pub mod random;
+pub mod range_lock;
+pub mod text;
 pub mod volume;
 pub mod xts;

@@ -3,38 +3,20 @@
 
 use std::sync::Arc;
 
-use serde_json::{json, Map, Value};
+use serde_json::Map;
 use zeroize::Zeroizing;
 
 use crate::backend::BlockBackend;
+pub use crate::layout::{DATA_OFFSET, HDR_SIZE};
 use crate::luks2::binary::{BinaryHeader, BINARY_SIZE};
 use crate::luks2::header::{self, Header};
-use crate::luks2::metadata::{Config, Metadata, Segment, Token};
-use crate::luks2::{keys, Luks2Error, TOKEN_TYPE};
+use crate::luks2::metadata::{Config, Metadata, Segment};
+pub use crate::luks2::token::KeyMode;
+use crate::luks2::token::{self as tok, Kind};
+use crate::luks2::validate::{self, DataArea, Geometry, Layout};
+use crate::luks2::{keys, Luks2Error};
+use crate::random::RandomError;
 use crate::xts::Xts;
-
-/// How the KMIP key relates to the data.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KeyMode {
-    /// The KMIP secret opens a keyslot holding a random volume key (rotation = rewrap).
-    Wrapped,
-    /// The KMIP key is the volume key; the header has no keyslot.
-    Direct,
-}
-
-impl KeyMode {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Wrapped => "wrapped",
-            Self::Direct => "direct",
-        }
-    }
-}
-
-/// Header size atrest writes (cryptsetup's default: 16 KiB, two copies).
-pub const HDR_SIZE: u64 = 0x4000;
-/// Data offset atrest writes (cryptsetup's default, leaving room for keyslots).
-pub const DATA_OFFSET: u64 = 16 * 1024 * 1024;
 
 /// How to format.
 #[derive(Debug, Clone)]
@@ -73,6 +55,9 @@ pub enum VolumeError {
     /// Not an atrest volume (no atrest token).
     #[error("this LUKS2 volume has no atrest token: it was not made by atrest (or the token was removed)")]
     NoToken,
+    /// No random bytes for a key.
+    #[error(transparent)]
+    Random(#[from] RandomError),
     /// Read or write failed.
     #[error("I/O at byte {offset}: {source}")]
     Io {
@@ -82,10 +67,10 @@ pub enum VolumeError {
         source: std::io::Error,
     },
     /// A conversion (encrypt, decrypt, deep rekey) has not finished.
-    #[error("a {kind} of this volume was interrupted and has not finished: run `atrest {kind}` again to complete it")]
+    #[error("{}", interrupted(*kind))]
     ConversionInProgress {
-        /// encrypt, decrypt or rekey.
-        kind: String,
+        /// Which, when the header says.
+        kind: Option<Kind>,
     },
     /// A read or write outside the volume.
     #[error("{len} bytes at byte {offset} are outside the volume of {size} bytes")]
@@ -99,19 +84,44 @@ pub enum VolumeError {
     },
 }
 
-/// What `status` shows: the header's facts, no key needed.
+fn interrupted(kind: Option<Kind>) -> String {
+    match kind {
+        Some(k) => format!(
+            "an {} of this volume was interrupted and has not finished: run `{}` again to complete it",
+            k.noun(),
+            k.command()
+        ),
+        None => "this volume is fenced by an atrest conversion whose record is missing: run `atrest status` and the conversion command it names".into(),
+    }
+}
+
+/// A conversion in progress, as `status` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct ConversionStatus {
+    /// encrypt, decrypt or rekey.
+    pub kind: Kind,
+    /// Bytes converted and committed.
+    pub done: u64,
+    /// Bytes in all.
+    pub total: u64,
+}
+
+/// What `status` shows: the header's facts, no key needed. Every string that came from the
+/// header is escaped for a terminal.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Status {
     /// Volume UUID.
     pub uuid: String,
-    /// Cipher spec and key size in bits, e.g. `aes-xts-plain64` / 256.
+    /// dm-crypt cipher spec, `aes-xts-plain64`.
     pub cipher: String,
-    /// Volume key bits.
+    /// The cipher by its standard name: `XTS-AES-128` (a 256-bit XTS key) or `XTS-AES-256`.
+    pub cipher_name: String,
+    /// XTS key bits (256 for XTS-AES-128, 512 for XTS-AES-256).
     pub key_bits: u32,
     /// Sector size.
     pub sector_size: u32,
     /// wrapped or direct.
-    pub key_mode: String,
+    pub key_mode: KeyMode,
     /// KMIP key identifier.
     pub key_uid: String,
     /// Where the key came from (a hint).
@@ -122,12 +132,17 @@ pub struct Status {
     pub data_size: u64,
     /// Mandatory requirements (a conversion in progress shows here).
     pub requirements: Vec<String>,
-    /// A conversion in progress: its kind, bytes done and total.
-    pub conversion: Option<(String, u64, u64)>,
+    /// A conversion in progress.
+    pub conversion: Option<ConversionStatus>,
     /// A damaged header copy, if any.
     pub damaged_copy: Option<String>,
     /// seqid (cryptsetup's "Epoch").
     pub seqid: u64,
+}
+
+/// "XTS-AES-128 (256-bit XTS key)": how the cipher is named everywhere atrest prints it.
+pub fn cipher_text(key_bits: u32) -> String {
+    format!("XTS-AES-{} ({key_bits}-bit XTS key)", key_bits / 2)
 }
 
 fn io(offset: u64) -> impl FnOnce(std::io::Error) -> VolumeError {
@@ -193,13 +208,13 @@ pub(crate) fn new_header(
         }
         KeyMode::Wrapped => {
             let mut k = Zeroizing::new(vec![0u8; opts.volume_key_len]);
-            openssl::rand::rand_bytes(&mut k).expect("system random number generator");
+            crate::random::fill(&mut k)?;
             (k, vec!["0".to_owned()])
         }
     };
     // Refuse bad keys (equal halves) before anything is written.
     Xts::new(&volume_key).map_err(|e| VolumeError::Invalid(e.to_string()))?;
-    let keyslots_offset = 2 * HDR_SIZE;
+    let keyslots_offset = crate::layout::SLOT_AREAS[0];
     let mut slots = std::collections::BTreeMap::new();
     if opts.mode == KeyMode::Wrapped {
         slots.insert(
@@ -207,21 +222,11 @@ pub(crate) fn new_header(
             keys::make_keyslot(dev, &volume_key, kmip_secret, keyslots_offset)?,
         );
     }
-    let mut token = Map::new();
-    token.insert("key_uid".into(), json!(opts.key_uid));
-    token.insert("key_mode".into(), json!(opts.mode.as_str()));
-    if let Some(h) = &opts.server_hint {
-        token.insert("kmip_server_hint".into(), json!(h));
-    }
     let metadata = Metadata {
         keyslots: slots,
         tokens: [(
             "0".to_owned(),
-            Token {
-                kind: TOKEN_TYPE.into(),
-                keyslots: Vec::new(),
-                extra: token,
-            },
+            tok::new(&opts.key_uid, opts.mode, opts.server_hint.as_deref()),
         )]
         .into(),
         segments: [(
@@ -241,7 +246,7 @@ pub(crate) fn new_header(
         .into(),
         digests: [(
             "0".to_owned(),
-            keys::make_digest(&volume_key, keyslots, vec!["0".into()]),
+            keys::make_digest(&volume_key, keyslots, vec!["0".into()])?,
         )]
         .into(),
         config: Config {
@@ -270,96 +275,98 @@ pub(crate) fn new_header(
     })
 }
 
-pub(crate) fn atrest_token(m: &Metadata) -> Option<&Token> {
-    m.tokens.values().find(|t| t.kind == TOKEN_TYPE)
+/// The sizes of the devices, for validating a header against them.
+pub(crate) fn geometry(
+    hdr: &dyn BlockBackend,
+    data: &dyn BlockBackend,
+    detached: bool,
+) -> Result<Geometry, VolumeError> {
+    let data_len = data.len().map_err(io(0))?;
+    let header_len = if detached {
+        hdr.len().map_err(io(0))?
+    } else {
+        data_len
+    };
+    Ok(Geometry {
+        header_len,
+        data_len,
+        detached,
+    })
 }
 
-pub(crate) fn crypt_segment(m: &Metadata) -> Result<(&Segment, u32), VolumeError> {
-    let s = m
-        .segments
-        .get("0")
-        .filter(|s| s.kind == "crypt")
-        .ok_or_else(|| VolumeError::Invalid("segment 0 is not a crypt segment".into()))?;
-    if s.encryption.as_deref() != Some("aes-xts-plain64") {
-        return Err(Luks2Error::Unsupported {
-            what: "cipher",
-            value: s.encryption.clone().unwrap_or_default(),
-        }
-        .into());
-    }
-    let ss = s.sector_size.unwrap_or(512);
-    if ![512, 1024, 2048, 4096].contains(&ss) || s.offset % 512 != 0 {
-        return Err(VolumeError::Invalid(format!(
-            "segment geometry: sector size {ss}, offset {}",
-            s.offset
-        )));
-    }
-    Ok((s, ss))
+/// Reads the header and validates it against the devices: the only way the crate gets
+/// at a header's facts.
+pub(crate) fn read_valid(
+    hdr: &dyn BlockBackend,
+    data: &dyn BlockBackend,
+    detached: bool,
+) -> Result<(header::Read, Layout), VolumeError> {
+    let read = header::read(hdr)?;
+    let layout = validate::validate(&read.header, geometry(hdr, data, detached)?)?;
+    Ok((read, layout))
 }
 
 /// The header's facts, for `atrest status`.
 pub fn status(dev: &dyn BlockBackend) -> Result<Status, VolumeError> {
-    status_detached(dev, dev)
+    status_of(dev, dev, false)
 }
 
-/// [`status`] of a volume whose header is on `header` and data on `data`.
+/// [`status`] of a volume whose header is on `hdr` (a detached header file) and data on
+/// `data`.
 pub fn status_detached(
     hdr: &dyn BlockBackend,
     data: &dyn BlockBackend,
 ) -> Result<Status, VolumeError> {
-    let dev = hdr;
-    let read = header::read(dev)?;
+    status_of(hdr, data, true)
+}
+
+fn status_of(
+    hdr: &dyn BlockBackend,
+    data: &dyn BlockBackend,
+    detached: bool,
+) -> Result<Status, VolumeError> {
+    use crate::text::shown;
+    let (read, layout) = read_valid(hdr, data, detached)?;
     let m = &read.header.metadata;
-    let token = atrest_token(m).ok_or(VolumeError::NoToken)?;
-    let (seg, sector_size) = crypt_segment(m)?;
+    let token = layout.token.as_ref().ok_or(VolumeError::NoToken)?;
+    // The volume key's size: the keyslot's in wrapped mode; in direct mode the KMIP key is
+    // the volume key, and KMIP AES keys are 256 bits.
     let key_bits = m
-        .keyslots
-        .values()
-        .next()
-        .map(|k| k.key_size * 8)
-        .or_else(|| {
-            token
-                .extra
-                .get("key_bits")
-                .and_then(Value::as_u64)
-                .map(|b| b as u32)
-        })
-        .unwrap_or(256);
-    let data_size = segment_size(seg, data.len().map_err(io(0))?)?;
-    let text = |k: &str| {
-        token
-            .extra
-            .get(k)
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-    };
+        .digests
+        .get(&layout.digest)
+        .and_then(|d| d.keyslots.first())
+        .and_then(|k| m.keyslots.get(k))
+        .map_or(256, |k| k.key_size * 8);
     Ok(Status {
-        uuid: read.header.binary.uuid.clone(),
-        cipher: seg.encryption.clone().unwrap_or_default(),
+        uuid: shown(&read.header.binary.uuid).into_owned(),
+        cipher: "aes-xts-plain64".into(),
+        cipher_name: format!("XTS-AES-{}", key_bits / 2),
         key_bits,
-        sector_size,
-        key_mode: text("key_mode").unwrap_or_else(|| "unknown".into()),
-        key_uid: text("key_uid").unwrap_or_default(),
-        server_hint: text("kmip_server_hint"),
-        data_offset: seg.offset,
-        data_size,
+        sector_size: layout.data.sector_size,
+        key_mode: token.key_mode,
+        key_uid: shown(&token.key_uid).into_owned(),
+        server_hint: token.server_hint.as_deref().map(|h| shown(h).into_owned()),
+        data_offset: layout.data.offset,
+        data_size: layout.data.size,
         requirements: m
             .config
             .requirements
             .as_ref()
-            .map(|r| r.mandatory.clone())
+            .map(|r| r.mandatory.iter().map(|x| shown(x).into_owned()).collect())
             .unwrap_or_default(),
-        conversion: crate::convert::state::read(m)
-            .ok()
-            .flatten()
-            .map(|c| (c.kind.as_str().to_owned(), c.done, c.size)),
+        conversion: layout.conversion().map(|c| ConversionStatus {
+            kind: c.kind,
+            done: c.done,
+            total: c.size,
+        }),
         damaged_copy: read.damaged.map(|(w, why)| format!("{w}: {why}")),
         seqid: read.header.binary.seqid,
     })
 }
 
 /// The volume key of digest `digest_id`, from the KMIP secret: the secret itself (direct
-/// mode) or what it opens in one of the digest's keyslots (wrapped).
+/// mode) or what it opens in one of the digest's keyslots (wrapped). The metadata has
+/// been validated.
 pub(crate) fn volume_key(
     dev: &dyn BlockBackend,
     m: &Metadata,
@@ -377,7 +384,13 @@ pub(crate) fn volume_key(
         let Some(slot) = m.keyslots.get(id) else {
             continue;
         };
-        let candidate = keys::open_keyslot(dev, slot, kmip_secret)?;
+        // A keyslot atrest cannot open (argon2) is skipped, as cryptsetup skips a slot
+        // a passphrase does not open; only if none opens is the key wrong.
+        let candidate = match keys::open_keyslot(dev, slot, kmip_secret) {
+            Ok(c) => c,
+            Err(Luks2Error::Unsupported { .. }) => continue,
+            Err(e) => return Err(e.into()),
+        };
         if keys::verify(digest, &candidate)? {
             return Ok(candidate);
         }
@@ -385,40 +398,20 @@ pub(crate) fn volume_key(
     Err(VolumeError::WrongKey)
 }
 
-/// The id of the digest bound to segment 0.
-pub(crate) fn segment_digest(m: &Metadata) -> Result<String, VolumeError> {
-    m.digests
-        .iter()
-        .find(|(_, d)| d.segments.iter().any(|s| s == "0"))
-        .map(|(id, _)| id.clone())
-        .ok_or_else(|| VolumeError::Invalid("no digest for segment 0".into()))
-}
-
-/// The data size of `seg` on a device of `total` bytes.
-pub(crate) fn segment_size(seg: &Segment, total: u64) -> Result<u64, VolumeError> {
-    match seg.size.as_str() {
-        "dynamic" => Ok(total.saturating_sub(seg.offset)),
-        n => n
-            .parse()
-            .map_err(|_| VolumeError::Invalid(format!("segment size {n:?}"))),
-    }
-}
-
 /// An unlocked volume: reads and writes plaintext. The key schedule is zeroized on drop.
 pub struct Unlocked {
     dev: Arc<dyn BlockBackend>,
     xts: Xts,
-    data_offset: u64,
-    sector_size: u32,
-    size: u64,
+    data: DataArea,
     repaired: Option<String>,
+    writes: crate::range_lock::RangeLock,
 }
 
-/// Unlocks `dev` with the secret fetched from KMIP. The key is checked against the
-/// header's digest before anything else happens; a wrong key writes nothing.
+/// Unlocks `dev` with the secret fetched from KMIP. The header is validated and the key
+/// checked against its digest before anything else happens; a wrong key writes nothing.
 pub fn unlock(dev: Arc<dyn BlockBackend>, kmip_secret: &[u8]) -> Result<Unlocked, VolumeError> {
     let hdr = Arc::clone(&dev);
-    unlock_detached(hdr.as_ref(), dev, kmip_secret)
+    unlock_with(hdr.as_ref(), dev, kmip_secret, false)
 }
 
 /// [`unlock`] of a volume whose header is on `header` (a detached header file) and data on
@@ -428,18 +421,21 @@ pub fn unlock_detached(
     dev: Arc<dyn BlockBackend>,
     kmip_secret: &[u8],
 ) -> Result<Unlocked, VolumeError> {
-    let read = header::read(hdr)?;
-    let m = &read.header.metadata;
-    if let Some(kind) = crate::convert::state::in_progress(m) {
+    unlock_with(hdr, dev, kmip_secret, true)
+}
+
+fn unlock_with(
+    hdr: &dyn BlockBackend,
+    dev: Arc<dyn BlockBackend>,
+    kmip_secret: &[u8],
+    detached: bool,
+) -> Result<Unlocked, VolumeError> {
+    let (read, layout) = read_valid(hdr, dev.as_ref(), detached)?;
+    if let Some(kind) = layout.in_progress() {
         return Err(VolumeError::ConversionInProgress { kind });
     }
-    let (seg, sector_size) = crypt_segment(m)?;
-    let volume_key = volume_key(hdr, m, &segment_digest(m)?, kmip_secret)?;
+    let volume_key = volume_key(hdr, &read.header.metadata, &layout.digest, kmip_secret)?;
     let xts = Xts::new(&volume_key).map_err(|e| VolumeError::Invalid(e.to_string()))?;
-    let total = dev.len().map_err(io(0))?;
-    let size = segment_size(seg, total)?;
-    let size = size - size % u64::from(sector_size);
-    let data_offset = seg.offset;
     // As cryptsetup does on a writable device: once the key is proven, rewrite a damaged
     // header copy from the good one, so one more fault cannot cost the volume.
     let repaired = match read.damaged {
@@ -455,22 +451,21 @@ pub fn unlock_detached(
     Ok(Unlocked {
         dev,
         xts,
-        data_offset,
-        sector_size,
-        size,
+        data: layout.data,
         repaired,
+        writes: crate::range_lock::RangeLock::default(),
     })
 }
 
 impl Unlocked {
     /// Plaintext size in bytes.
     pub fn size(&self) -> u64 {
-        self.size
+        self.data.size
     }
 
     /// Sector size.
     pub fn sector_size(&self) -> u32 {
-        self.sector_size
+        self.data.sector_size
     }
 
     /// What unlocking repaired, if anything (for the caller to report).
@@ -481,12 +476,12 @@ impl Unlocked {
     fn check(&self, offset: u64, len: usize) -> Result<(), VolumeError> {
         if offset
             .checked_add(len as u64)
-            .is_none_or(|end| end > self.size)
+            .is_none_or(|end| end > self.data.size)
         {
             return Err(VolumeError::OutOfRange {
                 offset,
                 len,
-                size: self.size,
+                size: self.data.size,
             });
         }
         Ok(())
@@ -494,17 +489,17 @@ impl Unlocked {
 
     /// Reads whole sectors `[start, start+buf.len())` (sector-aligned) and decrypts them.
     fn read_sectors(&self, buf: &mut [u8], start: u64) -> Result<(), VolumeError> {
-        let at = self.data_offset + start;
+        let at = self.data.offset + start;
         self.dev.read_at(buf, at).map_err(io(at))?;
         self.xts
-            .decrypt(buf, self.sector_size as usize, start / 512);
+            .decrypt(buf, self.data.sector_size as usize, self.data.tweak(start));
         Ok(())
     }
 
     /// Reads plaintext at any byte offset and length.
     pub fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<(), VolumeError> {
         self.check(offset, buf.len())?;
-        let ss = u64::from(self.sector_size);
+        let ss = u64::from(self.data.sector_size);
         let start = offset - offset % ss;
         let end = (offset + buf.len() as u64).div_ceil(ss) * ss;
         if start == offset && end == offset + buf.len() as u64 {
@@ -517,22 +512,27 @@ impl Unlocked {
         Ok(())
     }
 
-    /// Writes plaintext at any byte offset and length (partial sectors are read, merged and
-    /// rewritten).
+    /// Writes plaintext at any byte offset and length. Partial sectors are read, merged and
+    /// rewritten while the sectors are locked against other writes, so two writes to
+    /// different bytes of one sector never undo each other.
     pub fn write_at(&self, buf: &[u8], offset: u64) -> Result<(), VolumeError> {
         self.check(offset, buf.len())?;
-        let ss = u64::from(self.sector_size);
+        let ss = u64::from(self.data.sector_size);
         let start = offset - offset % ss;
         let end = (offset + buf.len() as u64).div_ceil(ss) * ss;
+        let _held = self.writes.lock(start, end);
         let mut tmp = Zeroizing::new(vec![0u8; (end - start) as usize]);
         let skip = (offset - start) as usize;
         if skip != 0 || end != offset + buf.len() as u64 {
             self.read_sectors(&mut tmp, start)?;
         }
         tmp[skip..skip + buf.len()].copy_from_slice(buf);
-        self.xts
-            .encrypt(&mut tmp, self.sector_size as usize, start / 512);
-        let at = self.data_offset + start;
+        self.xts.encrypt(
+            &mut tmp,
+            self.data.sector_size as usize,
+            self.data.tweak(start),
+        );
+        let at = self.data.offset + start;
         self.dev.write_at(&tmp, at).map_err(io(at))
     }
 

@@ -8,6 +8,7 @@
 //! This is a simulated fault on purpose: a real power cut at a chosen write is not
 //! something a real peer can produce. `crates/atrest/tests/kill.rs` kills the real binary.
 
+use std::collections::HashSet;
 use std::io;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
@@ -15,7 +16,8 @@ use std::sync::{Arc, Mutex};
 use volume::backend::{BlockBackend, MemBackend};
 use volume::convert::park::HeaderPlan;
 use volume::convert::{self, ConvertError, Devices, Found, Keys, Options, Outcome};
-use volume::volume::{unlock, VolumeError};
+use volume::layout::DATA_OFFSET;
+use volume::volume::{unlock, KeyMode, VolumeError};
 
 struct Disk {
     live: Vec<u8>,
@@ -143,7 +145,11 @@ fn opts() -> Options {
 fn plan(mode: &str, sector_size: u32) -> HeaderPlan {
     HeaderPlan {
         key_uid: "old-key".into(),
-        key_mode: mode.into(),
+        key_mode: if mode == "direct" {
+            KeyMode::Direct
+        } else {
+            KeyMode::Wrapped
+        },
         volume_key_len: 32,
         sector_size,
         server_hint: None,
@@ -248,6 +254,49 @@ fn start(job: Job, mode: &str, ss: u32, plain: &[u8]) -> Vec<u8> {
     img
 }
 
+/// The 16-byte blocks that must not survive a conversion outside the encrypted segment:
+/// those of the plaintext, and for a rekey those of the old ciphertext too.
+fn secrets_of(job: Job, image: &[u8], plain: &[u8], data_at: usize) -> HashSet<[u8; 16]> {
+    let mut set: HashSet<[u8; 16]> = plain
+        .chunks_exact(16)
+        .map(|c| c.try_into().unwrap())
+        .collect();
+    if job == Job::Rekey {
+        set.extend(
+            image[data_at..data_at + plain.len()]
+                .chunks_exact(16)
+                .map(|c| <[u8; 16]>::try_from(c).unwrap()),
+        );
+    }
+    set.remove(&[0u8; 16]);
+    set
+}
+
+/// Issue 10, defect 1: after a conversion finishes, no byte of the original plaintext
+/// (and after a deep rekey, no old ciphertext) is left anywhere outside the encrypted
+/// segment `[seg_from, seg_to)`: not in the header area, the keyslots' unused tails, the
+/// journal, the park or any padding. Every move is by whole sectors, so a leftover keeps
+/// its 16-byte alignment and shows up as a block of `secrets`.
+fn assert_nothing_left(
+    image: &[u8],
+    seg: std::ops::Range<usize>,
+    secrets: &HashSet<[u8; 16]>,
+    what: &str,
+) {
+    for (i, block) in image.chunks_exact(16).enumerate() {
+        let at = i * 16;
+        if seg.contains(&at) || block.iter().all(|&b| b == 0) {
+            continue;
+        }
+        assert!(
+            !secrets.contains(<&[u8; 16]>::try_from(block).unwrap()),
+            "{what}: plaintext or old ciphertext left at byte {at:#x} (outside the segment {:#x}..{:#x})",
+            seg.start,
+            seg.end
+        );
+    }
+}
+
 fn check(job: Job, image: Vec<u8>, plain: &[u8], what: &str) {
     match job {
         Job::Decrypt => assert!(image == plain, "{what}: decrypted image differs"),
@@ -279,6 +328,14 @@ fn every_cut(job: Job, mode: &str, ss: u32) {
     drive(job, &clean, mode, ss, size).unwrap();
     let total = clean.disk().ops;
     check(job, clean.disk().live.clone(), &plain, "clean run");
+    let secrets = secrets_of(job, &image, &plain, DATA_OFFSET as usize);
+    let leftovers = |img: &[u8], what: &str| {
+        if job != Job::Decrypt {
+            let d = DATA_OFFSET as usize;
+            assert_nothing_left(img, d..d + plain.len(), &secrets, what);
+        }
+    };
+    leftovers(&clean.disk().live, "clean run");
     let mut seed = 7u64;
     for torn in [false, true] {
         for cut in 1..=total {
@@ -306,9 +363,11 @@ fn every_cut(job: Job, mode: &str, ss: u32) {
                 drive(job, &third, mode, ss, size)
                     .unwrap_or_else(|e| panic!("{what}, cut again: {e}"));
                 check(job, third.disk().live.clone(), &plain, &what);
+                leftovers(&third.disk().live, &what);
             } else {
                 drive(job, &again, mode, ss, size).unwrap_or_else(|e| panic!("{what}: {e}"));
                 check(job, again.disk().live.clone(), &plain, &what);
+                leftovers(&again.disk().live, &what);
             }
         }
         eprintln!("{job:?} {mode} {ss}: {total} cut points (torn: {torn}) resumed to the original");
@@ -359,12 +418,13 @@ fn a_failed_read_or_write_mid_way_stops_cleanly_and_resumes() {
             // The same process (not a crash): the next attempt finishes the job.
             drive(job, &dev, "wrapped", 4096, plain.len() as u64)
                 .unwrap_or_else(|e| panic!("{job:?} after failing op {fail}: {e}"));
-            check(
-                job,
-                dev.disk().live.clone(),
-                &plain,
-                &format!("{job:?} failing op {fail}"),
-            );
+            let what = format!("{job:?} failing op {fail}");
+            check(job, dev.disk().live.clone(), &plain, &what);
+            if job != Job::Decrypt {
+                let d = DATA_OFFSET as usize;
+                let secrets = secrets_of(job, &image, &plain, d);
+                assert_nothing_left(&dev.disk().live, d..d + plain.len(), &secrets, &what);
+            }
         }
         assert!(
             failed * 4 >= tried * 3,
@@ -473,6 +533,13 @@ fn a_block_device_without_room_at_its_end_is_refused_before_anything_is_written(
     let out = dev.disk().live.clone();
     assert_eq!(out.len(), (21 << 20), "a block device keeps its size");
     assert!(read_volume(out.clone(), &OLD).unwrap() == plain);
+    let d = DATA_OFFSET as usize;
+    assert_nothing_left(
+        &out,
+        d..d + plain.len(),
+        &secrets_of(Job::Encrypt, &out, &plain, d),
+        "block device",
+    );
     // Then decrypts in place too, leaving the tail zeroed.
     drive(Job::Decrypt, &dev, "wrapped", 4096, 0).unwrap();
     let out = dev.disk().live.clone();
@@ -593,7 +660,13 @@ fn drive_detached(
     drive_on(job, Devices::detached(&hdr, &data), mode, ss, 0)
 }
 
-fn check_detached(job: Job, image: &[u8], plain: &[u8], what: &str) {
+fn check_detached(
+    job: Job,
+    image: &[u8],
+    plain: &[u8],
+    secrets: Option<&HashSet<[u8; 16]>>,
+    what: &str,
+) {
     let (data, hdr) = image.split_at(plain.len());
     if job == Job::Decrypt {
         assert!(data == plain, "{what}: decrypted data differs");
@@ -611,6 +684,9 @@ fn check_detached(job: Job, image: &[u8], plain: &[u8], what: &str) {
         return;
     }
     let key: &[u8] = if job == Job::Rekey { &NEW } else { &OLD };
+    if let Some(secrets) = secrets {
+        assert_nothing_left(image, 0..plain.len(), secrets, what);
+    }
     let h = MemBackend::from_bytes(hdr.to_vec());
     let dev: Arc<dyn BlockBackend> = Arc::new(MemBackend::from_bytes(data.to_vec()));
     let v = volume::volume::unlock_detached(&h, dev, key).unwrap_or_else(|e| panic!("{what}: {e}"));
@@ -628,10 +704,17 @@ fn every_cut_detached(job: Job, mode: &str, ss: u32) {
         drive_detached(Job::Encrypt, &disk, plain.len(), mode, ss).unwrap();
         image = disk.disk().live.clone();
     }
+    let secrets = secrets_of(job, &image, &plain, 0);
     let clean = PowerCut::new(image.clone(), false);
     drive_detached(job, &clean, plain.len(), mode, ss).unwrap();
     let total = clean.disk().ops;
-    check_detached(job, &clean.disk().live.clone(), &plain, "clean run");
+    check_detached(
+        job,
+        &clean.disk().live.clone(),
+        &plain,
+        Some(&secrets),
+        "clean run",
+    );
     let mut seed = 11u64;
     for torn in [false, true] {
         for cut in 1..=total {
@@ -649,7 +732,13 @@ fn every_cut_detached(job: Job, mode: &str, ss: u32) {
             let again = PowerCut::new(img, false);
             drive_detached(job, &again, plain.len(), mode, ss)
                 .unwrap_or_else(|e| panic!("{what}: {e}"));
-            check_detached(job, &again.disk().live.clone(), &plain, &what);
+            check_detached(
+                job,
+                &again.disk().live.clone(),
+                &plain,
+                Some(&secrets),
+                &what,
+            );
         }
         eprintln!("{job:?} --header {mode} {ss}: {total} cut points (torn: {torn}) resumed to the original");
     }

@@ -215,7 +215,7 @@ fn cryptsetup_accepts_direct_volumes_by_volume_key() {
     ]);
     assert_eq!(bad.status.code(), Some(2));
     let s = status(dev.as_ref()).unwrap();
-    assert_eq!(s.key_mode, "direct");
+    assert_eq!(s.key_mode, KeyMode::Direct);
     assert_eq!(s.key_uid, "kmip-uid-1234");
     assert_eq!(s.data_offset, DATA_OFFSET);
     assert_eq!(s.data_size, 4 << 20);

@@ -6,14 +6,10 @@
 use serde::{Deserialize, Serialize};
 
 use crate::backend::BlockBackend;
+pub use crate::layout::MAX_HOTZONE;
+use crate::layout::{JOURNAL_OFFSET as OFFSET, JOURNAL_RECORD_OFFSET as RECORD_OFFSET};
 
 const MAGIC: &[u8; 16] = b"ATREST-JRNL-V1\0\0";
-/// Start of the journal: past the header copies and two keyslot areas.
-pub const OFFSET: u64 = 1 << 20;
-/// Largest hot zone (the journal area runs to the data offset; its last block is the record).
-pub const MAX_HOTZONE: u64 = 8 << 20;
-/// The record's place.
-pub const RECORD_OFFSET: u64 = OFFSET + MAX_HOTZONE;
 
 /// What the record says.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -75,14 +75,14 @@ impl<'a> Devices<'a> {
 #[derive(Debug, Clone, Copy)]
 pub struct Options {
     /// Bytes per step. Encrypt and decrypt clamp it to the data offset (invariant 2), a rekey
-    /// to [`journal::MAX_HOTZONE`]. Larger steps mean fewer header commits.
+    /// to [`crate::layout::MAX_HOTZONE`]. Larger steps mean fewer header commits.
     pub chunk: u64,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Self {
-            chunk: crate::volume::DATA_OFFSET,
+            chunk: crate::layout::DATA_OFFSET,
         }
     }
 }
@@ -126,8 +126,8 @@ pub enum Found {
     Volume {
         /// Its KMIP key.
         key_uid: String,
-        /// `wrapped` or `direct`.
-        key_mode: String,
+        /// Wrapped or direct.
+        key_mode: crate::luks2::token::KeyMode,
     },
     /// A conversion that has not finished.
     InProgress(Pending),
@@ -195,11 +195,11 @@ pub enum ConvertError {
     NothingInProgress,
     /// A different conversion holds the device.
     #[error(
-        "a {running} of this device is in progress: run `atrest {running}` to finish it first"
+        "an {} of this device is in progress: run `{}` to finish it first", running.noun(), running.command()
     )]
     OtherInProgress {
-        /// encrypt, decrypt or rekey.
-        running: &'static str,
+        /// What runs.
+        running: Kind,
     },
     /// A key the next step needs was not supplied.
     #[error("the {0} key from KMIP is needed to continue")]

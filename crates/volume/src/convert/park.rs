@@ -8,14 +8,14 @@
 use serde::{Deserialize, Serialize};
 
 use super::state::Kind;
+use super::ConvertError;
 use crate::backend::BlockBackend;
+use crate::layout::{park_len, DATA_OFFSET};
+pub use crate::layout::{PARK_LEN, RECORD_LEN};
+use crate::luks2::token::{check_uid, KeyMode};
+use crate::luks2::Luks2Error;
 
 pub(crate) const MAGIC: &[u8; 16] = b"ATREST-PARK-V1\0\0";
-/// The record's size.
-pub const RECORD_LEN: u64 = super::record::LEN as u64;
-/// How many plaintext bytes are parked at most (1 MiB, more than the header and two
-/// keyslots occupy, so nothing but the final step ever writes over parked-from bytes).
-pub const PARK_LEN: u64 = 1 << 20;
 
 /// What the record says.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -33,6 +33,10 @@ pub struct Record {
     /// Encrypt: what the header will say, so it can be written again after a crash.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub header: Option<HeaderPlan>,
+    /// Decrypt: the key the volume was under, so it can still be revoked when the run
+    /// that finishes has no header left to read it from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_uid: Option<String>,
 }
 
 /// The facts a new header needs (no secret: the key comes from KMIP by its identifier).
@@ -40,19 +44,14 @@ pub struct Record {
 pub struct HeaderPlan {
     /// The KMIP key.
     pub key_uid: String,
-    /// `wrapped` or `direct`.
-    pub key_mode: String,
+    /// Wrapped or direct.
+    pub key_mode: KeyMode,
     /// 32 or 64.
     pub volume_key_len: usize,
     /// 512 or 4096.
     pub sector_size: u32,
     /// Where the key came from (a hint).
     pub server_hint: Option<String>,
-}
-
-/// Where the park starts on a device of `dev_len` bytes.
-pub fn park_offset(dev_len: u64, park_len: u64) -> u64 {
-    dev_len - RECORD_LEN - park_len
 }
 
 /// Serialises the record block.
@@ -65,17 +64,89 @@ pub fn decode(b: &[u8]) -> Option<Record> {
     super::record::open(MAGIC, b)
 }
 
-/// The record at the end of `dev`, if there is a valid one.
-pub fn read(dev: &dyn BlockBackend) -> std::io::Result<Option<Record>> {
-    let len = dev.len()?;
+fn corrupt(field: &str, value: impl ToString, why: impl ToString) -> ConvertError {
+    Luks2Error::corrupt(&format!("park record {field}"), value, why).into()
+}
+
+/// Checks a record's numbers against a device of `len` bytes. Its checksum proves only
+/// that it was written whole: like a header, it is validated before anything trusts it.
+fn check(r: &Record, len: u64) -> Result<(), ConvertError> {
+    if r.size == 0 || r.park_len != park_len(r.size) {
+        return Err(corrupt(
+            "park_len",
+            r.park_len,
+            format!("must be {} for {} bytes of data", park_len(r.size), r.size),
+        ));
+    }
+    if r.sha256.len() != 64 || !r.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(corrupt("sha256", &r.sha256, "not a SHA-256 in hex"));
+    }
+    // What precedes the park: the data (decrypt: plaintext from byte 0; encrypt: the
+    // plaintext, which will move up by the data offset).
+    let before = match r.kind {
+        Kind::Encrypt => {
+            let plan = r.header.as_ref().ok_or_else(|| {
+                corrupt("header", "(missing)", "an encrypt record plans its header")
+            })?;
+            check_uid("park record key_uid", &plan.key_uid)?;
+            if r.data_offset != DATA_OFFSET {
+                return Err(corrupt(
+                    "data_offset",
+                    r.data_offset,
+                    "atrest encrypts with a 16 MiB data offset",
+                ));
+            }
+            if !r.size.is_multiple_of(u64::from(plan.sector_size.max(1))) {
+                return Err(corrupt("size", r.size, "not a whole number of sectors"));
+            }
+            r.size.checked_add(DATA_OFFSET)
+        }
+        Kind::Decrypt => {
+            if let Some(uid) = &r.key_uid {
+                check_uid("park record key_uid", uid)?;
+            }
+            Some(r.size)
+        }
+        Kind::Rekey => return Err(corrupt("kind", "rekey", "a rekey parks nothing")),
+    };
+    let need = before
+        .and_then(|b| b.checked_add(r.park_len))
+        .and_then(|b| b.checked_add(RECORD_LEN));
+    match need {
+        Some(n) if n <= len => Ok(()),
+        _ => Err(corrupt(
+            "size",
+            r.size,
+            format!("the data, park and record do not fit in the device's {len} bytes"),
+        )),
+    }
+}
+
+/// The record at the end of `dev`, if there is one; an error for a record that is whole
+/// but whose numbers do not fit the device.
+pub fn read(dev: &dyn BlockBackend) -> Result<Option<Record>, ConvertError> {
+    let io = |source| ConvertError::Io { offset: 0, source };
+    let len = dev.len().map_err(io)?;
     if len < RECORD_LEN {
         return Ok(None);
     }
     let mut b = vec![0u8; RECORD_LEN as usize];
-    dev.read_at(&mut b, len - RECORD_LEN)?;
-    Ok(decode(&b).filter(|r| {
-        r.park_len <= PARK_LEN && r.park_len <= r.size && r.park_len + RECORD_LEN <= len
-    }))
+    dev.read_at(&mut b, len - RECORD_LEN)
+        .map_err(|source| ConvertError::Io {
+            offset: len - RECORD_LEN,
+            source,
+        })?;
+    match decode(&b) {
+        Some(r) => check(&r, len).map(|()| Some(r)),
+        None => Ok(None),
+    }
+}
+
+/// Where `rec`'s park starts on a device of `len` bytes.
+pub fn park_at(len: u64, rec: &Record) -> Result<u64, ConvertError> {
+    check(rec, len)?;
+    crate::layout::park_offset(len, rec.park_len)
+        .ok_or_else(|| corrupt("park_len", rec.park_len, "larger than the device"))
 }
 
 /// SHA-256 in hex.
@@ -99,11 +170,12 @@ mod tests {
             sha256: "ab".repeat(32),
             header: Some(HeaderPlan {
                 key_uid: "k-1".into(),
-                key_mode: "wrapped".into(),
+                key_mode: KeyMode::Wrapped,
                 volume_key_len: 32,
                 sector_size: 4096,
                 server_hint: None,
             }),
+            key_uid: None,
         }
     }
 

@@ -1,28 +1,27 @@
 //! The steps of each conversion, in the order `docs/journal.md` proves safe. Every
 //! function here either completes a step and commits it, or returns an error having
-//! committed nothing new: the header then still describes the durable data.
+//! committed nothing new: the header then still describes the durable data. Nothing is
+//! written before the header has been validated and a key proven against its digest (or,
+//! with no header to ask, the park record's checksum verified).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use serde_json::json;
 use zeroize::Zeroizing;
 
-use super::park::{self, HeaderPlan, Record, PARK_LEN, RECORD_LEN};
+use super::park::{self, HeaderPlan, Record};
 use super::state::{self, Kind, Park, State};
 use super::{journal, ConvertError, Devices, Found, Keys, Options, Outcome, Pending, Progress};
 use crate::backend::BlockBackend;
-use crate::luks2::header::{self, Header};
-use crate::luks2::keys;
-use crate::luks2::Luks2Error;
-use crate::volume::{
-    atrest_token, crypt_segment, new_header, segment_digest, segment_size, volume_key,
-    FormatOptions, KeyMode, VolumeError, DATA_OFFSET, HDR_SIZE,
+use crate::layout::{
+    park_len, park_offset, DATA_OFFSET, JOURNAL_END, JOURNAL_OFFSET, MAX_HOTZONE, RECORD_LEN,
+    SLOT_AREAS, SLOT_AREA_LEN,
 };
+use crate::luks2::header::{self, Header};
+use crate::luks2::token::{self, KeyMode};
+use crate::luks2::validate::{DataArea, Layout};
+use crate::luks2::{keys, Luks2Error};
+use crate::volume::{new_header, read_valid, volume_key, FormatOptions, VolumeError};
 use crate::xts::Xts;
-
-/// Where keyslot areas go: the first after the two header copies, the second far enough on
-/// for a 512-bit key's area; a rewrap alternates between them.
-const SLOT_AREAS: [u64; 2] = [2 * HDR_SIZE, 2 * HDR_SIZE + (256 << 10)];
 
 fn io(offset: u64) -> impl FnOnce(std::io::Error) -> ConvertError {
     move |source| ConvertError::Io { offset, source }
@@ -63,40 +62,16 @@ fn commit(dev: &dyn BlockBackend, h: &mut Header, s: Option<&State>) -> Result<(
     Ok(())
 }
 
-fn token_uid(h: &Header) -> String {
-    atrest_token(&h.metadata)
-        .and_then(|t| t.extra.get("key_uid"))
-        .and_then(|v| v.as_str())
-        .unwrap_or_default()
-        .to_owned()
-}
-
-fn token_mode(h: &Header) -> String {
-    atrest_token(&h.metadata)
-        .and_then(|t| t.extra.get("key_mode"))
-        .and_then(|v| v.as_str())
-        .unwrap_or("wrapped")
-        .to_owned()
-}
-
-/// The end of the header and keyslot material: everything from here to the data offset is
-/// free (and may hold leftovers to wipe).
-fn header_end(h: &Header) -> u64 {
-    h.metadata
-        .keyslots
-        .values()
-        .map(|k| k.area.offset + k.area.size)
-        .fold(2 * HDR_SIZE, u64::max)
+/// The header of `d`, validated against its devices.
+fn read_layout(d: Devices<'_>) -> Result<(Header, Layout), ConvertError> {
+    let (r, l) = read_valid(d.header, d.data, d.is_detached())?;
+    Ok((r.header, l))
 }
 
 /// The format options a header plan stands for.
 fn plan_options(plan: &HeaderPlan, data_size: Option<u64>, detached: bool) -> FormatOptions {
     FormatOptions {
-        mode: if plan.key_mode == "direct" {
-            KeyMode::Direct
-        } else {
-            KeyMode::Wrapped
-        },
+        mode: plan.key_mode,
         volume_key_len: plan.volume_key_len,
         sector_size: plan.sector_size,
         key_uid: plan.key_uid.clone(),
@@ -106,25 +81,27 @@ fn plan_options(plan: &HeaderPlan, data_size: Option<u64>, detached: bool) -> Fo
     }
 }
 
-/// What a readable header says.
-fn found_in(h: &Header) -> Result<Found, ConvertError> {
-    if atrest_token(&h.metadata).is_none() {
-        return Ok(Found::OtherLuks);
-    }
-    let key_uid = token_uid(h);
-    match state::read(&h.metadata).map_err(VolumeError::Invalid)? {
-        None => Ok(Found::Volume {
-            key_uid,
-            key_mode: token_mode(h),
-        }),
-        Some(s) => Ok(Found::InProgress(Pending {
+/// What a validated header says.
+fn found_in(l: &Layout) -> Found {
+    let Some(t) = &l.token else {
+        return Found::OtherLuks;
+    };
+    match &t.conversion {
+        None => Found::Volume {
+            key_uid: t.key_uid.clone(),
+            key_mode: t.key_mode,
+        },
+        Some(s) => Found::InProgress(Pending {
             kind: s.kind,
-            key_uid,
-            needs_current: s.done < s.size,
-            new_key_uid: s.new_key_uid,
+            key_uid: t.key_uid.clone(),
+            // The key proves the header before anything is written. A rekey whose every
+            // sector is under the new key is proven by that key alone; a decryption
+            // that is complete writes only what its park checksum or nothing proves.
+            needs_current: s.done < s.size || s.kind == Kind::Encrypt,
+            new_key_uid: s.new_key_uid.clone(),
             done: s.done,
             size: s.size,
-        })),
+        }),
     }
 }
 
@@ -139,20 +116,20 @@ pub fn inspect(d: Devices<'_>) -> Result<Found, ConvertError> {
         let bytes = read(d.header, len, 0)?;
         let copy = crate::backend::MemBackend::from_bytes(bytes.to_vec());
         return match header::read(&copy) {
-            Ok(r) => found_in(&r.header),
+            Ok(_) => Ok(found_in(&read_layout(d)?.1)),
             Err(_) => Ok(Found::Plain),
         };
     }
-    let dev = d.data;
     match header::read(d.header) {
-        Ok(r) => found_in(&r.header),
-        Err(e) => match park::read(dev).map_err(io(0))? {
+        Ok(_) => Ok(found_in(&read_layout(d)?.1)),
+        Err(e) => match park::read(d.data)? {
             Some(rec) => Ok(Found::InProgress(Pending {
                 kind: rec.kind,
                 key_uid: rec
                     .header
                     .as_ref()
                     .map(|p| p.key_uid.clone())
+                    .or_else(|| rec.key_uid.clone())
                     .unwrap_or_default(),
                 // Before encrypt's header exists the key is needed to write it; after
                 // decrypt has overwritten the header only the parked bytes are.
@@ -171,6 +148,25 @@ pub fn inspect(d: Devices<'_>) -> Result<Found, ConvertError> {
     }
 }
 
+/// Checks a header plan before anything is written for it.
+fn check_plan(plan: &HeaderPlan) -> Result<(), ConvertError> {
+    if ![512, 4096].contains(&plan.sector_size) {
+        return Err(VolumeError::Invalid(format!(
+            "sector size {} (use 512 or 4096)",
+            plan.sector_size
+        ))
+        .into());
+    }
+    match (plan.key_mode, plan.volume_key_len) {
+        (KeyMode::Wrapped, 32 | 64) | (KeyMode::Direct, 32) => Ok(()),
+        (mode, n) => Err(VolumeError::Invalid(format!(
+            "a {}-bit volume key in {mode} mode (direct mode uses the 256-bit KMIP key itself)",
+            n * 8
+        ))
+        .into()),
+    }
+}
+
 /// Starts `atrest encrypt` on a plaintext device whose first `size` bytes are the data:
 /// makes room at the end (growing a file; a block device must have it), parks the first
 /// bytes there behind a record naming the key, and makes both durable. Nothing of the
@@ -180,20 +176,14 @@ pub fn begin_encrypt(
     plan: &HeaderPlan,
     size: u64,
 ) -> Result<(), ConvertError> {
-    if ![512, 4096].contains(&plan.sector_size) {
-        return Err(VolumeError::Invalid(format!(
-            "sector size {} (use 512 or 4096)",
-            plan.sector_size
-        ))
-        .into());
-    }
+    check_plan(plan)?;
     if size == 0 || !size.is_multiple_of(u64::from(plan.sector_size)) {
         return Err(ConvertError::Refused(format!(
             "{size} bytes of data, which is not a whole number of {}-byte sectors: pad the image to a multiple of {} (e.g. `truncate -s %{}`) or choose --sector-size 512",
             plan.sector_size, plan.sector_size, plan.sector_size
         )));
     }
-    let park_len = size.min(PARK_LEN);
+    let park_len = park_len(size);
     let need = size + DATA_OFFSET + park_len + RECORD_LEN;
     let have = dev.len().map_err(io(0))?;
     if have < need {
@@ -214,7 +204,11 @@ pub fn begin_encrypt(
     }
     let len = dev.len().map_err(io(0))?;
     let first = read(dev, park_len, 0)?;
-    let at = park::park_offset(len, park_len);
+    let at = park_offset(len, park_len).ok_or(ConvertError::NoRoom {
+        need,
+        have: len,
+        hint: "the device shrank while being prepared".into(),
+    })?;
     write(dev, &first, at)?;
     // The park must be durable before a record can vouch for it.
     sync(dev)?;
@@ -225,6 +219,7 @@ pub fn begin_encrypt(
         park_len,
         sha256: park::sha256_hex(&first),
         header: Some(plan.clone()),
+        key_uid: None,
     };
     write(dev, &park::encode(&rec).map_err(io(0))?, len - RECORD_LEN)?;
     sync(dev)
@@ -234,17 +229,16 @@ pub fn begin_encrypt(
 /// file), and commits the start. From here cryptsetup refuses the volume.
 pub fn begin_decrypt(d: Devices<'_>, secret: &[u8]) -> Result<(), ConvertError> {
     let dev = d.data;
-    let mut h = header::read(d.header)?.header;
-    refuse_running(&h)?;
-    let (seg, _) = crypt_segment(&h.metadata)?;
-    let (offset, size) = (seg.offset, segment_size(seg, dev.len().map_err(io(0))?)?);
-    volume_key(d.header, &h.metadata, &segment_digest(&h.metadata)?, secret)?;
+    let (mut h, l) = read_layout(d)?;
+    refuse_running(&l)?;
+    let DataArea { offset, size, .. } = l.data;
+    volume_key(d.header, &h.metadata, &l.digest, secret)?;
     if d.is_detached() {
         // In place, journaled; the data keeps its device and its size.
         let s = State::start(Kind::Decrypt, size, true);
         return commit(d.header, &mut h, Some(&s));
     }
-    let park_len = size.min(PARK_LEN);
+    let park_len = park_len(size);
     let need = offset + size + park_len + RECORD_LEN;
     let have = dev.len().map_err(io(0))?;
     if have < need {
@@ -264,7 +258,7 @@ pub fn begin_decrypt(d: Devices<'_>, secret: &[u8]) -> Result<(), ConvertError> 
     }
     let s = State {
         park: Some(Park {
-            offset: park::park_offset(len, park_len),
+            offset: park_offset(len, park_len).unwrap_or(need - park_len - RECORD_LEN),
             len: park_len,
             sha256: String::new(),
         }),
@@ -282,6 +276,7 @@ pub fn begin_encrypt_in_place(
     plan: &HeaderPlan,
     secret: &[u8],
 ) -> Result<(), ConvertError> {
+    check_plan(plan)?;
     let size = d.data.len().map_err(io(0))?;
     if size == 0 || !size.is_multiple_of(u64::from(plan.sector_size)) {
         return Err(ConvertError::Refused(format!(
@@ -305,31 +300,39 @@ pub fn begin_rekey(
     new_key_uid: &str,
 ) -> Result<(), ConvertError> {
     let dev = d.header;
-    let mut h = header::read(dev)?.header;
-    refuse_running(&h)?;
-    let old_digest = segment_digest(&h.metadata)?;
-    let old_key = volume_key(dev, &h.metadata, &old_digest, old_secret)?;
-    let (seg, _) = crypt_segment(&h.metadata)?;
-    let size = segment_size(seg, d.data.len().map_err(io(0))?)?;
+    let (mut h, l) = read_layout(d)?;
+    refuse_running(&l)?;
+    let mode = l.token.as_ref().ok_or(VolumeError::NoToken)?.key_mode;
+    token::check_uid("new key identifier", new_key_uid)?;
+    let old_key = volume_key(dev, &h.metadata, &l.digest, old_secret)?;
     let new_digest = free_id(h.metadata.digests.keys());
-    let (new_key, slots) = if token_mode(&h) == "direct" {
-        (Zeroizing::new(new_secret.to_vec()), Vec::new())
-    } else {
-        let mut k = Zeroizing::new(vec![0u8; old_key.len()]);
-        openssl::rand::rand_bytes(&mut k).expect("system random number generator");
-        let id = add_keyslot(dev, &mut h, &k, new_secret)?;
-        (k, vec![id])
+    let (new_key, slots) = match mode {
+        KeyMode::Direct => (Zeroizing::new(new_secret.to_vec()), Vec::new()),
+        KeyMode::Wrapped => {
+            let mut k = Zeroizing::new(vec![0u8; old_key.len()]);
+            crate::random::fill(&mut k).map_err(VolumeError::from)?;
+            let id = add_keyslot(dev, &mut h, &l, &k, new_secret)?;
+            (k, vec![id])
+        }
     };
     cipher(&new_key)?;
     h.metadata.digests.insert(
         new_digest.clone(),
-        keys::make_digest(&new_key, slots, Vec::new()),
+        keys::make_digest(&new_key, slots, Vec::new())?,
     );
     let s = State {
         new_key_uid: Some(new_key_uid.to_owned()),
         new_digest: Some(new_digest),
-        ..State::start(Kind::Rekey, size, true)
+        ..State::start(Kind::Rekey, l.data.size, true)
     };
+    // What is about to be committed must itself pass validation (the journal needs its
+    // area free of keyslots and before the data): refuse now rather than strand a rekey.
+    let mut next = h.clone();
+    state::set(&mut next.metadata, Some(&s));
+    crate::luks2::validate::validate(
+        &next,
+        crate::volume::geometry(d.header, d.data, d.is_detached())?,
+    )?;
     commit(dev, &mut h, Some(&s))
 }
 
@@ -343,27 +346,27 @@ pub fn rewrap(
     new_key_uid: &str,
 ) -> Result<(), ConvertError> {
     let dev = d.header;
-    let mut h = header::read(dev)?.header;
-    refuse_running(&h)?;
-    if token_mode(&h) == "direct" {
+    let (mut h, l) = read_layout(d)?;
+    refuse_running(&l)?;
+    if l.token.as_ref().ok_or(VolumeError::NoToken)?.key_mode == KeyMode::Direct {
         return Err(ConvertError::Refused(
             "a direct-mode volume: its KMIP key is the volume key, so a new key means re-encrypting every sector (use --deep)".into(),
         ));
     }
-    let digest = segment_digest(&h.metadata)?;
-    let vk = volume_key(dev, &h.metadata, &digest, old_secret)?;
-    let id = add_keyslot(dev, &mut h, &vk, new_secret)?;
+    token::check_uid("new key identifier", new_key_uid)?;
+    let vk = volume_key(dev, &h.metadata, &l.digest, old_secret)?;
+    let id = add_keyslot(dev, &mut h, &l, &vk, new_secret)?;
     let m = &mut h.metadata;
-    let old: Vec<String> = m.digests[&digest].keyslots.clone();
+    let old: Vec<String> = m.digests[&l.digest].keyslots.clone();
     let old_areas: Vec<(u64, u64)> = old
         .iter()
         .filter_map(|k| m.keyslots.remove(k))
         .map(|k| (k.area.offset, k.area.size))
         .collect();
-    if let Some(d) = m.digests.get_mut(&digest) {
+    if let Some(d) = m.digests.get_mut(&l.digest) {
         d.keyslots = vec![id];
     }
-    set_token_uid(&mut h, new_key_uid);
+    token::set_uid(m, new_key_uid);
     header::write(dev, &mut h)?;
     for (at, len) in old_areas {
         zero(dev, at, at + len)?;
@@ -371,11 +374,10 @@ pub fn rewrap(
     sync(dev)
 }
 
-fn refuse_running(h: &Header) -> Result<(), ConvertError> {
-    match state::read(&h.metadata).map_err(VolumeError::Invalid)? {
-        Some(s) => Err(ConvertError::OtherInProgress {
-            running: s.kind.as_str(),
-        }),
+fn refuse_running(l: &Layout) -> Result<(), ConvertError> {
+    match l.in_progress() {
+        Some(Some(kind)) => Err(ConvertError::OtherInProgress { running: kind }),
+        Some(None) => Err(VolumeError::ConversionInProgress { kind: None }.into()),
         None => Ok(()),
     }
 }
@@ -392,36 +394,33 @@ fn free_id<'a>(used: impl Iterator<Item = &'a String> + Clone) -> String {
 fn add_keyslot(
     dev: &dyn BlockBackend,
     h: &mut Header,
+    l: &Layout,
     key: &[u8],
     secret: &[u8],
 ) -> Result<String, ConvertError> {
     let id = free_id(h.metadata.keyslots.keys());
-    let slot = keys::make_keyslot(dev, key, secret, free_area(h)?)?;
+    let slot = keys::make_keyslot(dev, key, secret, free_area(h, l)?)?;
     h.metadata.keyslots.insert(id.clone(), slot);
     Ok(id)
 }
 
-fn free_area(h: &Header) -> Result<u64, ConvertError> {
+/// One of atrest's two keyslot areas that no keyslot uses and that lies inside the
+/// keyslots area this header reserves (a cryptsetup volume may reserve less).
+fn free_area(h: &Header, l: &Layout) -> Result<u64, ConvertError> {
     SLOT_AREAS
         .into_iter()
         .find(|&a| {
-            h.metadata.keyslots.values().all(|k| {
-                let (o, l) = (k.area.offset, k.area.size);
-                a + (256 << 10) <= o || o + l <= a
-            })
+            a + SLOT_AREA_LEN <= l.keyslots_end
+                && h.metadata.keyslots.values().all(|k| {
+                    let (o, n) = (k.area.offset, k.area.size);
+                    a + SLOT_AREA_LEN <= o || o + n <= a
+                })
         })
-        .ok_or_else(|| ConvertError::Refused("keyslots in both of atrest's keyslot areas".into()))
-}
-
-fn set_token_uid(h: &mut Header, uid: &str) {
-    if let Some(t) = h
-        .metadata
-        .tokens
-        .values_mut()
-        .find(|t| t.kind == crate::luks2::TOKEN_TYPE)
-    {
-        t.extra.insert("key_uid".into(), json!(uid));
-    }
+        .ok_or_else(|| {
+            ConvertError::Refused(
+                "no free keyslot area: both of atrest's are in use or outside this header's keyslots area".into(),
+            )
+        })
 }
 
 /// Runs (or resumes) the conversion in progress on `dev` until it finishes or `stop` is
@@ -434,17 +433,17 @@ pub fn run(
     progress: &mut dyn FnMut(Progress),
 ) -> Result<Outcome, ConvertError> {
     let dev = d.data;
-    let mut h = match header::read(d.header) {
-        Ok(r) => r.header,
+    let (mut h, l) = match header::read(d.header) {
+        Ok(_) => read_layout(d)?,
         Err(e) if d.is_detached() => return Err(e.into()),
-        Err(e) => match park::read(dev).map_err(io(0))? {
+        Err(e) => match park::read(dev)? {
             Some(rec) if rec.kind == Kind::Encrypt => {
                 write_encrypt_header(
                     dev,
                     &rec,
                     keys.current.ok_or(ConvertError::KeyNeeded("volume's"))?,
                 )?;
-                header::read(dev)?.header
+                read_layout(d)?
             }
             Some(rec) => {
                 restore(dev, &rec)?;
@@ -458,12 +457,18 @@ pub fn run(
             None => return Err(e.into()),
         },
     };
-    let s = state::read(&h.metadata)
-        .map_err(VolumeError::Invalid)?
-        .ok_or(ConvertError::NothingInProgress)?;
+    let s = match l.in_progress() {
+        Some(Some(_)) => l
+            .conversion()
+            .cloned()
+            .ok_or(ConvertError::NothingInProgress)?,
+        Some(None) => return Err(VolumeError::ConversionInProgress { kind: None }.into()),
+        None => return Err(ConvertError::NothingInProgress),
+    };
     let mut cx = Step {
         hdr: d.header,
         dev,
+        layout: &l,
         stop,
         progress,
     };
@@ -486,8 +491,9 @@ fn write_encrypt_header(
         .header
         .as_ref()
         .ok_or_else(|| VolumeError::Invalid("encrypt's park record has no header plan".into()))?;
+    check_plan(plan)?;
     let len = dev.len().map_err(io(0))?;
-    let at = park::park_offset(len, rec.park_len);
+    let at = park::park_at(len, rec)?;
     if park::sha256_hex(&read(dev, rec.park_len, at)?) != rec.sha256 {
         return Err(ConvertError::ParkDamaged {
             offset: at,
@@ -512,7 +518,7 @@ fn write_encrypt_header(
 /// device, so a crash in the wipe never leaves a record over a half-wiped park).
 fn restore(dev: &dyn BlockBackend, rec: &Record) -> Result<(), ConvertError> {
     let len = dev.len().map_err(io(0))?;
-    let at = park::park_offset(len, rec.park_len);
+    let at = park::park_at(len, rec)?;
     let first = read(dev, rec.park_len, at)?;
     if park::sha256_hex(&first) != rec.sha256 {
         return Err(ConvertError::ParkDamaged {
@@ -634,6 +640,8 @@ struct Step<'a> {
     hdr: &'a dyn BlockBackend,
     /// Where the data lives (the same device unless the header is detached).
     dev: &'a dyn BlockBackend,
+    /// The validated header as the run found it.
+    layout: &'a Layout,
     stop: &'a AtomicBool,
     progress: &'a mut dyn FnMut(Progress),
 }
@@ -707,16 +715,18 @@ impl Step<'_> {
         opts: Options,
     ) -> Result<Outcome, ConvertError> {
         let dev = self.dev;
-        let (seg, ss) = crypt_segment(&h.metadata)?;
-        let off = seg.offset;
+        let data = self.layout.data;
+        let (off, ss) = (data.offset, data.sector_size);
         let park = s
             .park
             .clone()
             .ok_or_else(|| VolumeError::Invalid("encrypt without a park".into()))?;
         let chunk = step_len(opts, off, ss);
+        // The key proves the header before anything is written, even when only the final
+        // wipes remain.
+        let xts = self.key(h, &self.layout.digest, keys.current, "volume's")?;
         self.report(&s);
         if s.done < s.size {
-            let xts = self.key(h, &segment_digest(&h.metadata)?, keys.current, "volume's")?;
             let mut chunks = Vec::new();
             let mut low = s.size - s.done;
             while low > park.len {
@@ -738,7 +748,7 @@ impl Step<'_> {
                 });
             }
             let size = s.size;
-            let transform = |b: &mut [u8], at: u64| xts.encrypt(b, ss as usize, at / 512);
+            let transform = |b: &mut [u8], at: u64| xts.encrypt(b, ss as usize, data.tweak(at));
             let advance = |c: &Chunk| size - c.logical;
             let dest = |c: &Chunk| off + c.logical;
             if let Some(o) = self.convert(h, &mut s, &chunks, &transform, &advance, &dest)? {
@@ -747,7 +757,7 @@ impl Step<'_> {
         }
         // Wipe what the plaintext left in the header area and the park, drop the tail of
         // a file, then lift the fence. Each of these may run again after a crash.
-        zero(dev, header_end(h), off)?;
+        zero(dev, self.layout.slots_end, off)?;
         let len = dev.len().map_err(io(0))?;
         let end = off + s.size;
         if len <= end {
@@ -776,8 +786,8 @@ impl Step<'_> {
         opts: Options,
     ) -> Result<Outcome, ConvertError> {
         let dev = self.dev;
-        let (seg, ss) = crypt_segment(&h.metadata)?;
-        let off = seg.offset;
+        let data = self.layout.data;
+        let (off, ss) = (data.offset, data.sector_size);
         let mut park = s
             .park
             .clone()
@@ -785,10 +795,10 @@ impl Step<'_> {
         let chunk = step_len(opts, off, ss);
         self.report(&s);
         if s.done < s.size {
-            let xts = self.key(h, &segment_digest(&h.metadata)?, keys.current, "volume's")?;
+            let xts = self.key(h, &self.layout.digest, keys.current, "volume's")?;
             if s.done == 0 {
                 let mut first = read(dev, park.len, off)?.to_vec();
-                xts.decrypt(&mut first, ss as usize, 0);
+                xts.decrypt(&mut first, ss as usize, data.tweak(0));
                 write(dev, &first, park.offset)?;
                 sync(dev)?;
                 park.sha256 = park::sha256_hex(&first);
@@ -799,6 +809,7 @@ impl Step<'_> {
                     park_len: park.len,
                     sha256: park.sha256.clone(),
                     header: None,
+                    key_uid: self.layout.token.as_ref().map(|t| t.key_uid.clone()),
                 };
                 write(
                     dev,
@@ -812,19 +823,17 @@ impl Step<'_> {
                 self.report(&s);
             }
             let chunks = forward_chunks(s.done, s.size, chunk, off);
-            let transform = |b: &mut [u8], at: u64| xts.decrypt(b, ss as usize, at / 512);
+            let transform = |b: &mut [u8], at: u64| xts.decrypt(b, ss as usize, data.tweak(at));
             let advance = |c: &Chunk| c.logical + c.len;
             let dest = |c: &Chunk| c.logical;
             if let Some(o) = self.convert(h, &mut s, &chunks, &transform, &advance, &dest)? {
                 return Ok(o);
             }
         }
-        let rec = park::read(dev)
-            .map_err(io(0))?
-            .ok_or(ConvertError::ParkDamaged {
-                offset: park.offset,
-                len: park.len,
-            })?;
+        let rec = park::read(dev)?.ok_or(ConvertError::ParkDamaged {
+            offset: park.offset,
+            len: park.len,
+        })?;
         restore(dev, &rec)?;
         Ok(Outcome::Finished)
     }
@@ -843,21 +852,21 @@ impl Step<'_> {
         opts: Options,
     ) -> Result<Option<Outcome>, ConvertError> {
         let (hdr, dev) = (self.hdr, self.dev);
-        let (seg, ss) = crypt_segment(&h.metadata)?;
-        let off = seg.offset;
-        let hot = step_len(opts, journal::MAX_HOTZONE, ss);
+        let data = self.layout.data;
+        let (off, ss) = (data.offset, data.sector_size);
+        let hot = step_len(opts, MAX_HOTZONE, ss);
         let transform = |b: &mut [u8], at: u64| {
             if let Some(x) = from {
-                x.decrypt(b, ss as usize, at / 512);
+                x.decrypt(b, ss as usize, data.tweak(at));
             }
             if let Some(x) = to {
-                x.encrypt(b, ss as usize, at / 512);
+                x.encrypt(b, ss as usize, data.tweak(at));
             }
         };
         // The hot zone a crash interrupted is redone from the journal's copy of its old
         // content: the disk's may be half old, half new.
         if let Some(mut b) = journal::load(hdr, run_id, s.done)
-            .map_err(io(journal::OFFSET))?
+            .map_err(io(JOURNAL_OFFSET))?
             .filter(|d| !d.is_empty() && s.done + d.len() as u64 <= s.size)
         {
             transform(&mut b, s.done);
@@ -883,7 +892,7 @@ impl Step<'_> {
                 len: c.len,
                 sha256: park::sha256_hex(source),
             };
-            journal::save(hdr, &rec, source).map_err(io(journal::OFFSET))?;
+            journal::save(hdr, &rec, source).map_err(io(JOURNAL_OFFSET))?;
             write(dev, out, c.at)?;
             sync(dev)?;
             s.done = c.logical + c.len;
@@ -905,18 +914,24 @@ impl Step<'_> {
     ) -> Result<Outcome, ConvertError> {
         let hdr = self.hdr;
         let run_id = format!("{}:{}", kind.as_str(), h.binary.uuid);
+        // The key proves the header before anything is written. A decryption with every
+        // byte converted is the exception: what remains is wiping the header file itself
+        // (its keyslots may already be gone), and the data device is not written again.
+        let xts = match (kind, s.done < s.size) {
+            (Kind::Decrypt, false) => None,
+            _ => Some(self.key(h, &self.layout.digest, keys.current, "volume's")?),
+        };
         self.report(&s);
-        if s.done < s.size {
-            let xts = self.key(h, &segment_digest(&h.metadata)?, keys.current, "volume's")?;
+        if let Some(xts) = xts.as_ref().filter(|_| s.done < s.size) {
             let (from, to) = match kind {
-                Kind::Encrypt => (None, Some(&xts)),
-                _ => (Some(&xts), None),
+                Kind::Encrypt => (None, Some(xts)),
+                _ => (Some(xts), None),
             };
             if let Some(o) = self.journaled(h, &mut s, &run_id, from, to, opts)? {
                 return Ok(o);
             }
         }
-        zero(hdr, journal::OFFSET, journal::RECORD_OFFSET + 4096)?;
+        zero(hdr, JOURNAL_OFFSET, JOURNAL_END)?;
         sync(hdr)?;
         if kind == Kind::Encrypt {
             commit(hdr, h, None)?;
@@ -925,9 +940,10 @@ impl Step<'_> {
             // keyslots go first, the two header copies last, so a crash before the end
             // leaves a copy that still says "finished" and leads here again.
             let len = hdr.len().map_err(io(0))?;
-            zero(hdr, 2 * HDR_SIZE, len)?;
+            let headers_end = 2 * h.binary.hdr_size;
+            zero(hdr, headers_end, len)?;
             sync(hdr)?;
-            zero(hdr, 0, 2 * HDR_SIZE)?;
+            zero(hdr, 0, headers_end)?;
             sync(hdr)?;
         }
         Ok(Outcome::Finished)
@@ -947,7 +963,7 @@ impl Step<'_> {
             .new_digest
             .clone()
             .ok_or_else(|| VolumeError::Invalid("rekey without a new digest".into()))?;
-        let old_digest = segment_digest(&h.metadata)?;
+        let old_digest = self.layout.digest.clone();
         let new = self.key(h, &new_digest, keys.new, "new")?;
         self.report(&s);
         if s.done < s.size {
@@ -958,7 +974,7 @@ impl Step<'_> {
         }
         // Every sector is under the new key: wipe the journal and the old keyslots, then
         // one commit makes the new key the volume's.
-        zero(hdr, journal::OFFSET, journal::RECORD_OFFSET + 4096)?;
+        zero(hdr, JOURNAL_OFFSET, JOURNAL_END)?;
         let m = &mut h.metadata;
         let old_slots: Vec<String> = m
             .digests
@@ -980,7 +996,7 @@ impl Step<'_> {
         if let Some(d) = m.digests.get_mut(&new_digest) {
             d.segments = vec!["0".into()];
         }
-        set_token_uid(h, &run_id);
+        token::set_uid(&mut h.metadata, &run_id);
         commit(hdr, h, None)?;
         Ok(Outcome::Finished)
     }

@@ -18,11 +18,11 @@ fn diffuse(buf: &mut [u8]) {
 
 /// Splits `key` into `stripes` blocks of its length (random ones, then the one that merges
 /// back to `key`).
-pub fn split(key: &[u8], stripes: usize) -> Zeroizing<Vec<u8>> {
+pub fn split(key: &[u8], stripes: usize) -> Result<Zeroizing<Vec<u8>>, crate::random::RandomError> {
     let ks = key.len();
+    let stripes = stripes.max(1);
     let mut out = Zeroizing::new(vec![0u8; ks * stripes]);
-    openssl::rand::rand_bytes(&mut out[..ks * (stripes - 1)])
-        .expect("system random number generator");
+    crate::random::fill(&mut out[..ks * (stripes - 1)])?;
     let mut buf = Zeroizing::new(vec![0u8; ks]);
     for i in 0..stripes - 1 {
         for (b, d) in buf.iter_mut().zip(&out[i * ks..(i + 1) * ks]) {
@@ -33,11 +33,13 @@ pub fn split(key: &[u8], stripes: usize) -> Zeroizing<Vec<u8>> {
     for (j, b) in buf.iter().enumerate() {
         out[(stripes - 1) * ks + j] = b ^ key[j];
     }
-    out
+    Ok(out)
 }
 
-/// Merges `stripes` blocks of `ks` bytes back into the key.
+/// Merges `stripes` blocks of `ks` bytes back into the key (`material` holds at least
+/// `ks * stripes` bytes and `stripes` is at least 1: the caller checked the geometry).
 pub fn merge(material: &[u8], ks: usize, stripes: usize) -> Zeroizing<Vec<u8>> {
+    let stripes = stripes.max(1);
     let mut buf = Zeroizing::new(vec![0u8; ks]);
     for i in 0..stripes - 1 {
         for (b, d) in buf.iter_mut().zip(&material[i * ks..(i + 1) * ks]) {
@@ -57,7 +59,7 @@ mod tests {
     fn split_then_merge_gives_the_key_back_and_each_stripe_matters() {
         for ks in [32, 64, 20] {
             let key: Vec<u8> = (0..ks as u8).collect();
-            let m = super::split(&key, 4000);
+            let m = super::split(&key, 4000).unwrap();
             assert_eq!(m.len(), ks * 4000);
             assert_eq!(super::merge(&m, ks, 4000).as_slice(), key.as_slice());
             let mut damaged = m.to_vec();

@@ -79,19 +79,19 @@ impl BinaryHeader {
         };
         let version = u16::from_be_bytes([b[VERSION], b[VERSION + 1]]);
         if version != 2 {
-            return Err(Luks2Error::Corrupt {
-                offset,
-                field: "version",
-                value: version.to_string(),
-            });
+            return Err(Luks2Error::corrupt(
+                &format!("version (copy at byte {offset})"),
+                version,
+                "atrest reads LUKS version 2",
+            ));
         }
         let hdr_size = be64(b, HDR_SIZE);
         if !HDR_SIZES.contains(&hdr_size) {
-            return Err(Luks2Error::Corrupt {
-                offset,
-                field: "hdr_size",
-                value: hdr_size.to_string(),
-            });
+            return Err(Luks2Error::corrupt(
+                &format!("hdr_size (copy at byte {offset})"),
+                hdr_size,
+                "not one of the sizes LUKS2 allows (16 KiB to 4 MiB, powers of two)",
+            ));
         }
         let hdr_offset = be64(b, HDR_OFFSET);
         // A copy must sit where it says: a moved copy could alias the other one.
@@ -99,17 +99,17 @@ impl BinaryHeader {
             || (secondary && hdr_offset != hdr_size)
             || (!secondary && hdr_offset != 0)
         {
-            return Err(Luks2Error::Corrupt {
-                offset,
-                field: "hdr_offset",
-                value: hdr_offset.to_string(),
-            });
+            return Err(Luks2Error::corrupt(
+                &format!("hdr_offset (copy at byte {offset})"),
+                hdr_offset,
+                "a copy must sit where it says (0 or hdr_size): a moved copy could alias the other",
+            ));
         }
         let checksum_alg = text(&b[CSUM_ALG..CSUM_ALG + 32]);
         if checksum_alg != "sha256" {
             return Err(Luks2Error::Unsupported {
                 what: "checksum algorithm",
-                value: checksum_alg,
+                value: crate::text::shown(&checksum_alg).into_owned(),
             });
         }
         let mut salt = [0u8; 64];

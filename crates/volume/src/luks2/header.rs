@@ -40,11 +40,11 @@ fn read_copy(dev: &dyn BlockBackend, offset: u64) -> Result<(BinaryHeader, Metad
     }
     let end = json.iter().position(|&c| c == 0).unwrap_or(json.len());
     if json.first() != Some(&b'{') || json[end..].iter().any(|&c| c != 0) {
-        return Err(Luks2Error::Corrupt {
-            offset,
-            field: "JSON area",
-            value: "not a NUL-terminated JSON object followed by zeros".into(),
-        });
+        return Err(Luks2Error::corrupt(
+            &format!("JSON area (copy at byte {offset})"),
+            "(bytes)",
+            "not a NUL-terminated JSON object followed by zeros",
+        ));
     }
     let metadata: Metadata =
         serde_json::from_slice(&json[..end]).map_err(|e| Luks2Error::Json {
@@ -52,11 +52,11 @@ fn read_copy(dev: &dyn BlockBackend, offset: u64) -> Result<(BinaryHeader, Metad
             message: e.to_string(),
         })?;
     if metadata.config.json_size != bin.hdr_size - BINARY_SIZE as u64 {
-        return Err(Luks2Error::Corrupt {
-            offset,
-            field: "config.json_size",
-            value: metadata.config.json_size.to_string(),
-        });
+        return Err(Luks2Error::corrupt(
+            &format!("config.json_size (copy at byte {offset})"),
+            metadata.config.json_size,
+            "does not match the binary header's hdr_size",
+        ));
     }
     Ok((bin, metadata))
 }
@@ -116,7 +116,13 @@ pub fn read(dev: &dyn BlockBackend) -> Result<Read, Luks2Error> {
 
 /// Writes both copies of `header` with seqid increased by one (which it updates).
 pub fn write(dev: &dyn BlockBackend, header: &mut Header) -> Result<(), Luks2Error> {
-    header.binary.seqid += 1;
+    header.binary.seqid = header.binary.seqid.checked_add(1).ok_or_else(|| {
+        Luks2Error::corrupt(
+            "seqid",
+            header.binary.seqid,
+            "cannot be increased any further",
+        )
+    })?;
     let hdr_size = header.binary.hdr_size;
     header.metadata.config.json_size = hdr_size - BINARY_SIZE as u64;
     let mut json = serde_json::to_vec(&header.metadata).map_err(|e| Luks2Error::Json {
@@ -124,15 +130,11 @@ pub fn write(dev: &dyn BlockBackend, header: &mut Header) -> Result<(), Luks2Err
         message: e.to_string(),
     })?;
     if json.len() >= (hdr_size as usize) - BINARY_SIZE {
-        return Err(Luks2Error::Corrupt {
-            offset: 0,
-            field: "JSON area",
-            value: format!(
-                "{} bytes do not fit in {}",
-                json.len(),
-                hdr_size as usize - BINARY_SIZE
-            ),
-        });
+        return Err(Luks2Error::corrupt(
+            "JSON area",
+            format!("{} bytes", json.len()),
+            format!("does not fit in {} bytes", hdr_size as usize - BINARY_SIZE),
+        ));
     }
     json.resize(hdr_size as usize - BINARY_SIZE, 0);
     // A barrier: what the new header refers to (a keyslot just written, data a conversion
@@ -146,7 +148,7 @@ pub fn write(dev: &dyn BlockBackend, header: &mut Header) -> Result<(), Luks2Err
         bin.secondary = secondary;
         bin.hdr_offset = offset;
         // Each copy has its own salt (it only defeats deduplication).
-        openssl::rand::rand_bytes(&mut bin.salt).expect("system random number generator");
+        crate::random::fill(&mut bin.salt)?;
         dev.write_at(&bin.to_bytes(&[0; 64]), offset).map_err(io)?;
         dev.write_at(&json, offset + BINARY_SIZE as u64)
             .map_err(io)?;

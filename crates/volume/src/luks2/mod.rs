@@ -5,6 +5,8 @@ pub mod binary;
 pub mod header;
 pub mod keys;
 pub mod metadata;
+pub mod token;
+pub mod validate;
 
 /// The type of atrest's token, which records the KMIP key's Unique Identifier.
 pub const TOKEN_TYPE: &str = "atrest-kmip";
@@ -19,15 +21,23 @@ pub enum Luks2Error {
         /// Where it was looked for.
         offset: u64,
     },
-    /// A field with an impossible value.
-    #[error("LUKS2 header at byte {offset}: invalid {field} {value}")]
+    /// A field with a value the format or the device does not allow.
+    #[error("LUKS2 header: {field} = {value}: {why}")]
     Corrupt {
-        /// The copy's offset.
-        offset: u64,
-        /// The field.
-        field: &'static str,
-        /// Its value.
+        /// The field, as a JSON path (`segments.0.size`) or a binary header field.
+        field: String,
+        /// Its value, escaped for a terminal and cut short.
         value: String,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// The device is shorter than the header says its data is.
+    #[error("the device holds {have} bytes, but the header's data segment ends at byte {need}: {} bytes are missing (a truncated image, or the wrong device); nothing was written", need - have)]
+    DeviceTooShort {
+        /// Where the data ends.
+        need: u64,
+        /// The device's length.
+        have: u64,
     },
     /// The checksum does not match.
     #[error(
@@ -54,13 +64,16 @@ pub enum Luks2Error {
         secondary: String,
     },
     /// A feature atrest does not implement (argon2 keyslots, other ciphers).
-    #[error("unsupported {what}: {value}")]
+    #[error("unsupported {what}: {value} (atrest refuses what it cannot handle correctly; nothing was written)")]
     Unsupported {
         /// What.
         what: &'static str,
         /// Which.
         value: String,
     },
+    /// No random bytes for a salt or key.
+    #[error(transparent)]
+    Random(#[from] crate::random::RandomError),
     /// Reading or writing failed.
     #[error("I/O at byte {offset}: {source}")]
     Io {
@@ -69,4 +82,15 @@ pub enum Luks2Error {
         /// The OS error.
         source: std::io::Error,
     },
+}
+
+impl Luks2Error {
+    /// A [`Luks2Error::Corrupt`]; `value` is escaped and shortened for printing.
+    pub fn corrupt(field: &str, value: impl ToString, why: impl ToString) -> Self {
+        Self::Corrupt {
+            field: crate::text::shown(field).into_owned(),
+            value: crate::text::shown(&value.to_string()).into_owned(),
+            why: why.to_string(),
+        }
+    }
 }

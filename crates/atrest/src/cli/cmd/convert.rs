@@ -14,7 +14,7 @@ use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
 use kmip::client::Client;
 use kmip::enums::RevocationReasonCode;
 use serde_json::json;
-use volume::backend::FileBackend;
+use volume::backend::{Access, FileBackend};
 use volume::convert::{Devices, Keys, Options, Outcome, Progress};
 use zeroize::Zeroizing;
 
@@ -29,21 +29,16 @@ pub struct Device {
 }
 
 impl Device {
-    /// Opens `path`, and `header` if given; `create_header` makes a missing header file
-    /// (16 MiB, mode 0600) for `encrypt`.
+    /// Opens `path`, and `header` if given, each locked exclusively; `create_header` makes
+    /// a missing header file (16 MiB, mode 0600) for `encrypt`.
     pub fn open(path: &Path, header: Option<&Path>, create_header: bool) -> anyhow::Result<Self> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(path)
-            .with_context(|| format!("opening {}", path.display()))?;
-        lock(&file, path)?;
+        let backend = FileBackend::open(path, Access::Exclusive)?;
         let header = match header {
             None => None,
             Some(h) => Some(open_header(h, create_header)?),
         };
         Ok(Self {
-            backend: FileBackend::new(file),
+            backend,
             header,
             name: path
                 .file_name()
@@ -70,9 +65,8 @@ fn open_header(path: &Path, create: bool) -> anyhow::Result<FileBackend> {
     let file = o
         .open(path)
         .with_context(|| format!("opening the header file {}", path.display()))?;
-    lock(&file, path)?;
-    let b = FileBackend::new(file);
-    let size = volume::volume::DATA_OFFSET;
+    let b = FileBackend::lock(file, path, Access::Exclusive)?;
+    let size = volume::layout::DATA_OFFSET;
     if volume::backend::BlockBackend::len(&b)? < size {
         if !create {
             bail!(
@@ -89,19 +83,6 @@ fn open_header(path: &Path, create: bool) -> anyhow::Result<FileBackend> {
         }
     }
     Ok(b)
-}
-
-fn lock(file: &File, path: &Path) -> anyhow::Result<()> {
-    match file.try_lock() {
-        Ok(()) => Ok(()),
-        Err(std::fs::TryLockError::WouldBlock) => bail!(
-            "{} is in use by another process (another atrest converting it?); wait for it to finish",
-            path.display()
-        ),
-        Err(std::fs::TryLockError::Error(e)) => {
-            Err(e).with_context(|| format!("locking {}", path.display()))
-        }
-    }
 }
 
 /// A KMIP session for one command.
@@ -165,14 +146,15 @@ impl Kms {
         }
     }
 
-    /// Revokes a key the volume no longer uses.
-    pub fn revoke_superseded(&mut self, uid: &str) -> anyhow::Result<()> {
+    /// Revokes a key the volume no longer uses (it can still be fetched, for backups).
+    pub fn revoke_unused(
+        &mut self,
+        uid: &str,
+        reason: RevocationReasonCode,
+        message: &str,
+    ) -> anyhow::Result<()> {
         self.client
-            .revoke(
-                uid,
-                RevocationReasonCode::SUPERSEDED,
-                Some("atrest rekey: replaced"),
-            )
+            .revoke(uid, reason, Some(message))
             .with_context(|| format!("revoking the old key {uid}"))
     }
 }

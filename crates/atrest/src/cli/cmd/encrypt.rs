@@ -5,6 +5,8 @@ use anyhow::{bail, Context};
 use volume::backend::BlockBackend;
 use volume::convert::park::HeaderPlan;
 use volume::convert::{Found, Keys, Kind};
+use volume::text::shown;
+use volume::volume::{cipher_text, KeyMode};
 
 use super::convert::{drive, print_done, Device, Kms};
 use crate::cli::args::{CipherArg, EncryptArgs};
@@ -63,7 +65,11 @@ pub fn run(a: EncryptArgs) -> anyhow::Result<()> {
             let (uid, secret, server) = kms.create(&name)?;
             let plan = HeaderPlan {
                 key_uid: uid.clone(),
-                key_mode: if a.key.direct { "direct" } else { "wrapped" }.into(),
+                key_mode: if a.key.direct {
+                    KeyMode::Direct
+                } else {
+                    KeyMode::Wrapped
+                },
                 volume_key_len: if a.key.cipher == CipherArg::XtsAes256 {
                     64
                 } else {
@@ -92,20 +98,21 @@ pub fn run(a: EncryptArgs) -> anyhow::Result<()> {
                     c.device.display(),
                     p.done,
                     p.size,
-                    p.key_uid
+                    shown(&p.key_uid)
                 );
             }
             kms.fetch(&p.key_uid)?
         }
         Found::InProgress(p) => bail!(
-            "a {} of {} is in progress: run `atrest {}` to finish it first",
-            p.kind.as_str(),
+            "an {} of {} is in progress: run `{}` to finish it first",
+            p.kind.noun(),
             c.device.display(),
-            p.kind.as_str()
+            p.kind.command()
         ),
         Found::Volume { key_uid, .. } => bail!(
-            "{} is already an atrest volume (KMIP key {key_uid}); nothing to encrypt",
-            c.device.display()
+            "{} is already an atrest volume (KMIP key {}); nothing to encrypt",
+            c.device.display(),
+            shown(&key_uid)
         ),
         Found::OtherLuks => bail!(
             "{} holds a LUKS volume that atrest did not make; it is encrypted already",
@@ -122,8 +129,11 @@ pub fn run(a: EncryptArgs) -> anyhow::Result<()> {
         c,
         &dev,
         &format!(
-            "encrypted: {} bytes of data, {} {}-bit key, {} mode, KMIP key {}",
-            s.data_size, s.cipher, s.key_bits, s.key_mode, s.key_uid
+            "encrypted: {} bytes of data, {}, {} mode, KMIP key {}",
+            s.data_size,
+            cipher_text(s.key_bits),
+            s.key_mode,
+            s.key_uid
         ),
     )?;
     Ok(())

@@ -1,14 +1,12 @@
 //! `atrest format`: a new, empty volume keyed from KMIP.
 
-use std::fs::OpenOptions;
-
 use anyhow::{bail, Context};
 use kmip::client::Client;
 use kmip::enums::RevocationReasonCode;
 use serde_json::json;
 use service::config::Config;
-use volume::backend::FileBackend;
-use volume::volume::{format, status, FormatOptions, KeyMode};
+use volume::backend::{Access, FileBackend};
+use volume::volume::{cipher_text, format, status, FormatOptions, KeyMode};
 
 use crate::cli::args::{CipherArg, FormatArgs};
 
@@ -16,16 +14,12 @@ pub fn run(a: FormatArgs) -> anyhow::Result<()> {
     if a.key.direct && a.key.cipher == CipherArg::XtsAes256 {
         bail!("direct mode uses the KMIP key as the volume key, and KMIP AES keys are at most 256 bits: XTS-AES-256 needs wrapped mode");
     }
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&a.device)
-        .with_context(|| format!("opening {}", a.device.display()))?;
-    let dev = FileBackend::new(file);
+    // The same lock as the conversions take: a format must never race one.
+    let dev = FileBackend::open(&a.device, Access::Exclusive)?;
     if let Some(what) = volume::probe::existing_content(&dev).context("reading the device")? {
         if !a.force {
             bail!(
-                "{} holds {what}; formatting would destroy it. Back the data up first (in-place encryption is not built yet), or give --force to destroy it",
+                "{} holds {what}; formatting would destroy it. To keep the data, encrypt it in place with `atrest encrypt`; to destroy it, give --force",
                 a.device.display()
             );
         }
@@ -102,10 +96,9 @@ pub fn run(a: FormatArgs) -> anyhow::Result<()> {
         println!("{}", json!({"device": a.device, "status": s}));
     } else {
         println!(
-            "{}: formatted, {} {}-bit key, {}-byte sectors, {} mode, KMIP key {}, {} bytes of data space",
+            "{}: formatted, {}, {}-byte sectors, {} mode, KMIP key {}, {} bytes of data space",
             a.device.display(),
-            s.cipher,
-            s.key_bits,
+            cipher_text(s.key_bits),
             s.sector_size,
             s.key_mode,
             s.key_uid,

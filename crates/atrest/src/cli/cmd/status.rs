@@ -5,6 +5,8 @@ use std::path::Path;
 use anyhow::{bail, Context};
 use volume::backend::FileBackend;
 use volume::convert::Found;
+use volume::text::shown;
+use volume::volume::cipher_text;
 
 pub fn run(device: &Path, header: Option<&Path>, json: bool) -> anyhow::Result<()> {
     let file =
@@ -27,11 +29,12 @@ pub fn run(device: &Path, header: Option<&Path>, json: bool) -> anyhow::Result<(
             if let Ok(Found::InProgress(p)) =
                 volume::convert::inspect(volume::convert::Devices::attached(&dev))
             {
-                let what = p.kind.as_str();
                 bail!(
-                    "{}: an atrest {what} was interrupted while the device had no header (KMIP key {}); run `atrest {what}` again to finish it",
+                    "{}: an atrest {} was interrupted while the device had no header (KMIP key {}); run `{}` again to finish it",
                     device.display(),
-                    if p.key_uid.is_empty() { "not needed" } else { &p.key_uid }
+                    p.kind.noun(),
+                    if p.key_uid.is_empty() { "not needed".into() } else { shown(&p.key_uid) },
+                    p.kind.command()
                 );
             }
             return Err(e).with_context(|| format!("reading {}", device.display()));
@@ -46,7 +49,7 @@ pub fn run(device: &Path, header: Option<&Path>, json: bool) -> anyhow::Result<(
         "format        LUKS2 (atrest), uuid {}, epoch {}",
         s.uuid, s.seqid
     );
-    println!("cipher        {} with a {}-bit key", s.cipher, s.key_bits);
+    println!("cipher        {} = {}", cipher_text(s.key_bits), s.cipher);
     println!("sector size   {} bytes", s.sector_size);
     println!("key mode      {}", s.key_mode);
     println!("KMIP key      {}", s.key_uid);
@@ -57,9 +60,13 @@ pub fn run(device: &Path, header: Option<&Path>, json: bool) -> anyhow::Result<(
         "data          {} bytes at offset {}",
         s.data_size, s.data_offset
     );
-    if let Some((kind, done, total)) = &s.conversion {
+    if let Some(c) = &s.conversion {
         println!(
-            "conversion    {kind}: {done} of {total} bytes done, interrupted or running; `atrest {kind}` finishes it"
+            "conversion    {}: {} of {} bytes done, interrupted or running; `{}` finishes it",
+            c.kind.noun(),
+            c.done,
+            c.total,
+            c.kind.command()
         );
     }
     if !s.requirements.is_empty() {
