@@ -12,12 +12,12 @@
 //! version = "auto"                  # or "1.0" ... "2.1"
 //! timeout_secs = 10
 //! ```
-//! Unknown keys are errors, so a typo is reported instead of silently ignored. Files that
-//! hold secrets (the passphrase, the password, the private key, a PKCS#12 file) must not be
-//! readable by group or others: such a file is refused with the `chmod` that fixes it.
+//! Unknown keys are errors, so a typo is reported instead of silently ignored. Relative
+//! paths resolve against the file's own folder. The file, its folder and every file it
+//! names are read with the checks of [`crate::trusted`]: nobody but their owner (root or
+//! the user atrest runs as) may change them, and nobody but the owner may read a secret
+//! (the passphrase, the password, the private key, a PKCS#12 file).
 
-use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -26,19 +26,21 @@ use kmip::message::ProtocolVersion;
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
+use crate::trusted::{self, Role};
+
 /// A configuration problem, naming the file or key and what to do.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {
     /// A file could not be read.
-    #[error("cannot read {what} {}: {source}", path.display())]
+    #[error("cannot read {what} {}: {error}", path.display())]
     Read {
         /// What the file is for.
         what: &'static str,
         /// Its path.
         path: PathBuf,
-        /// The OS error.
-        source: std::io::Error,
+        /// The OS error (shown in the message, so not a `source`: it would print twice).
+        error: std::io::Error,
     },
     /// The TOML is malformed or has unknown or mistyped keys.
     #[error("{}: {message}", path.display())]
@@ -60,8 +62,18 @@ pub enum ConfigError {
         /// What is wrong.
         why: String,
     },
+    /// A file others could change (or that belongs to someone else).
+    #[error("atrest does not trust {what} {}: {why}", path.display())]
+    Untrusted {
+        /// What the file is for.
+        what: &'static str,
+        /// Its path.
+        path: PathBuf,
+        /// Why.
+        why: String,
+    },
     /// A secret file readable by group or others.
-    #[error("{what} {} is readable by group or others (mode {mode:03o}); run: chmod 600 {}", path.display(), path.display())]
+    #[error("{what} {} is readable by group or others (mode {mode:03o}), and atrest sends secrets only from files nobody else can read; {hint}", path.display())]
     SecretTooOpen {
         /// What the file is for.
         what: &'static str,
@@ -69,6 +81,30 @@ pub enum ConfigError {
         path: PathBuf,
         /// Its permission bits.
         mode: u32,
+        /// What to do.
+        hint: String,
+    },
+    /// Not a regular file (a FIFO, a device, a directory).
+    #[error("{what} {} is {kind}, not a regular file", path.display())]
+    NotRegular {
+        /// What the file is for.
+        what: &'static str,
+        /// Its path.
+        path: PathBuf,
+        /// What it is instead.
+        kind: &'static str,
+    },
+    /// Larger than any file of its kind.
+    #[error("{what} {} holds {len} bytes, more than the {max} atrest reads: the configuration names the wrong file", path.display())]
+    TooLarge {
+        /// What the file is for.
+        what: &'static str,
+        /// Its path.
+        path: PathBuf,
+        /// Its size.
+        len: u64,
+        /// The limit.
+        max: u64,
     },
     /// A secret file with nothing in it.
     #[error("{what} {} is empty", path.display())]
@@ -78,6 +114,19 @@ pub enum ConfigError {
         /// Its path.
         path: PathBuf,
     },
+}
+
+impl ConfigError {
+    /// What to do about it, when the message does not already say.
+    pub fn hint(&self) -> Option<&'static str> {
+        match self {
+            Self::Read { .. } => Some("check the path (relative paths are relative to the configuration file's folder) and that atrest may read it"),
+            Self::Syntax { .. } => Some("correct the TOML at the line shown"),
+            Self::Invalid { .. } | Self::EmptySecret { .. } => Some("correct the configuration file"),
+            Self::Untrusted { .. } => Some("give the file (and its folder) to root or the user atrest runs as, writable by its owner only"),
+            Self::SecretTooOpen { .. } | Self::NotRegular { .. } | Self::TooLarge { .. } => None,
+        }
+    }
 }
 
 /// The whole file.
@@ -119,7 +168,7 @@ fn ten() -> u64 {
 pub struct VolumeConfig {
     /// A name for logs and the admin page.
     pub name: String,
-    /// The image file or block device.
+    /// The image file or block device (resolved against the configuration's folder).
     pub path: PathBuf,
 }
 
@@ -137,12 +186,14 @@ pub struct Config {
 impl Config {
     /// Reads and checks the configuration at `path`, and every file it names.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        trusted::check_folder(path)?;
+        let bytes = trusted::read("configuration file", path, Role::Trusted)?;
+        let text = std::str::from_utf8(&bytes).map_err(|_| ConfigError::Read {
             what: "configuration file",
             path: path.to_owned(),
-            source,
+            error: std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text"),
         })?;
-        let file: File = toml::from_str(&text).map_err(|e| ConfigError::Syntax {
+        let file: File = toml::from_str(text).map_err(|e| ConfigError::Syntax {
             path: path.to_owned(),
             message: e.to_string().trim_end().to_owned(),
         })?;
@@ -242,35 +293,25 @@ impl Config {
                 connect_timeout: timeout,
                 request_timeout: timeout,
             },
-            volumes: file.volume,
+            volumes: file
+                .volume
+                .into_iter()
+                .map(|v| VolumeConfig {
+                    path: base.join(&v.path),
+                    ..v
+                })
+                .collect(),
         })
     }
 }
 
 fn read_file(what: &'static str, path: &Path) -> Result<Vec<u8>, ConfigError> {
-    fs::read(path).map_err(|source| ConfigError::Read {
-        what,
-        path: path.to_owned(),
-        source,
-    })
+    Ok(trusted::read(what, path, Role::Trusted)?.to_vec())
 }
 
-/// Reads a file that holds a secret, refusing it when group or others may read it.
+/// Reads a file that holds a secret (see [`crate::trusted`] for the checks).
 fn read_secret(what: &'static str, path: &Path) -> Result<Zeroizing<Vec<u8>>, ConfigError> {
-    let meta = fs::metadata(path).map_err(|source| ConfigError::Read {
-        what,
-        path: path.to_owned(),
-        source,
-    })?;
-    let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
-        return Err(ConfigError::SecretTooOpen {
-            what,
-            path: path.to_owned(),
-            mode,
-        });
-    }
-    let bytes = Zeroizing::new(read_file(what, path)?);
+    let bytes = trusted::read(what, path, Role::Secret)?;
     if bytes.is_empty() {
         return Err(ConfigError::EmptySecret {
             what,
@@ -286,7 +327,7 @@ fn read_secret_text(what: &'static str, path: &Path) -> Result<Zeroizing<String>
     let text = std::str::from_utf8(&bytes).map_err(|_| ConfigError::Read {
         what,
         path: path.to_owned(),
-        source: std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text"),
+        error: std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text"),
     })?;
     let line = text.strip_suffix('\n').unwrap_or(text);
     let line = line.strip_suffix('\r').unwrap_or(line);
@@ -303,28 +344,27 @@ fn read_secret_text(what: &'static str, path: &Path) -> Result<Zeroizing<String>
 mod tests {
     use super::*;
 
-    struct Dir(PathBuf);
+    use std::fs;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// A scratch folder, removed even when the test fails.
+    struct Dir(tempfile::TempDir);
 
     impl Dir {
-        fn new(name: &str) -> Self {
-            let d =
-                std::env::temp_dir().join(format!("atrest-config-{name}-{}", std::process::id()));
-            let _ = fs::remove_dir_all(&d);
-            fs::create_dir_all(&d).unwrap();
-            Self(d)
+        fn new(_name: &str) -> Self {
+            Self(tempfile::tempdir().unwrap())
+        }
+
+        fn path(&self) -> &Path {
+            self.0.path()
         }
 
         fn write(&self, name: &str, text: &str, mode: u32) -> PathBuf {
-            let p = self.0.join(name);
+            let p = self.path().join(name);
+            let _ = fs::remove_file(&p);
             fs::write(&p, text).unwrap();
             fs::set_permissions(&p, fs::Permissions::from_mode(mode)).unwrap();
             p
-        }
-    }
-
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
         }
     }
 
@@ -397,6 +437,10 @@ path = "/var/lib/appliance/recordings.img"
         assert_eq!(k.version, VersionChoice::Fixed(ProtocolVersion::V1_2));
         assert_eq!(k.request_timeout, Duration::from_secs(3));
         assert_eq!(c.volumes[0].name, "recordings");
+        assert_eq!(
+            c.volumes[0].path,
+            PathBuf::from("/var/lib/appliance/recordings.img")
+        );
         // Secrets stay out of Debug.
         let dbg = format!("{c:?}");
         assert!(
@@ -412,7 +456,14 @@ path = "/var/lib/appliance/recordings.img"
         let e = Config::load(&path).unwrap_err().to_string();
         assert!(e.contains("password_file") && e.contains("mode 644"), "{e}");
         assert!(
-            e.contains(&format!("chmod 600 {}", d.0.join("kmip.pass").display())),
+            ConfigError::hint(&Config::load(&path).unwrap_err()).is_none(),
+            "the message already says what to do"
+        );
+        assert!(
+            e.contains(&format!(
+                "chmod 600 {}",
+                d.path().join("kmip.pass").display()
+            )),
             "{e}"
         );
         d.write("kmip.pass", "s3cret\n", 0o600);
@@ -424,7 +475,7 @@ path = "/var/lib/appliance/recordings.img"
     #[test]
     fn names_a_missing_file_and_a_typo_and_a_bad_value() {
         let (d, path) = pem_dir("errors");
-        fs::remove_file(d.0.join("ca.pem")).unwrap();
+        fs::remove_file(d.path().join("ca.pem")).unwrap();
         let e = Config::load(&path).unwrap_err().to_string();
         assert!(
             e.contains("cannot read ca_cert") && e.contains("ca.pem"),
@@ -446,7 +497,7 @@ path = "/var/lib/appliance/recordings.img"
         let e = Config::load(&p).unwrap_err().to_string();
         assert!(e.contains("port \"99999\""), "{e}");
 
-        let e = Config::load(&d.0.join("nope.toml"))
+        let e = Config::load(&d.path().join("nope.toml"))
             .unwrap_err()
             .to_string();
         assert!(e.contains("cannot read configuration file"), "{e}");
@@ -467,5 +518,103 @@ path = "/var/lib/appliance/recordings.img"
         d.write("client.p12", "P12", 0o644);
         let e = Config::load(&p).unwrap_err().to_string();
         assert!(e.contains("chmod 600"), "{e}");
+    }
+
+    #[test]
+    fn resolves_volume_paths_against_the_configuration_folder() {
+        let (d, _) = pem_dir("volpath");
+        let p = d.write(
+            "rel.toml",
+            &PEM_CONFIG.replace("/var/lib/appliance/recordings.img", "data/rec.img"),
+            0o644,
+        );
+        let c = Config::load(&p).unwrap();
+        assert_eq!(c.volumes[0].path, d.path().join("data/rec.img"));
+    }
+
+    // Issue 10, defect 7: a configuration (or a file it names) that someone else can
+    // change is refused, so a local user cannot point root's atrest at a root-only file
+    // and a server of their choice.
+    #[test]
+    fn r10_7_refuses_a_configuration_or_file_that_others_can_change() {
+        let (d, path) = pem_dir("trust");
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o666)).unwrap();
+        let e = Config::load(&path).unwrap_err().to_string();
+        assert!(
+            e.contains("does not trust configuration file")
+                && e.contains("writable by group or others"),
+            "{e}"
+        );
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        d.write("ca.pem", "CA", 0o664);
+        let e = Config::load(&path).unwrap_err().to_string();
+        assert!(e.contains("does not trust ca_cert"), "{e}");
+        d.write("ca.pem", "CA", 0o644);
+        // Another (non-root) user's files.
+        std::os::unix::fs::chown(d.path().join("ca.pem"), Some(4242), None).unwrap();
+        let e = Config::load(&path).unwrap_err().to_string();
+        assert!(e.contains("belongs to user 4242"), "{e}");
+        std::os::unix::fs::chown(d.path().join("ca.pem"), Some(0), None).unwrap();
+        std::os::unix::fs::chown(&path, Some(4242), None).unwrap();
+        let e = Config::load(&path).unwrap_err().to_string();
+        assert!(
+            e.contains("configuration file") && e.contains("4242"),
+            "{e}"
+        );
+        std::os::unix::fs::chown(&path, Some(0), None).unwrap();
+        Config::load(&path).unwrap();
+        // A folder others may write (not sticky): they could swap what it names.
+        fs::set_permissions(d.path(), fs::Permissions::from_mode(0o777)).unwrap();
+        let e = Config::load(&path).unwrap_err().to_string();
+        assert!(
+            e.contains("configuration folder") && e.contains("mode 777"),
+            "{e}"
+        );
+        // Sticky, as /tmp: others cannot replace what is ours.
+        fs::set_permissions(d.path(), fs::Permissions::from_mode(0o1777)).unwrap();
+        Config::load(&path).unwrap();
+        fs::set_permissions(d.path(), fs::Permissions::from_mode(0o700)).unwrap();
+    }
+
+    #[test]
+    fn r10_7_refuses_fifos_devices_and_huge_files_without_blocking() {
+        let (d, path) = pem_dir("kinds");
+        let fifo = d.path().join("kmip.pass");
+        fs::remove_file(&fifo).unwrap();
+        rustix::fs::mkfifoat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+        )
+        .unwrap();
+        let t = std::time::Instant::now();
+        let e = Config::load(&path).unwrap_err().to_string();
+        assert!(e.contains("is a FIFO, not a regular file"), "{e}");
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(2),
+            "a FIFO held the load"
+        );
+        let zero = PEM_CONFIG.replace("kmip.pass", "/dev/zero");
+        let p = d.write("zero.toml", &zero, 0o644);
+        let e = Config::load(&p).unwrap_err().to_string();
+        assert!(e.contains("is a character device"), "{e}");
+        fs::remove_file(&fifo).unwrap();
+        d.write("kmip.pass", &"x".repeat(2 << 20), 0o600);
+        let e = Config::load(&path).unwrap_err().to_string();
+        assert!(e.contains("more than the 1048576 atrest reads"), "{e}");
+    }
+
+    #[test]
+    fn r10_7_a_shared_secret_file_gets_no_chmod_advice() {
+        // As /etc/shadow: root-owned, readable by a group of its own. Suggesting `chmod
+        // 600` on it would break the system; the message says the file is the wrong one.
+        let (d, path) = pem_dir("shadow");
+        let shadow = d.write("kmip.pass", "root:$y$...:19000::::::\n", 0o640);
+        std::os::unix::fs::chown(&shadow, Some(0), Some(42)).unwrap();
+        let e = Config::load(&path).unwrap_err().to_string();
+        assert!(
+            e.contains("shared with group 42") && !e.contains("chmod"),
+            "{e}"
+        );
     }
 }
