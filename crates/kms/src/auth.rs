@@ -32,9 +32,13 @@ pub struct Users {
     users: BTreeMap<String, Entry>,
 }
 
-fn hash(password: &str, salt: &[u8], iterations: usize) -> Vec<u8> {
+/// PBKDF2 of `password`; `None` for parameters no entry this server wrote has (the users
+/// file is the operator's to edit, so its numbers are checked, not trusted).
+fn hash(password: &str, salt: &[u8], iterations: usize) -> Option<Vec<u8>> {
+    if !(1..=10_000_000).contains(&iterations) || salt.is_empty() {
+        return None;
+    }
     let mut out = vec![0u8; 32];
-    // Fails only on invalid parameters, which these constants are not.
     openssl::pkcs5::pbkdf2_hmac(
         password.as_bytes(),
         salt,
@@ -42,8 +46,8 @@ fn hash(password: &str, salt: &[u8], iterations: usize) -> Vec<u8> {
         openssl::hash::MessageDigest::sha256(),
         &mut out,
     )
-    .expect("PBKDF2 parameters are valid");
-    out
+    .ok()?;
+    Some(out)
 }
 
 impl Users {
@@ -66,10 +70,11 @@ impl Users {
     }
 
     /// Adds (or replaces) `username` with `password`.
-    pub fn add(&mut self, username: &str, password: &str) {
+    pub fn add(&mut self, username: &str, password: &str) -> Result<(), String> {
         let mut salt = [0u8; 16];
-        openssl::rand::rand_bytes(&mut salt).expect("system random number generator");
-        let h = hash(password, &salt, ITERATIONS);
+        openssl::rand::rand_bytes(&mut salt)
+            .map_err(|e| format!("the random number generator failed: {e}"))?;
+        let h = hash(password, &salt, ITERATIONS).ok_or("PBKDF2 failed")?;
         self.users.insert(
             username.to_owned(),
             Entry {
@@ -78,6 +83,7 @@ impl Users {
                 pbkdf2_sha256: hex::encode(h),
             },
         );
+        Ok(())
     }
 
     /// True when requests must carry a Credential.
@@ -139,7 +145,9 @@ impl Users {
                 };
                 let salt = hex::decode(&e.salt).unwrap_or_default();
                 let want = hex::decode(&e.pbkdf2_sha256).unwrap_or_default();
-                let got = hash(p, &salt, e.iterations);
+                let Some(got) = hash(p, &salt, e.iterations) else {
+                    return Err("the users file has an unusable entry for this user");
+                };
                 return match got.len() == want.len() && openssl::memcmp::eq(&got, &want) {
                     true => Ok(Some(username.clone())),
                     false => Err("wrong password"),

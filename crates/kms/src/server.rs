@@ -3,12 +3,22 @@
 //!
 //! Threads rather than an async runtime: a development server serves tens of clients, each
 //! connection is a strict request/response loop, and the store serialises writes anyway.
+//!
+//! Anyone who can reach the port can open connections without a certificate, so what an
+//! unauthenticated peer can hold is bounded (issue 10): a TLS handshake must finish within
+//! [`Options::handshake_timeout`] (a reaper closes it otherwise, however slowly it
+//! trickles bytes); at most [`Options::max_handshakes`] handshakes run at once, and a new
+//! one evicts the oldest when they are all taken (a real client's handshake takes
+//! milliseconds, so only stalled ones are ever evicted); one peer address may hold at most
+//! [`Options::max_per_peer`] connections; and refusals are logged at most once per
+//! [`REFUSAL_LOG_INTERVAL`], with a count, so a flood cannot fill the disk with log lines.
 
+use std::collections::{HashMap, VecDeque};
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use kmip::enums::ResultReason;
@@ -42,6 +52,12 @@ pub struct Options {
     pub io_timeout: Duration,
     /// Connections served at once; more are refused until one ends.
     pub max_connections: usize,
+    /// Time a peer has to complete the TLS handshake (and so show a client certificate).
+    pub handshake_timeout: Duration,
+    /// TLS handshakes in progress at once; a new one evicts the oldest beyond this.
+    pub max_handshakes: usize,
+    /// Connections one peer address may hold (handshaking or served).
+    pub max_per_peer: usize,
 }
 
 impl Options {
@@ -52,6 +68,136 @@ impl Options {
             idle_timeout: Duration::from_secs(300),
             io_timeout: Duration::from_secs(30),
             max_connections: 256,
+            handshake_timeout: Duration::from_secs(5),
+            max_handshakes: 64,
+            max_per_peer: 64,
+        }
+    }
+}
+
+/// Refusals and failed handshakes are logged at most this often, with a count.
+pub const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Log lines about unauthenticated peers, at most one per [`REFUSAL_LOG_INTERVAL`] per
+/// kind, each saying how many were suppressed since the last.
+#[derive(Default)]
+struct RateLimitedLog {
+    kinds: Mutex<HashMap<&'static str, (Option<Instant>, u64)>>,
+}
+
+impl RateLimitedLog {
+    fn warn(&self, kind: &'static str, detail: impl FnOnce() -> String) {
+        let mut k = self.kinds.lock().unwrap_or_else(|p| p.into_inner());
+        let (last, suppressed) = k.entry(kind).or_insert((None, 0));
+        if last.is_some_and(|t| t.elapsed() < REFUSAL_LOG_INTERVAL) {
+            *suppressed += 1;
+            return;
+        }
+        let more = match *suppressed {
+            0 => String::new(),
+            n => format!(
+                " ({n} more like it in the last {} s)",
+                REFUSAL_LOG_INTERVAL.as_secs()
+            ),
+        };
+        log::warn!("{kind}: {}{more}", detail());
+        *last = Some(Instant::now());
+        *suppressed = 0;
+    }
+}
+
+/// What unauthenticated peers hold, shared by the accept loop, the connection threads and
+/// the reaper.
+#[derive(Default)]
+struct Admission {
+    per_peer: Mutex<HashMap<IpAddr, usize>>,
+    /// Handshakes in progress: id, start, a handle to close the socket.
+    handshakes: Mutex<VecDeque<(u64, Instant, TcpStream)>>,
+    next_id: AtomicU64,
+    log: RateLimitedLog,
+}
+
+fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A connection's claim on the limits; released on drop.
+struct Ticket {
+    adm: Arc<Admission>,
+    peer: IpAddr,
+    handshake: Option<u64>,
+}
+
+impl Ticket {
+    /// The handshake is over: the connection no longer counts as one.
+    fn handshake_done(&mut self) {
+        if let Some(id) = self.handshake.take() {
+            locked(&self.adm.handshakes).retain(|(i, _, _)| *i != id);
+        }
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        self.handshake_done();
+        let mut p = locked(&self.adm.per_peer);
+        if let Some(n) = p.get_mut(&self.peer) {
+            *n -= 1;
+            if *n == 0 {
+                p.remove(&self.peer);
+            }
+        }
+    }
+}
+
+impl Admission {
+    /// Admits a new connection from `peer`, or says why not. Evicts the oldest handshake
+    /// when all handshake places are taken.
+    fn admit(
+        self: &Arc<Self>,
+        tcp: &TcpStream,
+        peer: IpAddr,
+        o: &Options,
+    ) -> Result<Ticket, String> {
+        {
+            let mut p = locked(&self.per_peer);
+            let n = p.entry(peer).or_insert(0);
+            if *n >= o.max_per_peer {
+                return Err(format!(
+                    "{peer} already holds {} connections",
+                    o.max_per_peer
+                ));
+            }
+            *n += 1;
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let handle = tcp.try_clone().map_err(|e| e.to_string());
+        let ticket = Ticket {
+            adm: self.clone(),
+            peer,
+            handshake: Some(id),
+        };
+        let handle = handle?;
+        let mut h = locked(&self.handshakes);
+        while h.len() >= o.max_handshakes {
+            if let Some((_, _, old)) = h.pop_front() {
+                let _ = old.shutdown(Shutdown::Both);
+                self.log.warn("evicted a stalled TLS handshake", || {
+                    format!("{} handshakes in progress", o.max_handshakes)
+                });
+            }
+        }
+        h.push_back((id, Instant::now(), handle));
+        Ok(ticket)
+    }
+
+    /// Closes every handshake older than `limit`.
+    fn reap(&self, limit: Duration) {
+        let mut h = locked(&self.handshakes);
+        while h.front().is_some_and(|(_, t, _)| t.elapsed() >= limit) {
+            if let Some((_, _, s)) = h.pop_front() {
+                let _ = s.shutdown(Shutdown::Both);
+            }
         }
     }
 }
@@ -157,19 +303,41 @@ impl Server {
     /// Serves until stopped; then lets open connections finish their current request.
     pub fn run(self) {
         let active = Arc::new(AtomicUsize::new(0));
+        let adm = Arc::new(Admission::default());
         let mut handles = Vec::new();
+        let reaper = {
+            let (adm, stop, limit) = (
+                adm.clone(),
+                self.stop.clone(),
+                self.options.handshake_timeout,
+            );
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    adm.reap(limit);
+                    std::thread::sleep(Duration::from_millis(250));
+                }
+                adm.reap(Duration::ZERO);
+            })
+        };
         for conn in self.listener.incoming() {
             if self.stop.load(Ordering::SeqCst) {
                 break;
             }
             let Ok(tcp) = conn else { continue };
+            let Ok(peer) = tcp.peer_addr() else { continue };
             if active.load(Ordering::SeqCst) >= self.options.max_connections {
-                log::warn!(
-                    "refused a connection: {} connections already open",
-                    self.options.max_connections
-                );
+                adm.log.warn("refused a connection", || {
+                    format!("{} connections already open", self.options.max_connections)
+                });
                 continue;
             }
+            let ticket = match adm.admit(&tcp, peer.ip(), &self.options) {
+                Ok(t) => t,
+                Err(why) => {
+                    adm.log.warn("refused a connection", || why);
+                    continue;
+                }
+            };
             active.fetch_add(1, Ordering::SeqCst);
             let (acceptor, kms, stop, active, opts) = (
                 self.acceptor.clone(),
@@ -179,12 +347,13 @@ impl Server {
                 self.options.clone(),
             );
             handles.push(std::thread::spawn(move || {
-                serve_connection(tcp, &acceptor, &kms, &stop, &opts);
+                serve_connection(tcp, peer, ticket, &acceptor, &kms, &stop, &opts);
                 active.fetch_sub(1, Ordering::SeqCst);
             }));
             handles.retain(|h| !h.is_finished());
         }
         log::info!("stopping: waiting for {} open connection(s)", handles.len());
+        let _ = reaper.join();
         for h in handles {
             let _ = h.join();
         }
@@ -219,26 +388,39 @@ fn identity_of(s: &SslStream<TcpStream>) -> Option<String> {
 
 fn serve_connection(
     tcp: TcpStream,
+    peer: SocketAddr,
+    mut ticket: Ticket,
     acceptor: &SslAcceptor,
     kms: &Kms,
     stop: &AtomicBool,
     opts: &Options,
 ) {
-    let peer = tcp
-        .peer_addr()
-        .map_or_else(|_| "?".into(), |a| a.to_string());
     let _ = tcp.set_nodelay(true);
-    let _ = tcp.set_read_timeout(Some(opts.io_timeout));
-    let _ = tcp.set_write_timeout(Some(opts.io_timeout));
+    let _ = tcp.set_read_timeout(Some(opts.handshake_timeout));
+    let _ = tcp.set_write_timeout(Some(opts.handshake_timeout));
+    let started = Instant::now();
     let mut s = match acceptor.accept(tcp) {
         Ok(s) => s,
         Err(e) => {
             if !stop.load(Ordering::SeqCst) {
-                log::info!("{peer}: TLS handshake failed: {e}");
+                let late = started.elapsed() >= opts.handshake_timeout;
+                ticket.adm.log.warn("TLS handshake failed", || {
+                    if late {
+                        format!(
+                            "{peer}: not completed within {} s",
+                            opts.handshake_timeout.as_secs()
+                        )
+                    } else {
+                        format!("{peer}: {e}")
+                    }
+                });
             }
             return;
         }
     };
+    ticket.handshake_done();
+    let _ = s.get_ref().set_read_timeout(Some(opts.io_timeout));
+    let _ = s.get_ref().set_write_timeout(Some(opts.io_timeout));
     let Some(who) = identity_of(&s) else {
         log::warn!("{peer}: client certificate without a common name; closing");
         return;

@@ -49,11 +49,13 @@ fn err(path: &Path, why: impl ToString) -> SetupError {
 }
 
 fn write(path: &Path, bytes: &[u8], mode: u32) -> Result<(), SetupError> {
+    // O_NOFOLLOW: a symlink planted where a secret goes would send it elsewhere.
     let mut f = fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(mode)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
         .open(path)
         .map_err(|e| err(path, e))?;
     f.write_all(bytes)
@@ -61,23 +63,66 @@ fn write(path: &Path, bytes: &[u8], mode: u32) -> Result<(), SetupError> {
         .map_err(|e| err(path, e))
 }
 
-fn random_secret() -> String {
+fn random_secret() -> Result<String, SetupError> {
     let mut b = [0u8; 18];
-    openssl::rand::rand_bytes(&mut b).expect("system random number generator");
-    hex::encode(b)
+    openssl::rand::rand_bytes(&mut b).map_err(|e| err(Path::new("random number generator"), e))?;
+    Ok(hex::encode(b))
+}
+
+/// Makes sure `path` is a directory of ours that nobody else can enter, creating it (mode
+/// 0700) if it does not exist. The server keeps its master key and every client secret
+/// here, so a directory someone else made (or a symlink someone planted, pointing at a
+/// directory they can read) is refused, not used.
+pub fn private_dir(path: &Path) -> Result<(), SetupError> {
+    use std::os::unix::fs::MetadataExt;
+    match fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                fs::create_dir_all(parent).map_err(|e| err(parent, e))?;
+            }
+            fs::DirBuilder::new()
+                .mode(0o700)
+                .create(path)
+                .map_err(|e| err(path, e))?;
+            // The mode given to mkdir is cut by the umask; say it again.
+            fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+                .map_err(|e| err(path, e))
+        }
+        Err(e) => Err(err(path, e)),
+        Ok(m) if m.file_type().is_symlink() => Err(err(
+            path,
+            "is a symbolic link; the development KMS keeps its keys only in a real directory of its own",
+        )),
+        Ok(m) if !m.is_dir() => Err(err(path, "exists and is not a directory")),
+        Ok(m) if m.uid() != rustix::process::geteuid().as_raw() => Err(err(
+            path,
+            format!(
+                "belongs to user {}, not to the user the server runs as ({}): its owner could read every key; give the server a directory of its own",
+                m.uid(),
+                rustix::process::geteuid().as_raw()
+            ),
+        )),
+        Ok(m) if m.mode() & 0o077 != 0 => Err(err(
+            path,
+            format!(
+                "is open to group or others (mode {:03o}); the development KMS keeps its master key there: run chmod 700 {}",
+                m.mode() & 0o777,
+                path.display()
+            ),
+        )),
+        Ok(_) => Ok(()),
+    }
 }
 
 /// Creates the directory on first start; returns true when it did.
 pub fn ensure(dir: &Path, listen: SocketAddr) -> Result<bool, SetupError> {
+    private_dir(dir)?;
     if dir.join("pki/ca.crt").exists() {
+        private_dir(&dir.join("pki"))?;
         write_client_toml(dir, listen)?;
         return Ok(false);
     }
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir.join("pki"))
-        .map_err(|e| err(dir, e))?;
+    private_dir(&dir.join("pki"))?;
     let pki = dir.join("pki");
     let ossl = |e: openssl::error::ErrorStack| err(&pki, e);
     let ca = issue(
@@ -121,7 +166,7 @@ pub fn ensure(dir: &Path, listen: SocketAddr) -> Result<bool, SetupError> {
     write(&pki.join("server.key"), &key(&server.key)?, 0o600)?;
     write(&pki.join("client.crt"), &pem(&client.cert)?, 0o644)?;
     write(&pki.join("client.key"), &key(&client.key)?, 0o600)?;
-    let passphrase = random_secret();
+    let passphrase = random_secret()?;
     let p12 = Pkcs12::builder()
         .name(CLIENT_CN)
         .pkey(&client.key)
@@ -134,14 +179,16 @@ pub fn ensure(dir: &Path, listen: SocketAddr) -> Result<bool, SetupError> {
         format!("{passphrase}\n").as_bytes(),
         0o600,
     )?;
-    let password = random_secret();
+    let password = random_secret()?;
     write(
         &dir.join("kmip.pass"),
         format!("{password}\n").as_bytes(),
         0o600,
     )?;
     let mut users = Users::default();
-    users.add(USERNAME, &password);
+    users
+        .add(USERNAME, &password)
+        .map_err(|e| err(&dir.join("users.json"), e))?;
     write(&dir.join("users.json"), users.to_json().as_bytes(), 0o600)?;
     write_client_toml(dir, listen)?;
     Ok(true)
@@ -177,4 +224,52 @@ fn write_client_toml(dir: &Path, listen: SocketAddr) -> Result<(), SetupError> {
         client_address(listen)
     );
     write(&dir.join("client.toml"), text.as_bytes(), 0o644)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    fn any() -> SocketAddr {
+        "127.0.0.1:0".parse().unwrap()
+    }
+
+    #[test]
+    fn r10_lays_out_private_folders_and_refuses_ones_it_does_not_own() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("kms");
+        assert!(ensure(&dir, any()).unwrap());
+        crate::store::Store::open(&dir).unwrap();
+        for d in ["", "pki", "objects"] {
+            let m = fs::metadata(dir.join(d)).unwrap();
+            assert_eq!(m.mode() & 0o777, 0o700, "{d}");
+        }
+        assert!(
+            !ensure(&dir, any()).unwrap(),
+            "a second start lays out nothing"
+        );
+
+        // A folder someone else made (or can read) is not used.
+        let theirs = t.path().join("theirs");
+        fs::create_dir(&theirs).unwrap();
+        fs::set_permissions(&theirs, fs::Permissions::from_mode(0o700)).unwrap();
+        std::os::unix::fs::chown(&theirs, Some(4242), None).unwrap();
+        let e = ensure(&theirs, any()).unwrap_err().to_string();
+        assert!(e.contains("belongs to user 4242"), "{e}");
+        let open = t.path().join("open");
+        fs::create_dir(&open).unwrap();
+        fs::set_permissions(&open, fs::Permissions::from_mode(0o755)).unwrap();
+        let e = ensure(&open, any()).unwrap_err().to_string();
+        assert!(e.contains("mode 755"), "{e}");
+        // Nor a symlink to one.
+        let link = t.path().join("link");
+        std::os::unix::fs::symlink(&dir, &link).unwrap();
+        let e = ensure(&link, any()).unwrap_err().to_string();
+        assert!(e.contains("symbolic link"), "{e}");
+        let e = ensure(&dir.join("pki/ca.crt"), any())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not a directory"), "{e}");
+    }
 }

@@ -137,9 +137,9 @@ impl Store {
     /// Opens `dir/objects` with the master key in `dir/master.key`, creating both if absent.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         let objects_dir = dir.join("objects");
-        fs::create_dir_all(&objects_dir).map_err(|source| StoreError::Io {
+        crate::setup::private_dir(&objects_dir).map_err(|e| StoreError::Io {
             path: objects_dir.clone(),
-            source,
+            source: std::io::Error::other(e.why),
         })?;
         let master = master_key(&dir.join("master.key"))?;
         let mut objects = BTreeMap::new();
