@@ -26,8 +26,25 @@ fn main() -> ExitCode {
         // The progress output has already said where it stopped.
         Err(e) if e.is::<cli::Stopped>() => ExitCode::from(3),
         Err(e) => {
-            eprintln!("atrest: {e:#}");
+            eprintln!("atrest: {}", message(&e));
             ExitCode::from(1)
         }
     }
+}
+
+/// The error and its causes on one line, each cause once: a library error that already
+/// quotes its OS error in its own text would otherwise print it twice.
+fn message(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }

@@ -50,12 +50,16 @@ pub enum Command {
     /// command again to finish. Stock cryptsetup refuses the volume until it is done.
     Encrypt(EncryptArgs),
     /// Decrypt a volume in place back to plaintext (the reverse of encrypt, equally safe).
-    Decrypt(ConvertArgs),
+    ///
+    /// Then revokes the volume's KMIP key (reason Cessation of Operation) unless
+    /// --keep-old.
+    Decrypt(DecryptArgs),
     /// Put the volume under a new KMIP key.
     ///
     /// Wrapped mode: the volume key is rewrapped under a new KMIP key in one header commit
     /// (no data is touched). --deep: a new volume key and every sector re-encrypted,
-    /// crash-safe and resumable (the only way for direct mode).
+    /// crash-safe and resumable (the only way for direct mode). The old KMIP key is then
+    /// revoked (reason Superseded) unless --keep-old.
     Rekey(RekeyArgs),
     /// Show what a volume's header says (format, cipher, key identifier); needs no key.
     Status {
@@ -171,12 +175,29 @@ pub struct RekeyArgs {
     /// A new volume key too: every sector is re-encrypted.
     #[arg(long)]
     pub deep: bool,
-    /// Revoke the old key on the KMIP server once the volume no longer needs it.
-    #[arg(long)]
-    pub revoke_old: bool,
+    #[command(flatten)]
+    pub old: KeepOldArg,
     /// Name for the new key on the KMIP server (default: atrest-<volume file name>).
     #[arg(long)]
     pub key_name: Option<String>,
+}
+
+/// What happens to the KMIP key a volume no longer uses.
+#[derive(Debug, Args)]
+pub struct KeepOldArg {
+    /// Leave the old KMIP key Active. By default it is revoked once the volume no longer
+    /// needs it (rekey: reason Superseded; decrypt: Cessation of Operation); a revoked key
+    /// can still be fetched, so backups made under it stay readable.
+    #[arg(long)]
+    pub keep_old: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DecryptArgs {
+    #[command(flatten)]
+    pub common: ConvertArgs,
+    #[command(flatten)]
+    pub old: KeepOldArg,
 }
 
 #[derive(Debug, Args)]
@@ -286,10 +307,10 @@ pub enum KmipCommand {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum CipherArg {
-    /// XTS-AES-128: a 256-bit volume key.
+    /// XTS-AES-128 (256-bit XTS key).
     #[value(name = "xts-aes-128")]
     XtsAes128,
-    /// XTS-AES-256: a 512-bit volume key (wrapped mode only).
+    /// XTS-AES-256 (512-bit XTS key; wrapped mode only).
     #[value(name = "xts-aes-256")]
     XtsAes256,
 }

@@ -2,12 +2,15 @@
 //! of this device is finished.
 
 use anyhow::{bail, Context};
+use kmip::enums::RevocationReasonCode;
 use volume::convert::{Found, Keys, Kind};
+use volume::text::shown;
 
 use super::convert::{drive, print_done, Device, Kms};
-use crate::cli::args::ConvertArgs;
+use crate::cli::args::DecryptArgs;
 
-pub fn run(a: ConvertArgs) -> anyhow::Result<()> {
+pub fn run(d: DecryptArgs) -> anyhow::Result<()> {
+    let a = &d.common;
     let dev = Device::open(&a.device, a.header.as_deref(), false)?;
     let found = volume::convert::inspect(dev.devices())
         .with_context(|| format!("reading {}", a.device.display()))?;
@@ -19,6 +22,14 @@ pub fn run(a: ConvertArgs) -> anyhow::Result<()> {
             (key_uid, Some(secret))
         }
         Found::InProgress(p) if p.kind == Kind::Decrypt => {
+            if !a.json {
+                eprintln!(
+                    "{}: resuming an interrupted decryption ({} of {} bytes done)",
+                    a.device.display(),
+                    p.done,
+                    p.size
+                );
+            }
             let secret = if p.needs_current {
                 Some(Kms::connect(&a.config.config)?.fetch(&p.key_uid)?)
             } else {
@@ -27,10 +38,10 @@ pub fn run(a: ConvertArgs) -> anyhow::Result<()> {
             (p.key_uid, secret)
         }
         Found::InProgress(p) => bail!(
-            "a {} of {} is in progress: run `atrest {}` to finish it first",
-            p.kind.as_str(),
+            "an {} of {} is in progress: run `{}` to finish it first",
+            p.kind.noun(),
             a.device.display(),
-            p.kind.as_str()
+            p.kind.command()
         ),
         Found::Plain if a.header.is_some() => bail!(
             "{} holds no header: nothing to decrypt (a finished decrypt wipes and removes it)",
@@ -49,18 +60,33 @@ pub fn run(a: ConvertArgs) -> anyhow::Result<()> {
         current: secret.as_deref().map(|s| &s[..]),
         new: None,
     };
-    drive(&dev, keys, &a, "decrypt")?;
+    drive(&dev, keys, a, "decrypt")?;
     if let Some(h) = &a.header {
         // Wiped by the decryption; the file itself goes too.
         std::fs::remove_file(h).with_context(|| format!("removing {}", h.display()))?;
     }
+    // The key protects nothing now. Revoked, not destroyed: a backup made while the
+    // volume was encrypted still needs it.
     let tail = if uid.is_empty() {
         String::new()
+    } else if d.old.keep_old {
+        format!(
+            "; the KMIP key {} protects nothing now and is still Active (--keep-old)",
+            shown(&uid)
+        )
     } else {
-        format!("; the KMIP key {uid} protects nothing now (revoke it with `atrest kmip revoke`)")
+        Kms::connect(&a.config.config)?.revoke_unused(
+            &uid,
+            RevocationReasonCode::CESSATION_OF_OPERATION,
+            "atrest decrypt: the volume holds plaintext",
+        )?;
+        format!(
+            "; the KMIP key {} is revoked (Cessation of Operation; it can still be fetched to read old backups)",
+            shown(&uid)
+        )
     };
     print_done(
-        &a,
+        a,
         &dev,
         &format!("decrypted: the device holds plaintext again{tail}"),
     )?;

@@ -9,7 +9,9 @@ use anyhow::Context;
 use kms::server::{Options, Server};
 use volume::backend::{BlockBackend, FileBackend};
 
-use crate::cli::args::{CipherArg, ConfigArg, ConvertArgs, EncryptArgs, KeyArgs, RekeyArgs};
+use crate::cli::args::{
+    CipherArg, ConfigArg, ConvertArgs, DecryptArgs, EncryptArgs, KeepOldArg, KeyArgs, RekeyArgs,
+};
 
 pub fn run(dir: Option<PathBuf>) -> anyhow::Result<()> {
     let (dir, temporary) = match dir {
@@ -112,18 +114,21 @@ fn volume_story(dir: &Path, config: &ConfigArg) -> anyhow::Result<()> {
     super::rekey::run(RekeyArgs {
         common: args(false),
         deep: false,
-        revoke_old: true,
+        old: KeepOldArg { keep_old: false },
         key_name: None,
     })?;
     super::rekey::run(RekeyArgs {
         common: args(false),
         deep: true,
-        revoke_old: true,
+        old: KeepOldArg { keep_old: false },
         key_name: None,
     })?;
     println!();
     println!("7. Decrypt in place, back to the original file:");
-    super::decrypt::run(args(false))?;
+    super::decrypt::run(DecryptArgs {
+        common: args(false),
+        old: KeepOldArg { keep_old: false },
+    })?;
     anyhow::ensure!(
         openssl::sha::sha256(&std::fs::read(&img)?) == want,
         "the decrypted image differs from the original"

@@ -151,6 +151,7 @@ fn server_information_text(info: &Item) -> String {
 pub fn test(config: &ConfigArg, as_json: bool, probe_key: bool) -> anyhow::Result<()> {
     let report = |step: &str, error: String, hint: String| -> anyhow::Result<()> {
         if as_json {
+            let hint = (!hint.is_empty()).then_some(hint);
             println!(
                 "{}",
                 json!({"ok": false, "step": step, "error": error, "hint": hint})
@@ -158,18 +159,18 @@ pub fn test(config: &ConfigArg, as_json: bool, probe_key: bool) -> anyhow::Resul
         } else {
             println!("Save and Test: FAILED at step \"{step}\"");
             println!("  error  {error}");
-            println!("  fix    {hint}");
+            if !hint.is_empty() {
+                println!("  fix    {hint}");
+            }
         }
         bail!("the KMIP connection test failed at step \"{step}\"")
     };
     let cfg = match Config::load(&config.config) {
         Ok(c) => c,
         Err(e) => {
-            return report(
-                "read configuration",
-                e.to_string(),
-                "correct the configuration file".into(),
-            )
+            // Most configuration errors say what to do themselves; repeat nothing.
+            let hint = e.hint().unwrap_or_default().to_owned();
+            return report("read configuration", e.to_string(), hint);
         }
     };
     let mut client = match Client::new(cfg.kmip) {

@@ -4,7 +4,10 @@
 use std::time::Instant;
 
 use anyhow::{bail, Context};
+use kmip::enums::RevocationReasonCode;
 use volume::convert::{Found, Keys, Kind};
+use volume::text::shown;
+use volume::volume::KeyMode;
 
 use super::convert::{drive, print_done, Device, Kms};
 use crate::cli::args::RekeyArgs;
@@ -18,7 +21,7 @@ pub fn run(a: RekeyArgs) -> anyhow::Result<()> {
         .with_context(|| format!("reading {}", c.device.display()))?;
     let (old_uid, old, new_uid, new) = match found {
         Found::Volume { key_uid, key_mode } => {
-            if !a.deep && key_mode == "direct" {
+            if !a.deep && key_mode == KeyMode::Direct {
                 bail!("{} is in direct mode: its KMIP key is the volume key, so a new key means re-encrypting every sector; use `atrest rekey --deep`", c.device.display());
             }
             let old = kms.fetch(&key_uid)?;
@@ -37,13 +40,10 @@ pub fn run(a: RekeyArgs) -> anyhow::Result<()> {
                 return Err(kms.discard(&new_uid, e));
             }
             if !a.deep {
-                if a.revoke_old {
-                    kms.revoke_superseded(&key_uid)?;
-                }
+                let old = retire(&mut kms, &key_uid, a.old.keep_old)?;
                 let ms = started.elapsed().as_millis();
                 print_done(c, &dev, &format!(
-                    "rekeyed in {ms} ms: the volume key is now wrapped under KMIP key {new_uid} (was {key_uid}{})",
-                    if a.revoke_old { ", now revoked" } else { "" }
+                    "rekeyed in {ms} ms: the volume key is now wrapped under KMIP key {new_uid}; {old}"
                 ))?;
                 return Ok(());
             }
@@ -51,6 +51,16 @@ pub fn run(a: RekeyArgs) -> anyhow::Result<()> {
         }
         Found::InProgress(p) if p.kind == Kind::Rekey => {
             let new_uid = p.new_key_uid.clone().unwrap_or_default();
+            if !c.json {
+                eprintln!(
+                    "{}: resuming an interrupted re-encryption ({} of {} bytes done), from key {} to key {}",
+                    c.device.display(),
+                    p.done,
+                    p.size,
+                    shown(&p.key_uid),
+                    shown(&new_uid)
+                );
+            }
             let old = if p.needs_current {
                 Some(kms.fetch(&p.key_uid)?)
             } else {
@@ -60,10 +70,10 @@ pub fn run(a: RekeyArgs) -> anyhow::Result<()> {
             (p.key_uid, old, new_uid, new)
         }
         Found::InProgress(p) => bail!(
-            "a {} of {} is in progress: run `atrest {}` to finish it first",
-            p.kind.as_str(),
+            "an {} of {} is in progress: run `{}` to finish it first",
+            p.kind.noun(),
             c.device.display(),
-            p.kind.as_str()
+            p.kind.command()
         ),
         Found::Plain => bail!(
             "{} is not an atrest volume: nothing to rekey",
@@ -79,12 +89,30 @@ pub fn run(a: RekeyArgs) -> anyhow::Result<()> {
         new: Some(&new),
     };
     drive(&dev, keys, c, "rekey")?;
-    if a.revoke_old {
-        kms.revoke_superseded(&old_uid)?;
-    }
-    print_done(c, &dev, &format!(
-        "rekeyed: every sector re-encrypted under a new volume key, KMIP key {new_uid} (was {old_uid}{})",
-        if a.revoke_old { ", now revoked" } else { "" }
-    ))?;
+    let old = retire(&mut kms, &old_uid, a.old.keep_old)?;
+    print_done(
+        c,
+        &dev,
+        &format!(
+            "rekeyed: every sector re-encrypted under a new volume key, KMIP key {}; {old}",
+            shown(&new_uid)
+        ),
+    )?;
     Ok(())
+}
+
+/// Revokes the key the volume no longer uses (unless kept); says what happened to it.
+fn retire(kms: &mut Kms, old_uid: &str, keep: bool) -> anyhow::Result<String> {
+    let old = shown(old_uid);
+    if keep {
+        return Ok(format!("the old key {old} is still Active (--keep-old)"));
+    }
+    kms.revoke_unused(
+        old_uid,
+        RevocationReasonCode::SUPERSEDED,
+        "atrest rekey: replaced",
+    )?;
+    Ok(format!(
+        "the old key {old} is revoked (Superseded; it can still be fetched to read old backups)"
+    ))
 }

@@ -1,0 +1,325 @@
+//! Issue 10: what an attacker with the network port, the disk or a local account tried,
+//! against the real binary (`atrest kms serve`, `atrest status`, `atrest kmip test`).
+//!
+//! - Defect 6: the development KMS could be starved by peers that never start TLS. Here
+//!   300 idle connections from ten loopback addresses, a slow trickle, 100 connections from
+//!   one address and an oversized batch; "Save and Test" must keep working throughout,
+//!   the idle sockets must be closed at the handshake deadline, and the log must not grow
+//!   with every refusal.
+//! - Defect 8: strings from a header reach the terminal escaped.
+
+mod harness;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use harness::kms::{atrest_bin, free_port, Kms};
+use kmip::ttlv::{self, xml, Item, Tag, Value};
+use openssl::ssl::{SslConnector, SslFiletype, SslMethod, SslVerifyMode};
+
+struct Env {
+    _root: tempfile::TempDir,
+    kms: Kms,
+}
+
+fn atrest(args: &[&str]) -> Output {
+    Command::new(atrest_bin()).args(args).output().unwrap()
+}
+
+fn save_and_test(kms: &Kms) -> Result<Duration, String> {
+    let started = Instant::now();
+    let out = atrest(&[
+        "kmip",
+        "test",
+        "--config",
+        kms.client_toml().to_str().unwrap(),
+    ]);
+    if out.status.success() {
+        Ok(started.elapsed())
+    } else {
+        Err(format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+/// A TCP connection to the KMS from loopback address `from` (127.0.0.0/8 is all local).
+fn connect_from(from: [u8; 4], port: u16) -> std::io::Result<TcpStream> {
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    sock.bind(&SocketAddr::from((from, 0)).into())?;
+    sock.connect_timeout(
+        &SocketAddr::from(([127, 0, 0, 1], port)).into(),
+        Duration::from_secs(2),
+    )?;
+    Ok(sock.into())
+}
+
+/// True when the server has closed `s` (a read returns end of file or a reset) within
+/// `within`.
+fn closed_by_server(s: &TcpStream, within: Duration) -> bool {
+    s.set_read_timeout(Some(within)).unwrap();
+    let mut b = [0u8; 64];
+    let mut r = s;
+    loop {
+        match r.read(&mut b) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut =>
+            {
+                return false
+            }
+            Err(_) => return true,
+        }
+    }
+}
+
+fn log_lines(kms: &Kms) -> usize {
+    std::fs::read_to_string(kms.dir.with_extension("log")).map_or(0, |s| s.lines().count())
+}
+
+fn r10_6_idle_connections_cannot_starve_the_kms(env: &Env) {
+    let before = log_lines(&env.kms);
+    // 300 raw connections from ten addresses that never say a word: more than the 256
+    // connection slots the server had, which this attack used to fill.
+    let mut idle: Vec<TcpStream> = Vec::new();
+
+    for i in 0..300u32 {
+        let from = [127, 0, 0, 2 + (i % 10) as u8];
+        if let Ok(s) = connect_from(from, env.kms.port) {
+            idle.push(s);
+        }
+    }
+    assert!(
+        idle.len() >= 250,
+        "only {} connections could be opened",
+        idle.len()
+    );
+    // Meanwhile "Save and Test" works, every time, at once.
+    for round in 0..3 {
+        let t = save_and_test(&env.kms)
+            .unwrap_or_else(|e| panic!("round {round}, under 300 idle connections: {e}"));
+        assert!(t < Duration::from_secs(5), "round {round} took {t:?}");
+    }
+    // The server closes them at the handshake deadline (5 s), not after minutes.
+    std::thread::sleep(Duration::from_secs(6));
+    let open = idle
+        .iter()
+        .filter(|s| !closed_by_server(s, Duration::from_millis(100)))
+        .count();
+    assert_eq!(
+        open, 0,
+        "{open} idle connections outlived the handshake deadline"
+    );
+    // And the flood cost a few log lines, not one per connection.
+    let added = log_lines(&env.kms) - before;
+    assert!(added < 30, "300 idle connections wrote {added} log lines");
+}
+
+fn r10_6_a_slow_handshake_is_cut_at_the_deadline(env: &Env) {
+    // A peer that trickles a ClientHello one byte a second never finishes; the deadline
+    // holds for the whole handshake, not for each read.
+    let mut s = connect_from([127, 0, 0, 20], env.kms.port).unwrap();
+    let started = Instant::now();
+    let hello = [
+        0x16u8, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03,
+    ];
+    let mut cut = None;
+    for b in hello.iter().cycle() {
+        if s.write_all(&[*b]).is_err() || closed_by_server(&s, Duration::from_secs(1)) {
+            cut = Some(started.elapsed());
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(20) {
+            break;
+        }
+    }
+    let cut = cut.expect("a trickling handshake was still open after 20 s");
+    assert!(cut < Duration::from_secs(8), "cut after {cut:?}");
+}
+
+fn r10_6_one_address_holds_at_most_its_share(env: &Env) {
+    let held: Vec<TcpStream> = (0..100)
+        .filter_map(|_| connect_from([127, 0, 0, 30], env.kms.port).ok())
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let refused = held
+        .iter()
+        .filter(|s| closed_by_server(s, Duration::from_millis(50)))
+        .count();
+    assert!(
+        refused >= 36,
+        "one address kept {} of 100 connections",
+        100 - refused
+    );
+    save_and_test(&env.kms).unwrap();
+}
+
+fn r10_6_a_batch_over_the_cap_is_refused(env: &Env) {
+    let pki = env.kms.dir.join("pki");
+    let mut b = SslConnector::builder(SslMethod::tls_client()).unwrap();
+    b.set_ca_file(pki.join("ca.crt")).unwrap();
+    b.set_certificate_file(pki.join("client.crt"), SslFiletype::PEM)
+        .unwrap();
+    b.set_private_key_file(pki.join("client.key"), SslFiletype::PEM)
+        .unwrap();
+    b.set_verify(SslVerifyMode::PEER);
+    let tcp = TcpStream::connect(("127.0.0.1", env.kms.port)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut s = b.build().connect("localhost", tcp).unwrap();
+    let item = r#"<BatchItem><Operation type="Enumeration" value="Query"/><RequestPayload>
+        <QueryFunction type="Enumeration" value="QueryOperations"/></RequestPayload></BatchItem>"#;
+    let password = std::fs::read_to_string(env.kms.dir.join("kmip.pass")).unwrap();
+    let call = |s: &mut openssl::ssl::SslStream<TcpStream>, n: usize| -> Item {
+        let text = format!(
+            r#"<RequestMessage><RequestHeader><ProtocolVersion><ProtocolVersionMajor type="Integer" value="1"/>
+            <ProtocolVersionMinor type="Integer" value="4"/></ProtocolVersion>
+            <Authentication><Credential><CredentialType type="Enumeration" value="UsernameAndPassword"/>
+            <CredentialValue><Username type="TextString" value="appliance"/><Password type="TextString" value="{}"/>
+            </CredentialValue></Credential></Authentication><BatchCount type="Integer" value="{n}"/>
+            </RequestHeader>{}</RequestMessage>"#,
+            password.trim(),
+            item.repeat(n)
+        );
+        s.write_all(&ttlv::encode(&xml::from_xml(&text).unwrap()))
+            .unwrap();
+        let mut h = [0u8; 8];
+        s.read_exact(&mut h).unwrap();
+        let len = ttlv::message_len(&h, &ttlv::Limits::default()).unwrap();
+        let mut buf = vec![0u8; len];
+        buf[..8].copy_from_slice(&h);
+        s.read_exact(&mut buf[8..]).unwrap();
+        ttlv::decode(&buf).unwrap()
+    };
+    let ok = call(&mut s, 64);
+    let items: Vec<&Item> = ok.children_with(Tag::BATCH_ITEM).collect();
+    assert_eq!(items.len(), 64, "{}", xml::to_xml(&ok));
+    assert!(items
+        .iter()
+        .all(|i| i.child(Tag::RESULT_STATUS).unwrap().value == Value::Enumeration(0)));
+    let refused = call(&mut s, 5000);
+    let items: Vec<&Item> = refused.children_with(Tag::BATCH_ITEM).collect();
+    assert_eq!(items.len(), 1, "{}", xml::to_xml(&refused));
+    assert_ne!(
+        items[0].child(Tag::RESULT_STATUS).unwrap().value,
+        Value::Enumeration(0)
+    );
+    let msg = xml::to_xml(items[0]);
+    assert!(msg.contains("at most 64"), "{msg}");
+}
+
+/// An attacker with the disk writes a header whose strings carry terminal escapes; atrest
+/// prints them escaped (or refuses them), never raw.
+fn r10_8_header_strings_reach_the_terminal_escaped(env: &Env) {
+    use volume::backend::{BlockBackend, FileBackend};
+    use volume::luks2::header;
+    let img = env.kms.dir.with_extension("inject.img");
+    std::fs::write(&img, vec![0u8; 17 << 20]).unwrap();
+    let dev = FileBackend::new(
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&img)
+            .unwrap(),
+    );
+    let opts = volume::volume::FormatOptions {
+        mode: volume::volume::KeyMode::Wrapped,
+        volume_key_len: 32,
+        sector_size: 512,
+        key_uid: "uid".into(),
+        server_hint: Some("kms\x1b]0;pwned\x07\x1b[2J".into()),
+        data_size: None,
+        detached: false,
+    };
+    volume::volume::format(&dev, b"0123456789abcdef0123456789ABCDEF", &opts).unwrap();
+    let mut h = header::read(&dev).unwrap().header;
+    h.binary.uuid = "\x1b[31mred\x1b[0m".into();
+    header::write(&dev, &mut h).unwrap();
+    dev.sync().unwrap();
+    let out = atrest(&["status", img.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = [out.stdout, out.stderr].concat();
+    assert!(
+        !text.contains(&0x1b) && !text.contains(&0x07),
+        "raw escape printed: {}",
+        String::from_utf8_lossy(&text)
+    );
+    assert!(String::from_utf8_lossy(&text).contains("\\u{1b}]0;pwned"));
+    // A key identifier with escapes is refused, and the refusal prints it escaped.
+    let mut h = header::read(&dev).unwrap().header;
+    h.metadata
+        .tokens
+        .get_mut("0")
+        .unwrap()
+        .extra
+        .insert("key_uid".into(), "k\x1b]52;c;cHduZWQ=\x07".into());
+    header::write(&dev, &mut h).unwrap();
+    for args in [
+        vec!["status", img.to_str().unwrap()],
+        vec![
+            "decrypt",
+            "--config",
+            env.kms.client_toml().to_str().unwrap(),
+            img.to_str().unwrap(),
+        ],
+    ] {
+        let out = atrest(&args);
+        assert!(!out.status.success());
+        let text = [out.stdout, out.stderr].concat();
+        assert!(
+            !text.contains(&0x1b),
+            "{args:?} printed a raw escape: {}",
+            String::from_utf8_lossy(&text)
+        );
+        assert!(
+            String::from_utf8_lossy(&text).contains("key_uid"),
+            "{}",
+            String::from_utf8_lossy(&text)
+        );
+    }
+    let _ = std::fs::remove_file(&img);
+}
+
+fn main() {
+    let root = tempfile::tempdir().unwrap();
+    let kms = Kms::start(&root.path().join("kms"), free_port());
+    let env = Env { _root: root, kms };
+    assert!(Path::new(&env.kms.client_toml()).exists());
+    let cases: &[harness::Case<Env>] = &[
+        (
+            "r10_6_idle_connections_cannot_starve_the_kms",
+            r10_6_idle_connections_cannot_starve_the_kms,
+        ),
+        (
+            "r10_6_a_slow_handshake_is_cut_at_the_deadline",
+            r10_6_a_slow_handshake_is_cut_at_the_deadline,
+        ),
+        (
+            "r10_6_one_address_holds_at_most_its_share",
+            r10_6_one_address_holds_at_most_its_share,
+        ),
+        (
+            "r10_6_a_batch_over_the_cap_is_refused",
+            r10_6_a_batch_over_the_cap_is_refused,
+        ),
+        (
+            "r10_8_header_strings_reach_the_terminal_escaped",
+            r10_8_header_strings_reach_the_terminal_escaped,
+        ),
+    ];
+    let (passed, failed) = harness::run(cases, &env);
+    println!("{passed} passed, {failed} failed");
+    if failed > 0 {
+        std::process::exit(1);
+    }
+}
