@@ -273,6 +273,7 @@ fn convert_under_kill(env: &Env, mode: &[&str], sector: &str) {
     let k1 = kill_repeatedly(env, &enc, &|| finished(&img));
     println!("  encrypt {mode:?} {sector}: {k1} kills, then finished");
     check_volume(env, &img, &original);
+    nothing_left_in_the_header_area(&img, &data, "encrypt");
 
     let mut rk = base("rekey");
     rk.push("--deep".into());
@@ -283,6 +284,7 @@ fn convert_under_kill(env: &Env, mode: &[&str], sector: &str) {
     });
     println!("  rekey --deep: {k2} kills, then finished");
     check_volume(env, &img, &original);
+    nothing_left_in_the_header_area(&img, &data, "rekey --deep");
 
     let dec = base("decrypt");
     let dec: Vec<&str> = dec.iter().map(String::as_str).collect();
@@ -300,6 +302,28 @@ fn convert_under_kill(env: &Env, mode: &[&str], sector: &str) {
     assert!(
         std::fs::read(&img).unwrap() == data,
         "decrypted image differs from the original"
+    );
+}
+
+/// Issue 10, defect 1: after a conversion killed again and again, the 16 MiB header
+/// area holds nothing of the original data (which sat there, at the same offsets, before
+/// the encryption moved it up), and the journal area nothing at all (a deep rekey kept old
+/// ciphertext there); only the file's tail beyond the volume was dropped.
+fn nothing_left_in_the_header_area(img: &Path, data: &[u8], what: &str) {
+    let image = std::fs::read(img).unwrap();
+    let d = volume::layout::DATA_OFFSET as usize;
+    assert_eq!(image.len(), d + data.len(), "{what}: the file keeps a tail");
+    for at in (0..d).step_by(16) {
+        let block = &image[at..at + 16];
+        assert!(
+            block.iter().all(|&b| b == 0) || block != &data[at..at + 16],
+            "{what}: original data left at byte {at:#x}"
+        );
+    }
+    let j = volume::layout::JOURNAL_OFFSET as usize..volume::layout::JOURNAL_END as usize;
+    assert!(
+        image[j].iter().all(|&b| b == 0),
+        "{what}: the journal area was not wiped"
     );
 }
 
