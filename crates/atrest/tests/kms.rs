@@ -241,8 +241,9 @@ fn bind(item: &Item, uids: &BTreeMap<String, String>) -> Item {
 }
 
 fn oasis_replay(kms: &Kms) {
+    // The repository's copy (testdata/kmip/README.md); $KMIP_TESTCASES overrides.
     let suite = std::env::var_os("KMIP_TESTCASES").map_or_else(
-        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/kmip-testcases"),
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/kmip/testcases"),
         PathBuf::from,
     );
     assert!(
