@@ -4,7 +4,8 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$here")
-cases=${KMIP_TESTCASES:-$root/../shared/kmip-testcases}
+# The OASIS test cases in the repository (testdata/kmip/README.md); $KMIP_TESTCASES overrides.
+cases=${KMIP_TESTCASES:-$root/testdata/kmip/testcases}
 mkdir -p "$here/corpus/ttlv_roundtrip" "$here/corpus/kmip_xml"
 grep -v '^#' "$root/crates/kmip/testdata/vectors.tsv" | while IFS=$'\t' read -r name hex; do
   printf '%s' "$hex" | xxd -r -p > "$here/corpus/ttlv_roundtrip/$(printf '%s' "$name" | tr -c 'A-Za-z0-9' _)"
@@ -16,7 +17,7 @@ n=0
 for f in "$cases"/*/*/*.xml; do
   n=$((n + 1))
   cp "$f" "$here/corpus/kmip_xml/case$n.xml"
-  { "$root/target/debug/atrest" ttlv encode "$f" 2>/dev/null || true; } | head -4 | while read -r hex; do
+  { "${CARGO_TARGET_DIR:-$root/target}/debug/atrest" ttlv encode "$f" 2>/dev/null || true; } | head -4 | while read -r hex; do
     printf '%s' "$hex" | xxd -r -p > "$here/corpus/ttlv_roundtrip/case$n-$RANDOM"
   done
 done

@@ -3,13 +3,22 @@
 
 Why: the XML form of KMIP and `Debug` output need the name of every tag, enumeration value
 and mask bit of KMIP 1.0 to 2.1; typing ~1400 names by hand invites mistakes, so they are
-read from the specification HTML itself and checked against the OASIS test cases.
+read from the specification itself and checked against the OASIS test cases.
 
-How (stdlib only):
-    python3 tools/gen-registry.py SPEC_DIR > crates/kmip/src/registry/generated.rs
-    python3 tools/gen-registry.py SPEC_DIR --check TESTCASES_DIR
+How (stdlib only), from the repository root:
+    python3 tools/gen-registry.py > crates/kmip/src/registry/generated.rs
+    python3 tools/gen-registry.py --check
+    python3 tools/gen-registry.py --spec DIR --check DIR   # other folders (defaults below)
+    python3 tools/gen-registry.py --extract HTML_DIR testdata/kmip/spec
 
-SPEC_DIR holds kmip-spec-1.0-os.html, kmip-spec-v1.4-os.html and kmip-spec-v2.1-os.html.
+The specification is read from testdata/kmip/spec/ (--spec DIR): for each of KMIP 1.0, 1.4
+and 2.1, the extract kmip-spec-*-os.tables.txt if the folder has it, else the OASIS HTML
+(kmip-spec-1.0-os.html, kmip-spec-v1.4-os.html, kmip-spec-v2.1-os.html). An extract holds
+the document's front matter and notices, and the tables this generator reads, each with its
+section heading and caption, exactly as the parser below sees them in the HTML; --extract
+writes the extracts from the HTML, and both give the same registry. --check reads the test
+cases from testdata/kmip/testcases/ (--check DIR).
+
 The tag table, every "... Enumeration" table and the three mask tables of each version are
 merged; where a value's name changed, the newest comes first and older names follow with
 the same value. Range, "(Reserved)", "(Unused)" and "Extensions" rows are dropped.
@@ -25,16 +34,24 @@ to CK_FUNCTION_LIST_3_0 and CK_RV, are listed below from the OASIS PKCS#11 3.0 h
 --check reports every test-case name that does not resolve and exits 1 if there is one.
 """
 
+import argparse
 import html.parser
+import json
 import os
 import re
 import sys
+import textwrap
 import xml.etree.ElementTree as ET
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SPEC_DIR = os.path.join(ROOT, "testdata", "kmip", "spec")
+CASES_DIR = os.path.join(ROOT, "testdata", "kmip", "testcases")
+
+# (version, OASIS HTML file, in-repo extract of it)
 SPEC_FILES = [
-    ("1.0", "kmip-spec-1.0-os.html"),
-    ("1.4", "kmip-spec-v1.4-os.html"),
-    ("2.1", "kmip-spec-v2.1-os.html"),
+    ("1.0", "kmip-spec-1.0-os.html", "kmip-spec-1.0-os.tables.txt"),
+    ("1.4", "kmip-spec-v1.4-os.html", "kmip-spec-v1.4-os.tables.txt"),
+    ("2.1", "kmip-spec-v2.1-os.html", "kmip-spec-v2.1-os.tables.txt"),
 ]
 
 MASK_HEADINGS = {"Cryptographic Usage Mask", "Storage Status Mask", "Protection Storage Mask"}
@@ -206,44 +223,86 @@ def keep_row(name, value):
     return not (name.startswith("(") or name == "Extensions" or "Reserved" in name)
 
 
-def read_spec(path):
-    """Returns (tags, enums, masks, refs) of one version:
-    tags: [(value, spec name)]; enums, masks: {title: [(value, spec name)]};
-    refs: [(tag spec name, enum title)] taken from the encoding columns."""
+def html_tables(path):
+    """The tables of an OASIS HTML document in order, as (heading, caption, rows): the
+    section heading above the table, and the caption among the two events after it."""
     with open(path, encoding="cp1252", errors="replace") as f:
         parser = SpecParser()
         parser.feed(f.read())
         parser.close()
     events = parser.events
+    heading, tables = "", []
+    for i, (kind, payload) in enumerate(events):
+        if kind == "h":
+            heading = payload
+        elif kind == "t":
+            caption = next((p for k, p in events[i + 1 : i + 3] if k == "c"), "")
+            tables.append((heading, caption, payload))
+    return tables
+
+
+def extract_tables(path):
+    """The tables of an extract written by --extract: one JSON array a line, ["H", heading]
+    (the section heading of the tables after it), ["T", caption] (a table begins) and
+    ["R", cell, ...] (one row of it); '#' lines are the document's front matter."""
+    heading, tables = "", []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if line.startswith("#") or not line.strip():
+                continue
+            record = json.loads(line)
+            if record[0] == "H":
+                heading = record[1]
+            elif record[0] == "T":
+                tables.append((heading, record[1], []))
+            elif record[0] == "R" and tables:
+                tables[-1][2].append(record[1:])
+            else:
+                sys.exit(f"{path}:{n}: not a heading, table or row: {line.strip()}")
+    return tables
+
+
+def spec_tables(spec_dir, html_name, extract_name):
+    """(file read, tables) of one version: the in-repo extract, else the OASIS HTML."""
+    extract = os.path.join(spec_dir, extract_name)
+    if os.path.exists(extract):
+        return extract, extract_tables(extract)
+    html_path = os.path.join(spec_dir, html_name)
+    if not os.path.exists(html_path):
+        sys.exit(f"gen-registry: neither {extract_name} nor {html_name} in {spec_dir}")
+    return html_path, html_tables(html_path)
+
+
+def read_spec(name, tables):
+    """Returns (tags, enums, masks, refs, used) of one version:
+    tags: [(value, spec name)]; enums, masks: {title: [(value, spec name)]};
+    refs: [(tag spec name, enum title)] taken from the encoding columns;
+    used: the indices of the tables that gave any of these (what --extract keeps)."""
     tags, enums, masks = [], {}, {}
     section_titles = {}  # section number -> enum title
     pending_refs = []  # (tag name, section number or enum title)
-    number, title = "", ""
-    for i, (kind, payload) in enumerate(events):
-        if kind == "h":
-            number, title = split_heading(payload)
-            continue
-        if kind != "t":
-            continue
-        rows = payload
+    used = set()
+    for i, (heading, caption, rows) in enumerate(tables):
+        number, title = split_heading(heading)
         header = rows[1][:2] if len(rows) > 1 else None
-        caption = next((p for k, p in events[i + 1 : i + 3] if k == "c"), "")
         if header == ["Object", "Tag Value"] or (
             header == ["Name", "Value"] and title == "Tag Enumeration"
         ):
+            used.add(i)
             for r in rows[2:]:
                 if len(r) >= 2 and keep_row(r[0], parse_value(r[1])):
                     tags.append((parse_value(r[1]), r[0]))
             continue
         if header == ["Name", "Value"]:
+            used.add(i)
             if title in MASK_HEADINGS:
                 target = masks.setdefault(title, [])
             elif " Enumeration" in title or title.endswith("Enumeration"):
-                name = re.sub(r"\s*Enumeration\b.*$", "", title)
-                section_titles[number] = name
-                target = enums.setdefault(name, [])
+                enum_name = re.sub(r"\s*Enumeration\b.*$", "", title)
+                section_titles[number] = enum_name
+                target = enums.setdefault(enum_name, [])
             else:
-                warn(f"{os.path.basename(path)}: Name/Value table under {title!r} skipped")
+                warn(f"{name}: Name/Value table under {title!r} skipped")
                 continue
             for r in rows[2:]:
                 if len(r) >= 2 and keep_row(r[0], parse_value(r[1])):
@@ -251,6 +310,7 @@ def read_spec(path):
             continue
         # Pointers from an item to the enumeration that its values come from.
         m = re.match(r"(.+?) encoding descriptions?$", re.sub(r"^Table \d+:?\s*", "", caption))
+        before = len(pending_refs)
         for r in rows:
             if len(r) < 2:
                 continue
@@ -264,6 +324,8 @@ def read_spec(path):
                 par = re.match(r"Enumeration \(([^)]+)\)", cell)
                 if par and par.group(1) != "Tag":
                     pending_refs.append((item, par.group(1)))
+        if len(pending_refs) > before:
+            used.add(i)
     refs = []
     for item, target in pending_refs:
         if isinstance(target, tuple):
@@ -271,7 +333,7 @@ def read_spec(path):
             if target is None:
                 continue
         refs.append((item, target))
-    return tags, enums, masks, refs
+    return tags, enums, masks, refs, used
 
 
 # ---------------------------------------------------------------------------------------
@@ -306,7 +368,10 @@ def merge(table, versions):
 
 
 def build(spec_dir):
-    parsed = [read_spec(os.path.join(spec_dir, filename)) for _, filename in SPEC_FILES]
+    parsed = []
+    for _, html_name, extract_name in SPEC_FILES:
+        path, tables = spec_tables(spec_dir, html_name, extract_name)
+        parsed.append(read_spec(os.path.basename(path), tables))
     tags = merge("Tag", [p[0] for p in parsed])
     enum_titles = sorted({t for p in parsed for t in p[1]})
     enums = {}
@@ -356,7 +421,7 @@ def build(spec_dir):
     # Name text ("Cryptographic Usage Mask"): attribute names are a 1.x notion, so the newest
     # 1.x spelling wins and 2.x fills in the tags that 1.x lacks.
     spec_names = {}
-    for (version, _), p in zip(SPEC_FILES, parsed):
+    for (version, _, _), p in zip(SPEC_FILES, parsed):
         for value, name in p[0]:
             if version.startswith("1."):
                 spec_names[value] = name
@@ -542,20 +607,108 @@ def check(registry, cases_dir):
     return not problems
 
 
+# ---------------------------------------------------------------------------------------
+# Extracting what is read from the OASIS HTML
+
+
+class FrontMatter(html.parser.HTMLParser):
+    """The text blocks (paragraphs, headings, cells) before "Table of Contents": the title
+    page, status and Notices of the document, whitespace collapsed and otherwise verbatim."""
+
+    BLOCKS = {"p", "h1", "h2", "h3", "h4", "h5", "h6", "li", "td", "th"}
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.blocks, self.text, self.done = [], None, False
+
+    def flush(self):
+        if self.text is not None:
+            text = re.sub(r"\s+", " ", "".join(self.text).replace("\xa0", " "))
+            text = text.replace("\xad", "").replace("\u200b", "").strip()
+            if text == "Table of Contents":
+                self.done = True
+            elif text:
+                self.blocks.append(text)
+        self.text = None
+
+    def handle_starttag(self, tag, attrs):
+        if self.done:
+            return
+        if tag in self.BLOCKS:
+            self.flush()
+            self.text = []
+        elif tag == "br" and self.text is not None:
+            self.text.append(" ")
+
+    def handle_endtag(self, tag):
+        if not self.done and tag in self.BLOCKS:
+            self.flush()
+
+    def handle_data(self, data):
+        if not self.done and self.text is not None:
+            self.text.append(data)
+
+
+def extract(html_dir, out_dir):
+    """Writes, for each version, the front matter and the tables that read_spec uses."""
+    os.makedirs(out_dir, exist_ok=True)
+    for _, html_name, extract_name in SPEC_FILES:
+        html_path = os.path.join(html_dir, html_name)
+        tables = html_tables(html_path)
+        used = read_spec(html_name, tables)[4]
+        front = FrontMatter()
+        with open(html_path, encoding="cp1252", errors="replace") as f:
+            front.feed(f.read())
+        front.close()
+        lines = [
+            f"# Extract of the OASIS document {html_name}, written by tools/gen-registry.py",
+            "# --extract: first the document's front matter and Notices (verbatim, whitespace",
+            f"# collapsed), then {len(used)} of its {len(tables)} tables, those the generator reads (tag,",
+            "# enumeration and mask tables, and tables that point an item at an enumeration),",
+            "# each under its section heading and with its caption, cells as the generator's",
+            "# HTML parser reads them. One JSON array a line: H heading, T caption, R row.",
+            "#",
+        ]
+        for block in front.blocks:
+            wrapped = textwrap.wrap(block, 96, break_long_words=False, break_on_hyphens=False)
+            lines += ["# " + w for w in wrapped] + ["#"]
+        heading = None
+        for i in sorted(used):
+            h, caption, rows = tables[i]
+            if h != heading:
+                lines.append(json.dumps(["H", h], ensure_ascii=False))
+                heading = h
+            lines.append(json.dumps(["T", caption], ensure_ascii=False))
+            lines += [json.dumps(["R"] + r, ensure_ascii=False) for r in rows]
+        with open(os.path.join(out_dir, extract_name), "w", encoding="utf-8", newline="\n") as f:
+            f.write("\n".join(lines) + "\n")
+        print(f"{extract_name}: {len(used)} of {len(tables)} tables")
+
+
 def main(argv):
-    args = argv[1:]
-    cases = None
-    if "--check" in args:
-        i = args.index("--check")
-        if i + 1 >= len(args):
-            sys.exit("usage: gen-registry.py SPEC_DIR [--check TESTCASES_DIR]")
-        cases = args[i + 1]
-        del args[i : i + 2]
-    if len(args) != 1:
-        sys.exit("usage: gen-registry.py SPEC_DIR [--check TESTCASES_DIR]")
-    registry = build(args[0])
-    if cases is not None:
-        sys.exit(0 if check(registry, cases) else 1)
+    ap = argparse.ArgumentParser(
+        description="Generates the KMIP tag/enumeration registry (to stdout) or checks it."
+    )
+    ap.add_argument(
+        "spec", nargs="?", default=SPEC_DIR, metavar="SPEC_DIR",
+        help="folder with the extracts or the OASIS HTML (default: testdata/kmip/spec)",
+    )
+    ap.add_argument("--spec", dest="spec_opt", metavar="SPEC_DIR", help="same as SPEC_DIR")
+    ap.add_argument(
+        "--check", nargs="?", const=CASES_DIR, metavar="TESTCASES_DIR",
+        help="verify every name the OASIS test cases use (default: testdata/kmip/testcases)",
+    )
+    ap.add_argument(
+        "--extract", nargs=2, metavar=("HTML_DIR", "OUT_DIR"),
+        help="write the extracts of the OASIS HTML in HTML_DIR to OUT_DIR",
+    )
+    args = ap.parse_args(argv[1:])
+    if args.extract:
+        extract(*args.extract)
+        return
+    registry = build(args.spec_opt or args.spec)
+    if args.check is not None:
+        sys.exit(0 if check(registry, args.check) else 1)
     sys.stdout.buffer.write(rust(*registry).encode("utf-8"))
 
 

@@ -39,9 +39,11 @@ fn ttlv_decode_then_encode_gives_back_the_same_hex() {
 #[test]
 fn ttlv_decode_reads_binary_and_several_messages_from_a_file() {
     let bin = hex::decode(GET_REQUEST_1_1).unwrap();
-    let dir = std::env::temp_dir().join(format!("atrest-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let f = dir.join("capture.bin");
+    let dir = tempfile::Builder::new()
+        .prefix("atrest-cli-")
+        .tempdir()
+        .unwrap();
+    let f = dir.path().join("capture.bin");
     std::fs::write(&f, [bin.clone(), bin].concat()).unwrap();
     let out = atrest(&["ttlv", "decode", f.to_str().unwrap()], b"");
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -54,7 +56,6 @@ fn ttlv_decode_reads_binary_and_several_messages_from_a_file() {
         text(&back.stdout).lines().collect::<Vec<_>>(),
         vec![GET_REQUEST_1_1; 2]
     );
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]

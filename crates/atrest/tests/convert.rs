@@ -610,9 +610,8 @@ fn a_detached_header_converts_in_place_under_sigkill(env: &Env) {
 }
 
 fn main() {
-    let dir = std::env::temp_dir().join(format!("atrest-kill-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = harness::scratch("atrest-kill-");
+    let dir = scratch.path().to_owned();
     let seed = std::env::var("ATREST_KILL_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -671,8 +670,12 @@ fn main() {
         "SIGKILLs in all: {}, every run resumed to the original data",
         env.total.get()
     );
+    if failed > 0 {
+        harness::print_logs(&dir);
+    }
+    // The servers stop and the scratch folder goes before exit, which runs no destructors.
     drop(env);
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(scratch);
     println!("\ntest result: {passed} passed; {failed} failed");
     if failed > 0 {
         std::process::exit(101);

@@ -241,8 +241,9 @@ fn bind(item: &Item, uids: &BTreeMap<String, String>) -> Item {
 }
 
 fn oasis_replay(kms: &Kms) {
+    // The repository's copy (testdata/kmip/README.md); $KMIP_TESTCASES overrides.
     let suite = std::env::var_os("KMIP_TESTCASES").map_or_else(
-        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/kmip-testcases"),
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/kmip/testcases"),
         PathBuf::from,
     );
     assert!(
@@ -749,15 +750,12 @@ fn main() {
         "no virtualenv at {}: run scripts/setup-peers.sh",
         venv.display()
     );
-    let root = std::env::temp_dir().join(format!("atrest-kms-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&root);
-    std::fs::create_dir_all(&root).unwrap();
+    // Scratch space removed when `scratch` drops: after the run, or while unwinding from a
+    // panic outside the cases. The servers in `env` are dropped (killed) before it.
+    let scratch = harness::scratch("atrest-kms-");
+    let root = scratch.path().to_owned();
     let kms = Kms::start(&root.join("main"), free_port());
-    let env = Env {
-        root: root.clone(),
-        kms,
-        venv,
-    };
+    let env = Env { root, kms, venv };
     let cases: &[harness::Case<Env>] = &[
         (
             "save_and_test_works_at_once_with_the_generated_client_toml",
@@ -806,11 +804,11 @@ fn main() {
     ];
     let (passed, failed) = harness::run(cases, &env);
     drop(env);
-    if failed == 0 {
-        let _ = std::fs::remove_dir_all(&root);
-    } else {
-        println!("server directories and logs kept in {}", root.display());
+    if failed > 0 {
+        harness::print_logs(scratch.path());
     }
+    // `process::exit` runs no destructors: remove the scratch space first.
+    drop(scratch);
     println!("{passed} passed, {failed} failed");
     std::process::exit(i32::from(failed > 0));
 }

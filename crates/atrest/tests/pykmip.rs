@@ -658,8 +658,10 @@ fn main() {
         "PyKMIP is not installed in {}: run scripts/setup-peers.sh",
         venv.display()
     );
-    let dir = std::env::temp_dir().join(format!("atrest-pykmip-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    // Scratch space removed when `scratch` drops: after the run, or while unwinding from a
+    // panic outside the cases. The PyKMIP servers are dropped (stopped) before it.
+    let scratch = harness::scratch("atrest-pykmip-");
+    let dir = scratch.path().to_owned();
     let pki = Pki::create(&dir.join("pki"));
     let mut servers = vec![
         PyKmip::start("ec", &venv, &dir, &pki, "ec", "ec-server"),
@@ -749,11 +751,12 @@ fn main() {
     ];
     let (passed, failed) = harness::run(cases, &env);
     drop(servers);
-    if failed == 0 {
-        let _ = std::fs::remove_dir_all(&dir);
-    } else {
-        println!("server logs and configurations kept in {}", dir.display());
+    if failed > 0 {
+        harness::print_logs(scratch.path());
     }
+    // `process::exit` runs no destructors: remove the scratch space first.
+    drop(env);
+    drop(scratch);
     println!("{passed} passed, {failed} failed");
     std::process::exit(i32::from(failed > 0));
 }

@@ -1,7 +1,7 @@
 //! The OASIS KMIP profile test cases as a conformance suite for the codec and message model
 //! (the role BoGo plays for rustls).
 //!
-//! Every request and response in `shared/kmip-testcases/v*/{mandatory,optional}/*.xml`:
+//! Every request and response in `testdata/kmip/testcases/v*/{mandatory,optional}/*.xml`:
 //! 1. parses from the XML form (placeholders such as `$NOW` substituted first),
 //! 2. encodes to TTLV, decodes back to the same items and re-encodes to the same bytes,
 //! 3. prints as XML equal to the original, compared element by element with a reader that
@@ -10,8 +10,9 @@
 //!    UTC offset of a date-time (TTLV holds the instant; atrest prints it in UTC),
 //! 4. reads into the typed message model and writes back to the identical item tree.
 //!
-//! The suite is found at `$KMIP_TESTCASES`, else `../shared/kmip-testcases` beside the
-//! workspace, as CI lays it out. A missing suite is a failure, never a skip.
+//! The suite is the copy in the repository (`testdata/kmip/testcases`, see
+//! `testdata/kmip/README.md`); `$KMIP_TESTCASES` points the test at another copy. A missing
+//! suite is a failure, never a skip.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -23,13 +24,14 @@ use kmip::ttlv::{self, xml, Item, ItemType, Tag};
 const NOW: i64 = 1_767_225_600;
 
 fn suite_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("KMIP_TESTCASES") {
-        return PathBuf::from(d);
-    }
-    let d = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/kmip-testcases");
+    let d = std::env::var_os("KMIP_TESTCASES").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/kmip/testcases"),
+        PathBuf::from,
+    );
     assert!(
         d.is_dir(),
-        "KMIP test cases not found at {}: set KMIP_TESTCASES to the folder of the OASIS suite",
+        "KMIP test cases not found at {}: the repository keeps them in testdata/kmip/testcases \
+         ($KMIP_TESTCASES overrides)",
         d.display()
     );
     d

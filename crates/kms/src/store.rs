@@ -369,15 +369,20 @@ fn new_uid() -> String {
 mod tests {
     use super::*;
 
-    fn tmp(name: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("atrest-store-{name}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&d);
-        d
+    /// A store directory not created yet, in a scratch folder that is removed when the
+    /// guard drops, also when the test fails.
+    fn tmp(name: &str) -> (tempfile::TempDir, PathBuf) {
+        let t = tempfile::Builder::new()
+            .prefix(&format!("atrest-store-{name}-"))
+            .tempdir()
+            .unwrap();
+        let d = t.path().join("store");
+        (t, d)
     }
 
     #[test]
     fn objects_survive_reopening_and_key_bytes_are_not_on_disk() {
-        let d = tmp("reopen");
+        let (_t, d) = tmp("reopen");
         let key = vec![0x5Au8; 32];
         let object = Item::structure(
             Tag::SYMMETRIC_KEY,
@@ -404,12 +409,11 @@ mod tests {
         let file = fs::read(d.join("objects").join(format!("{uid}.json"))).unwrap();
         assert!(!hex::encode(&file).contains(&hex::encode(&key)));
         assert!(!String::from_utf8_lossy(&file).contains(&hex::encode(&key)));
-        fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]
     fn a_wrong_master_key_or_a_moved_blob_does_not_open() {
-        let d = tmp("master");
+        let (_t, d) = tmp("master");
         let object = Item::structure(Tag::SYMMETRIC_KEY, vec![]);
         let mut s = Store::open(&d).unwrap();
         let r = s
@@ -434,12 +438,11 @@ mod tests {
         fs::set_permissions(d.join("master.key"), fs::Permissions::from_mode(0o644)).unwrap();
         let e = Store::open(&d).err().unwrap().to_string();
         assert!(e.contains("chmod 600"), "{e}");
-        fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]
     fn a_leftover_temporary_file_is_ignored_and_a_damaged_file_is_named() {
-        let d = tmp("damaged");
+        let (_t, d) = tmp("damaged");
         let s = Store::open(&d).unwrap();
         drop(s);
         fs::write(d.join("objects/x.json.tmp"), b"half").unwrap();
@@ -449,6 +452,5 @@ mod tests {
         fs::write(d.join("objects/y.json"), b"{").unwrap();
         let e = Store::open(&d).err().unwrap().to_string();
         assert!(e.contains("y.json") && e.contains("damaged"), "{e}");
-        fs::remove_dir_all(&d).unwrap();
     }
 }

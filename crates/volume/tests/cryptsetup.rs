@@ -13,33 +13,29 @@ use openssl::symm::{Cipher, Crypter, Mode};
 use volume::backend::{BlockBackend, FileBackend};
 use volume::volume::{format, status, unlock, FormatOptions, KeyMode, VolumeError, DATA_OFFSET};
 
-struct Tmp(PathBuf);
+/// A scratch folder, removed when dropped (also when the test fails).
+struct Tmp(tempfile::TempDir);
 
 impl Tmp {
     fn new(name: &str) -> Self {
-        let d = std::env::temp_dir().join(format!("atrest-vol-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
+        let d = tempfile::Builder::new()
+            .prefix(&format!("atrest-vol-{name}-"))
+            .tempdir()
+            .unwrap();
         Self(d)
     }
 
     fn file(&self, name: &str, len: u64) -> PathBuf {
-        let p = self.0.join(name);
+        let p = self.0.path().join(name);
         let f = File::create(&p).unwrap();
         f.set_len(len).unwrap();
         p
     }
 
     fn secret(&self, name: &str, bytes: &[u8]) -> PathBuf {
-        let p = self.0.join(name);
+        let p = self.0.path().join(name);
         std::fs::write(&p, bytes).unwrap();
         p
-    }
-}
-
-impl Drop for Tmp {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 

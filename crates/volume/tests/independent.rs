@@ -92,8 +92,11 @@ fn nist_xts_vectors_pass() {
 
 #[test]
 fn pyca_cryptography_decrypts_what_atrest_wrote() {
-    let dir = std::env::temp_dir().join(format!("atrest-pyca-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = tempfile::Builder::new()
+        .prefix("atrest-pyca-")
+        .tempdir()
+        .unwrap();
+    let dir = tmp.path();
     for (key_len, sector_size) in [(32usize, 512u32), (32, 4096)] {
         let img = dir.join(format!("v{sector_size}.img"));
         std::fs::File::create(&img)
@@ -159,5 +162,4 @@ print("ok", len(plain) // ss)
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -1,8 +1,11 @@
 //! The runner shared by the test binaries that set up real servers once (harness = false):
 //! runs named cases in order, each caught on panic, with an optional name filter as the
-//! first argument; prints one line per case and `N passed, M failed`.
+//! first argument; prints one line per case and `N passed, M failed`. Also their scratch
+//! space, which goes when the run ends, whether it passed or not.
 
 pub mod kms;
+
+use std::path::Path;
 
 /// A named case over an environment `E`.
 pub type Case<E> = (&'static str, fn(&E));
@@ -31,4 +34,51 @@ pub fn run<E>(cases: &[Case<E>], env: &E) -> (usize, usize) {
         }
     }
     (passed, failed)
+}
+
+/// A folder with a random name under the system's temporary directory, removed when the
+/// returned guard drops: at the end of the run, or while unwinding from a panic.
+#[allow(dead_code)]
+pub fn scratch(prefix: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .expect("creating a scratch directory")
+}
+
+/// The last lines of every `*.log` under `dir` (the servers' logs), printed after a failed
+/// run so that the failure can be read from the output once the scratch folder is gone.
+#[allow(dead_code)]
+pub fn print_logs(dir: &Path) {
+    const LINES: usize = 40;
+    let mut logs = Vec::new();
+    let mut todo = vec![dir.to_owned()];
+    while let Some(d) = todo.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                todo.push(p);
+            } else if p.extension().is_some_and(|x| x == "log") {
+                logs.push(p);
+            }
+        }
+    }
+    logs.sort();
+    for log in logs {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let from = lines.len().saturating_sub(LINES);
+        let name = log.strip_prefix(dir).unwrap_or(&log);
+        println!(
+            "---- {} (last {} lines)",
+            name.display(),
+            lines.len() - from
+        );
+        for l in &lines[from..] {
+            println!("{l}");
+        }
+    }
 }

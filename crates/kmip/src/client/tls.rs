@@ -1,7 +1,7 @@
 //! TLS through OpenSSL: the client context, and the translation of OpenSSL's failures into
 //! [`ClientError`]s an operator can act on.
 //!
-//! OpenSSL rather than rustls (DESIGN.md): the KMIP 1.x profiles mandate suites such as
+//! OpenSSL rather than rustls (docs/design.md): the KMIP 1.x profiles mandate suites such as
 //! TLS_RSA_WITH_AES_128_CBC_SHA256 that rustls will never offer, PyKMIP's stock server offers
 //! nothing else with RSA certificates, and OpenSSL opens PKCS#12 files and both kinds of
 //! encrypted PEM keys.

@@ -1,7 +1,7 @@
 //! XTS-AES (IEEE 1619) for the data path, as dm-crypt's `aes-xts-plain64` uses it.
 //!
 //! Written here on the `aes` crate rather than taken from a crate or OpenSSL: measured on
-//! this machine (`../shared/notes/rust-crates.md`), `xts-mode` runs one block at a time
+//! this machine (`docs/design.md`), `xts-mode` runs one block at a time
 //! (~1 GB/s) and OpenSSL 3.0's EVP pays a context reset per sector (~2.5 GB/s at 512-byte
 //! sectors), while the block cipher itself (VAES) is several times faster. So the whole
 //! request is processed in bulk: the tweak of every 16-byte block of every sector is

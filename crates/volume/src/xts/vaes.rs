@@ -3,7 +3,7 @@
 //! carry-less multiply) kept in registers around the AES rounds. The portable path
 //! computes a tweak array in memory, XORs it in, calls the block cipher and XORs again:
 //! three passes over the data, which profiling showed costing twice the AES itself. No
-//! crate offers XTS at this speed (`../shared/notes/rust-crates.md`), and the `aes` crate
+//! crate offers XTS at this speed (`docs/design.md`), and the `aes` crate
 //! does not expose its round keys, so the key schedule is expanded here as well.
 //!
 //! All `unsafe` here is calling functions compiled with `#[target_feature]`, and unaligned

@@ -14,18 +14,18 @@ use crate::cli::args::{
 };
 
 pub fn run(dir: Option<PathBuf>) -> anyhow::Result<()> {
-    let (dir, temporary) = match dir {
-        Some(d) => (d, false),
-        None => (
-            std::env::temp_dir().join(format!("atrest-demo-{}", std::process::id())),
-            true,
-        ),
-    };
-    let result = demo(&dir);
-    if temporary {
-        let _ = std::fs::remove_dir_all(&dir);
+    match dir {
+        Some(d) => demo(&d),
+        None => {
+            // A fresh folder with a random name, removed when `scratch` drops: on success,
+            // on error and on a panic alike.
+            let scratch = tempfile::Builder::new()
+                .prefix("atrest-demo-")
+                .tempdir()
+                .context("creating a temporary directory")?;
+            demo(scratch.path())
+        }
     }
-    result
 }
 
 fn demo(dir: &std::path::Path) -> anyhow::Result<()> {
