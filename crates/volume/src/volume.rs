@@ -58,6 +58,9 @@ pub enum VolumeError {
     /// No random bytes for a key.
     #[error(transparent)]
     Random(#[from] RandomError),
+    /// No locked, never-dumped memory for a key schedule.
+    #[error(transparent)]
+    KeyMemory(#[from] secmem::LockError),
     /// Read or write failed.
     #[error("I/O at byte {offset}: {source}")]
     Io {
@@ -398,10 +401,18 @@ pub(crate) fn volume_key(
     Err(VolumeError::WrongKey)
 }
 
-/// An unlocked volume: reads and writes plaintext. The key schedule is zeroized on drop.
+/// The key schedule of `key`, in locked pages left out of core dumps (`secmem`), zeroed
+/// when dropped.
+pub(crate) fn key_schedule(key: &[u8]) -> Result<secmem::Locked<Xts>, VolumeError> {
+    let xts = Xts::new(key).map_err(|e| VolumeError::Invalid(e.to_string()))?;
+    Ok(secmem::Locked::new(xts)?)
+}
+
+/// An unlocked volume: reads and writes plaintext. The key schedule lives in locked pages
+/// left out of core dumps, and is zeroed on drop.
 pub struct Unlocked {
     dev: Arc<dyn BlockBackend>,
-    xts: Xts,
+    xts: secmem::Locked<Xts>,
     data: DataArea,
     repaired: Option<String>,
     writes: crate::range_lock::RangeLock,
@@ -435,7 +446,7 @@ fn unlock_with(
         return Err(VolumeError::ConversionInProgress { kind });
     }
     let volume_key = volume_key(hdr, &read.header.metadata, &layout.digest, kmip_secret)?;
-    let xts = Xts::new(&volume_key).map_err(|e| VolumeError::Invalid(e.to_string()))?;
+    let xts = key_schedule(&volume_key)?;
     // As cryptsetup does on a writable device: once the key is proven, rewrite a damaged
     // header copy from the good one, so one more fault cannot cost the volume.
     let repaired = match read.damaged {

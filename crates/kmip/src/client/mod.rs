@@ -90,6 +90,13 @@ impl Client {
         })
     }
 
+    /// Closes the current connection, if any. Called after a key was fetched: the TLS
+    /// library's buffers held the key in the clear, and freeing them now (rather than
+    /// when the next request overwrites them) keeps that copy's life short.
+    pub fn disconnect(&mut self) {
+        self.conn = None;
+    }
+
     /// Sends one operation and returns its payload, failing over across servers.
     pub fn call(&mut self, payload: RequestPayload) -> Result<ResponsePayload, ClientError> {
         let mut errors = Vec::new();

@@ -52,8 +52,8 @@ fn zero(dev: &dyn BlockBackend, from: u64, to: u64) -> Result<(), ConvertError> 
     Ok(())
 }
 
-fn cipher(key: &[u8]) -> Result<Xts, ConvertError> {
-    Xts::new(key).map_err(|e| VolumeError::Invalid(e.to_string()).into())
+fn cipher(key: &[u8]) -> Result<secmem::Locked<Xts>, ConvertError> {
+    Ok(crate::volume::key_schedule(key)?)
 }
 
 fn commit(dev: &dyn BlockBackend, h: &mut Header, s: Option<&State>) -> Result<(), ConvertError> {
@@ -671,7 +671,7 @@ impl Step<'_> {
         digest: &str,
         secret: Option<&[u8]>,
         which: &'static str,
-    ) -> Result<Xts, ConvertError> {
+    ) -> Result<secmem::Locked<Xts>, ConvertError> {
         let secret = secret.ok_or(ConvertError::KeyNeeded(which))?;
         cipher(&volume_key(self.hdr, &h.metadata, digest, secret)?)
     }
@@ -924,8 +924,8 @@ impl Step<'_> {
         self.report(&s);
         if let Some(xts) = xts.as_ref().filter(|_| s.done < s.size) {
             let (from, to) = match kind {
-                Kind::Encrypt => (None, Some(xts)),
-                _ => (Some(xts), None),
+                Kind::Encrypt => (None, Some(&**xts)),
+                _ => (Some(&**xts), None),
             };
             if let Some(o) = self.journaled(h, &mut s, &run_id, from, to, opts)? {
                 return Ok(o);
@@ -968,7 +968,7 @@ impl Step<'_> {
         self.report(&s);
         if s.done < s.size {
             let old = self.key(h, &old_digest, keys.current, "volume's current")?;
-            if let Some(o) = self.journaled(h, &mut s, &run_id, Some(&old), Some(&new), opts)? {
+            if let Some(o) = self.journaled(h, &mut s, &run_id, Some(&*old), Some(&*new), opts)? {
                 return Ok(o);
             }
         }

@@ -36,9 +36,14 @@ pub enum XtsKeyError {
     EqualHalves,
 }
 
+// The variants differ in size (AES-256's schedule is larger); boxing them would put the
+// round keys outside the `Xts`, which is exactly what must not happen.
+#[allow(clippy::large_enum_variant)]
 enum Ciphers {
-    Aes128(Box<(Aes128, Aes128)>),
-    Aes256(Box<(Aes256, Aes256)>),
+    // Inline, not boxed: an `Xts` kept in locked, never-dumped pages (`secmem::Locked`)
+    // must carry its round keys inside itself.
+    Aes128((Aes128, Aes128)),
+    Aes256((Aes256, Aes256)),
 }
 
 /// An XTS-AES key schedule (data key, tweak key). The `aes` crate zeroizes its round keys
@@ -127,11 +132,11 @@ impl Xts {
         let ciphers = if key.len() == 32 {
             let a = Aes128::new_from_slice(k1).map_err(|_| XtsKeyError::Length(key.len()))?;
             let b = Aes128::new_from_slice(k2).map_err(|_| XtsKeyError::Length(key.len()))?;
-            Ciphers::Aes128(Box::new((a, b)))
+            Ciphers::Aes128((a, b))
         } else {
             let a = Aes256::new_from_slice(k1).map_err(|_| XtsKeyError::Length(key.len()))?;
             let b = Aes256::new_from_slice(k2).map_err(|_| XtsKeyError::Length(key.len()))?;
-            Ciphers::Aes256(Box::new((a, b)))
+            Ciphers::Aes256((a, b))
         };
         Ok(Self {
             ciphers,
