@@ -1,12 +1,22 @@
-//! The service side of atrest: what the daemon and the command line share.
+//! The application layer every front end shares: the command line, the daemon and (later)
+//! the admin web page call the same functions here and print or serve what they return.
 //!
-//! Today this is the configuration file (`[kmip]` and `[[volume]]`, see `docs/design.md`): read,
-//! checked, its relative paths resolved against the file's own folder, its secret files
-//! refused when group or others may read them, and turned into the in-memory
-//! [`kmip::client::ClientConfig`] the KMIP client takes. The daemon itself (unlock at start,
-//! NBD export, key-state watch, admin page) arrives with its issues.
+//! - [`config`] and [`trusted`]: the configuration file, read with the checks a root
+//!   daemon needs, its relative paths resolved against its folder.
+//! - [`keys`]: the KMIP side (fetch, create with rollback, retire, state).
+//! - [`device`]: a volume's devices, opened and locked.
+//! - [`ops`]: typed operations (Save and Test, format, encrypt, decrypt, rekey, status)
+//!   taking a request, an [`progress::Observer`] and a [`progress::Stop`], returning a
+//!   `Serialize` report or a [`ServiceError`] that names what failed and what to do.
 
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod device;
+pub mod error;
+pub mod keys;
+pub mod ops;
+pub mod progress;
 pub mod trusted;
+
+pub use error::ServiceError;

@@ -135,6 +135,25 @@ pub struct KeyArgs {
     pub key_name: Option<String>,
 }
 
+impl KeyArgs {
+    /// The service's key specification.
+    pub fn spec(&self) -> service::ops::convert::KeySpec {
+        service::ops::convert::KeySpec {
+            mode: if self.direct {
+                volume::volume::KeyMode::Direct
+            } else {
+                volume::volume::KeyMode::Wrapped
+            },
+            cipher: match self.cipher {
+                CipherArg::XtsAes128 => service::ops::convert::Cipher::XtsAes128,
+                CipherArg::XtsAes256 => service::ops::convert::Cipher::XtsAes256,
+            },
+            sector_size: self.sector_size,
+            key_name: self.key_name.clone(),
+        }
+    }
+}
+
 /// Options every conversion has.
 #[derive(Debug, Args)]
 pub struct ConvertArgs {

@@ -2,6 +2,7 @@
 
 mod args;
 mod cmd;
+mod output;
 
 pub use args::parse;
 use args::{Cli, Command};

@@ -9,9 +9,14 @@ use anyhow::Context;
 use kms::server::{Options, Server};
 use volume::backend::{BlockBackend, FileBackend};
 
-use crate::cli::args::{
-    CipherArg, ConfigArg, ConvertArgs, DecryptArgs, EncryptArgs, KeepOldArg, KeyArgs, RekeyArgs,
-};
+use service::config::Config;
+use service::device::Location;
+use service::keys::KeyManager;
+use service::ops;
+use service::ops::convert::{ConvertReport, DecryptRequest, EncryptRequest, KeySpec, RekeyRequest};
+use service::progress::{Quiet, Stop};
+
+use crate::cli::args::ConfigArg;
 
 pub fn run(dir: Option<PathBuf>) -> anyhow::Result<()> {
     match dir {
@@ -23,7 +28,7 @@ pub fn run(dir: Option<PathBuf>) -> anyhow::Result<()> {
                 .prefix("atrest-demo-")
                 .tempdir()
                 .context("creating a temporary directory")?;
-            demo(scratch.path())
+            demo(&scratch.path().join("kms"))
         }
     }
 }
@@ -60,7 +65,8 @@ fn demo(dir: &std::path::Path) -> anyhow::Result<()> {
 }
 
 /// The appliance's data encrypted in place, read back with the key fetched again,
-/// rekeyed, and decrypted back to the original bytes.
+/// rekeyed, and decrypted back to the original bytes: the same service operations the
+/// commands and the daemon run.
 fn volume_story(dir: &Path, config: &ConfigArg) -> anyhow::Result<()> {
     let img = dir.join("appliance-data.img");
     let mut data = vec![0u8; 64 << 20];
@@ -69,36 +75,31 @@ fn volume_story(dir: &Path, config: &ConfigArg) -> anyhow::Result<()> {
     openssl::rand::rand_bytes(&mut data[1 << 20..]).context("random data")?;
     std::fs::write(&img, &data).with_context(|| format!("writing {}", img.display()))?;
     let want = openssl::sha::sha256(&data);
-    let args = |json| ConvertArgs {
-        config: ConfigArg {
-            config: config.config.clone(),
-        },
-        device: img.clone(),
-        json,
+    let location = Location {
+        path: img.clone(),
         header: None,
-        step: None,
     };
+    let load = || Config::load(&config.config);
+    let stop = Stop::new();
+    let show = |r: ConvertReport| println!("   {}", r.message);
     println!();
     println!(
         "3. Encrypt in place: {} (64 MiB: configuration text, audit lines, recordings)",
         img.display()
     );
-    super::encrypt::run(EncryptArgs {
-        common: args(false),
-        key: KeyArgs {
-            direct: false,
-            cipher: CipherArg::XtsAes128,
-            sector_size: 512,
-            key_name: None,
-        },
+    let req = EncryptRequest {
+        location: location.clone(),
+        key: KeySpec::default(),
         reduce_device_size: None,
-    })?;
+        step: None,
+    };
+    show(ops::convert::encrypt(load()?, &req, &mut Quiet, &stop)?);
     println!();
     println!("4. What the header says (no key needed):");
     super::status::run(&img, None, false)?;
     println!();
-    let uid = volume::volume::status(&FileBackend::new(File::open(&img)?))?.key_uid;
-    let secret = super::convert::Kms::connect(&config.config)?.fetch(&uid)?;
+    let uid = ops::status::status(&location)?.key_uid;
+    let secret = KeyManager::new(load()?)?.fetch(&uid)?;
     let dev: Arc<dyn BlockBackend> = Arc::new(FileBackend::new(File::open(&img)?));
     let vol = volume::volume::unlock(dev, &secret)?;
     let mut back = vec![0u8; vol.size() as usize];
@@ -111,24 +112,24 @@ fn volume_story(dir: &Path, config: &ConfigArg) -> anyhow::Result<()> {
     println!("   all 64 MiB read back identical to the original.");
     println!();
     println!("6. Key rotation: rewrap under a new KMIP key, then a deep rekey (every sector):");
-    super::rekey::run(RekeyArgs {
-        common: args(false),
-        deep: false,
-        old: KeepOldArg { keep_old: false },
-        key_name: None,
-    })?;
-    super::rekey::run(RekeyArgs {
-        common: args(false),
-        deep: true,
-        old: KeepOldArg { keep_old: false },
-        key_name: None,
-    })?;
+    for deep in [false, true] {
+        let req = RekeyRequest {
+            location: location.clone(),
+            deep,
+            keep_old: false,
+            key_name: None,
+            step: None,
+        };
+        show(ops::convert::rekey(load()?, &req, &mut Quiet, &stop)?);
+    }
     println!();
     println!("7. Decrypt in place, back to the original file:");
-    super::decrypt::run(DecryptArgs {
-        common: args(false),
-        old: KeepOldArg { keep_old: false },
-    })?;
+    let req = DecryptRequest {
+        location,
+        keep_old: false,
+        step: None,
+    };
+    show(ops::convert::decrypt(load()?, &req, &mut Quiet, &stop)?);
     anyhow::ensure!(
         openssl::sha::sha256(&std::fs::read(&img)?) == want,
         "the decrypted image differs from the original"

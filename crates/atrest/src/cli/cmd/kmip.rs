@@ -1,15 +1,15 @@
 //! `atrest kmip ...`: "Save and Test" and the key operations, against the configured server.
 
 use std::io::Write;
-use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
-use kmip::client::{Client, ClientError, NEEDED_OPERATIONS};
+use anyhow::bail;
+use kmip::client::Client;
 use kmip::enums::RevocationReasonCode;
-use kmip::message::{AttributeName, ProtocolVersion};
+use kmip::message::AttributeName;
 use kmip::ttlv::{xml, Item, Tag, Value};
 use serde_json::json;
 use service::config::Config;
+use service::ops::test::TestReport;
 
 use crate::cli::args::{ConfigArg, KmipCommand, RevokeReason};
 
@@ -147,226 +147,90 @@ fn server_information_text(info: &Item) -> String {
     }
 }
 
-/// "Save and Test".
+/// "Save and Test": the service runs it; this prints its report as text or JSON.
 pub fn test(config: &ConfigArg, as_json: bool, probe_key: bool) -> anyhow::Result<()> {
-    let report = |step: &str, error: String, hint: String| -> anyhow::Result<()> {
-        if as_json {
-            let hint = (!hint.is_empty()).then_some(hint);
-            println!(
-                "{}",
-                json!({"ok": false, "step": step, "error": error, "hint": hint})
-            );
-        } else {
-            println!("Save and Test: FAILED at step \"{step}\"");
-            println!("  error  {error}");
-            if !hint.is_empty() {
-                println!("  fix    {hint}");
-            }
-        }
-        bail!("the KMIP connection test failed at step \"{step}\"")
-    };
-    let cfg = match Config::load(&config.config) {
-        Ok(c) => c,
-        Err(e) => {
-            // Most configuration errors say what to do themselves; repeat nothing.
-            let hint = e.hint().unwrap_or_default().to_owned();
-            return report("read configuration", e.to_string(), hint);
-        }
-    };
-    let mut client = match Client::new(cfg.kmip) {
-        Ok(c) => c,
-        Err(e) => {
-            let e = ClientError::from(e);
-            return report(e.step(), e.to_string(), e.hint());
-        }
-    };
-    let (q, rtt) = match client.ping() {
-        Ok(x) => x,
-        Err(e) => return report(e.step(), e.to_string(), e.hint()),
-    };
-    // The first request paid for negotiation (and server-side password hashing); time a
-    // second one for the round trip an operation will see.
-    let first = rtt;
-    let rtt = client.ping().map_or(first, |(_, d)| d);
-    let info = client
-        .server_info()
-        .context("no server information after a successful request")?;
-    // Ask again for the list; 1.0 servers cannot answer, which is not a failure.
-    let offered = if info.version >= ProtocolVersion::V1_1 {
-        client.discover_versions().unwrap_or_default()
-    } else {
-        Vec::new()
-    };
-    let missing: Vec<String> = NEEDED_OPERATIONS
-        .iter()
-        .filter(|op| !q.operations.is_empty() && !q.operations.contains(op))
-        .map(|op| op.to_string())
-        .collect();
-    let vendor = q.vendor_identification.clone().unwrap_or_default();
-    let (client_not_after, client_days) = client.client_certificate_expiry();
-    let (client_not_after, client_days) = (client_not_after.to_owned(), client_days);
-
-    let probe = if probe_key {
-        Some(probe(&mut client))
-    } else {
-        None
-    };
-    let probe_ok = probe.as_ref().is_none_or(|p| p.error.is_none());
-
+    let r = service::ops::test::save_and_test(&config.config, probe_key);
     if as_json {
-        let mut j = json!({
-            "ok": probe_ok,
-            "server": info.server.to_string(),
-            "tls_version": info.tls.version,
-            "cipher": info.tls.cipher,
-            "handshake_ms": ms(info.tls.handshake_time),
-            "kmip_version": info.version.to_string(),
-            "versions_offered": offered.iter().map(|v| v.to_string()).collect::<Vec<_>>(),
-            "vendor": vendor,
-            "operations_missing": missing,
-            "round_trip_ms": ms(rtt),
-            "first_request_ms": ms(first),
-            "server_certificate": {"subject": info.tls.server_subject, "not_after": info.tls.server_not_after, "days_left": info.tls.server_days_left},
-            "client_certificate": {"not_after": client_not_after, "days_left": client_days},
-        });
-        if let Some(p) = &probe {
-            j["probe_key"] = json!({
-                "steps": p.steps.iter().map(|(s, d)| json!({"step": s, "ms": ms(*d)})).collect::<Vec<_>>(),
-                "error": p.error.as_ref().map(|(s, e, _)| json!({"step": s, "error": e})),
-            });
-            if let Some((step, _, hint)) = &p.error {
-                j["step"] = json!(step);
-                j["hint"] = json!(hint);
-            }
-        }
-        println!("{j}");
+        println!("{}", serde_json::to_string(&r)?);
     } else {
-        println!("Save and Test: {}", if probe_ok { "OK" } else { "FAILED" });
-        println!("  server        {} answered", info.server);
-        println!(
-            "  TLS           {}, {} (connect and handshake {:.1} ms)",
-            info.tls.version,
-            info.tls.cipher,
-            ms(info.tls.handshake_time)
-        );
-        let offered_text = match offered.is_empty() {
-            true => String::new(),
-            false => format!(
-                " (server offers {})",
-                offered
-                    .iter()
-                    .map(|v| v.to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        };
-        println!("  KMIP          version {}{offered_text}", info.version);
-        println!(
-            "  vendor        {}",
-            if vendor.is_empty() {
-                "(not given)"
-            } else {
-                &vendor
-            }
-        );
-        if missing.is_empty() {
-            println!("  operations    all that atrest needs are supported");
-        } else {
-            println!(
-                "  operations    NOT supported by the server: {}",
-                missing.join(", ")
-            );
-        }
-        println!(
-            "  round trip    {:.1} ms (Query; the first request, with negotiation, {:.1} ms)",
-            ms(rtt),
-            ms(first)
-        );
-        println!(
-            "  certificates  client expires in {client_days} days ({client_not_after}); server {} expires in {} days ({})",
-            info.tls.server_subject, info.tls.server_days_left, info.tls.server_not_after
-        );
-        for days in [client_days, info.tls.server_days_left] {
-            if days < 30 {
-                println!("  WARNING       a certificate expires in {days} days: renew it before it stops atrest from unlocking");
-            }
-        }
-        if let Some(p) = &probe {
-            for (s, d) in &p.steps {
-                println!("  probe key     {s}: ok ({:.1} ms)", ms(*d));
-            }
-            if let Some((s, e, h)) = &p.error {
-                println!("  probe key     {s}: FAILED: {e}");
-                println!("  fix           {h}");
-            }
-        }
+        print_test(&r);
     }
-    if !probe_ok {
-        bail!("the throwaway key test failed");
+    if !r.ok {
+        bail!(
+            "the KMIP connection test failed at step \"{}\"",
+            r.step.unwrap_or("?")
+        );
     }
     Ok(())
 }
 
-/// One step of the probe, run against the throwaway key.
-type ProbeStep<'a> = dyn Fn(&mut Client) -> Result<(), ClientError> + 'a;
-
-struct Probe {
-    steps: Vec<(&'static str, Duration)>,
-    error: Option<(&'static str, String, String)>,
-}
-
-/// Create, activate, get, revoke, destroy a throwaway key, stopping at the first failure
-/// (and still trying to clean up the key).
-fn probe(client: &mut Client) -> Probe {
-    let mut p = Probe {
-        steps: Vec::new(),
-        error: None,
-    };
-    let name = format!("atrest-probe-{}", std::process::id());
-    let t = Instant::now();
-    let uid = match client.create_aes_key(256, Some(&name)) {
-        Ok(u) => u,
-        Err(e) => {
-            p.error = Some(("create", e.to_string(), e.hint()));
-            return p;
+fn print_test(r: &TestReport) {
+    let Some(server) = &r.server else {
+        println!(
+            "Save and Test: FAILED at step \"{}\"",
+            r.step.unwrap_or("?")
+        );
+        println!("  error  {}", r.error.as_deref().unwrap_or(""));
+        if let Some(h) = &r.hint {
+            println!("  fix    {h}");
         }
+        return;
     };
-    p.steps.push(("create", t.elapsed()));
-    let steps: [(&'static str, &ProbeStep<'_>); 4] = [
-        ("activate", &|c: &mut Client| c.activate(&uid)),
-        ("get", &|c: &mut Client| {
-            let k = c.get_symmetric_key(&uid)?;
-            match k.len() {
-                32 => Ok(()),
-                n => Err(ClientError::Misbehaved {
-                    server: String::new(),
-                    detail: format!("a 256-bit key came back with {n} bytes"),
-                }),
-            }
-        }),
-        ("revoke", &|c: &mut Client| {
-            c.revoke(
-                &uid,
-                RevocationReasonCode::CESSATION_OF_OPERATION,
-                Some("atrest probe"),
-            )
-        }),
-        ("destroy", &|c: &mut Client| c.destroy(&uid)),
-    ];
-    for (name, step) in steps {
-        let t = Instant::now();
-        if let Err(e) = step(client) {
-            p.error = Some((name, e.to_string(), e.hint()));
-            // Leave no Active throwaway key behind.
-            let _ = client.revoke(&uid, RevocationReasonCode::CESSATION_OF_OPERATION, None);
-            let _ = client.destroy(&uid);
-            return p;
-        }
-        p.steps.push((name, t.elapsed()));
+    println!("Save and Test: {}", if r.ok { "OK" } else { "FAILED" });
+    println!("  server        {server} answered");
+    println!(
+        "  TLS           {}, {} (connect and handshake {:.1} ms)",
+        r.tls_version.as_deref().unwrap_or(""),
+        r.cipher.as_deref().unwrap_or(""),
+        r.handshake_ms.unwrap_or(0.0)
+    );
+    let offered = if r.versions_offered.is_empty() {
+        String::new()
+    } else {
+        format!(" (server offers {})", r.versions_offered.join(", "))
+    };
+    println!(
+        "  KMIP          version {}{offered}",
+        r.kmip_version.as_deref().unwrap_or("")
+    );
+    let vendor = r.vendor.as_deref().filter(|v| !v.is_empty());
+    println!("  vendor        {}", vendor.unwrap_or("(not given)"));
+    match r.operations_missing.as_deref() {
+        Some([]) | None => println!("  operations    all that atrest needs are supported"),
+        Some(m) => println!(
+            "  operations    NOT supported by the server: {}",
+            m.join(", ")
+        ),
     }
-    p
-}
-
-fn ms(d: Duration) -> f64 {
-    (d.as_secs_f64() * 10_000.0).round() / 10.0
+    println!(
+        "  round trip    {:.1} ms (Query; the first request, with negotiation, {:.1} ms)",
+        r.round_trip_ms.unwrap_or(0.0),
+        r.first_request_ms.unwrap_or(0.0)
+    );
+    if let (Some(c), Some(s)) = (&r.client_certificate, &r.server_certificate) {
+        println!(
+            "  certificates  client expires in {} days ({}); server {} expires in {} days ({})",
+            c.days_left,
+            c.not_after,
+            s.subject.as_deref().unwrap_or(""),
+            s.days_left,
+            s.not_after
+        );
+        for days in [c.days_left, s.days_left] {
+            if days < 30 {
+                println!("  WARNING       a certificate expires in {days} days: renew it before it stops atrest from unlocking");
+            }
+        }
+    }
+    if let Some(p) = &r.probe_key {
+        for s in &p.steps {
+            println!("  probe key     {}: ok ({:.1} ms)", s.step, s.ms);
+        }
+        if let Some(e) = &p.error {
+            println!("  probe key     {}: FAILED: {}", e.step, e.error);
+            if let Some(h) = &r.hint {
+                println!("  fix           {h}");
+            }
+        }
+    }
 }

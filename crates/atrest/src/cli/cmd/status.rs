@@ -2,48 +2,19 @@
 
 use std::path::Path;
 
-use anyhow::{bail, Context};
-use volume::backend::FileBackend;
-use volume::convert::Found;
-use volume::text::shown;
+use service::device::Location;
 use volume::volume::cipher_text;
 
 pub fn run(device: &Path, header: Option<&Path>, json: bool) -> anyhow::Result<()> {
-    let file =
-        std::fs::File::open(device).with_context(|| format!("opening {}", device.display()))?;
-    let dev = FileBackend::new(file);
-    let hdr = match header {
-        Some(h) => Some(FileBackend::new(
-            std::fs::File::open(h).with_context(|| format!("opening {}", h.display()))?,
-        )),
-        None => None,
-    };
-    let result = match &hdr {
-        Some(h) => volume::volume::status_detached(h, &dev),
-        None => volume::volume::status(&dev),
-    };
-    let s = match result {
-        Ok(s) => s,
-        Err(e) => {
-            // No header, but maybe a conversion's park record: say what to run.
-            if let Ok(Found::InProgress(p)) =
-                volume::convert::inspect(volume::convert::Devices::attached(&dev))
-            {
-                bail!(
-                    "{}: an atrest {} was interrupted while the device had no header (KMIP key {}); run `{}` again to finish it",
-                    device.display(),
-                    p.kind.noun(),
-                    if p.key_uid.is_empty() { "not needed".into() } else { shown(&p.key_uid) },
-                    p.kind.command()
-                );
-            }
-            return Err(e).with_context(|| format!("reading {}", device.display()));
-        }
-    };
+    let s = service::ops::status::status(&Location {
+        path: device.to_owned(),
+        header: header.map(Path::to_owned),
+    })?;
     if json {
         println!("{}", serde_json::to_string(&s)?);
         return Ok(());
     }
+    // Every string below that came from the header was escaped by `status`.
     println!("device        {}", device.display());
     println!(
         "format        LUKS2 (atrest), uuid {}, epoch {}",

@@ -1,0 +1,169 @@
+//! The KMIP side of every operation: fetch a volume's key by its identifier, create a new
+//! active key (and remove it again if what it was made for fails), retire a key the volume
+//! no longer uses, ask a key's state. A thin layer over [`kmip::client::Client`] that puts
+//! each failure in the operator's words ("fetching the volume's key 42: ...").
+
+use kmip::client::Client;
+use kmip::enums::{RevocationReasonCode, State};
+use volume::text::shown;
+use zeroize::Zeroizing;
+
+use crate::config::Config;
+use crate::error::ServiceError;
+
+/// A key just created on the server, active, with its secret.
+pub struct NewKey {
+    /// Its Unique Identifier.
+    pub uid: String,
+    /// The key bytes.
+    pub secret: Zeroizing<Vec<u8>>,
+    /// The server it was created on (`host:port`), a hint for operators.
+    pub server: Option<String>,
+}
+
+impl std::fmt::Debug for NewKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "NewKey({}, <redacted>)", self.uid)
+    }
+}
+
+/// How a key the volume no longer uses was left.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RetiredKey {
+    /// Its identifier.
+    pub uid: String,
+    /// `revoked` or `kept` (still Active, `--keep-old`).
+    pub fate: &'static str,
+    /// The revocation reason, if revoked.
+    pub reason: Option<&'static str>,
+}
+
+impl RetiredKey {
+    /// One sentence about it.
+    pub fn sentence(&self) -> String {
+        match self.reason {
+            Some(r) => format!(
+                "the old key {} is revoked ({r}; it can still be fetched to read old backups)",
+                shown(&self.uid)
+            ),
+            None => format!(
+                "the old key {} is still Active (--keep-old)",
+                shown(&self.uid)
+            ),
+        }
+    }
+}
+
+/// A session with the configured key servers.
+pub struct KeyManager {
+    client: Client,
+}
+
+impl KeyManager {
+    /// A client for `config`'s servers (loads the client identity now, so a wrong
+    /// passphrase shows before any connection).
+    pub fn new(config: Config) -> Result<Self, ServiceError> {
+        Ok(Self {
+            client: Client::new(config.kmip)?,
+        })
+    }
+
+    /// The underlying client (Save and Test, the `kmip` commands).
+    pub fn client(&mut self) -> &mut Client {
+        &mut self.client
+    }
+
+    /// The secret of `uid`. The connection is closed afterwards, so the TLS library's
+    /// buffers that held the key in the clear are freed now.
+    pub fn fetch(&mut self, uid: &str) -> Result<Zeroizing<Vec<u8>>, ServiceError> {
+        let r = self.client.get_symmetric_key(uid).map_err(|e| {
+            ServiceError::kmip(
+                format!(
+                    "fetching the volume's key {} from the KMIP server",
+                    shown(uid)
+                ),
+                e,
+            )
+        });
+        self.client.disconnect();
+        r
+    }
+
+    /// A new active AES-256 key named `name`.
+    pub fn create(&mut self, name: &str) -> Result<NewKey, ServiceError> {
+        let uid = self
+            .client
+            .create_aes_key(256, Some(name))
+            .map_err(|e| ServiceError::kmip("creating the key on the KMIP server", e))?;
+        let got = self
+            .client
+            .activate(&uid)
+            .map_err(|e| ServiceError::kmip("activating the new key", e))
+            .and_then(|()| self.fetch(&uid));
+        match got {
+            Ok(secret) => Ok(NewKey {
+                server: self.client.server_info().map(|s| s.server.to_string()),
+                uid,
+                secret,
+            }),
+            Err(e) => Err(self.discard(&uid, e)),
+        }
+    }
+
+    /// Revokes and destroys `uid`, a key that protects nothing because `error` stopped what
+    /// it was made for; the error, with what became of the key.
+    pub fn discard(&mut self, uid: &str, error: ServiceError) -> ServiceError {
+        let cleanup = self
+            .client
+            .revoke(
+                uid,
+                RevocationReasonCode::CESSATION_OF_OPERATION,
+                Some("atrest: the operation it was made for did not happen"),
+            )
+            .and_then(|()| self.client.destroy(uid));
+        ServiceError::KeyDiscarded {
+            error: Box::new(error),
+            cleanup: match cleanup {
+                Ok(()) => format!("the unused key {uid} was revoked and destroyed"),
+                Err(c) => format!("the unused key {uid} could not be removed from the server: {c}"),
+            },
+        }
+    }
+
+    /// Revokes `uid` with `reason` unless `keep`; says how it was left. Revoked, not
+    /// destroyed: backups made under it stay readable.
+    pub fn retire(
+        &mut self,
+        uid: &str,
+        reason: RevocationReasonCode,
+        message: &str,
+        keep: bool,
+    ) -> Result<RetiredKey, ServiceError> {
+        if keep {
+            return Ok(RetiredKey {
+                uid: uid.to_owned(),
+                fate: "kept",
+                reason: None,
+            });
+        }
+        self.client
+            .revoke(uid, reason, Some(message))
+            .map_err(|e| ServiceError::kmip(format!("revoking the old key {}", shown(uid)), e))?;
+        Ok(RetiredKey {
+            uid: uid.to_owned(),
+            fate: "revoked",
+            reason: Some(if reason == RevocationReasonCode::SUPERSEDED {
+                "Superseded"
+            } else {
+                "Cessation of Operation"
+            }),
+        })
+    }
+
+    /// The key's lifecycle state on the server.
+    pub fn state(&mut self, uid: &str) -> Result<State, ServiceError> {
+        self.client
+            .state(uid)
+            .map_err(|e| ServiceError::kmip(format!("asking the state of key {}", shown(uid)), e))
+    }
+}

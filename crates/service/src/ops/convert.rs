@@ -1,0 +1,587 @@
+//! Encrypt, decrypt and rekey a volume in place, start to finish: the devices opened and
+//! locked, the keys created or fetched on KMIP (a new key removed again if the conversion
+//! cannot start), an interrupted conversion of the same kind resumed, the old key retired
+//! at the end. The conversion itself, and its crash safety, is `volume::convert`'s.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use kmip::enums::RevocationReasonCode;
+use volume::backend::BlockBackend;
+use volume::convert::park::HeaderPlan;
+use volume::convert::{self, Found, Keys, Kind, Options, Outcome};
+use volume::text::shown;
+use volume::volume::{cipher_text, KeyMode, Status};
+use zeroize::Zeroizing;
+
+use crate::config::Config;
+use crate::device::{Device, Location};
+use crate::error::ServiceError;
+use crate::keys::{KeyManager, RetiredKey};
+use crate::progress::{Event, Observer, Stop};
+
+/// The cipher of a new volume.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Cipher {
+    /// XTS-AES-128 (256-bit XTS key).
+    XtsAes128,
+    /// XTS-AES-256 (512-bit XTS key; wrapped mode only).
+    XtsAes256,
+}
+
+impl Cipher {
+    /// The volume key's length in bytes.
+    pub fn key_len(self) -> usize {
+        match self {
+            Self::XtsAes128 => 32,
+            Self::XtsAes256 => 64,
+        }
+    }
+}
+
+/// How a new volume is keyed (what `format` and `encrypt` share).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct KeySpec {
+    /// Wrapped (default) or direct.
+    pub mode: KeyMode,
+    /// The cipher.
+    pub cipher: Cipher,
+    /// 512 or 4096.
+    pub sector_size: u32,
+    /// The key's Name on the server (default: atrest-<device file name>).
+    pub key_name: Option<String>,
+}
+
+impl Default for KeySpec {
+    fn default() -> Self {
+        Self {
+            mode: KeyMode::Wrapped,
+            cipher: Cipher::XtsAes128,
+            sector_size: 512,
+            key_name: None,
+        }
+    }
+}
+
+impl KeySpec {
+    /// Refuses combinations that cannot work, before anything is touched.
+    pub fn check(&self) -> Result<(), ServiceError> {
+        if self.mode == KeyMode::Direct && self.cipher == Cipher::XtsAes256 {
+            return Err(ServiceError::Refused(
+                "direct mode uses the KMIP key as the volume key, and KMIP AES keys are at most 256 bits: XTS-AES-256 needs wrapped mode".into(),
+            ));
+        }
+        if ![512, 4096].contains(&self.sector_size) {
+            return Err(ServiceError::Refused(format!(
+                "sector size {} (use 512 or 4096)",
+                self.sector_size
+            )));
+        }
+        Ok(())
+    }
+
+    /// The key's Name for a device.
+    pub fn name_for(&self, dev: &Device) -> String {
+        self.key_name
+            .clone()
+            .unwrap_or_else(|| format!("atrest-{}", dev.name()))
+    }
+}
+
+/// `encrypt`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct EncryptRequest {
+    /// The device (and detached header file, made if missing).
+    pub location: Location,
+    /// How to key it.
+    pub key: KeySpec,
+    /// Bytes at the end of a block device left unused for the header area.
+    pub reduce_device_size: Option<u64>,
+    /// Bytes per committed step (tests and tuning).
+    pub step: Option<u64>,
+}
+
+/// `decrypt`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct DecryptRequest {
+    /// The volume.
+    pub location: Location,
+    /// Leave the volume's key Active afterwards.
+    pub keep_old: bool,
+    /// Bytes per committed step.
+    pub step: Option<u64>,
+}
+
+/// `rekey`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct RekeyRequest {
+    /// The volume.
+    pub location: Location,
+    /// Re-encrypt every sector under a new volume key (else: rewrap).
+    pub deep: bool,
+    /// Leave the old KMIP key Active afterwards.
+    pub keep_old: bool,
+    /// The new key's Name on the server.
+    pub key_name: Option<String>,
+    /// Bytes per committed step.
+    pub step: Option<u64>,
+}
+
+/// Where a stopped conversion stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct StoppedAt {
+    /// Bytes converted and committed.
+    pub done: u64,
+    /// Bytes in all.
+    pub total: u64,
+}
+
+/// How a conversion ended.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ConvertReport {
+    /// encrypt, decrypt or rekey.
+    pub operation: Kind,
+    /// The data device.
+    pub device: PathBuf,
+    /// `None` when finished; where it stopped (on request) otherwise.
+    pub stopped: Option<StoppedAt>,
+    /// Wall time of this run.
+    pub seconds: f64,
+    /// One sentence for the operator.
+    pub message: String,
+    /// The header's facts afterwards (none once decrypted).
+    pub status: Option<Status>,
+    /// The key the volume no longer uses, and how it was left.
+    pub retired: Option<RetiredKey>,
+}
+
+fn options(step: Option<u64>) -> Options {
+    let mut o = Options::default();
+    if let Some(s) = step {
+        o.chunk = s;
+    }
+    o
+}
+
+fn refuse_other(p: &convert::Pending, loc: &Location) -> ServiceError {
+    ServiceError::Refused(format!(
+        "an {} of {} is in progress: run `{}` to finish it first",
+        p.kind.noun(),
+        loc.path.display(),
+        p.kind.command()
+    ))
+}
+
+/// Runs the conversion in progress on `dev` to its end or to a requested stop.
+fn drive(
+    dev: &Device,
+    keys: Keys<'_>,
+    step: Option<u64>,
+    obs: &mut dyn Observer,
+    stop: &Stop,
+) -> Result<Option<StoppedAt>, ServiceError> {
+    let out = convert::run(dev.devices(), keys, options(step), stop.flag(), &mut |p| {
+        obs.event(&Event::Progress {
+            kind: p.kind,
+            done: p.done,
+            total: p.total,
+        })
+    })?;
+    Ok(match out {
+        Outcome::Finished => None,
+        Outcome::Stopped(p) => Some(StoppedAt {
+            done: p.done,
+            total: p.total,
+        }),
+    })
+}
+
+fn resuming(obs: &mut dyn Observer, p: &convert::Pending) {
+    obs.event(&Event::Resuming {
+        kind: p.kind,
+        done: p.done,
+        total: p.size,
+        key_uid: p.key_uid.clone(),
+        new_key_uid: p.new_key_uid.clone(),
+    });
+}
+
+fn report(
+    operation: Kind,
+    dev: &Device,
+    stopped: Option<StoppedAt>,
+    started: Instant,
+    message: String,
+    status: Option<Status>,
+    retired: Option<RetiredKey>,
+) -> ConvertReport {
+    ConvertReport {
+        operation,
+        device: dev.location.path.clone(),
+        stopped,
+        seconds: started.elapsed().as_secs_f64(),
+        message,
+        status,
+        retired,
+    }
+}
+
+fn stopped_message(kind: Kind, s: StoppedAt) -> String {
+    format!(
+        "{} stopped at a safe point, {} of {} bytes done; run `{}` again to continue",
+        kind.noun(),
+        s.done,
+        s.total,
+        kind.command()
+    )
+}
+
+/// Encrypts existing data in place, or finishes an interrupted encryption.
+pub fn encrypt(
+    config: Config,
+    req: &EncryptRequest,
+    obs: &mut dyn Observer,
+    stop: &Stop,
+) -> Result<ConvertReport, ServiceError> {
+    let started = Instant::now();
+    req.key.check()?;
+    let loc = &req.location;
+    let dev = Device::open(loc, true)?;
+    let mut kms = KeyManager::new(config)?;
+    let secret: Zeroizing<Vec<u8>> = match convert::inspect(dev.devices())? {
+        Found::Plain => start_encrypt(&dev, &mut kms, req)?,
+        Found::InProgress(p) if p.kind == Kind::Encrypt => {
+            resuming(obs, &p);
+            kms.fetch(&p.key_uid)?
+        }
+        Found::InProgress(p) => return Err(refuse_other(&p, loc)),
+        Found::Volume { key_uid, .. } => {
+            return Err(ServiceError::Refused(format!(
+                "{} is already an atrest volume (KMIP key {}); nothing to encrypt",
+                loc.path.display(),
+                shown(&key_uid)
+            )))
+        }
+        Found::OtherLuks => {
+            return Err(ServiceError::Refused(format!(
+                "{} holds a LUKS volume that atrest did not make; it is encrypted already",
+                loc.path.display()
+            )))
+        }
+    };
+    let keys = Keys {
+        current: Some(&secret),
+        new: None,
+    };
+    if let Some(s) = drive(&dev, keys, req.step, obs, stop)? {
+        return Ok(report(
+            Kind::Encrypt,
+            &dev,
+            Some(s),
+            started,
+            stopped_message(Kind::Encrypt, s),
+            None,
+            None,
+        ));
+    }
+    let s = dev.status()?;
+    let message = format!(
+        "encrypted: {} bytes of data, {}, {} mode, KMIP key {}",
+        s.data_size,
+        cipher_text(s.key_bits),
+        s.key_mode,
+        s.key_uid
+    );
+    Ok(report(
+        Kind::Encrypt,
+        &dev,
+        None,
+        started,
+        message,
+        Some(s),
+        None,
+    ))
+}
+
+/// Checks a plaintext device, creates the key and records it (park record or header file)
+/// before any data moves; the key is removed again if that fails.
+fn start_encrypt(
+    dev: &Device,
+    kms: &mut KeyManager,
+    req: &EncryptRequest,
+) -> Result<Zeroizing<Vec<u8>>, ServiceError> {
+    let loc = &req.location;
+    let io = |error| ServiceError::Io {
+        what: "reading",
+        path: loc.path.clone(),
+        error,
+    };
+    let len = dev.data.len().map_err(io)?;
+    if loc.header.is_some() {
+        if req.reduce_device_size.is_some() {
+            return Err(ServiceError::Refused("--header and --reduce-device-size exclude each other: with a detached header the data stays where it is".into()));
+        }
+        if volume::luks2::header::read(&dev.data).is_ok() {
+            return Err(ServiceError::Refused(format!(
+                "{} holds a LUKS header itself: it is encrypted already",
+                loc.path.display()
+            )));
+        }
+    } else if req.reduce_device_size.is_none() && !dev.data.resizable() {
+        return Err(ServiceError::Refused(format!(
+            "{} is a block device, which cannot grow: give --reduce-device-size 32M (its last 32 MiB unused: shrink the filesystem first) or --header FILE (a detached header; the data stays where it is)",
+            loc.path.display()
+        )));
+    }
+    let reduce = req.reduce_device_size.unwrap_or(0);
+    if reduce >= len {
+        return Err(ServiceError::Refused(format!(
+            "--reduce-device-size {reduce} is not smaller than the device ({len} bytes)"
+        )));
+    }
+    let size = len - reduce;
+    let ss = req.key.sector_size;
+    if !size.is_multiple_of(u64::from(ss)) {
+        return Err(ServiceError::Refused(format!(
+            "{size} bytes of data are not a whole number of {ss}-byte sectors: pad the image (e.g. `truncate -s %{ss}`){}",
+            if ss == 4096 { " or use --sector-size 512" } else { "" }
+        )));
+    }
+    let key = kms.create(&req.key.name_for(dev))?;
+    let plan = HeaderPlan {
+        key_uid: key.uid.clone(),
+        key_mode: req.key.mode,
+        volume_key_len: req.key.cipher.key_len(),
+        sector_size: ss,
+        server_hint: key.server.clone(),
+    };
+    // Until the park record (or the detached header) is durable nothing refers to the
+    // key: on failure it goes. After, it is named there and must stay.
+    let begun = if loc.header.is_some() {
+        convert::begin_encrypt_in_place(dev.devices(), &plan, &key.secret)
+    } else {
+        convert::begin_encrypt(&dev.data, &plan, size)
+    };
+    match begun {
+        Ok(()) => Ok(key.secret),
+        Err(e) => Err(kms.discard(&key.uid, e.into())),
+    }
+}
+
+/// Decrypts a volume in place, or finishes an interrupted decryption; then retires its key.
+pub fn decrypt(
+    config: Config,
+    req: &DecryptRequest,
+    obs: &mut dyn Observer,
+    stop: &Stop,
+) -> Result<ConvertReport, ServiceError> {
+    let started = Instant::now();
+    let loc = &req.location;
+    let dev = Device::open(loc, false)?;
+    let mut kms = KeyManager::new(config)?;
+    let (uid, secret) = match convert::inspect(dev.devices())? {
+        Found::Volume { key_uid, .. } => {
+            let secret = kms.fetch(&key_uid)?;
+            convert::begin_decrypt(dev.devices(), &secret)?;
+            (key_uid, Some(secret))
+        }
+        Found::InProgress(p) if p.kind == Kind::Decrypt => {
+            resuming(obs, &p);
+            let secret = if p.needs_current {
+                Some(kms.fetch(&p.key_uid)?)
+            } else {
+                None
+            };
+            (p.key_uid, secret)
+        }
+        Found::InProgress(p) => return Err(refuse_other(&p, loc)),
+        Found::Plain if loc.header.is_some() => {
+            return Err(ServiceError::Refused(format!(
+                "{} holds no header: nothing to decrypt (a finished decrypt wipes and removes it)",
+                loc.header.as_deref().unwrap_or(&loc.path).display()
+            )))
+        }
+        Found::Plain => {
+            return Err(ServiceError::Refused(format!(
+                "{} is not an atrest volume (no LUKS header): nothing to decrypt",
+                loc.path.display()
+            )))
+        }
+        Found::OtherLuks => {
+            return Err(ServiceError::Refused(format!(
+                "{} holds a LUKS volume that atrest did not make: decrypt it with cryptsetup",
+                loc.path.display()
+            )))
+        }
+    };
+    let keys = Keys {
+        current: secret.as_deref().map(|s| &s[..]),
+        new: None,
+    };
+    if let Some(s) = drive(&dev, keys, req.step, obs, stop)? {
+        return Ok(report(
+            Kind::Decrypt,
+            &dev,
+            Some(s),
+            started,
+            stopped_message(Kind::Decrypt, s),
+            None,
+            None,
+        ));
+    }
+    if let Some(h) = &loc.header {
+        // Wiped by the decryption; the file itself goes too.
+        std::fs::remove_file(h).map_err(|error| ServiceError::Io {
+            what: "removing the wiped header file",
+            path: h.clone(),
+            error,
+        })?;
+    }
+    // The key protects nothing now. Revoked, not destroyed: a backup made while the
+    // volume was encrypted still needs it.
+    let retired = if uid.is_empty() {
+        None
+    } else {
+        Some(kms.retire(
+            &uid,
+            RevocationReasonCode::CESSATION_OF_OPERATION,
+            "atrest decrypt: the volume holds plaintext",
+            req.keep_old,
+        )?)
+    };
+    let message = match &retired {
+        Some(r) => format!(
+            "decrypted: the device holds plaintext again; {}",
+            r.sentence().replace("the old key", "its KMIP key")
+        ),
+        None => "decrypted: the device holds plaintext again".into(),
+    };
+    Ok(report(
+        Kind::Decrypt,
+        &dev,
+        None,
+        started,
+        message,
+        None,
+        retired,
+    ))
+}
+
+/// Puts a volume under a new KMIP key (rewrap, or `deep`: every sector re-encrypted), or
+/// finishes an interrupted deep rekey; then retires the old key.
+pub fn rekey(
+    config: Config,
+    req: &RekeyRequest,
+    obs: &mut dyn Observer,
+    stop: &Stop,
+) -> Result<ConvertReport, ServiceError> {
+    let started = Instant::now();
+    let loc = &req.location;
+    let dev = Device::open(loc, false)?;
+    let mut kms = KeyManager::new(config)?;
+    let (old_uid, old, new_uid, new) = match convert::inspect(dev.devices())? {
+        Found::Volume { key_uid, key_mode } => {
+            if !req.deep && key_mode == KeyMode::Direct {
+                return Err(ServiceError::Refused(format!("{} is in direct mode: its KMIP key is the volume key, so a new key means re-encrypting every sector; use `atrest rekey --deep`", loc.path.display())));
+            }
+            let old = kms.fetch(&key_uid)?;
+            let name = req
+                .key_name
+                .clone()
+                .unwrap_or_else(|| format!("atrest-{}", dev.name()));
+            let new = kms.create(&name)?;
+            let r = if req.deep {
+                convert::begin_rekey(dev.devices(), &old, &new.secret, &new.uid)
+            } else {
+                convert::rewrap(dev.devices(), &old, &new.secret, &new.uid)
+            };
+            if let Err(e) = r {
+                return Err(kms.discard(&new.uid, e.into()));
+            }
+            if !req.deep {
+                let retired = kms.retire(
+                    &key_uid,
+                    RevocationReasonCode::SUPERSEDED,
+                    "atrest rekey: replaced",
+                    req.keep_old,
+                )?;
+                let ms = started.elapsed().as_millis();
+                let message = format!(
+                    "rekeyed in {ms} ms: the volume key is now wrapped under KMIP key {}; {}",
+                    shown(&new.uid),
+                    retired.sentence()
+                );
+                return Ok(report(
+                    Kind::Rekey,
+                    &dev,
+                    None,
+                    started,
+                    message,
+                    dev.status().ok(),
+                    Some(retired),
+                ));
+            }
+            (key_uid, Some(old), new.uid.clone(), new.secret)
+        }
+        Found::InProgress(p) if p.kind == Kind::Rekey => {
+            resuming(obs, &p);
+            let new_uid = p.new_key_uid.clone().unwrap_or_default();
+            let old = if p.needs_current {
+                Some(kms.fetch(&p.key_uid)?)
+            } else {
+                None
+            };
+            let new = kms.fetch(&new_uid)?;
+            (p.key_uid, old, new_uid, new)
+        }
+        Found::InProgress(p) => return Err(refuse_other(&p, loc)),
+        Found::Plain => {
+            return Err(ServiceError::Refused(format!(
+                "{} is not an atrest volume: nothing to rekey",
+                loc.path.display()
+            )))
+        }
+        Found::OtherLuks => {
+            return Err(ServiceError::Refused(format!(
+                "{} holds a LUKS volume that atrest did not make",
+                loc.path.display()
+            )))
+        }
+    };
+    let keys = Keys {
+        current: old.as_deref().map(|s| &s[..]),
+        new: Some(&new),
+    };
+    if let Some(s) = drive(&dev, keys, req.step, obs, stop)? {
+        return Ok(report(
+            Kind::Rekey,
+            &dev,
+            Some(s),
+            started,
+            stopped_message(Kind::Rekey, s),
+            None,
+            None,
+        ));
+    }
+    let retired = kms.retire(
+        &old_uid,
+        RevocationReasonCode::SUPERSEDED,
+        "atrest rekey: replaced",
+        req.keep_old,
+    )?;
+    let message = format!(
+        "rekeyed: every sector re-encrypted under a new volume key, KMIP key {}; {}",
+        shown(&new_uid),
+        retired.sentence()
+    );
+    Ok(report(
+        Kind::Rekey,
+        &dev,
+        None,
+        started,
+        message,
+        dev.status().ok(),
+        Some(retired),
+    ))
+}
