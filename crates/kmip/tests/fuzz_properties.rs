@@ -64,3 +64,11 @@ fn odd_xml_never_panics() {
     let deep = "<Attribute>".repeat(10_000);
     xml_read(deep.as_bytes());
 }
+
+/// Found by the `ttlv_roundtrip` fuzz target: a Delete Attribute response in a 2.x header
+/// carrying 1.x `Attribute` structures. The model wrote the attribute under its own tag,
+/// which reads back as an unknown field, so a second read-write cycle changed the message.
+#[test]
+fn a_2x_attribute_response_with_a_1x_attribute_reaches_a_fixed_point() {
+    ttlv_roundtrip(include_bytes!("../testdata/fuzz-attribute-response-v2.ttlv"));
+}

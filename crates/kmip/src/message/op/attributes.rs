@@ -243,12 +243,16 @@ impl Payload for DeleteAttributeRequest {
 }
 
 impl Payload for AttributeResponse {
-    fn write(&self, v: ProtocolVersion, out: &mut Vec<Item>) {
+    fn write(&self, _: ProtocolVersion, out: &mut Vec<Item>) {
         out.push(Item::text(
             Tag::UNIQUE_IDENTIFIER,
             self.unique_identifier.as_str(),
         ));
-        out.push_opt(self.attribute.as_ref(), |a| a.to_item(v));
+        // Only the 1.x responses carry the attribute, as an `Attribute` structure; a 2.x
+        // reply that has one anyway is written back in that same form, because an
+        // attribute under its own tag would not read back as the attribute (found by the
+        // ttlv_roundtrip fuzz target: the model was not at a fixed point).
+        out.push_opt(self.attribute.as_ref(), |a| a.to_item(ProtocolVersion::V1_4));
     }
     fn read(f: &mut Fields<'_>, _: ProtocolVersion) -> Result<Self, MessageError> {
         Ok(Self {
