@@ -13,9 +13,10 @@
 use std::collections::VecDeque;
 use std::io::{self, BufReader, Read, Write};
 use std::net::Shutdown;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::thread::{self, Scope};
+use std::time::Instant;
 
 use crate::dispatch::{self, Op, Rules};
 use crate::error::{HandshakeError, TransmissionError};
@@ -222,7 +223,13 @@ struct Shared<'a, W> {
     // The reader waits here for room (a reply sent) or a broken connection.
     room: Condvar,
     pool: Pool,
+    // Average time the export took on recent quick requests, in nanoseconds.
+    quick_ns: AtomicU64,
 }
+
+/// A lone quick request runs on the reading thread while quick requests take less than
+/// this on average: about the cost of handing it to a worker and back.
+const INLINE_BELOW_NS: u64 = 30_000;
 
 impl<'a, W: Write + Send> Shared<'a, W> {
     fn broken(&self) -> bool {
@@ -252,12 +259,13 @@ impl<'a, W: Write + Send> Shared<'a, W> {
 
     /// Reserves room for a request costing `cost` buffer bytes, waiting for replies to go
     /// out if the connection is at its bound. One request is always admitted when none is
-    /// in flight, so the largest legal request cannot stall. False if the connection broke.
-    fn admit(&self, cost: usize) -> bool {
+    /// in flight, so the largest legal request cannot stall. Returns the requests in flight
+    /// including this one, or `None` if the connection broke.
+    fn admit(&self, cost: usize) -> Option<usize> {
         let mut q = lock(&self.q);
         loop {
             if self.broken() {
-                return false;
+                return None;
             }
             if q.in_flight == 0
                 || (q.in_flight < self.config.max_in_flight_requests
@@ -266,7 +274,7 @@ impl<'a, W: Write + Send> Shared<'a, W> {
                 q.in_flight += 1;
                 q.bytes += cost;
                 q.peak_bytes = q.peak_bytes.max(q.bytes);
-                return true;
+                return Some(q.in_flight);
             }
             q = self.room.wait(q).unwrap_or_else(|e| e.into_inner());
         }
@@ -284,7 +292,15 @@ impl<'a, W: Write + Send> Shared<'a, W> {
 
     /// Runs a job against the export and answers it.
     fn complete(&self, mut job: Job) {
+        let started = Instant::now();
         let code = dispatch::execute(self.export, &job.op, &mut job.buf);
+        if job.op.is_quick() {
+            // Exponential average over about eight requests.
+            let took = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            let avg = self.quick_ns.load(Ordering::Relaxed);
+            let avg = avg - avg / 8 + took / 8;
+            self.quick_ns.store(avg, Ordering::Relaxed);
+        }
         let reply = SimpleReply {
             error: code,
             cookie: job.cookie,
@@ -392,7 +408,7 @@ fn skip<R: Read>(r: &mut R, len: u32) -> io::Result<()> {
 }
 
 fn transmission<R: Read, W: Write + Send>(
-    r: &mut R,
+    r: &mut BufReader<R>,
     w: W,
     t: &Transmission,
     ctl: &ConnCtl,
@@ -413,6 +429,7 @@ fn transmission<R: Read, W: Write + Send>(
             retain_bytes: config.max_in_flight_bytes,
             peak_buffer: AtomicUsize::new(0),
         },
+        quick_ns: AtomicU64::new(0),
     };
     let rules = Rules::new(t);
     let mut requests = 0u64;
@@ -433,7 +450,7 @@ fn transmission<R: Read, W: Write + Send>(
 }
 
 fn read_requests<'s, R: Read, W: Write + Send>(
-    r: &mut R,
+    r: &mut BufReader<R>,
     shared: &'s Shared<'_, W>,
     scope: &'s Scope<'s, '_>,
     rules: &Rules,
@@ -500,9 +517,9 @@ fn read_requests<'s, R: Read, W: Write + Send>(
             }
         };
         let cost = op.buffer_len();
-        if !shared.admit(cost) {
+        let Some(in_flight) = shared.admit(cost) else {
             return Ended::Error(TransmissionError::Write(io::ErrorKind::BrokenPipe.into()));
-        }
+        };
         let mut buf = shared.pool.get(cost);
         if let Op::Write { len, .. } = op {
             if let Err(e) = r.read_exact(&mut buf[..len as usize]) {
@@ -516,7 +533,17 @@ fn read_requests<'s, R: Read, W: Write + Send>(
             buf,
             cost,
         };
-        if shared.config.workers == 0 {
+        // A short request that is alone (nothing in flight, nothing more received) runs
+        // here: handing it to a worker would put two thread switches on the critical path
+        // of a queue-depth-1 client, which waits for this reply before sending anything.
+        // Only while such requests are fast (page-cache hits): meanwhile the reader does
+        // not read, so a request arriving behind a slow one would wait for it. Flush, FUA
+        // and large requests always go to a worker.
+        let alone = in_flight == 1
+            && r.buffer().is_empty()
+            && op.is_quick()
+            && shared.quick_ns.load(Ordering::Relaxed) < INLINE_BELOW_NS;
+        if shared.config.workers == 0 || alone {
             shared.complete(job);
         } else {
             shared.submit(scope, job);

@@ -58,6 +58,17 @@ pub(crate) enum Op {
 }
 
 impl Op {
+    /// Whether the request is short enough to run on the reading thread when it is alone:
+    /// a read or write of at most 128 KiB without FUA.
+    pub(crate) fn is_quick(&self) -> bool {
+        const QUICK: u32 = 128 << 10;
+        match *self {
+            Op::Read { len, .. } => len <= QUICK,
+            Op::Write { len, fua, .. } => len <= QUICK && !fua,
+            _ => false,
+        }
+    }
+
     /// Bytes of buffer the request needs while in flight (read replies carry their header
     /// in front of the data).
     pub(crate) fn buffer_len(&self) -> usize {
@@ -86,7 +97,7 @@ fn in_range(rules: &Rules, offset: u64, len: u32) -> bool {
 }
 
 fn aligned(rules: &Rules, offset: u64, len: u32) -> bool {
-    offset % rules.align == 0 && u64::from(len) % rules.align == 0
+    offset.is_multiple_of(rules.align) && u64::from(len).is_multiple_of(rules.align)
 }
 
 /// Checks a request (other than `NBD_CMD_DISC`) against the rules. The error is the one
@@ -134,11 +145,11 @@ pub(crate) fn check(req: &Request, rules: &Rules) -> Result<Op, ErrorCode> {
             Ok(Op::WriteZeroes { offset, len, fua })
         }
         Command::TRIM => {
-            if !rules.can_trim {
-                return Err(ErrorCode::EINVAL);
-            }
             if rules.read_only {
                 return Err(ErrorCode::EPERM);
+            }
+            if !rules.can_trim {
+                return Err(ErrorCode::EINVAL);
             }
             if !in_range(rules, offset, len) || !aligned(rules, offset, len) {
                 return Err(ErrorCode::EINVAL);

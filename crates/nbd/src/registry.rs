@@ -183,7 +183,7 @@ impl Registry {
             maximum: bs.maximum,
             why,
         })?;
-        if export.size() % u64::from(bs.minimum) != 0 {
+        if !export.size().is_multiple_of(u64::from(bs.minimum)) {
             log::warn!(
                 "export {:?}: size {} is not a multiple of the minimum block size {}; its tail is unreachable for clients that honour it",
                 config.name,
