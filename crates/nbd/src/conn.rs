@@ -4,11 +4,12 @@
 //! hands them to a few worker threads that run them against the export; each worker
 //! writes its reply under a lock on the write half, header and data in one write, so
 //! replies leave in completion order, never interleaved. Invalid requests are answered by
-//! the reader directly. What one connection may hold is bounded: requests in flight and
-//! their buffer bytes (the reader stops reading until replies go out), and buffers kept
-//! for reuse. When the reading stops (`NBD_CMD_DISC`, end of file, a broken stream, or a
-//! close of the export), the requests in flight are still run and answered before the
-//! connection ends.
+//! the reader directly, and so is a short request that arrives alone while the export is
+//! fast (see `read_requests`). What one connection may hold is bounded: requests in
+//! flight and their buffer bytes (the reader stops reading until replies go out), and
+//! buffers kept for reuse. When the reading stops (`NBD_CMD_DISC`, end of file, a broken
+//! stream, or a close of the export), the requests in flight are still run and answered
+//! before the connection ends.
 
 use std::collections::VecDeque;
 use std::io::{self, BufReader, Read, Write};
@@ -449,6 +450,9 @@ fn transmission<R: Read, W: Write + Send>(
     (ended, stats)
 }
 
+/// The reader: parses, checks and admits requests, reads write payloads, answers invalid
+/// requests itself, and runs a lone quick request itself while the export is fast;
+/// everything else goes to the workers. Returns why reading stopped.
 fn read_requests<'s, R: Read, W: Write + Send>(
     r: &mut BufReader<R>,
     shared: &'s Shared<'_, W>,

@@ -231,8 +231,15 @@ pub(crate) fn execute(export: &dyn BlockExport, op: &Op, buf: &mut [u8]) -> Erro
     match catch_unwind(AssertUnwindSafe(run)) {
         Ok(Ok(())) => ErrorCode::OK,
         Ok(Err(e)) => {
-            log::warn!("export error on {op:?}: {e}");
-            error_code(&e)
+            let code = error_code(&e);
+            // EIO is news for the operator; the others are the client's doing or expected
+            // (a closed volume answers every request with ESHUTDOWN) and would flood the log.
+            if code == ErrorCode::EIO {
+                log::warn!("export error on {op:?}: {e}");
+            } else {
+                log::debug!("export error on {op:?}: {e}");
+            }
+            code
         }
         Err(_) => {
             log::error!("export panicked on {op:?}");

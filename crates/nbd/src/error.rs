@@ -88,6 +88,9 @@ pub enum HandshakeError {
     /// `NBD_OPT_EXPORT_NAME` whose name is not a valid protocol string.
     #[error("NBD_OPT_EXPORT_NAME with an invalid name: {0}")]
     BadExportName(WireError),
+    /// `NBD_OPT_EXPORT_NAME` while the server is stopping (that option has no error reply).
+    #[error("NBD_OPT_EXPORT_NAME while the server is stopping")]
+    Stopping,
     /// The client ended the handshake with `NBD_OPT_ABORT` (not a failure).
     #[error("client aborted the handshake")]
     Aborted,

@@ -24,8 +24,9 @@ use crate::export::{BlockExport, BlockSize, MemExport};
 use crate::limits::MAX_PAYLOAD;
 use crate::registry::{ExportConfig, Registry};
 use crate::wire::{
-    decode_greeting, Command, ErrorCode, InfoType, OptionReplyHeader, OptionType, ReplyType,
-    SimpleReply, FLAG_FIXED_NEWSTYLE, FLAG_NO_ZEROES, GREETING_LEN, OPTION_REPLY_HEADER_LEN,
+    decode_greeting, Command, CommandFlags, ErrorCode, InfoRequest, InfoType, OptionHeader,
+    OptionReplyHeader, OptionType, ReplyType, Request, SimpleReply, FLAG_C_FIXED_NEWSTYLE,
+    FLAG_C_NO_ZEROES, FLAG_FIXED_NEWSTYLE, FLAG_NO_ZEROES, GREETING_LEN, OPTION_REPLY_HEADER_LEN,
     OPTION_REPLY_MAGIC, REQUEST_LEN, SIMPLE_REPLY_LEN,
 };
 
@@ -262,98 +263,114 @@ pub fn session(data: &[u8]) -> Summary {
     }
 }
 
+fn option(out: &mut Vec<u8>, option: OptionType, data: &[u8]) {
+    out.extend_from_slice(
+        &OptionHeader {
+            option,
+            len: data.len() as u32,
+        }
+        .encode(),
+    );
+    out.extend_from_slice(data);
+}
+
+fn request(out: &mut Vec<u8>, command: Command, flags: u16, cookie: u64, offset: u64, len: u32) {
+    out.extend_from_slice(
+        &Request {
+            flags: CommandFlags(flags),
+            command,
+            cookie,
+            offset,
+            len,
+        }
+        .encode(),
+    );
+}
+
+fn go(name: &str, requests: Vec<InfoType>) -> Vec<u8> {
+    InfoRequest { name, requests }.encode()
+}
+
+/// A session touching every path a well-behaved client uses, plus refused requests.
+fn go_session() -> Vec<u8> {
+    let mut s = (FLAG_C_FIXED_NEWSTYLE | FLAG_C_NO_ZEROES)
+        .to_be_bytes()
+        .to_vec();
+    option(&mut s, OptionType::STRUCTURED_REPLY, &[]);
+    option(&mut s, OptionType::STARTTLS, &[]);
+    option(&mut s, OptionType::LIST, &[]);
+    option(&mut s, OptionType(0x4242), b"whatever");
+    option(&mut s, OptionType::INFO, &go("ro", vec![InfoType::NAME]));
+    option(&mut s, OptionType::GO, &go("nope", vec![]));
+    option(
+        &mut s,
+        OptionType::GO,
+        &go(
+            "",
+            vec![InfoType::BLOCK_SIZE, InfoType::NAME, InfoType::DESCRIPTION],
+        ),
+    );
+    request(&mut s, Command::WRITE, CommandFlags::FUA, 1, 512, 1024);
+    s.extend(std::iter::repeat_n(0xab, 1024));
+    request(&mut s, Command::READ, 0, 2, 0, 2048);
+    request(
+        &mut s,
+        Command::WRITE_ZEROES,
+        CommandFlags::NO_HOLE,
+        3,
+        0,
+        512,
+    );
+    request(&mut s, Command::TRIM, 0, 4, 1024, 512);
+    request(&mut s, Command::FLUSH, 0, 5, 0, 0);
+    request(&mut s, Command::READ, 0, 6, EXPORT_SIZE as u64, 512);
+    request(&mut s, Command::WRITE, 0, 7, EXPORT_SIZE as u64 - 512, 1024);
+    s.extend(std::iter::repeat_n(0xcd, 1024));
+    request(&mut s, Command::WRITE, 0, 8, 1, 512);
+    s.extend(std::iter::repeat_n(0xcd, 512));
+    request(&mut s, Command(99), 0, 9, 0, 0);
+    request(&mut s, Command::CACHE, 0, 10, 0, 512);
+    request(&mut s, Command::READ, CommandFlags::DF, 11, 0, 512);
+    request(&mut s, Command::READ, 0, 12, u64::MAX - 100, 512);
+    request(&mut s, Command::DISC, 0, 13, 0, 0);
+    s
+}
+
+/// Valid sessions to start fuzzing from (the fuzzer finds its way past the handshake much
+/// sooner from these): `NBD_FUZZ_SEEDS_DIR=DIR cargo test -p nbd --lib fuzzing` writes
+/// them as files into DIR.
+pub fn seeds() -> Vec<Vec<u8>> {
+    let mut old = FLAG_C_FIXED_NEWSTYLE.to_be_bytes().to_vec();
+    option(&mut old, OptionType::EXPORT_NAME, b"ro");
+    request(&mut old, Command::READ, 0, 1, 4096, 4096);
+    request(&mut old, Command::WRITE, 0, 2, 0, 4096);
+    old.extend(std::iter::repeat_n(1, 4096));
+    request(&mut old, Command::FLUSH, CommandFlags::FUA, 3, 0, 0);
+    request(&mut old, Command::DISC, 0, 4, 0, 0);
+    vec![go_session(), old]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::{
-        CommandFlags, InfoRequest, OptionHeader, Request, FLAG_C_FIXED_NEWSTYLE, FLAG_C_NO_ZEROES,
-    };
-
-    fn option(out: &mut Vec<u8>, option: OptionType, data: &[u8]) {
-        out.extend_from_slice(
-            &OptionHeader {
-                option,
-                len: data.len() as u32,
-            }
-            .encode(),
-        );
-        out.extend_from_slice(data);
-    }
-
-    fn request(
-        out: &mut Vec<u8>,
-        command: Command,
-        flags: u16,
-        cookie: u64,
-        offset: u64,
-        len: u32,
-    ) {
-        out.extend_from_slice(
-            &Request {
-                flags: CommandFlags(flags),
-                command,
-                cookie,
-                offset,
-                len,
-            }
-            .encode(),
-        );
-    }
-
-    fn go(name: &str, requests: Vec<InfoType>) -> Vec<u8> {
-        InfoRequest { name, requests }.encode()
-    }
-
-    /// A session touching every path a well-behaved client uses, plus refused requests.
-    fn valid_session() -> Vec<u8> {
-        let mut s = (FLAG_C_FIXED_NEWSTYLE | FLAG_C_NO_ZEROES)
-            .to_be_bytes()
-            .to_vec();
-        option(&mut s, OptionType::STRUCTURED_REPLY, &[]);
-        option(&mut s, OptionType::STARTTLS, &[]);
-        option(&mut s, OptionType::LIST, &[]);
-        option(&mut s, OptionType(0x4242), b"whatever");
-        option(&mut s, OptionType::INFO, &go("ro", vec![InfoType::NAME]));
-        option(&mut s, OptionType::GO, &go("nope", vec![]));
-        option(
-            &mut s,
-            OptionType::GO,
-            &go(
-                "",
-                vec![InfoType::BLOCK_SIZE, InfoType::NAME, InfoType::DESCRIPTION],
-            ),
-        );
-        request(&mut s, Command::WRITE, CommandFlags::FUA, 1, 512, 1024);
-        s.extend(std::iter::repeat_n(0xab, 1024));
-        request(&mut s, Command::READ, 0, 2, 0, 2048);
-        request(
-            &mut s,
-            Command::WRITE_ZEROES,
-            CommandFlags::NO_HOLE,
-            3,
-            0,
-            512,
-        );
-        request(&mut s, Command::TRIM, 0, 4, 1024, 512);
-        request(&mut s, Command::FLUSH, 0, 5, 0, 0);
-        request(&mut s, Command::READ, 0, 6, EXPORT_SIZE as u64, 512);
-        request(&mut s, Command::WRITE, 0, 7, EXPORT_SIZE as u64 - 512, 1024);
-        s.extend(std::iter::repeat_n(0xcd, 1024));
-        request(&mut s, Command::WRITE, 0, 8, 1, 512);
-        s.extend(std::iter::repeat_n(0xcd, 512));
-        request(&mut s, Command(99), 0, 9, 0, 0);
-        request(&mut s, Command::CACHE, 0, 10, 0, 512);
-        request(&mut s, Command::READ, CommandFlags::DF, 11, 0, 512);
-        request(&mut s, Command::READ, 0, 12, u64::MAX - 100, 512);
-        request(&mut s, Command::DISC, 0, 13, 0, 0);
-        s
-    }
 
     #[test]
-    fn valid_session_passes() {
-        let s = session(&valid_session());
+    fn seeds_pass_and_can_be_written() {
+        let s = session(&go_session());
         assert!(s.written > 2048, "the reads were answered ({s:?})");
         assert!(s.outcome.starts_with("Transmission(Disconnect"), "{s:?}");
+        for (i, seed) in seeds().iter().enumerate() {
+            let s = session(seed);
+            assert!(
+                s.outcome.starts_with("Transmission(Disconnect"),
+                "seed {i}: {s:?}"
+            );
+            if let Some(dir) = std::env::var_os("NBD_FUZZ_SEEDS_DIR") {
+                let dir = std::path::Path::new(&dir);
+                std::fs::create_dir_all(dir).unwrap();
+                std::fs::write(dir.join(format!("seed{i}")), seed).unwrap();
+            }
+        }
     }
 
     #[test]
@@ -469,7 +486,7 @@ mod tests {
 
     #[test]
     fn truncations_and_bit_flips() {
-        let valid = valid_session();
+        let valid = go_session();
         for n in 0..valid.len() {
             session(&valid[..n]);
         }

@@ -177,9 +177,7 @@ impl ExpectOption {
 
         if ctx.registry.stopping() && h.option != OptionType::ABORT {
             if h.option == OptionType::EXPORT_NAME {
-                return Err(HandshakeError::UnknownExportName(
-                    String::from_utf8_lossy(&data).into_owned(),
-                ));
+                return Err(HandshakeError::Stopping);
             }
             reply(
                 w,

@@ -46,9 +46,12 @@ pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Worker threads per connection that run requests against the export, by default: 4.
-/// Enough to keep two cores and a disk queue busy behind one client at queue depth 32
-/// (the buffered page-cache case is syscall-bound, not thread-bound); more only add
-/// context switches. Workers are started on demand, so a queue-depth-1 client uses one.
+/// On the page-cache benchmark (bench/nbd-raw.sh, 2 vCPUs) 1, 2, 4 and 8 workers measured
+/// the same within the noise: the kernel's buffered write path serialises writes to one
+/// file, and reads are syscall-bound. Four keep both cores busy when the export spends CPU
+/// (decryption) and leave requests running while others wait on a disk. Workers start
+/// on demand, and a lone quick request runs on the reading thread, so a queue-depth-1
+/// client costs no worker switch.
 pub const DEFAULT_WORKERS: usize = 4;
 
 /// Requests parsed but not yet answered on one connection, by default: 128. Above
@@ -62,8 +65,10 @@ pub const DEFAULT_MAX_IN_FLIGHT_REQUESTS: usize = 128;
 pub const DEFAULT_MAX_IN_FLIGHT_BYTES: usize = 64 << 20;
 
 /// Read buffer in front of the socket: 256 KiB. Queue-depth-32 clients send many 28-byte
-/// headers (and small write payloads) back to back; reading them in one system call instead
-/// of one per header is a measured part of keeping up with qemu-nbd.
+/// headers (and small write payloads) back to back; one system call takes in all that has
+/// arrived instead of one or two per request. (On the 2-vCPU benchmark machine the gain
+/// was inside the run-to-run noise; it costs 256 KiB per connection.) Payloads larger
+/// than the buffer are read straight into their request buffer.
 pub const READ_BUFFER: usize = 256 << 10;
 
 /// Zero buffer used by the default `write_zeroes`: 1 MiB. Bounds the memory of a request

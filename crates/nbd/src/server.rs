@@ -227,7 +227,9 @@ impl Server {
 
     /// Accepts and serves connections until stopped through a [`StopHandle`], then waits
     /// for every connection to end and returns (removing the Unix socket files). Can run
-    /// only once.
+    /// only once. The wait has no time limit: an export call that never returns keeps its
+    /// connection, and so `run`, from returning; a client that stops reading its replies
+    /// is cut after [`ServerOptions::write_timeout`].
     pub fn run(&self) -> Result<(), ServerError> {
         let listeners = self
             .listeners
