@@ -351,6 +351,7 @@ fn single_worker_and_inline_only_configurations_serve_correctly() {
             "--size=16M",
             "--verify=crc32c",
             "--verify_fatal=1",
+            "--verify_state_save=0",
         ]));
     }
 }

@@ -197,6 +197,7 @@ fn fio_randrw_depth_32_verifies() {
         "--size=64M",
         "--verify=crc32c",
         "--verify_fatal=1",
+        "--verify_state_save=0",
         "--do_verify=1",
     ]));
     // fio exits non-zero on a verify mismatch (verify_fatal); check it also said so.
@@ -307,6 +308,7 @@ fn fio_verify_catches_corruption() {
             "--size=8M",
             "--verify=crc32c",
             "--verify_fatal=1",
+            "--verify_state_save=0",
             "--do_verify=1",
         ])
         .output()
