@@ -1,0 +1,556 @@
+//! One connection: the handshake, then transmission, with reading apart from writing.
+//!
+//! The connection's own thread reads and checks requests (and reads write payloads), then
+//! hands them to a few worker threads that run them against the export; each worker
+//! writes its reply under a lock on the write half, header and data in one write, so
+//! replies leave in completion order, never interleaved. Invalid requests are answered by
+//! the reader directly, and so is a short request that arrives alone while the export is
+//! fast (see `read_requests`). What one connection may hold is bounded: requests in
+//! flight and their buffer bytes (the reader stops reading until replies go out), and
+//! buffers kept for reuse. When the reading stops (`NBD_CMD_DISC`, end of file, a broken
+//! stream, or a close of the export), the requests in flight are still run and answered
+//! before the connection ends.
+
+use std::collections::VecDeque;
+use std::io::{self, BufReader, Read, Write};
+use std::net::Shutdown;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::thread::{self, Scope};
+use std::time::Instant;
+
+use crate::dispatch::{self, Op, Rules};
+use crate::error::{HandshakeError, TransmissionError};
+use crate::export::BlockExport;
+use crate::handshake::{Ctx, Next, Start, Transmission};
+use crate::limits::{MAX_PAYLOAD, POOLED_BUFFERS, READ_BUFFER};
+use crate::registry::{ConnCtl, ConnGuard, Registry};
+use crate::wire::{Command, ErrorCode, Request, SimpleReply, REQUEST_LEN, SIMPLE_REPLY_LEN};
+
+/// Per-connection concurrency and memory bounds.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ConnConfig {
+    /// Worker threads; 0 runs every request on the reading thread, one at a time.
+    pub(crate) workers: usize,
+    pub(crate) max_in_flight_requests: usize,
+    pub(crate) max_in_flight_bytes: usize,
+}
+
+/// Sees each request header as it is parsed (the fuzz checker pairs replies with them).
+pub(crate) type Observer<'a> = Option<&'a (dyn Fn(&Request) + Sync)>;
+
+/// What a connection used, for tests and the fuzz checker.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct ConnStats {
+    pub(crate) requests: u64,
+    /// Largest single request buffer.
+    pub(crate) peak_buffer: usize,
+    /// Most buffer bytes in flight at once.
+    pub(crate) peak_in_flight_bytes: usize,
+}
+
+/// How transmission ended.
+#[derive(Debug)]
+pub(crate) enum Ended {
+    /// `NBD_CMD_DISC`.
+    Disconnect,
+    /// End of file between requests (the client closed, or a close/stop shut us down).
+    Eof,
+    /// Anything else.
+    Error(TransmissionError),
+}
+
+/// How a connection ended.
+#[derive(Debug)]
+pub(crate) enum Outcome {
+    Handshake(HandshakeError),
+    Transmission(Ended, ConnStats),
+}
+
+/// Serves one connection from greeting to close.
+pub(crate) fn run<R: Read, W: Write + Send>(
+    registry: &Registry,
+    conn: &ConnGuard<'_>,
+    reader: R,
+    mut writer: W,
+    config: &ConnConfig,
+    observer: Observer<'_>,
+) -> Outcome {
+    let id = conn.ctl.id;
+    let mut r = BufReader::with_capacity(READ_BUFFER, reader);
+    let ctx = Ctx { registry, conn };
+    let t = match handshake(&mut r, &mut writer, &ctx) {
+        Ok(t) => t,
+        Err(HandshakeError::Aborted) => {
+            log::debug!("connection {id}: client aborted the handshake");
+            return Outcome::Handshake(HandshakeError::Aborted);
+        }
+        Err(e) => {
+            log::info!("connection {id}: handshake failed: {e}");
+            return Outcome::Handshake(e);
+        }
+    };
+    log::info!(
+        "connection {id}: serving export {:?} ({} bytes, {:?}{})",
+        t.slot.name,
+        t.size,
+        t.flags,
+        if t.constraints_agreed {
+            ", block sizes agreed"
+        } else {
+            ""
+        }
+    );
+    let (ended, stats) = transmission(&mut r, writer, &t, &conn.ctl, config, observer);
+    match &ended {
+        Ended::Disconnect | Ended::Eof => log::info!(
+            "connection {id}: closed after {} requests{}",
+            stats.requests,
+            if conn.ctl.closing() {
+                " (export closed or server stopping)"
+            } else {
+                ""
+            }
+        ),
+        Ended::Error(e) => log::warn!(
+            "connection {id}: ended after {} requests: {e}",
+            stats.requests
+        ),
+    }
+    Outcome::Transmission(ended, stats)
+}
+
+fn handshake<R: Read, W: Write>(
+    r: &mut R,
+    w: &mut W,
+    ctx: &Ctx<'_, '_>,
+) -> Result<Transmission, HandshakeError> {
+    let mut state = Start.greet(w)?.receive(r)?;
+    loop {
+        match state.receive(r, w, ctx)? {
+            Next::Option(s) => state = s,
+            Next::Transmission(t) => return Ok(t),
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // The sections under these locks leave no state half-updated if a thread panics.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Request buffers kept for reuse: a fresh large allocation costs page faults (and
+/// zeroing) on every request.
+struct Pool {
+    free: Mutex<(Vec<Vec<u8>>, usize)>,
+    retain_bytes: usize,
+    peak_buffer: AtomicUsize,
+}
+
+impl Pool {
+    fn get(&self, len: usize) -> Vec<u8> {
+        // The property the fuzz target checks: no request makes us allocate more than one
+        // maximum payload plus its reply header, whatever the client sent.
+        assert!(
+            len <= MAX_PAYLOAD as usize + SIMPLE_REPLY_LEN,
+            "request buffer of {len} bytes exceeds the payload limit"
+        );
+        if len == 0 {
+            return Vec::new();
+        }
+        self.peak_buffer.fetch_max(len, Ordering::Relaxed);
+        let mut free = lock(&self.free);
+        let fit = free
+            .0
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| b.len() >= len)
+            .min_by_key(|(_, b)| b.len())
+            .map(|(i, _)| i);
+        if let Some(i) = fit {
+            let b = free.0.swap_remove(i);
+            free.1 -= b.len();
+            return b;
+        }
+        drop(free);
+        // Zeroed by the allocator (fresh pages), not by a memset.
+        vec![0u8; len]
+    }
+
+    fn put(&self, b: Vec<u8>) {
+        if b.is_empty() {
+            return;
+        }
+        let mut free = lock(&self.free);
+        if free.0.len() < POOLED_BUFFERS && free.1 + b.len() <= self.retain_bytes {
+            free.1 += b.len();
+            free.0.push(b);
+        }
+    }
+}
+
+struct Job {
+    cookie: u64,
+    op: Op,
+    buf: Vec<u8>,
+    cost: usize,
+}
+
+#[derive(Default)]
+struct Queue {
+    jobs: VecDeque<Job>,
+    in_flight: usize,
+    bytes: usize,
+    peak_bytes: usize,
+    idle: usize,
+    workers: usize,
+    done: bool,
+}
+
+struct Out<W> {
+    w: W,
+    failed: bool,
+}
+
+struct Shared<'a, W> {
+    export: &'a dyn BlockExport,
+    ctl: &'a ConnCtl,
+    config: ConnConfig,
+    out: Mutex<Out<W>>,
+    broken: AtomicBool,
+    q: Mutex<Queue>,
+    // Workers wait here for jobs.
+    work: Condvar,
+    // The reader waits here for room (a reply sent) or a broken connection.
+    room: Condvar,
+    pool: Pool,
+    // Average time the export took on recent quick requests, in nanoseconds.
+    quick_ns: AtomicU64,
+}
+
+/// A lone quick request runs on the reading thread while quick requests take less than
+/// this on average: about the cost of handing it to a worker and back.
+const INLINE_BELOW_NS: u64 = 30_000;
+
+impl<'a, W: Write + Send> Shared<'a, W> {
+    fn broken(&self) -> bool {
+        self.broken.load(Ordering::Acquire)
+    }
+
+    /// Sends one whole reply. After a failed write nothing more is sent (a partial reply
+    /// has already desynchronised the stream) and the socket is shut down, which wakes the
+    /// reader so the connection ends.
+    fn send(&self, msg: &[u8]) {
+        let mut out = lock(&self.out);
+        if out.failed {
+            return;
+        }
+        let res = out.w.write_all(msg).and_then(|()| out.w.flush());
+        if let Err(e) = res {
+            out.failed = true;
+            drop(out);
+            log::info!("connection {}: writing a reply failed: {e}", self.ctl.id);
+            self.broken.store(true, Ordering::Release);
+            self.ctl.shutdown(Shutdown::Both);
+            // Under the queue lock, so a reader about to wait for room cannot miss it.
+            let _q = lock(&self.q);
+            self.room.notify_all();
+        }
+    }
+
+    /// Reserves room for a request costing `cost` buffer bytes, waiting for replies to go
+    /// out if the connection is at its bound. One request is always admitted when none is
+    /// in flight, so the largest legal request cannot stall. Returns the requests in flight
+    /// including this one, or `None` if the connection broke.
+    fn admit(&self, cost: usize) -> Option<usize> {
+        let mut q = lock(&self.q);
+        loop {
+            if self.broken() {
+                return None;
+            }
+            if q.in_flight == 0
+                || (q.in_flight < self.config.max_in_flight_requests
+                    && q.bytes + cost <= self.config.max_in_flight_bytes)
+            {
+                q.in_flight += 1;
+                q.bytes += cost;
+                q.peak_bytes = q.peak_bytes.max(q.bytes);
+                return Some(q.in_flight);
+            }
+            q = self.room.wait(q).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// Gives back what `admit` reserved.
+    fn release(&self, buf: Vec<u8>, cost: usize) {
+        self.pool.put(buf);
+        let mut q = lock(&self.q);
+        q.in_flight -= 1;
+        q.bytes -= cost;
+        drop(q);
+        self.room.notify_one();
+    }
+
+    /// Runs a job against the export and answers it.
+    fn complete(&self, mut job: Job) {
+        let started = Instant::now();
+        let code = dispatch::execute(self.export, &job.op, &mut job.buf);
+        if job.op.is_quick() {
+            // Exponential average over about eight requests.
+            let took = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            let avg = self.quick_ns.load(Ordering::Relaxed);
+            let avg = avg - avg / 8 + took / 8;
+            self.quick_ns.store(avg, Ordering::Relaxed);
+        }
+        let reply = SimpleReply {
+            error: code,
+            cookie: job.cookie,
+        };
+        match job.op {
+            Op::Read { len, .. } if code == ErrorCode::OK => {
+                // The header goes in the room left in front of the data: one write.
+                let n = SIMPLE_REPLY_LEN + len as usize;
+                if len == 0 {
+                    self.send(&reply.encode());
+                } else if reply.encode_into(&mut job.buf) {
+                    self.send(&job.buf[..n]);
+                }
+            }
+            _ => self.send(&reply.encode()),
+        }
+        self.release(job.buf, job.cost);
+    }
+
+    fn worker(&self) {
+        loop {
+            let job = {
+                let mut q = lock(&self.q);
+                loop {
+                    if let Some(job) = q.jobs.pop_front() {
+                        break job;
+                    }
+                    if q.done {
+                        return;
+                    }
+                    q.idle += 1;
+                    q = self.work.wait(q).unwrap_or_else(|e| e.into_inner());
+                    q.idle -= 1;
+                }
+            };
+            self.complete(job);
+        }
+    }
+
+    /// Queues a job for the workers, starting one if none is idle and the pool is not full.
+    fn submit<'s>(&'s self, scope: &'s Scope<'s, '_>, job: Job)
+    where
+        W: 's,
+    {
+        let mut q = lock(&self.q);
+        q.jobs.push_back(job);
+        let spawn = q.idle == 0 && q.workers < self.config.workers;
+        if spawn {
+            q.workers += 1;
+        }
+        let workers = q.workers;
+        drop(q);
+        if !spawn {
+            self.work.notify_one();
+            return;
+        }
+        let started = thread::Builder::new()
+            .name(format!("nbd-{}-w{}", self.ctl.id, workers))
+            .spawn_scoped(scope, || self.worker());
+        if let Err(e) = started {
+            log::warn!("connection {}: cannot start a worker: {e}", self.ctl.id);
+            let mut q = lock(&self.q);
+            q.workers -= 1;
+            // With no worker at all, nobody would run the job: run it here.
+            let orphan = if q.workers == 0 {
+                q.jobs.pop_front()
+            } else {
+                None
+            };
+            drop(q);
+            if let Some(job) = orphan {
+                self.complete(job);
+            }
+        }
+    }
+
+    fn finish(&self) {
+        lock(&self.q).done = true;
+        self.work.notify_all();
+    }
+}
+
+/// Reads one request header. `Ok(false)` is a clean end of file between requests.
+fn read_header<R: Read>(r: &mut R, b: &mut [u8; REQUEST_LEN]) -> io::Result<bool> {
+    let mut got = 0;
+    while got < b.len() {
+        match r.read(&mut b[got..]) {
+            Ok(0) if got == 0 => return Ok(false),
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(true)
+}
+
+/// Reads and drops `len` payload bytes without buffering them.
+fn skip<R: Read>(r: &mut R, len: u32) -> io::Result<()> {
+    let n = io::copy(&mut r.take(u64::from(len)), &mut io::sink())?;
+    if n < u64::from(len) {
+        return Err(io::ErrorKind::UnexpectedEof.into());
+    }
+    Ok(())
+}
+
+fn transmission<R: Read, W: Write + Send>(
+    r: &mut BufReader<R>,
+    w: W,
+    t: &Transmission,
+    ctl: &ConnCtl,
+    config: &ConnConfig,
+    observer: Observer<'_>,
+) -> (Ended, ConnStats) {
+    let shared = Shared {
+        export: t.export.as_ref(),
+        ctl,
+        config: *config,
+        out: Mutex::new(Out { w, failed: false }),
+        broken: AtomicBool::new(false),
+        q: Mutex::new(Queue::default()),
+        work: Condvar::new(),
+        room: Condvar::new(),
+        pool: Pool {
+            free: Mutex::new((Vec::new(), 0)),
+            retain_bytes: config.max_in_flight_bytes,
+            peak_buffer: AtomicUsize::new(0),
+        },
+        quick_ns: AtomicU64::new(0),
+    };
+    let rules = Rules::new(t);
+    let mut requests = 0u64;
+    let ended = thread::scope(|scope| {
+        let ended = read_requests(r, &shared, scope, &rules, observer, &mut requests);
+        // Workers drain the queue, then leave; the scope waits for them, so every request
+        // read has been answered (or found the client gone) before we return.
+        shared.finish();
+        ended
+    });
+    let q = lock(&shared.q);
+    let stats = ConnStats {
+        requests,
+        peak_buffer: shared.pool.peak_buffer.load(Ordering::Relaxed),
+        peak_in_flight_bytes: q.peak_bytes,
+    };
+    (ended, stats)
+}
+
+/// The reader: parses, checks and admits requests, reads write payloads, answers invalid
+/// requests itself, and runs a lone quick request itself while the export is fast;
+/// everything else goes to the workers. Returns why reading stopped.
+fn read_requests<'s, R: Read, W: Write + Send>(
+    r: &mut BufReader<R>,
+    shared: &'s Shared<'_, W>,
+    scope: &'s Scope<'s, '_>,
+    rules: &Rules,
+    observer: Observer<'_>,
+    requests: &mut u64,
+) -> Ended {
+    let mut hb = [0u8; REQUEST_LEN];
+    loop {
+        match read_header(r, &mut hb) {
+            Ok(true) => {}
+            Ok(false) => return Ended::Eof,
+            Err(e) => return Ended::Error(TransmissionError::Read(e)),
+        }
+        let req = match Request::decode(&hb) {
+            Ok(req) => req,
+            Err(e) => return Ended::Error(TransmissionError::Wire(e)),
+        };
+        *requests += 1;
+        if let Some(observe) = observer {
+            observe(&req);
+        }
+        if req.command == Command::DISC {
+            return Ended::Disconnect;
+        }
+        let payload = if req.command == Command::WRITE {
+            req.len
+        } else {
+            0
+        };
+        if payload > MAX_PAYLOAD {
+            return Ended::Error(TransmissionError::PayloadTooLarge {
+                command: req.command,
+                len: payload,
+                max: MAX_PAYLOAD,
+            });
+        }
+        if shared.broken() {
+            return Ended::Error(TransmissionError::Write(io::ErrorKind::BrokenPipe.into()));
+        }
+        // Once the export is closing, what is still buffered is refused with ESHUTDOWN,
+        // which tells the client to disconnect.
+        let checked = if shared.ctl.closing() {
+            Err(ErrorCode::ESHUTDOWN)
+        } else {
+            dispatch::check(&req, rules)
+        };
+        let op = match checked {
+            Ok(op) => op,
+            Err(code) => {
+                log::debug!("connection {}: {req:?} refused: {code}", shared.ctl.id);
+                // The payload of a refused write is read and dropped, so the next header
+                // is where the client put it.
+                if let Err(e) = skip(r, payload) {
+                    return Ended::Error(TransmissionError::Read(e));
+                }
+                shared.send(
+                    &SimpleReply {
+                        error: code,
+                        cookie: req.cookie,
+                    }
+                    .encode(),
+                );
+                continue;
+            }
+        };
+        let cost = op.buffer_len();
+        let Some(in_flight) = shared.admit(cost) else {
+            return Ended::Error(TransmissionError::Write(io::ErrorKind::BrokenPipe.into()));
+        };
+        let mut buf = shared.pool.get(cost);
+        if let Op::Write { len, .. } = op {
+            if let Err(e) = r.read_exact(&mut buf[..len as usize]) {
+                shared.release(buf, cost);
+                return Ended::Error(TransmissionError::Read(e));
+            }
+        }
+        let job = Job {
+            cookie: req.cookie,
+            op,
+            buf,
+            cost,
+        };
+        // A short request that is alone (nothing in flight, nothing more received) runs
+        // here: handing it to a worker would put two thread switches on the critical path
+        // of a queue-depth-1 client, which waits for this reply before sending anything.
+        // Only while such requests are fast (page-cache hits): meanwhile the reader does
+        // not read, so a request arriving behind a slow one would wait for it. Flush, FUA
+        // and large requests always go to a worker.
+        let alone = in_flight == 1
+            && r.buffer().is_empty()
+            && op.is_quick()
+            && shared.quick_ns.load(Ordering::Relaxed) < INLINE_BELOW_NS;
+        if shared.config.workers == 0 || alone {
+            shared.complete(job);
+        } else {
+            shared.submit(scope, job);
+        }
+    }
+}

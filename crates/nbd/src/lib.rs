@@ -1,0 +1,48 @@
+//! atrest's NBD server: exports an unlocked volume as a block device to `qemu-img`,
+//! `qemu-io`, `nbdcopy`, `nbdinfo`, `fio` and the kernel's `nbd` driver.
+//!
+//! The crate speaks the server side of the NBD protocol (the fixed newstyle handshake and
+//! simple replies, after the NetworkBlockDevice `doc/proto.md` specification) and nothing
+//! else: what it serves is any [`BlockExport`] (a byte range with read, write, flush,
+//! write-zeroes and optional trim), so it knows nothing of KMIP, keys or LUKS; the daemon
+//! passes it an unlocked volume, and closes the export ([`ExportHandle::close`]) to lock
+//! the volume again. It listens on a Unix socket (mode 0600) or on loopback TCP only, as
+//! there is no TLS on this road. It is written here rather than taken from crates.io
+//! because the `nbd` crate (0.3) is an early synchronous sketch without the option
+//! negotiation current clients need, and `tokio-nbd` is GPL-licensed, which this
+//! Apache-2.0 project cannot include.
+//!
+//! Layout, one concept per module: [`wire`] (magic numbers, numbered types, fixed headers),
+//! `handshake` (one type per handshake state), `conn` (a connection: reading apart from
+//! writing, workers in between), `dispatch` (requests onto the export, errors back),
+//! [`limits`] (every bound and why), `listen` (Unix and loopback TCP listeners), `server`
+//! (the accept loop and the handles), [`error`].
+//!
+//! Concurrency: one thread per connection reads and checks requests and hands them to a
+//! few worker threads per connection, which run them on the export and write each reply
+//! (header and data in one write) under a lock; replies may leave out of order, each with
+//! its request's cookie. See [`ServerOptions`] and [`limits`] for the bounds.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod conn;
+mod dispatch;
+pub mod error;
+mod export;
+#[doc(hidden)]
+pub mod fuzzing;
+mod handshake;
+pub mod limits;
+mod listen;
+mod registry;
+mod server;
+pub mod wire;
+
+pub use error::{
+    ExportError, HandshakeError, ListenError, ServerError, TransmissionError, WireError,
+};
+pub use export::{BlockExport, BlockSize, MemExport};
+pub use listen::ListenAddr;
+pub use registry::ExportConfig;
+pub use server::{ExportHandle, Server, ServerOptions, StopHandle};

@@ -1,0 +1,81 @@
+//! Every bound the server puts on what a peer can make it read, allocate or wait for, and
+//! why each value was chosen. Peers are untrusted until the handshake ends (and a buggy or
+//! hostile client stays so after it): no length, count or name the client sends is used
+//! before it is checked against one of these.
+
+use std::time::Duration;
+
+/// Largest payload of one request or reply (`NBD_CMD_WRITE` data, `NBD_CMD_READ` length):
+/// 32 MiB. The specification says a payload up to 2^25 bytes SHOULD NOT be treated as a
+/// denial of service, so this is the smallest value every client may assume; it is what we
+/// advertise as the maximum block size (or less, if the export asks for less). A write
+/// announcing more cannot be skipped safely and ends the connection.
+pub const MAX_PAYLOAD: u32 = 32 << 20;
+
+/// Longest string (export name, description) the protocol allows: 4096 bytes.
+pub const MAX_STRING: usize = 4096;
+
+/// Largest option data read into memory: 8 KiB. The largest option this server acts on is
+/// `NBD_OPT_GO`/`NBD_OPT_INFO` with a name of [`MAX_STRING`] bytes (4 + 4096 + 2 bytes) and
+/// a list of information requests (we know four; a few dozen duplicates still fit).
+pub const MAX_OPTION_DATA: u32 = 8 << 10;
+
+/// Largest option data skipped without reading it into memory (in small chunks), answered
+/// with `NBD_REP_ERR_TOO_BIG` so the client can carry on: 64 KiB. Beyond that the option
+/// is treated as a denial of service and the connection is dropped, as the specification
+/// permits; no option we know of comes near.
+pub const MAX_OPTION_SKIP: u32 = 64 << 10;
+
+/// Options accepted on one connection before the server drops it: 256. A well-behaved
+/// client needs a handful (libnbd: about five; `nbdinfo --list`: two per export), so this
+/// only stops a client that would keep a handshake slot forever by looping on options;
+/// the handshake deadline stops a slow one.
+pub const MAX_OPTIONS: u32 = 256;
+
+/// Connections (in handshake or transmission) served at once, by default: 64. Each costs
+/// a thread, a read buffer and up to [`DEFAULT_MAX_IN_FLIGHT_BYTES`] of request buffers;
+/// past the cap new connections are closed at once.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 64;
+
+/// Time a client has from connecting to entering transmission, by default: 10 s. An idle
+/// or slow unauthenticated socket holds a connection slot; the deadline gives it back.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a reply may wait for the client to read, by default: 60 s. A client that stops
+/// reading its replies would otherwise hold worker threads (and the export's close) forever.
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Worker threads per connection that run requests against the export, by default: 4.
+/// On the page-cache benchmark (bench/nbd-raw.sh, 2 vCPUs) 1, 2, 4 and 8 workers measured
+/// the same within the noise: the kernel's buffered write path serialises writes to one
+/// file, and reads are syscall-bound. Four keep both cores busy when the export spends CPU
+/// (decryption) and leave requests running while others wait on a disk. Workers start
+/// on demand, and a lone quick request runs on the reading thread, so a queue-depth-1
+/// client costs no worker switch.
+pub const DEFAULT_WORKERS: usize = 4;
+
+/// Requests parsed but not yet answered on one connection, by default: 128. Above
+/// fio's and qemu's usual queue depths (32–64) so they never wait on us; past it, the
+/// reader stops reading until a reply has gone out.
+pub const DEFAULT_MAX_IN_FLIGHT_REQUESTS: usize = 128;
+
+/// Bytes of request buffers (write payloads, read replies) held by one connection at once,
+/// by default: 64 MiB, two maximum-size requests. One request is always admitted when
+/// none is in flight, so a [`MAX_PAYLOAD`] request can never stall.
+pub const DEFAULT_MAX_IN_FLIGHT_BYTES: usize = 64 << 20;
+
+/// Read buffer in front of the socket: 256 KiB. Queue-depth-32 clients send many 28-byte
+/// headers (and small write payloads) back to back; one system call takes in all that has
+/// arrived instead of one or two per request. (On the 2-vCPU benchmark machine the gain
+/// was inside the run-to-run noise; it costs 256 KiB per connection.) Payloads larger
+/// than the buffer are read straight into their request buffer.
+pub const READ_BUFFER: usize = 256 << 10;
+
+/// Zero buffer used by the default `write_zeroes`: 1 MiB. Bounds the memory of a request
+/// whose length (up to 4 GiB - 1, with no payload) the client chooses freely.
+pub const WRITE_ZEROES_CHUNK: usize = 1 << 20;
+
+/// Buffers kept for reuse per connection: 32. Reuse saves a page-faulting allocation per
+/// large request; the pool holds no more than this many, nor more than the in-flight byte
+/// bound.
+pub const POOLED_BUFFERS: usize = 32;

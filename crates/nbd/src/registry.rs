@@ -1,0 +1,399 @@
+//! The server's shared state: which exports exist, which connections are live and which
+//! export each one serves, so that closing an export or stopping the server can reach
+//! every connection concerned, and waiting for them to end is possible.
+
+use std::collections::HashMap;
+use std::net::Shutdown;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crate::error::ExportError;
+use crate::export::BlockExport;
+use crate::wire::decode_string;
+
+/// What `add_export` needs besides the export itself.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ExportConfig {
+    /// The name clients select (not empty, at most 4096 bytes of UTF-8 without NUL).
+    pub name: String,
+    /// Shown by `nbdinfo` and `NBD_OPT_LIST` (same rules as the name).
+    pub description: Option<String>,
+    /// Whether the empty name selects this export. Without any default export, the empty
+    /// name selects the only export if there is exactly one.
+    pub default: bool,
+}
+
+impl ExportConfig {
+    /// An export called `name`, no description, not the default.
+    pub fn new(name: impl Into<String>) -> Self {
+        ExportConfig {
+            name: name.into(),
+            ..ExportConfig::default()
+        }
+    }
+
+    /// The same, with a description.
+    pub fn description(mut self, description: impl Into<String>) -> Self {
+        self.description = Some(description.into());
+        self
+    }
+
+    /// The same, as the default export.
+    pub fn default_export(mut self) -> Self {
+        self.default = true;
+        self
+    }
+}
+
+/// One export as the server holds it.
+pub(crate) struct ExportSlot {
+    pub(crate) name: String,
+    pub(crate) description: Option<String>,
+    is_default: bool,
+    // Taken out on close, so that once the last connection has ended the server holds no
+    // reference to the export (and to the key material behind it).
+    export: Mutex<Option<Arc<dyn BlockExport>>>,
+    closed: AtomicBool,
+}
+
+impl ExportSlot {
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// The export, unless it has been closed.
+    pub(crate) fn export(&self) -> Option<Arc<dyn BlockExport>> {
+        if self.is_closed() {
+            return None;
+        }
+        self.export
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+/// Called to shut a connection's socket down (wakes a thread blocked reading it).
+pub(crate) type ShutdownFn = Box<dyn Fn(Shutdown) + Send + Sync>;
+
+/// The part of a connection that others act on.
+pub(crate) struct ConnCtl {
+    pub(crate) id: u64,
+    closing: AtomicBool,
+    shutdown: Option<ShutdownFn>,
+}
+
+impl ConnCtl {
+    /// Whether the connection must stop taking requests (export closed, server stopping).
+    pub(crate) fn closing(&self) -> bool {
+        self.closing.load(Ordering::Acquire)
+    }
+
+    /// Asks the connection to end: it stops reading, finishes what is in flight, and
+    /// leaves. Shutting the read side down wakes its reader; the write side stays open for
+    /// the replies still due, unless `how` says otherwise.
+    pub(crate) fn close(&self, how: Shutdown) {
+        self.closing.store(true, Ordering::Release);
+        self.shutdown(how);
+    }
+
+    pub(crate) fn shutdown(&self, how: Shutdown) {
+        if let Some(f) = &self.shutdown {
+            f(how);
+        }
+    }
+}
+
+struct ConnEntry {
+    ctl: Arc<ConnCtl>,
+    // Set until the handshake ends; the accept loop shuts down connections past it.
+    deadline: Option<Instant>,
+    export: Option<Arc<ExportSlot>>,
+}
+
+#[derive(Default)]
+struct State {
+    exports: Vec<Arc<ExportSlot>>,
+    conns: HashMap<u64, ConnEntry>,
+    next_id: u64,
+    stopping: bool,
+}
+
+/// Exports and connections of one server.
+pub(crate) struct Registry {
+    state: Mutex<State>,
+    // Signalled whenever a connection ends.
+    ended: Condvar,
+    max_connections: usize,
+}
+
+/// A live connection's registration; deregisters when dropped, even on a panic.
+pub(crate) struct ConnGuard<'a> {
+    registry: &'a Registry,
+    pub(crate) ctl: Arc<ConnCtl>,
+}
+
+impl Drop for ConnGuard<'_> {
+    fn drop(&mut self) {
+        let mut st = self.registry.lock();
+        st.conns.remove(&self.ctl.id);
+        drop(st);
+        self.registry.ended.notify_all();
+    }
+}
+
+/// Why a connection could not be registered.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Refused {
+    AtCapacity,
+    Stopping,
+}
+
+impl Registry {
+    pub(crate) fn new(max_connections: usize) -> Self {
+        Registry {
+            state: Mutex::new(State::default()),
+            ended: Condvar::new(),
+            max_connections,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Nothing is left half-updated across a panic in these short sections.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn add_export(
+        &self,
+        config: ExportConfig,
+        export: Arc<dyn BlockExport>,
+    ) -> Result<Arc<ExportSlot>, ExportError> {
+        if config.name.is_empty() {
+            return Err(ExportError::EmptyName);
+        }
+        decode_string(config.name.as_bytes()).map_err(ExportError::BadName)?;
+        if let Some(d) = &config.description {
+            decode_string(d.as_bytes()).map_err(ExportError::BadDescription)?;
+        }
+        let bs = export.block_size();
+        bs.check().map_err(|why| ExportError::BadBlockSize {
+            minimum: bs.minimum,
+            preferred: bs.preferred,
+            maximum: bs.maximum,
+            why,
+        })?;
+        if !export.size().is_multiple_of(u64::from(bs.minimum)) {
+            log::warn!(
+                "export {:?}: size {} is not a multiple of the minimum block size {}; its tail is unreachable for clients that honour it",
+                config.name,
+                export.size(),
+                bs.minimum
+            );
+        }
+        let mut st = self.lock();
+        if st.stopping {
+            return Err(ExportError::Stopping);
+        }
+        if st.exports.iter().any(|s| s.name == config.name) {
+            return Err(ExportError::Duplicate(config.name));
+        }
+        if config.default {
+            if let Some(d) = st.exports.iter().find(|s| s.is_default) {
+                return Err(ExportError::DuplicateDefault(d.name.clone()));
+            }
+        }
+        let slot = Arc::new(ExportSlot {
+            name: config.name,
+            description: config.description,
+            is_default: config.default,
+            export: Mutex::new(Some(export)),
+            closed: AtomicBool::new(false),
+        });
+        st.exports.push(slot.clone());
+        Ok(slot)
+    }
+
+    /// The export a client's name selects: an exact name, or for "" the default export
+    /// (or the only one).
+    pub(crate) fn lookup(&self, name: &str) -> Option<Arc<ExportSlot>> {
+        let st = self.lock();
+        if name.is_empty() {
+            if let Some(d) = st.exports.iter().find(|s| s.is_default) {
+                return Some(d.clone());
+            }
+            return match st.exports.as_slice() {
+                [only] => Some(only.clone()),
+                _ => None,
+            };
+        }
+        st.exports.iter().find(|s| s.name == name).cloned()
+    }
+
+    /// Names and descriptions of the open exports, for `NBD_OPT_LIST`.
+    pub(crate) fn list(&self) -> Vec<(String, Option<String>)> {
+        self.lock()
+            .exports
+            .iter()
+            .map(|s| (s.name.clone(), s.description.clone()))
+            .collect()
+    }
+
+    pub(crate) fn stopping(&self) -> bool {
+        self.lock().stopping
+    }
+
+    /// Registers a new connection, unless the server is full or stopping.
+    pub(crate) fn register(
+        &self,
+        shutdown: Option<ShutdownFn>,
+        handshake_deadline: Option<Instant>,
+    ) -> Result<ConnGuard<'_>, Refused> {
+        let mut st = self.lock();
+        if st.stopping {
+            return Err(Refused::Stopping);
+        }
+        if st.conns.len() >= self.max_connections {
+            return Err(Refused::AtCapacity);
+        }
+        st.next_id += 1;
+        let ctl = Arc::new(ConnCtl {
+            id: st.next_id,
+            closing: AtomicBool::new(false),
+            shutdown,
+        });
+        st.conns.insert(
+            ctl.id,
+            ConnEntry {
+                ctl: ctl.clone(),
+                deadline: handshake_deadline,
+                export: None,
+            },
+        );
+        Ok(ConnGuard {
+            registry: self,
+            ctl,
+        })
+    }
+
+    /// Binds a connection to the export it selected and ends its handshake deadline.
+    /// Fails if the export has been closed (or the server is stopping) meanwhile: checked
+    /// under the same lock `close_export` takes, so no connection slips past a close.
+    pub(crate) fn attach(
+        &self,
+        conn: &ConnGuard<'_>,
+        slot: &Arc<ExportSlot>,
+    ) -> Option<Arc<dyn BlockExport>> {
+        let mut st = self.lock();
+        if st.stopping || slot.is_closed() {
+            return None;
+        }
+        let export = slot
+            .export
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()?;
+        let entry = st.conns.get_mut(&conn.ctl.id)?;
+        entry.deadline = None;
+        entry.export = Some(slot.clone());
+        Some(export)
+    }
+
+    /// Closes an export: it leaves the list, new connections cannot select it, and every
+    /// connection serving it stops reading, finishes its requests in flight and ends.
+    pub(crate) fn close_export(&self, slot: &Arc<ExportSlot>) {
+        let mut st = self.lock();
+        slot.closed.store(true, Ordering::Release);
+        st.exports.retain(|s| !Arc::ptr_eq(s, slot));
+        slot.export.lock().unwrap_or_else(|e| e.into_inner()).take();
+        for entry in st.conns.values() {
+            if entry.export.as_ref().is_some_and(|e| Arc::ptr_eq(e, slot)) {
+                entry.ctl.close(Shutdown::Read);
+            }
+        }
+    }
+
+    /// Connections serving `slot`.
+    pub(crate) fn connections_of(&self, slot: &Arc<ExportSlot>) -> usize {
+        self.lock()
+            .conns
+            .values()
+            .filter(|e| e.export.as_ref().is_some_and(|e| Arc::ptr_eq(e, slot)))
+            .count()
+    }
+
+    /// Waits until no connection serves `slot` (or any connection at all, for `None`).
+    /// Returns false if `timeout` passed first.
+    pub(crate) fn wait_idle(
+        &self,
+        slot: Option<&Arc<ExportSlot>>,
+        timeout: Option<Duration>,
+    ) -> bool {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut st = self.lock();
+        loop {
+            let busy = match slot {
+                Some(slot) => st
+                    .conns
+                    .values()
+                    .any(|e| e.export.as_ref().is_some_and(|e| Arc::ptr_eq(e, slot))),
+                None => !st.conns.is_empty(),
+            };
+            if !busy {
+                return true;
+            }
+            st = match deadline {
+                None => self.ended.wait(st).unwrap_or_else(|e| e.into_inner()),
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        return false;
+                    }
+                    self.ended
+                        .wait_timeout(st, d - now)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0
+                }
+            };
+        }
+    }
+
+    /// Stops the server's connections: those in transmission finish their requests in
+    /// flight, those still in the handshake are cut. Idempotent.
+    pub(crate) fn stop(&self) {
+        let mut st = self.lock();
+        st.stopping = true;
+        for entry in st.conns.values() {
+            entry.ctl.close(if entry.export.is_some() {
+                Shutdown::Read
+            } else {
+                Shutdown::Both
+            });
+        }
+    }
+
+    /// Cuts the connections whose handshake deadline has passed; returns the next deadline.
+    pub(crate) fn reap(&self, now: Instant) -> Option<Instant> {
+        let mut st = self.lock();
+        let mut next: Option<Instant> = None;
+        for entry in st.conns.values_mut() {
+            match entry.deadline {
+                Some(d) if d <= now => {
+                    log::info!(
+                        "connection {}: handshake deadline passed, disconnecting",
+                        entry.ctl.id
+                    );
+                    entry.deadline = None;
+                    entry.ctl.close(Shutdown::Both);
+                }
+                Some(d) => next = Some(next.map_or(d, |n| n.min(d))),
+                None => {}
+            }
+        }
+        next
+    }
+
+    pub(crate) fn connection_count(&self) -> usize {
+        self.lock().conns.len()
+    }
+}
