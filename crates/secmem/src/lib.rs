@@ -121,13 +121,20 @@ impl<T> std::fmt::Debug for Locked<T> {
     }
 }
 
-/// Overwrites `bytes` of the stack below the caller's frame. Key setup leaves copies in
+/// Overwrites 64 KiB of the stack below the caller's frame. Key setup leaves copies in
 /// the stack frames of the functions it called (a key schedule built on the stack and
 /// then moved into [`Locked`]); calling this right after, from the same depth, writes
 /// over them.
-#[inline(never)]
 pub fn wipe_stack() {
-    let mut area = [0u8; 64 * 1024];
+    wipe_stack_bytes::<{ 64 * 1024 }>();
+}
+
+/// Overwrites `N` bytes of the stack below the caller's frame: for code that keeps round
+/// keys in vector registers, which the compiler may spill to its frame (found by scanning
+/// a memory image of a serving process: the data key sat in a stale worker stack).
+#[inline(never)]
+pub fn wipe_stack_bytes<const N: usize>() {
+    let mut area = [0u8; N];
     sys::zero(&mut area);
 }
 

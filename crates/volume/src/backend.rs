@@ -26,6 +26,12 @@ pub trait BlockBackend: Send + Sync {
     fn resizable(&self) -> bool {
         false
     }
+    /// Gives the bytes `[offset, offset + len)` back to the storage (a hole in a file).
+    /// What they read afterwards is unspecified (zeros, for a file). Unsupported by
+    /// default.
+    fn discard(&self, _offset: u64, _len: u64) -> io::Result<()> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
     /// Grows (with the space reserved, so a full disk shows now and not half-way through a
     /// conversion) or truncates the file.
     fn set_len(&self, _len: u64) -> io::Result<()> {
@@ -152,6 +158,20 @@ impl BlockBackend for FileBackend {
 
     fn resizable(&self) -> bool {
         self.file.metadata().is_ok_and(|m| m.file_type().is_file())
+    }
+
+    fn discard(&self, offset: u64, len: u64) -> io::Result<()> {
+        if !self.resizable() {
+            // A block device would need BLKDISCARD; not offered.
+            return Err(io::ErrorKind::Unsupported.into());
+        }
+        rustix::fs::fallocate(
+            &self.file,
+            rustix::fs::FallocateFlags::PUNCH_HOLE | rustix::fs::FallocateFlags::KEEP_SIZE,
+            offset,
+            len,
+        )
+        .map_err(io::Error::from)
     }
 
     fn set_len(&self, len: u64) -> io::Result<()> {

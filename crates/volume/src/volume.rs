@@ -547,6 +547,22 @@ impl Unlocked {
         self.dev.write_at(&tmp, at).map_err(io(at))
     }
 
+    /// Gives the whole sectors inside `[offset, offset + len)` back to the storage (a hole
+    /// in an image file); they then read as garbage, as trimmed blocks may. Reveals to
+    /// whoever sees the disk which blocks are free, so exports offer it only on request.
+    pub fn discard(&self, offset: u64, len: u64) -> Result<(), VolumeError> {
+        self.check(offset, len as usize)?;
+        let ss = u64::from(self.data.sector_size);
+        let start = offset.div_ceil(ss) * ss;
+        let end = (offset + len) / ss * ss;
+        if end <= start {
+            return Ok(());
+        }
+        let _held = self.writes.lock(start, end);
+        let at = self.data.offset + start;
+        self.dev.discard(at, end - start).map_err(io(at))
+    }
+
     /// Makes every write durable.
     pub fn flush(&self) -> Result<(), VolumeError> {
         self.dev.sync().map_err(io(0))
