@@ -19,6 +19,9 @@ mod cli;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    // Before anything can fetch a key: no core dumps, no ptrace by this user, freed memory
+    // wiped (see the secmem crate). Every command hardens; none needs to be debuggable.
+    let _ = secmem::harden_process();
     let args = cli::parse();
     match cli::run(args) {
         Ok(()) => ExitCode::SUCCESS,

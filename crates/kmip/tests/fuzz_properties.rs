@@ -70,5 +70,7 @@ fn odd_xml_never_panics() {
 /// which reads back as an unknown field, so a second read-write cycle changed the message.
 #[test]
 fn a_2x_attribute_response_with_a_1x_attribute_reaches_a_fixed_point() {
-    ttlv_roundtrip(include_bytes!("../testdata/fuzz-attribute-response-v2.ttlv"));
+    ttlv_roundtrip(include_bytes!(
+        "../testdata/fuzz-attribute-response-v2.ttlv"
+    ));
 }

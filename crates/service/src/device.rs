@@ -6,6 +6,7 @@
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use volume::backend::{Access, BlockBackend, FileBackend};
 use volume::convert::Devices;
@@ -24,8 +25,8 @@ pub struct Location {
 
 /// The devices, locked for as long as this lives.
 pub struct Device {
-    /// The data device.
-    pub data: FileBackend,
+    /// The data device (shared with an unlocked volume while it is open).
+    pub data: Arc<FileBackend>,
     /// The detached header, if any.
     pub header: Option<FileBackend>,
     /// Where they are.
@@ -36,7 +37,7 @@ impl Device {
     /// Opens and locks the devices of `loc`; with `create_header`, a missing header file
     /// is made (16 MiB, mode 0600), for `encrypt --header`.
     pub fn open(loc: &Location, create_header: bool) -> Result<Self, ServiceError> {
-        let data = FileBackend::open(&loc.path, Access::Exclusive)?;
+        let data = Arc::new(FileBackend::open(&loc.path, Access::Exclusive)?);
         let header = match &loc.header {
             None => None,
             Some(h) => Some(open_header(h, create_header)?),
@@ -51,16 +52,16 @@ impl Device {
     /// The devices as a conversion sees them.
     pub fn devices(&self) -> Devices<'_> {
         match &self.header {
-            Some(h) => Devices::detached(h, &self.data),
-            None => Devices::attached(&self.data),
+            Some(h) => Devices::detached(h, self.data.as_ref()),
+            None => Devices::attached(self.data.as_ref()),
         }
     }
 
     /// The header's facts.
     pub fn status(&self) -> Result<Status, VolumeError> {
         match &self.header {
-            Some(h) => volume::volume::status_detached(h, &self.data),
-            None => volume::volume::status(&self.data),
+            Some(h) => volume::volume::status_detached(h, self.data.as_ref()),
+            None => volume::volume::status(self.data.as_ref()),
         }
     }
 

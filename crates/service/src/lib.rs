@@ -14,6 +14,7 @@
 pub mod config;
 pub mod device;
 pub mod error;
+pub mod exports;
 pub mod keys;
 pub mod ops;
 pub mod progress;

@@ -72,9 +72,52 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Serve a volume's plaintext while the data stays encrypted (foreground).
+    ///
+    /// Fetches the key by the identifier in the header, proves it against the header's
+    /// digest, keeps it only as a key schedule in locked memory left out of core dumps,
+    /// and serves until SIGTERM or Ctrl-C (then flushes, closes, zeroizes, exits 0). The
+    /// device is held exclusively meanwhile. A volume whose conversion was interrupted is
+    /// refused with the command that finishes it.
+    Open(OpenArgs),
     /// Translate KMIP messages between TTLV (binary or hex) and the OASIS XML form.
     #[command(subcommand)]
     Ttlv(TtlvCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct OpenArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// The image file or block device.
+    pub device: PathBuf,
+    /// The volume's detached header file, if it has one.
+    #[arg(long, value_name = "FILE")]
+    pub header: Option<PathBuf>,
+    #[command(flatten)]
+    pub export: ExportArg,
+    /// Pass NBD TRIM to the backing file as a hole punch. Off by default: holes show an
+    /// observer of the disk which blocks are free.
+    #[arg(long)]
+    pub discard: bool,
+    /// Print the ready and stopped events as JSON lines.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Where the plaintext is served: exactly one road.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct ExportArg {
+    /// NBD on a Unix socket (unix:PATH) or loopback TCP (127.0.0.1:PORT, [::1]:PORT).
+    #[arg(long, value_name = "unix:PATH|127.0.0.1:PORT")]
+    pub nbd: Option<String>,
+    /// FUSE: the plaintext as the single file DIR/volume (losetup it for a block device).
+    #[arg(long, value_name = "DIR")]
+    pub fuse: Option<PathBuf>,
+    /// dm-crypt through `cryptsetup open`: /dev/mapper/NAME (where device-mapper exists).
+    #[arg(long, value_name = "NAME")]
+    pub dm: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

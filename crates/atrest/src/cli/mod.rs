@@ -22,6 +22,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             json,
             header,
         } => cmd::status::run(&device, header.as_deref(), json),
+        Command::Open(a) => cmd::open::run(a),
         Command::Ttlv(c) => cmd::ttlv::run(c),
     }
 }

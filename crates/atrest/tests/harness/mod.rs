@@ -4,6 +4,7 @@
 //! space, which goes when the run ends, whether it passed or not.
 
 pub mod kms;
+pub mod pykmip;
 
 use std::path::Path;
 

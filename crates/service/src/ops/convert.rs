@@ -322,7 +322,7 @@ fn start_encrypt(
         if req.reduce_device_size.is_some() {
             return Err(ServiceError::Refused("--header and --reduce-device-size exclude each other: with a detached header the data stays where it is".into()));
         }
-        if volume::luks2::header::read(&dev.data).is_ok() {
+        if volume::luks2::header::read(dev.data.as_ref()).is_ok() {
             return Err(ServiceError::Refused(format!(
                 "{} holds a LUKS header itself: it is encrypted already",
                 loc.path.display()
@@ -361,7 +361,7 @@ fn start_encrypt(
     let begun = if loc.header.is_some() {
         convert::begin_encrypt_in_place(dev.devices(), &plan, &key.secret)
     } else {
-        convert::begin_encrypt(&dev.data, &plan, size)
+        convert::begin_encrypt(dev.data.as_ref(), &plan, size)
     };
     match begun {
         Ok(()) => Ok(key.secret),

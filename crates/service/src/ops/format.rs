@@ -41,7 +41,7 @@ pub fn format(config: Config, req: &FormatRequest) -> Result<FormatReport, Servi
         path: loc.path.clone(),
         error,
     };
-    if let Some(what) = volume::probe::existing_content(&dev.data).map_err(io)? {
+    if let Some(what) = volume::probe::existing_content(dev.data.as_ref()).map_err(io)? {
         if !req.force {
             return Err(ServiceError::Refused(format!(
                 "{} holds {what}; formatting would destroy it. To keep the data, encrypt it in place with `atrest encrypt`; to destroy it, give --force",
@@ -50,7 +50,7 @@ pub fn format(config: Config, req: &FormatRequest) -> Result<FormatReport, Servi
         }
     }
     // The geometry is checked before a key is created for it.
-    let len = volume::backend::BlockBackend::len(&dev.data).map_err(io)?;
+    let len = volume::backend::BlockBackend::len(dev.data.as_ref()).map_err(io)?;
     let d = volume::layout::DATA_OFFSET;
     if len <= d || !(len - d).is_multiple_of(u64::from(req.key.sector_size)) {
         return Err(ServiceError::Refused(format!(
@@ -70,7 +70,7 @@ pub fn format(config: Config, req: &FormatRequest) -> Result<FormatReport, Servi
         data_size: None,
         detached: false,
     };
-    if let Err(e) = volume::volume::format(&dev.data, &key.secret, &opts) {
+    if let Err(e) = volume::volume::format(dev.data.as_ref(), &key.secret, &opts) {
         return Err(kms.discard(&key.uid, e.into()));
     }
     Ok(FormatReport {

@@ -2,5 +2,6 @@
 
 pub mod convert;
 pub mod format;
+pub mod open;
 pub mod status;
 pub mod test;

@@ -7,6 +7,7 @@ pub mod encrypt;
 pub mod format;
 pub mod kmip;
 pub mod kms;
+pub mod open;
 pub mod rekey;
 pub mod status;
 pub mod ttlv;

@@ -252,7 +252,9 @@ impl Payload for AttributeResponse {
         // reply that has one anyway is written back in that same form, because an
         // attribute under its own tag would not read back as the attribute (found by the
         // ttlv_roundtrip fuzz target: the model was not at a fixed point).
-        out.push_opt(self.attribute.as_ref(), |a| a.to_item(ProtocolVersion::V1_4));
+        out.push_opt(self.attribute.as_ref(), |a| {
+            a.to_item(ProtocolVersion::V1_4)
+        });
     }
     fn read(f: &mut Fields<'_>, _: ProtocolVersion) -> Result<Self, MessageError> {
         Ok(Self {

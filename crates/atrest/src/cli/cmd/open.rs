@@ -1,0 +1,113 @@
+//! `atrest open`: a volume's plaintext served over NBD, FUSE or dm-crypt while the data
+//! stays encrypted, in the foreground until SIGTERM or Ctrl-C.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use serde_json::json;
+use service::config::Config;
+use service::device::{Device, Location};
+use service::exports;
+use service::keys::KeyManager;
+use service::ops::open;
+use service::progress::Stop;
+use volume::volume::cipher_text;
+
+use super::convert::stop_on_signals;
+use crate::cli::args::OpenArgs;
+use crate::cli::output::event;
+
+pub fn run(a: OpenArgs) -> anyhow::Result<()> {
+    let stop = stop_on_signals()?;
+    let config = Config::load(&a.config.config)?;
+    let loc = Location {
+        path: a.device.clone(),
+        header: a.header.clone(),
+    };
+    let name = a
+        .device
+        .file_name()
+        .map_or_else(|| "volume".into(), |n| n.to_string_lossy().into_owned());
+    if let Some(dm) = &a.export.dm {
+        return serve_dm(&a, config, &loc, dm, &stop);
+    }
+    let v = open::open(config, &loc)?;
+    if let Some(r) = &v.repaired {
+        eprintln!("{}: {r}", a.device.display());
+    }
+    let what = format!(
+        "{} ({} bytes, {}, key {})",
+        a.device.display(),
+        v.status.data_size,
+        cipher_text(v.status.key_bits),
+        v.status.key_uid
+    );
+    if let Some(dir) = &a.export.fuse {
+        let mut export = exports::fuse::mount(v.volume.clone(), dir, &name)?;
+        ready(&a, &what, "fuse", &export.file().display().to_string());
+        wait(&stop);
+        export.close()?;
+    } else if let Some(addr) = &a.export.nbd {
+        let server = exports::nbd::serve(v.volume.clone(), addr, &name, a.discard)?;
+        ready(&a, &what, "nbd", &server.uri());
+        wait(&stop);
+        server.stop()?;
+    }
+    stopped(&a);
+    Ok(())
+}
+
+/// dm-crypt: the key is proven here, then handed to cryptsetup on a pipe; the kernel
+/// serves until stopped, when the mapping is removed.
+fn serve_dm(
+    a: &OpenArgs,
+    config: Config,
+    loc: &Location,
+    name: &str,
+    stop: &Stop,
+) -> anyhow::Result<()> {
+    let dev = Device::open(loc, false)?;
+    let (uid, mode) = open::key_of(&dev)?;
+    let secret = KeyManager::new(config)?.fetch(&uid)?;
+    // Proves the key against the header before cryptsetup sees it.
+    drop(open::unlock(&dev, &secret)?);
+    // cryptsetup takes its own lock on the device while it opens it: release ours, and
+    // take it again once the mapping exists, so no conversion starts under the kernel.
+    drop(dev);
+    let mut mapping = exports::dm::open(loc, name, mode, &secret)?;
+    drop(secret);
+    let _held = Device::open(loc, false)?;
+    let what = format!("{} (key {uid})", loc.path.display());
+    ready(a, &what, "dm", &mapping.device().display().to_string());
+    wait(stop);
+    mapping.close().context("removing the mapping")?;
+    stopped(a);
+    Ok(())
+}
+
+fn ready(a: &OpenArgs, what: &str, road: &str, at: &str) {
+    if a.json {
+        event(json!({"event": "ready", "device": a.device, "export": road, "at": at}));
+    } else {
+        println!("serving {what} over {road} at {at}; Ctrl-C or SIGTERM stops");
+    }
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+}
+
+fn stopped(a: &OpenArgs) {
+    if a.json {
+        event(json!({"event": "stopped", "device": a.device}));
+    } else {
+        println!(
+            "stopped: {} flushed and closed, keys zeroized",
+            a.device.display()
+        );
+    }
+}
+
+fn wait(stop: &Stop) {
+    while !stop.requested() {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

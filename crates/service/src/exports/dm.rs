@@ -1,0 +1,143 @@
+//! The kernel's own mapping: stock `cryptsetup open` makes `/dev/mapper/NAME` with
+//! dm-crypt, at full kernel speed, where device-mapper exists. atrest hands cryptsetup the
+//! secret from KMIP on a pipe (never a file): in wrapped mode the KMIP secret is the
+//! keyslot passphrase (`--key-file -`); in direct mode it is the volume key itself
+//! (`--volume-key-file /dev/stdin`). The kernel then holds the key, as for any dm-crypt
+//! volume.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use volume::volume::KeyMode;
+
+use crate::device::Location;
+use crate::error::ServiceError;
+
+/// An open mapping; closed (`cryptsetup close`) by [`DmMapping::close`] or on drop.
+#[derive(Debug)]
+pub struct DmMapping {
+    name: String,
+    open: bool,
+}
+
+impl DmMapping {
+    /// `/dev/mapper/NAME`.
+    pub fn device(&self) -> PathBuf {
+        PathBuf::from("/dev/mapper").join(&self.name)
+    }
+
+    /// Removes the mapping (the kernel flushes it first).
+    pub fn close(&mut self) -> Result<(), ServiceError> {
+        if !self.open {
+            return Ok(());
+        }
+        let out = Command::new("cryptsetup")
+            .args(["close", &self.name])
+            .output()
+            .map_err(|error| ServiceError::Io {
+                what: "running",
+                path: "cryptsetup".into(),
+                error,
+            })?;
+        if !out.status.success() {
+            return Err(ServiceError::Refused(format!(
+                "cryptsetup close {}: {}",
+                self.name,
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        self.open = false;
+        Ok(())
+    }
+}
+
+impl Drop for DmMapping {
+    fn drop(&mut self) {
+        let _ = self.close();
+    }
+}
+
+/// The `cryptsetup` arguments that open `loc` as `name` with the secret on standard input
+/// (`test`: only check that the secret opens it, `--test-passphrase`).
+pub fn arguments(loc: &Location, name: &str, mode: KeyMode, test: bool) -> Vec<String> {
+    let mut a: Vec<String> = vec!["open".into(), "--type".into(), "luks2".into()];
+    if let Some(h) = &loc.header {
+        a.extend(["--header".into(), h.display().to_string()]);
+    }
+    match mode {
+        KeyMode::Wrapped => a.extend(["--key-file".into(), "-".into()]),
+        KeyMode::Direct => a.extend([
+            "--volume-key-file".into(),
+            "/dev/stdin".into(),
+            "--key-size".into(),
+            "256".into(),
+        ]),
+    }
+    if test {
+        a.push("--test-passphrase".into());
+    }
+    a.push(loc.path.display().to_string());
+    if !test {
+        a.push(name.into());
+    }
+    a
+}
+
+/// Runs cryptsetup with `secret` piped to it.
+fn cryptsetup(args: &[String], secret: &[u8]) -> Result<(), ServiceError> {
+    let io = |error| ServiceError::Io {
+        what: "running",
+        path: "cryptsetup".into(),
+        error,
+    };
+    let mut child = Command::new("cryptsetup")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(io)?;
+    if let Some(mut stdin) = child.stdin.take() {
+        // A cryptsetup that already failed may have closed the pipe; its exit says why.
+        let _ = stdin.write_all(secret);
+    }
+    let out = child.wait_with_output().map_err(io)?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let why = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+    if why.contains("device-mapper") || why.contains("dm_mod") {
+        return Err(ServiceError::Refused(format!(
+            "device-mapper is not available on this machine ({why}); use --nbd or --fuse instead"
+        )));
+    }
+    Err(ServiceError::Refused(format!(
+        "cryptsetup {}: {why}",
+        args[0]
+    )))
+}
+
+/// Opens `loc` as `/dev/mapper/NAME` with the KMIP `secret`.
+pub fn open(
+    loc: &Location,
+    name: &str,
+    mode: KeyMode,
+    secret: &[u8],
+) -> Result<DmMapping, ServiceError> {
+    if name.is_empty() || name.contains('/') || name.len() > 127 {
+        return Err(ServiceError::Refused(format!(
+            "{name:?} is not a device-mapper name (1 to 127 characters, no '/')"
+        )));
+    }
+    cryptsetup(&arguments(loc, name, mode, false), secret)?;
+    Ok(DmMapping {
+        name: name.into(),
+        open: true,
+    })
+}
+
+/// Checks, as `cryptsetup open` would with the same arguments, that `secret` opens `loc`.
+pub fn test(loc: &Location, mode: KeyMode, secret: &[u8]) -> Result<(), ServiceError> {
+    cryptsetup(&arguments(loc, "", mode, true), secret)
+}

@@ -1,0 +1,315 @@
+//! The decrypted volume as the single file `DIR/volume`, through FUSE (the `fuser` crate).
+//! FUSE and loop devices work where neither the nbd module nor device-mapper does
+//! (containers, development machines): `losetup` on `DIR/volume` then carries a real
+//! filesystem. Reads and writes go straight to the volume, which encrypts and decrypts
+//! sector by sector; `fsync` makes everything written durable (fdatasync of the device).
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use fuser::{
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, INodeNo, KernelConfig,
+    LockOwner, MountOption, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEmpty,
+    ReplyEntry, ReplyOpen, ReplyWrite, Request, WriteFlags,
+};
+use volume::volume::Unlocked;
+
+use crate::error::ServiceError;
+
+/// The file's name in the mount.
+pub const FILE_NAME: &str = "volume";
+const FILE: INodeNo = INodeNo(2);
+/// Attributes do not change while mounted (the volume has a fixed size).
+const TTL: Duration = Duration::from_secs(60);
+/// Largest write the kernel sends at once.
+const MAX_WRITE: u32 = 1 << 20;
+
+struct VolumeFs {
+    vol: Arc<Unlocked>,
+    uid: u32,
+    gid: u32,
+    mounted: SystemTime,
+}
+
+impl VolumeFs {
+    fn attr(&self, ino: INodeNo) -> FileAttr {
+        let file = ino == FILE;
+        FileAttr {
+            ino,
+            size: if file { self.vol.size() } else { 0 },
+            blocks: if file { self.vol.size() / 512 } else { 0 },
+            atime: self.mounted,
+            mtime: self.mounted,
+            ctime: self.mounted,
+            crtime: self.mounted,
+            kind: if file {
+                FileType::RegularFile
+            } else {
+                FileType::Directory
+            },
+            // The plaintext: its owner only (the mount also refuses other users).
+            perm: if file { 0o600 } else { 0o700 },
+            nlink: if file { 1 } else { 2 },
+            uid: self.uid,
+            gid: self.gid,
+            rdev: 0,
+            flags: 0,
+            blksize: self.vol.sector_size(),
+        }
+    }
+
+    /// The length a request at `offset` may cover.
+    fn clamp(&self, offset: u64, len: u64) -> u64 {
+        self.vol.size().saturating_sub(offset).min(len)
+    }
+}
+
+fn errno(e: &volume::volume::VolumeError) -> Errno {
+    match e {
+        volume::volume::VolumeError::OutOfRange { .. } => Errno::EINVAL,
+        _ => Errno::EIO,
+    }
+}
+
+impl Filesystem for VolumeFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        let _ = config.set_max_write(MAX_WRITE);
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        if parent == INodeNo::ROOT && name == FILE_NAME {
+            reply.entry(&TTL, &self.attr(FILE), fuser::Generation(0));
+        } else {
+            reply.error(Errno::ENOENT);
+        }
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        match ino {
+            INodeNo::ROOT | FILE => reply.attr(&TTL, &self.attr(ino)),
+            _ => reply.error(Errno::ENOENT),
+        }
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _mode: Option<u32>,
+        _uid: Option<u32>,
+        _gid: Option<u32>,
+        size: Option<u64>,
+        _atime: Option<fuser::TimeOrNow>,
+        _mtime: Option<fuser::TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        // A volume keeps its size; opening with O_TRUNC or truncating is refused.
+        match size {
+            Some(s) if s != self.vol.size() => reply.error(Errno::EPERM),
+            _ => reply.attr(&TTL, &self.attr(ino)),
+        }
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        if ino == FILE {
+            reply.opened(FileHandle(0), FopenFlags::empty());
+        } else {
+            reply.error(Errno::EISDIR);
+        }
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        if ino != FILE {
+            return reply.error(Errno::EISDIR);
+        }
+        let mut buf = vec![0u8; self.clamp(offset, u64::from(size)) as usize];
+        match self.vol.read_at(&mut buf, offset) {
+            Ok(()) => reply.data(&buf),
+            Err(e) => {
+                log::warn!("FUSE read of {} bytes at {offset}: {e}", buf.len());
+                reply.error(errno(&e))
+            }
+        }
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        if ino != FILE {
+            return reply.error(Errno::EISDIR);
+        }
+        if self.clamp(offset, data.len() as u64) < data.len() as u64 {
+            // Past the end: the volume cannot grow.
+            return reply.error(Errno::ENOSPC);
+        }
+        match self.vol.write_at(data, offset) {
+            Ok(()) => reply.written(data.len() as u32),
+            Err(e) => {
+                log::warn!("FUSE write of {} bytes at {offset}: {e}", data.len());
+                reply.error(errno(&e))
+            }
+        }
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        reply.ok();
+    }
+
+    fn fsync(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        match self.vol.flush() {
+            Ok(()) => reply.ok(),
+            Err(e) => {
+                log::warn!("FUSE fsync: {e}");
+                reply.error(Errno::EIO)
+            }
+        }
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        if ino != INodeNo::ROOT {
+            return reply.error(Errno::ENOTDIR);
+        }
+        let entries = [
+            (INodeNo::ROOT, FileType::Directory, "."),
+            (INodeNo::ROOT, FileType::Directory, ".."),
+            (FILE, FileType::RegularFile, FILE_NAME),
+        ];
+        for (i, (ino, kind, name)) in entries.into_iter().enumerate().skip(offset as usize) {
+            if reply.add(ino, (i + 1) as u64, kind, name) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+}
+
+/// A mounted FUSE export; unmounted (and the volume flushed) when closed or dropped.
+pub struct FuseExport {
+    session: Option<fuser::BackgroundSession>,
+    dir: PathBuf,
+    vol: Arc<Unlocked>,
+}
+
+impl FuseExport {
+    /// The file that holds the plaintext.
+    pub fn file(&self) -> PathBuf {
+        self.dir.join(FILE_NAME)
+    }
+
+    /// Unmounts (I/O through the mount fails from here) and flushes the volume.
+    pub fn close(&mut self) -> Result<(), ServiceError> {
+        if let Some(s) = self.session.take() {
+            s.umount_and_join().map_err(|error| ServiceError::Io {
+                what: "unmounting the FUSE export",
+                path: self.dir.clone(),
+                error,
+            })?;
+        }
+        Ok(self.vol.flush()?)
+    }
+}
+
+impl Drop for FuseExport {
+    fn drop(&mut self) {
+        let _ = self.close();
+    }
+}
+
+/// Mounts `vol` at `dir` (created if missing) as the single file `dir/volume`.
+pub fn mount(vol: Arc<Unlocked>, dir: &Path, name: &str) -> Result<FuseExport, ServiceError> {
+    let io = |what, error| ServiceError::Io {
+        what,
+        path: dir.to_owned(),
+        error,
+    };
+    match std::fs::metadata(dir) {
+        // A mount left by an atrest that was killed: the kernel answers "not connected".
+        Err(e) if e.raw_os_error() == Some(107) => {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(dir)
+                .status();
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(dir).map_err(|e| io("creating the mount point", e))?;
+        }
+        _ => {}
+    }
+    let mut config = fuser::Config::default();
+    config.mount_options = vec![
+        MountOption::FSName(format!("atrest:{name}")),
+        MountOption::Subtype("atrest".into()),
+        MountOption::DefaultPermissions,
+        MountOption::NoSuid,
+        MountOption::NoDev,
+        MountOption::NoExec,
+        MountOption::NoAtime,
+    ];
+    config.n_threads = Some(4);
+    let fs = VolumeFs {
+        vol: vol.clone(),
+        uid: rustix::process::geteuid().as_raw(),
+        gid: rustix::process::getegid().as_raw(),
+        mounted: SystemTime::now(),
+    };
+    let session = fuser::spawn_mount(fs, dir, &config).map_err(|e| {
+        io(
+            "mounting FUSE (is /dev/fuse there, and fuse3 installed?) at",
+            e,
+        )
+    })?;
+    Ok(FuseExport {
+        session: Some(session),
+        dir: dir.to_owned(),
+        vol,
+    })
+}
