@@ -10,12 +10,16 @@
 # --cache=writeback and --aio=threads are qemu-nbd's defaults and the same mechanism as
 # ours (page cache, a pool of pread/pwrite threads): that is the comparable setting. The
 # io_uring row is qemu-nbd's fastest setting on this kernel (buffered io_uring), as a
-# harder reference. The files are filled with random data first so no server pays for
-# allocating blocks or reads holes.
+# harder reference. The files are filled with random data first (identically, see below)
+# so no server pays for allocating blocks or reads holes.
 #
 # Cells: sequential 1 MiB read and write at queue depth 8, random 4 KiB read and write at
 # queue depth 1 and 32; one fio job, --time_based, 1 s ramp. Each cell runs the servers in
-# turn, REPEAT times, and prints the median of each and the ratios ours / qemu-nbd.
+# turn, REPEAT times (the order rotating, so none is always first or last), and prints the
+# median of each and the ratios ours / qemu-nbd. Every run starts after a `sync`: without
+# it the kernel's flusher writes back pages dirtied by earlier runs during a later one, and
+# a write to a page under writeback waits for the disk, which lands on whichever server is
+# being measured at the time (seen: random writes at depth 32 swinging 2x with the order).
 #
 #   bash bench/nbd-raw.sh [RUNTIME_SECONDS]     (default 10; REPEAT=3 SIZE_MIB=256)
 set -euo pipefail
@@ -40,9 +44,14 @@ cleanup() {
 }
 trap cleanup EXIT
 
-dd if=/dev/urandom of="$work/ours.raw" bs=1M count="$size_mib" status=none
-cp "$work/ours.raw" "$work/qthreads.raw"
-cp "$work/ours.raw" "$work/quring.raw"
+# Every copy is written the same way: how a file entered the page cache matters (written
+# with 1 MiB writes, its cached pages are large folios, and a 4 KiB write into one costs
+# about twice what it costs on a file copied by cp(1) - measured 19k vs 43k IOPS here).
+dd if=/dev/urandom of="$work/master.raw" bs=1M count="$size_mib" status=none
+for s in ours qthreads quring; do
+  dd if="$work/master.raw" of="$work/$s.raw" bs=1M status=none
+done
+rm "$work/master.raw"
 sync
 
 "$serve_file" "$work/ours.raw" --socket "$work/ours.sock" 2>"$work/ours.log" &
@@ -77,8 +86,10 @@ printf "$fmt" rw bs depth unit "qemu thr" "qemu uring" ours "ours/thr" "ours/urg
 for cell in "${cells[@]}"; do
   read -r rw bs depth unit <<<"$cell"
   for s in "${servers[@]}"; do : >"$work/$s.v"; done
-  for _ in $(seq "$repeat"); do
-    for s in "${servers[@]}"; do
+  for i in $(seq "$repeat"); do
+    for j in 0 1 2; do
+      s=${servers[$(((i + j) % 3))]}
+      sync
       r=$(measure "$work/$s.sock" "$rw" "$bs" "$depth")
       [ -n "$r" ] || { echo "fio failed against $s" >&2; exit 1; }
       if [ "$unit" = MiB/s ]; then echo "${r% *}"; else echo "${r#* }"; fi >>"$work/$s.v"

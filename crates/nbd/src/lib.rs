@@ -1,5 +1,6 @@
 //! atrest's NBD server: exports an unlocked volume as a block device to `qemu-img`,
-//! `qemu-io`, `nbdcopy`, `nbdinfo`, `fio` and the kernel's `nbd` driver.
+//! `qemu-io`, `nbdcopy`, `nbdinfo` and `fio` (all tested against it) and other NBD
+//! clients.
 //!
 //! The crate speaks the server side of the NBD protocol (the fixed newstyle handshake and
 //! simple replies, after the NetworkBlockDevice `doc/proto.md` specification) and nothing
@@ -8,9 +9,8 @@
 //! passes it an unlocked volume, and closes the export ([`ExportHandle::close`]) to lock
 //! the volume again. It listens on a Unix socket (mode 0600) or on loopback TCP only, as
 //! there is no TLS on this road. It is written here rather than taken from crates.io
-//! because the `nbd` crate (0.3) is an early synchronous sketch without the option
-//! negotiation current clients need, and `tokio-nbd` is GPL-licensed, which this
-//! Apache-2.0 project cannot include.
+//! because the `nbd` crate (0.3) is an early synchronous sketch, and `tokio-nbd` is
+//! licensed GPL-2.0-or-later, which this Apache-2.0 project cannot include.
 //!
 //! Layout, one concept per module: [`wire`] (magic numbers, numbered types, fixed headers),
 //! `handshake` (one type per handshake state), `conn` (a connection: reading apart from
@@ -21,7 +21,8 @@
 //! Concurrency: one thread per connection reads and checks requests and hands them to a
 //! few worker threads per connection, which run them on the export and write each reply
 //! (header and data in one write) under a lock; replies may leave out of order, each with
-//! its request's cookie. See [`ServerOptions`] and [`limits`] for the bounds.
+//! its request's cookie. A short request that arrives alone runs on the reading thread
+//! while the export answers fast. See [`ServerOptions`] and [`limits`] for the bounds.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

@@ -19,8 +19,9 @@ pub struct ExportConfig {
     pub name: String,
     /// Shown by `nbdinfo` and `NBD_OPT_LIST` (same rules as the name).
     pub description: Option<String>,
-    /// Whether the empty name selects this export. Without any default export, the empty
-    /// name selects the only export if there is exactly one.
+    /// Whether the empty name selects this export (at most one export is the default;
+    /// without one, the empty name selects nothing, so a client can never land on another
+    /// volume than the one it was pointed at, e.g. after the default was closed).
     pub default: bool,
 }
 
@@ -214,18 +215,11 @@ impl Registry {
         Ok(slot)
     }
 
-    /// The export a client's name selects: an exact name, or for "" the default export
-    /// (or the only one).
+    /// The export a client's name selects: an exact name, or for "" the default export.
     pub(crate) fn lookup(&self, name: &str) -> Option<Arc<ExportSlot>> {
         let st = self.lock();
         if name.is_empty() {
-            if let Some(d) = st.exports.iter().find(|s| s.is_default) {
-                return Some(d.clone());
-            }
-            return match st.exports.as_slice() {
-                [only] => Some(only.clone()),
-                _ => None,
-            };
+            return st.exports.iter().find(|s| s.is_default).cloned();
         }
         st.exports.iter().find(|s| s.name == name).cloned()
     }

@@ -131,7 +131,8 @@ impl ExportHandle {
     /// requests (those already read but not started are answered `NBD_ESHUTDOWN`, which
     /// tells clients to disconnect), finishes the requests already running, and closes.
     /// The server drops its reference to the export at once; the connections drop theirs
-    /// as they end. Idempotent.
+    /// as they end. A client that has stopped reading its replies delays its end by up to
+    /// [`ServerOptions::write_timeout`]. Idempotent.
     pub fn close(&self) {
         self.registry.close_export(&self.slot);
     }

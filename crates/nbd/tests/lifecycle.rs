@@ -320,6 +320,19 @@ fn several_connections_and_exports() {
     copier.join().unwrap();
     assert!(std::fs::read(&out).unwrap() == a.contents());
     assert!(b.contents() == data);
+    // Once the default export is closed, "" selects nothing (not the export left).
+    s.exports[1].close();
+    let mut c = Client::new(&s);
+    let go = InfoRequest {
+        name: "",
+        requests: vec![],
+    }
+    .encode();
+    assert_eq!(
+        c.option(OptionType::GO, &go).last().unwrap().0,
+        ReplyType::ERR_UNKNOWN
+    );
+    assert_eq!(c.go("a").0, 1 << 20);
 }
 
 #[test]
