@@ -401,6 +401,27 @@ pub(crate) fn volume_key(
     Err(VolumeError::WrongKey)
 }
 
+/// Runs `f` on a buffer of `len` bytes that this thread keeps for the next request (a
+/// write is encrypted into it, a partial sector read into it). It holds data, never keys,
+/// so it is not cleared; reusing it saves an allocation per request, which a hardened
+/// process pays for twice (glibc wipes what is allocated and freed).
+fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [u8]) -> R) -> R {
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    /// Larger requests get a buffer of their own, not kept.
+    const KEEP: usize = 4 << 20;
+    SCRATCH.with(|s| match s.try_borrow_mut() {
+        Ok(mut b) if len <= KEEP => {
+            if b.len() < len {
+                b.resize(len, 0);
+            }
+            f(&mut b[..len])
+        }
+        _ => f(&mut vec![0u8; len]),
+    })
+}
+
 /// The key schedule of `key`, in locked pages left out of core dumps (`secmem`), zeroed
 /// when dropped.
 pub(crate) fn key_schedule(key: &[u8]) -> Result<secmem::Locked<Xts>, VolumeError> {
@@ -503,7 +524,7 @@ impl Unlocked {
         let at = self.data.offset + start;
         self.dev.read_at(buf, at).map_err(io(at))?;
         self.xts
-            .decrypt(buf, self.data.sector_size as usize, self.data.tweak(start));
+            .decrypt_serial(buf, self.data.sector_size as usize, self.data.tweak(start));
         Ok(())
     }
 
@@ -516,11 +537,12 @@ impl Unlocked {
         if start == offset && end == offset + buf.len() as u64 {
             return self.read_sectors(buf, start);
         }
-        let mut tmp = Zeroizing::new(vec![0u8; (end - start) as usize]);
-        self.read_sectors(&mut tmp, start)?;
-        let skip = (offset - start) as usize;
-        buf.copy_from_slice(&tmp[skip..skip + buf.len()]);
-        Ok(())
+        with_scratch((end - start) as usize, |tmp| {
+            self.read_sectors(tmp, start)?;
+            let skip = (offset - start) as usize;
+            buf.copy_from_slice(&tmp[skip..skip + buf.len()]);
+            Ok(())
+        })
     }
 
     /// Writes plaintext at any byte offset and length. Partial sectors are read, merged and
@@ -532,19 +554,17 @@ impl Unlocked {
         let start = offset - offset % ss;
         let end = (offset + buf.len() as u64).div_ceil(ss) * ss;
         let _held = self.writes.lock(start, end);
-        let mut tmp = Zeroizing::new(vec![0u8; (end - start) as usize]);
-        let skip = (offset - start) as usize;
-        if skip != 0 || end != offset + buf.len() as u64 {
-            self.read_sectors(&mut tmp, start)?;
-        }
-        tmp[skip..skip + buf.len()].copy_from_slice(buf);
-        self.xts.encrypt(
-            &mut tmp,
-            self.data.sector_size as usize,
-            self.data.tweak(start),
-        );
-        let at = self.data.offset + start;
-        self.dev.write_at(&tmp, at).map_err(io(at))
+        with_scratch((end - start) as usize, |tmp| {
+            let skip = (offset - start) as usize;
+            if skip != 0 || end != offset + buf.len() as u64 {
+                self.read_sectors(tmp, start)?;
+            }
+            tmp[skip..skip + buf.len()].copy_from_slice(buf);
+            self.xts
+                .encrypt_serial(tmp, self.data.sector_size as usize, self.data.tweak(start));
+            let at = self.data.offset + start;
+            self.dev.write_at(tmp, at).map_err(io(at))
+        })
     }
 
     /// Gives the whole sectors inside `[offset, offset + len)` back to the storage (a hole

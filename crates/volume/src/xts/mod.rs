@@ -238,7 +238,10 @@ impl Xts {
         // About 16 KiB per AES call, rounded to whole sectors.
         let group_sectors = (1024 / blocks_per_sector).max(1);
         let mut initial = [Block::default(); SECTORS];
-        let mut tweaks = vec![[0u8; 16]; group_sectors * blocks_per_sector];
+        // On the stack: a heap buffer here cost an allocation (and, in a hardened process,
+        // two wiping passes) per request.
+        let mut tweaks = [[0u8; 16]; 1024];
+        debug_assert!(group_sectors * blocks_per_sector <= tweaks.len());
         for (c, chunk) in data.chunks_mut(SECTORS * sector_size).enumerate() {
             let n = chunk.len() / sector_size;
             let sector0 = first + (c * SECTORS) as u64 * step;

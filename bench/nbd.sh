@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# atrest's encrypted NBD export against qemu-nbd, in one run, measured by fio's nbd engine
+# (libnbd) over Unix sockets, every server on the same random data (one copy each):
+#
+#   atrest        atrest open --nbd (XTS-AES-128, key from the development KMS on loopback)
+#   qemu raw      qemu-nbd -f raw, no encryption           (target: atrest >= 0.8x)
+#   qemu luks     qemu-nbd on a LUKS1 image, qemu's own XTS-AES-128 (target: atrest >= 1.0x)
+#
+# and the FUSE road: fio (libaio, O_DIRECT) on atrest open --fuse's DIR/volume against the
+# same on a plain file.
+#
+# All go through the page cache (qemu-nbd --cache=writeback --aio=threads, its defaults, the
+# same mechanism as atrest: pread/pwrite from worker threads; flush = fdatasync). Cells:
+# sequential 1 MiB read and write at queue depth 8, random 4 KiB read and write at depth 1
+# and 32; one fio job, --time_based, 1 s ramp. Each cell runs the servers in turn, REPEAT
+# times with the order rotating, after a `sync` (the kernel's flusher would otherwise
+# write back earlier runs' pages during a later one), and prints the medians and ratios.
+#
+#   bash bench/nbd.sh [RUNTIME_SECONDS]     (default 10; REPEAT=3 SIZE_MIB=256)
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+runtime=${1:-10}
+repeat=${REPEAT:-3}
+size_mib=${SIZE_MIB:-256}
+target=${CARGO_TARGET_DIR:-$root/target}
+for tool in fio qemu-nbd qemu-img nbdcopy python3; do
+  command -v "$tool" >/dev/null || { echo "missing $tool (bash scripts/setup-peers.sh)" >&2; exit 1; }
+done
+(cd "$root" && cargo build -q --release -p atrest)
+atrest=$target/release/atrest
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  umount "$work/fuse" 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+"$atrest" kms serve --dir "$work/kms" --listen "127.0.0.1:$port" 2>"$work/kms.log" &
+pids+=($!)
+for _ in $(seq 100); do [ -f "$work/kms/client.toml" ] && break; sleep 0.1; done
+conf=$work/kms/client.toml
+
+# The data, written the same way into every copy (how a file entered the page cache
+# matters: large folios from 1 MiB writes make 4 KiB writes into them cost about twice).
+dd if=/dev/urandom of="$work/master.raw" bs=1M count="$size_mib" status=none
+dd if="$work/master.raw" of="$work/raw.img" bs=1M status=none
+cp "$work/master.raw" "$work/plain.file"
+qemu-img convert -O luks --object secret,id=sec0,data=benchpass \
+  -o key-secret=sec0,cipher-alg=aes-128,cipher-mode=xts,ivgen-alg=plain64,hash-alg=sha256,iter-time=10 \
+  "$work/master.raw" "$work/qemu.luks"
+for v in atrest fusevol; do
+  truncate -s $(( (16 + size_mib) << 20 )) "$work/$v.img"
+  "$atrest" format --config "$conf" "$work/$v.img" >/dev/null
+done
+
+wait_socket() { for _ in $(seq 200); do [ -S "$1" ] && return; sleep 0.05; done; echo "no socket $1" >&2; exit 1; }
+"$atrest" open --config "$conf" --nbd "unix:$work/atrest.sock" "$work/atrest.img" >"$work/atrest.log" 2>&1 &
+pids+=($!)
+wait_socket "$work/atrest.sock"
+nbdcopy "$work/master.raw" "nbd+unix:///?socket=$work/atrest.sock"
+qemu-nbd -f raw --cache=writeback --aio=threads --persistent -k "$work/raw.sock" "$work/raw.img" &
+pids+=($!)
+qemu-nbd --object secret,id=sec0,data=benchpass --cache=writeback --aio=threads --persistent \
+  -k "$work/luks.sock" --image-opts "driver=luks,key-secret=sec0,file.filename=$work/qemu.luks" &
+pids+=($!)
+wait_socket "$work/raw.sock"
+wait_socket "$work/luks.sock"
+mkdir -p "$work/fuse"
+"$atrest" open --config "$conf" --fuse "$work/fuse" "$work/fusevol.img" >"$work/fuse.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 200); do [ -f "$work/fuse/volume" ] && break; sleep 0.05; done
+dd if="$work/master.raw" of="$work/fuse/volume" bs=1M conv=notrunc,fsync status=none
+rm "$work/master.raw"
+sync
+
+cells=("read 1m 8" "write 1m 8" "randread 4k 1" "randread 4k 32" "randwrite 4k 1" "randwrite 4k 32")
+
+# fio for one server and cell; prints MiB/s (1m cells) or IOPS (4k cells).
+measure() {
+  local who=$1 rw=$2 bs=$3 qd=$4 target
+  case $who in
+    atrest) target=(--ioengine=nbd "--uri=nbd+unix:///?socket=$work/atrest.sock") ;;
+    raw) target=(--ioengine=nbd "--uri=nbd+unix:///?socket=$work/raw.sock") ;;
+    luks) target=(--ioengine=nbd "--uri=nbd+unix:///?socket=$work/luks.sock") ;;
+    fuse) target=(--ioengine=libaio --direct=1 "--filename=$work/fuse/volume") ;;
+    file) target=(--ioengine=libaio --direct=1 "--filename=$work/plain.file") ;;
+  esac
+  sync
+  fio --name=b "${target[@]}" --rw="$rw" --bs="$bs" --iodepth="$qd" --size="${size_mib}m" \
+    --time_based --runtime="$runtime" --ramp_time=1 --output-format=json 2>/dev/null |
+    python3 -c '
+import json, sys
+s = sys.stdin.read(); j = json.loads(s[s.index("{"):])["jobs"][0]
+side = j["read"] if j["read"]["io_bytes"] else j["write"]
+print(round(side["bw_bytes"] / 1048576, 1) if sys.argv[1] == "1m" else round(side["iops"]))' "$bs"
+}
+
+median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+echo "bench/nbd.sh: ${size_mib} MiB, ${runtime} s per run, median of $repeat; $(nproc) cores, $(uname -r)"
+echo "1m cells in MiB/s, 4k cells in IOPS"
+printf '%-22s %9s %9s %9s %7s %7s | %9s %9s %7s\n' cell atrest "qemu raw" "qemu luks" "/raw" "/luks" fuse file "/file"
+for cell in "${cells[@]}"; do
+  read -r rw bs qd <<<"$cell"
+  declare -A got=()
+  servers=(atrest raw luks fuse file)
+  for r in $(seq "$repeat"); do
+    for i in "${!servers[@]}"; do
+      who=${servers[$(( (i + r) % ${#servers[@]} ))]}
+      got[$who]="${got[$who]:-} $(measure "$who" "$rw" "$bs" "$qd")"
+    done
+  done
+  a=$(median ${got[atrest]}); q=$(median ${got[raw]}); l=$(median ${got[luks]})
+  f=$(median ${got[fuse]}); p=$(median ${got[file]})
+  printf '%-22s %9s %9s %9s %7.2f %7.2f | %9s %9s %7.2f\n' "$rw $bs qd$qd" "$a" "$q" "$l" \
+    "$(echo "$a / $q" | bc -l)" "$(echo "$a / $l" | bc -l)" "$f" "$p" "$(echo "$f / $p" | bc -l)"
+  unset got
+done
