@@ -135,6 +135,8 @@ impl ConfigError {
 struct File {
     kmip: KmipSection,
     #[serde(default)]
+    serve: ServeConfig,
+    #[serde(default)]
     volume: Vec<VolumeConfig>,
 }
 
@@ -162,14 +164,58 @@ fn ten() -> u64 {
     10
 }
 
-/// One `[[volume]]` table: a volume the daemon unlocks at start.
+/// The `[serve]` table: how the daemon runs.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServeConfig {
+    /// The control API's Unix socket (JSON over HTTP), made 0600 in a 0700 folder.
+    pub api_socket: PathBuf,
+    /// The audit log (JSON lines), 0600.
+    pub audit_log: PathBuf,
+    /// Seconds between checks of each key's state on the server.
+    pub key_check_secs: u64,
+    /// The longest wait between attempts while no KMIP server answers.
+    pub retry_max_secs: u64,
+    /// Unlock only with a key the server reports Active (a Deactivated, Compromised or
+    /// Destroyed key leaves the volume locked: the operator's crypto-erase).
+    pub require_active_key: bool,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        Self {
+            api_socket: "/run/atrest/api.sock".into(),
+            audit_log: "/var/log/atrest/audit.jsonl".into(),
+            key_check_secs: 300,
+            retry_max_secs: 30,
+            require_active_key: true,
+        }
+    }
+}
+
+/// One `[[volume]]` table: a volume the daemon unlocks at start.
+#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct VolumeConfig {
-    /// A name for logs and the admin page.
+    /// A name for logs, the API and the exports (letters, digits, `.`, `_`, `-`).
     pub name: String,
     /// The image file or block device (resolved against the configuration's folder).
     pub path: PathBuf,
+    /// A detached LUKS2 header, if the volume has one.
+    #[serde(default)]
+    pub header: Option<PathBuf>,
+    /// NBD export: `unix:PATH` or a loopback `IP:PORT`.
+    #[serde(default)]
+    pub nbd: Option<String>,
+    /// FUSE export: the plaintext as the file `DIR/volume`.
+    #[serde(default)]
+    pub fuse: Option<PathBuf>,
+    /// dm-crypt export: `/dev/mapper/NAME` through cryptsetup.
+    #[serde(default)]
+    pub dm: Option<String>,
+    /// Pass NBD TRIM to the image as holes (off: holes show which blocks are free).
+    #[serde(default)]
+    pub discard: bool,
 }
 
 /// The configuration, loaded and checked.
@@ -179,6 +225,8 @@ pub struct Config {
     pub path: PathBuf,
     /// The KMIP client's settings, files already read.
     pub kmip: ClientConfig,
+    /// How the daemon runs.
+    pub serve: ServeConfig,
     /// Volumes for the daemon.
     pub volumes: Vec<VolumeConfig>,
 }
@@ -280,6 +328,8 @@ impl Config {
                 "a password needs a username".into(),
             ));
         }
+        check_serve(&file.serve, &file.volume)
+            .map_err(|(key, value, why)| invalid(key, value, why))?;
         let timeout = Duration::from_secs(k.timeout_secs);
         Ok(Self {
             path: path.to_owned(),
@@ -293,16 +343,73 @@ impl Config {
                 connect_timeout: timeout,
                 request_timeout: timeout,
             },
+            serve: ServeConfig {
+                api_socket: resolve(&file.serve.api_socket),
+                audit_log: resolve(&file.serve.audit_log),
+                ..file.serve
+            },
             volumes: file
                 .volume
                 .into_iter()
                 .map(|v| VolumeConfig {
                     path: base.join(&v.path),
+                    header: v.header.as_deref().map(resolve),
+                    fuse: v.fuse.as_deref().map(resolve),
+                    nbd: v.nbd.as_deref().map(|a| match a.strip_prefix("unix:") {
+                        Some(p) => format!("unix:{}", resolve(Path::new(p)).display()),
+                        None => a.to_owned(),
+                    }),
                     ..v
                 })
                 .collect(),
         })
     }
+}
+
+/// Checks `[serve]` and the `[[volume]]` tables: (key, value, why) of the first fault.
+fn check_serve(
+    serve: &ServeConfig,
+    volumes: &[VolumeConfig],
+) -> Result<(), (&'static str, String, String)> {
+    if !(1..=86_400).contains(&serve.key_check_secs) {
+        return Err((
+            "key_check_secs",
+            serve.key_check_secs.to_string(),
+            "must be between 1 and 86400 seconds".into(),
+        ));
+    }
+    if !(1..=3_600).contains(&serve.retry_max_secs) {
+        return Err((
+            "retry_max_secs",
+            serve.retry_max_secs.to_string(),
+            "must be between 1 and 3600 seconds".into(),
+        ));
+    }
+    let mut names = std::collections::HashSet::new();
+    for v in volumes {
+        let ok = !v.name.is_empty()
+            && v.name.len() <= 64
+            && v.name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+            && !v.name.starts_with('.');
+        if !ok {
+            return Err((
+                "name",
+                v.name.clone(),
+                "a volume name is 1 to 64 letters, digits, '.', '_' or '-' (not starting with '.')"
+                    .into(),
+            ));
+        }
+        if !names.insert(v.name.as_str()) {
+            return Err((
+                "name",
+                v.name.clone(),
+                "two [[volume]] tables have this name".into(),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn read_file(what: &'static str, path: &Path) -> Result<Vec<u8>, ConfigError> {

@@ -3,11 +3,15 @@
 //! no longer uses, ask a key's state. A thin layer over [`kmip::client::Client`] that puts
 //! each failure in the operator's words ("fetching the volume's key 42: ...").
 
-use kmip::client::Client;
+use std::sync::Arc;
+use std::time::Instant;
+
+use kmip::client::{Client, ClientError};
 use kmip::enums::{RevocationReasonCode, State};
 use volume::text::shown;
 use zeroize::Zeroizing;
 
+use crate::audit::Audit;
 use crate::config::Config;
 use crate::error::ServiceError;
 
@@ -57,15 +61,57 @@ impl RetiredKey {
 /// A session with the configured key servers.
 pub struct KeyManager {
     client: Client,
+    audit: Arc<Audit>,
+    volume: Option<String>,
 }
 
 impl KeyManager {
     /// A client for `config`'s servers (loads the client identity now, so a wrong
     /// passphrase shows before any connection).
     pub fn new(config: Config) -> Result<Self, ServiceError> {
+        Self::for_servers(config.kmip)
+    }
+
+    /// A client for `kmip`'s servers.
+    pub fn for_servers(kmip: kmip::client::ClientConfig) -> Result<Self, ServiceError> {
         Ok(Self {
-            client: Client::new(config.kmip)?,
+            client: Client::new(kmip)?,
+            audit: Arc::new(Audit::none()),
+            volume: None,
         })
+    }
+
+    /// Records every request (server, operation, key, result, latency) in `audit`, on
+    /// behalf of `volume`.
+    pub fn with_audit(mut self, audit: Arc<Audit>, volume: Option<&str>) -> Self {
+        self.audit = audit;
+        self.volume = volume.map(str::to_owned);
+        self
+    }
+
+    /// Runs one request, audited.
+    fn audited<T>(
+        &mut self,
+        operation: &str,
+        uid: Option<&str>,
+        f: impl FnOnce(&mut Client) -> Result<T, ClientError>,
+    ) -> Result<T, ClientError> {
+        let t = Instant::now();
+        let r = f(&mut self.client);
+        let server = self.client.server_info().map(|s| s.server.to_string());
+        let result = match &r {
+            Ok(_) => "ok".to_owned(),
+            Err(e) => e.to_string(),
+        };
+        self.audit.request(
+            self.volume.as_deref(),
+            server,
+            operation,
+            uid,
+            result,
+            t.elapsed(),
+        );
+        r
     }
 
     /// The underlying client (Save and Test, the `kmip` commands).
@@ -76,15 +122,17 @@ impl KeyManager {
     /// The secret of `uid`. The connection is closed afterwards, so the TLS library's
     /// buffers that held the key in the clear are freed now.
     pub fn fetch(&mut self, uid: &str) -> Result<Zeroizing<Vec<u8>>, ServiceError> {
-        let r = self.client.get_symmetric_key(uid).map_err(|e| {
-            ServiceError::kmip(
-                format!(
-                    "fetching the volume's key {} from the KMIP server",
-                    shown(uid)
-                ),
-                e,
-            )
-        });
+        let r = self
+            .audited("get", Some(uid), |c| c.get_symmetric_key(uid))
+            .map_err(|e| {
+                ServiceError::kmip(
+                    format!(
+                        "fetching the volume's key {} from the KMIP server",
+                        shown(uid)
+                    ),
+                    e,
+                )
+            });
         self.client.disconnect();
         r
     }
@@ -92,12 +140,10 @@ impl KeyManager {
     /// A new active AES-256 key named `name`.
     pub fn create(&mut self, name: &str) -> Result<NewKey, ServiceError> {
         let uid = self
-            .client
-            .create_aes_key(256, Some(name))
+            .audited("create", None, |c| c.create_aes_key(256, Some(name)))
             .map_err(|e| ServiceError::kmip("creating the key on the KMIP server", e))?;
         let got = self
-            .client
-            .activate(&uid)
+            .audited("activate", Some(&uid), |c| c.activate(&uid))
             .map_err(|e| ServiceError::kmip("activating the new key", e))
             .and_then(|()| self.fetch(&uid));
         match got {
@@ -114,13 +160,14 @@ impl KeyManager {
     /// it was made for; the error, with what became of the key.
     pub fn discard(&mut self, uid: &str, error: ServiceError) -> ServiceError {
         let cleanup = self
-            .client
-            .revoke(
-                uid,
-                RevocationReasonCode::CESSATION_OF_OPERATION,
-                Some("atrest: the operation it was made for did not happen"),
-            )
-            .and_then(|()| self.client.destroy(uid));
+            .audited("revoke", Some(uid), |c| {
+                c.revoke(
+                    uid,
+                    RevocationReasonCode::CESSATION_OF_OPERATION,
+                    Some("atrest: the operation it was made for did not happen"),
+                )
+            })
+            .and_then(|()| self.audited("destroy", Some(uid), |c| c.destroy(uid)));
         ServiceError::KeyDiscarded {
             error: Box::new(error),
             cleanup: match cleanup {
@@ -146,9 +193,10 @@ impl KeyManager {
                 reason: None,
             });
         }
-        self.client
-            .revoke(uid, reason, Some(message))
-            .map_err(|e| ServiceError::kmip(format!("revoking the old key {}", shown(uid)), e))?;
+        self.audited("revoke", Some(uid), |c| {
+            c.revoke(uid, reason, Some(message))
+        })
+        .map_err(|e| ServiceError::kmip(format!("revoking the old key {}", shown(uid)), e))?;
         Ok(RetiredKey {
             uid: uid.to_owned(),
             fate: "revoked",
@@ -162,8 +210,12 @@ impl KeyManager {
 
     /// The key's lifecycle state on the server.
     pub fn state(&mut self, uid: &str) -> Result<State, ServiceError> {
-        self.client
-            .state(uid)
+        self.audited("get_attributes", Some(uid), |c| c.state(uid))
             .map_err(|e| ServiceError::kmip(format!("asking the state of key {}", shown(uid)), e))
+    }
+
+    /// The server the last request went to, if one answered.
+    pub fn server(&self) -> Option<String> {
+        self.client.server_info().map(|s| s.server.to_string())
     }
 }

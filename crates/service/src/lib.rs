@@ -11,7 +11,9 @@
 
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod config;
+pub mod daemon;
 pub mod device;
 pub mod error;
 pub mod exports;

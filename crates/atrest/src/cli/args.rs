@@ -80,6 +80,22 @@ pub enum Command {
     /// device is held exclusively meanwhile. A volume whose conversion was interrupted is
     /// refused with the command that finishes it.
     Open(OpenArgs),
+    /// The daemon: unlock every configured volume at start, export it, watch its key.
+    ///
+    /// For each [[volume]] of the configuration, independently: reads the key's
+    /// identifier from the header, fetches the key (servers in order, bounded backoff
+    /// while none answers), unlocks only with an Active key, finishes an interrupted
+    /// conversion, and exports (nbd, fuse, dm). Every key_check_secs it checks the key's
+    /// state and locks the volume (exports closed, keys zeroized) when the key is no
+    /// longer Active. Audit log and control API as in [serve]. SIGTERM stops (exit 0),
+    /// SIGHUP rereads the configuration. Tells systemd READY=1 once every volume is
+    /// unlocked or has its reason.
+    Serve {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Talk to a running `atrest serve` through its control API.
+    Ctl(CtlArgs),
     /// Translate KMIP messages between TTLV (binary or hex) and the OASIS XML form.
     #[command(subcommand)]
     Ttlv(TtlvCommand),
@@ -118,6 +134,68 @@ pub struct ExportArg {
     /// dm-crypt through `cryptsetup open`: /dev/mapper/NAME (where device-mapper exists).
     #[arg(long, value_name = "NAME")]
     pub dm: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CtlArgs {
+    /// The daemon's API socket (default: [serve] api_socket of --config, else
+    /// /run/atrest/api.sock).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    /// The daemon's configuration file, to find its API socket.
+    #[arg(long, short = 'c', global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Print JSON.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: CtlCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CtlCommand {
+    /// Every volume: state, reason, key, exports, last key check, server.
+    Status,
+    /// "Save and Test" with the daemon's configuration.
+    Test {
+        /// Also create, activate, fetch, revoke and destroy a throwaway key.
+        #[arg(long)]
+        probe_key: bool,
+    },
+    /// Close a volume's exports and zeroize its keys.
+    Lock { volume: String },
+    /// Unlock a locked volume (fetch the key again, check its state, export).
+    Unlock { volume: String },
+    /// Encrypt a plaintext volume in place (a background job; progress follows).
+    Encrypt {
+        volume: String,
+        #[command(flatten)]
+        key: KeyArgs,
+        /// Return once the job is accepted.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Decrypt a volume in place (a background job).
+    Decrypt {
+        volume: String,
+        #[command(flatten)]
+        old: KeepOldArg,
+        /// Return once the job is accepted.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Put a volume under a new key (a background job).
+    Rekey {
+        volume: String,
+        /// Re-encrypt every sector under a new volume key.
+        #[arg(long)]
+        deep: bool,
+        #[command(flatten)]
+        old: KeepOldArg,
+        /// Return once the job is accepted.
+        #[arg(long)]
+        no_wait: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -23,6 +23,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             header,
         } => cmd::status::run(&device, header.as_deref(), json),
         Command::Open(a) => cmd::open::run(a),
+        Command::Serve { config } => cmd::serve::run(&config.config),
+        Command::Ctl(a) => cmd::ctl::run(a),
         Command::Ttlv(c) => cmd::ttlv::run(c),
     }
 }

@@ -14,7 +14,6 @@ use volume::text::shown;
 use volume::volume::{cipher_text, KeyMode, Status};
 use zeroize::Zeroizing;
 
-use crate::config::Config;
 use crate::device::{Device, Location};
 use crate::error::ServiceError;
 use crate::keys::{KeyManager, RetiredKey};
@@ -239,7 +238,7 @@ fn stopped_message(kind: Kind, s: StoppedAt) -> String {
 
 /// Encrypts existing data in place, or finishes an interrupted encryption.
 pub fn encrypt(
-    config: Config,
+    kms: &mut KeyManager,
     req: &EncryptRequest,
     obs: &mut dyn Observer,
     stop: &Stop,
@@ -248,9 +247,8 @@ pub fn encrypt(
     req.key.check()?;
     let loc = &req.location;
     let dev = Device::open(loc, true)?;
-    let mut kms = KeyManager::new(config)?;
     let secret: Zeroizing<Vec<u8>> = match convert::inspect(dev.devices())? {
-        Found::Plain => start_encrypt(&dev, &mut kms, req)?,
+        Found::Plain => start_encrypt(&dev, kms, req)?,
         Found::InProgress(p) if p.kind == Kind::Encrypt => {
             resuming(obs, &p);
             kms.fetch(&p.key_uid)?
@@ -371,7 +369,7 @@ fn start_encrypt(
 
 /// Decrypts a volume in place, or finishes an interrupted decryption; then retires its key.
 pub fn decrypt(
-    config: Config,
+    kms: &mut KeyManager,
     req: &DecryptRequest,
     obs: &mut dyn Observer,
     stop: &Stop,
@@ -379,7 +377,6 @@ pub fn decrypt(
     let started = Instant::now();
     let loc = &req.location;
     let dev = Device::open(loc, false)?;
-    let mut kms = KeyManager::new(config)?;
     let (uid, secret) = match convert::inspect(dev.devices())? {
         Found::Volume { key_uid, .. } => {
             let secret = kms.fetch(&key_uid)?;
@@ -471,7 +468,7 @@ pub fn decrypt(
 /// Puts a volume under a new KMIP key (rewrap, or `deep`: every sector re-encrypted), or
 /// finishes an interrupted deep rekey; then retires the old key.
 pub fn rekey(
-    config: Config,
+    kms: &mut KeyManager,
     req: &RekeyRequest,
     obs: &mut dyn Observer,
     stop: &Stop,
@@ -479,7 +476,6 @@ pub fn rekey(
     let started = Instant::now();
     let loc = &req.location;
     let dev = Device::open(loc, false)?;
-    let mut kms = KeyManager::new(config)?;
     let (old_uid, old, new_uid, new) = match convert::inspect(dev.devices())? {
         Found::Volume { key_uid, key_mode } => {
             if !req.deep && key_mode == KeyMode::Direct {

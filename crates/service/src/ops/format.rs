@@ -5,7 +5,6 @@
 use volume::volume::{FormatOptions, Status};
 
 use super::convert::KeySpec;
-use crate::config::Config;
 use crate::device::{Device, Location};
 use crate::error::ServiceError;
 use crate::keys::KeyManager;
@@ -31,7 +30,7 @@ pub struct FormatReport {
 }
 
 /// Formats the device of `req`.
-pub fn format(config: Config, req: &FormatRequest) -> Result<FormatReport, ServiceError> {
+pub fn format(kms: &mut KeyManager, req: &FormatRequest) -> Result<FormatReport, ServiceError> {
     req.key.check()?;
     let loc = &req.location;
     // The same lock as the conversions take: a format must never race one.
@@ -59,7 +58,6 @@ pub fn format(config: Config, req: &FormatRequest) -> Result<FormatReport, Servi
             req.key.sector_size
         )));
     }
-    let mut kms = KeyManager::new(config)?;
     let key = kms.create(&req.key.name_for(&dev))?;
     let opts = FormatOptions {
         mode: req.key.mode,

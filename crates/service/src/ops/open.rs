@@ -9,7 +9,6 @@ use volume::backend::BlockBackend;
 use volume::convert::{self, Found};
 use volume::volume::{KeyMode, Status, Unlocked};
 
-use crate::config::Config;
 use crate::device::{Device, Location};
 use crate::error::ServiceError;
 use crate::keys::KeyManager;
@@ -61,10 +60,10 @@ pub fn key_of(dev: &Device) -> Result<(String, KeyMode), ServiceError> {
 }
 
 /// Opens the volume at `loc` with its key from the configured KMIP servers.
-pub fn open(config: Config, loc: &Location) -> Result<OpenVolume, ServiceError> {
+pub fn open(kms: &mut KeyManager, loc: &Location) -> Result<OpenVolume, ServiceError> {
     let dev = Device::open(loc, false)?;
     let (key_uid, key_mode) = key_of(&dev)?;
-    let secret = KeyManager::new(config)?.fetch(&key_uid)?;
+    let secret = kms.fetch(&key_uid)?;
     let volume = unlock(&dev, &secret)?;
     drop(secret);
     // Key setup left copies of round keys in the stack frames it used; write over them.

@@ -45,7 +45,9 @@ pub fn run(
     }
 }
 
-/// The configuration of `a`.
-pub fn config(a: &ConvertArgs) -> anyhow::Result<service::config::Config> {
-    Ok(service::config::Config::load(&a.config.config)?)
+/// A session with the key servers of `a`'s configuration.
+pub fn key_manager(a: &ConvertArgs) -> anyhow::Result<service::keys::KeyManager> {
+    Ok(service::keys::KeyManager::new(
+        service::config::Config::load(&a.config.config)?,
+    )?)
 }

@@ -12,6 +12,6 @@ pub fn run(a: DecryptArgs) -> anyhow::Result<()> {
         keep_old: a.old.keep_old,
         step: c.step,
     };
-    let config = super::convert::config(c)?;
-    super::convert::run(c, |rep, stop| decrypt(config, &req, rep, stop))
+    let mut kms = super::convert::key_manager(c)?;
+    super::convert::run(c, |rep, stop| decrypt(&mut kms, &req, rep, stop))
 }

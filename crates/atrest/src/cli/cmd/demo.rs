@@ -93,7 +93,12 @@ fn volume_story(dir: &Path, config: &ConfigArg) -> anyhow::Result<()> {
         reduce_device_size: None,
         step: None,
     };
-    show(ops::convert::encrypt(load()?, &req, &mut Quiet, &stop)?);
+    show(ops::convert::encrypt(
+        &mut KeyManager::new(load()?)?,
+        &req,
+        &mut Quiet,
+        &stop,
+    )?);
     println!();
     println!("4. What the header says (no key needed):");
     super::status::run(&img, None, false)?;
@@ -120,7 +125,12 @@ fn volume_story(dir: &Path, config: &ConfigArg) -> anyhow::Result<()> {
             key_name: None,
             step: None,
         };
-        show(ops::convert::rekey(load()?, &req, &mut Quiet, &stop)?);
+        show(ops::convert::rekey(
+            &mut KeyManager::new(load()?)?,
+            &req,
+            &mut Quiet,
+            &stop,
+        )?);
     }
     println!();
     println!("7. Decrypt in place, back to the original file:");
@@ -129,7 +139,12 @@ fn volume_story(dir: &Path, config: &ConfigArg) -> anyhow::Result<()> {
         keep_old: false,
         step: None,
     };
-    show(ops::convert::decrypt(load()?, &req, &mut Quiet, &stop)?);
+    show(ops::convert::decrypt(
+        &mut KeyManager::new(load()?)?,
+        &req,
+        &mut Quiet,
+        &stop,
+    )?);
     anyhow::ensure!(
         openssl::sha::sha256(&std::fs::read(&img)?) == want,
         "the decrypted image differs from the original"

@@ -13,6 +13,6 @@ pub fn run(a: EncryptArgs) -> anyhow::Result<()> {
         reduce_device_size: a.reduce_device_size,
         step: c.step,
     };
-    let config = super::convert::config(c)?;
-    super::convert::run(c, |rep, stop| encrypt(config, &req, rep, stop))
+    let mut kms = super::convert::key_manager(c)?;
+    super::convert::run(c, |rep, stop| encrypt(&mut kms, &req, rep, stop))
 }

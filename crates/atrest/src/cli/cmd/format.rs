@@ -3,6 +3,7 @@
 use serde_json::json;
 use service::config::Config;
 use service::device::Location;
+use service::keys::KeyManager;
 use service::ops::format::{format, FormatRequest};
 use volume::volume::cipher_text;
 
@@ -17,7 +18,8 @@ pub fn run(a: FormatArgs) -> anyhow::Result<()> {
         key: a.key.spec(),
         force: a.force,
     };
-    let r = format(Config::load(&a.config.config)?, &req)?;
+    let mut kms = KeyManager::new(Config::load(&a.config.config)?)?;
+    let r = format(&mut kms, &req)?;
     let s = &r.status;
     if a.json {
         println!("{}", json!({"device": r.device, "status": s}));

@@ -1,6 +1,7 @@
 //! One file per subcommand: glue between arguments and the library crates.
 
 pub mod convert;
+pub mod ctl;
 pub mod decrypt;
 pub mod demo;
 pub mod encrypt;
@@ -9,5 +10,6 @@ pub mod kmip;
 pub mod kms;
 pub mod open;
 pub mod rekey;
+pub mod serve;
 pub mod status;
 pub mod ttlv;

@@ -31,7 +31,7 @@ pub fn run(a: OpenArgs) -> anyhow::Result<()> {
     if let Some(dm) = &a.export.dm {
         return serve_dm(&a, config, &loc, dm, &stop);
     }
-    let v = open::open(config, &loc)?;
+    let v = open::open(&mut KeyManager::new(config)?, &loc)?;
     if let Some(r) = &v.repaired {
         eprintln!("{}: {r}", a.device.display());
     }

@@ -1,0 +1,253 @@
+//! `atrest serve`: the daemon. At every start, for each configured volume and
+//! independently of the others, it reads the key's identifier from the header, fetches
+//! the key (servers in order, bounded backoff while none answers), checks it against the
+//! header and its state on the server, finishes an interrupted conversion, and exports
+//! the volume; then it watches the key's state and locks the volume when the key is no
+//! longer Active. An audit log records every key operation and state change; a control
+//! API on a Unix socket reports and takes commands. SIGTERM stops (exports flushed and
+//! closed, keys zeroized); SIGHUP rereads the configuration and adds, removes or restarts
+//! volumes. Keys never touch the disk.
+//!
+//! Parts: [`worker`] (one volume's life, one thread each), [`status`] (what the API
+//! shows, the event feed), [`api`], [`backoff`], [`notify`] (systemd), [`client`] (the API
+//! from the other side, for `atrest ctl`).
+
+pub mod api;
+pub mod backoff;
+pub mod client;
+pub mod notify;
+pub mod status;
+pub mod worker;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{channel, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::audit::Audit;
+use crate::config::{Config, VolumeConfig};
+use crate::error::ServiceError;
+use crate::progress::Stop;
+use status::{Events, VolumeStatus};
+use worker::Command;
+
+struct Running {
+    cfg: VolumeConfig,
+    tx: Sender<Command>,
+    thread: JoinHandle<()>,
+}
+
+/// What the operator sees of a run, for the CLI's log lines.
+pub trait Reporter {
+    /// A line worth printing.
+    fn line(&mut self, text: &str);
+}
+
+/// Serves the volumes of the configuration at `config_path` until `stop` is requested;
+/// `reload` set (SIGHUP) rereads the configuration.
+pub fn run(
+    config_path: &Path,
+    stop: Stop,
+    reload: Arc<AtomicBool>,
+    out: &mut dyn Reporter,
+) -> Result<(), ServiceError> {
+    let mut config = Config::load(config_path)?;
+    let audit = Arc::new(Audit::open(&config.serve.audit_log)?);
+    let events = Arc::new(Events::default());
+    let shared = Arc::new(api::Shared {
+        volumes: Mutex::new(BTreeMap::new()),
+        events: events.clone(),
+        config_path: config_path.to_owned(),
+        started: crate::audit::now(),
+        ready: AtomicBool::new(false),
+    });
+    let _api = api::Api::start(&config.serve.api_socket, shared.clone())?;
+    audit.event(
+        None,
+        "started",
+        None,
+        format!(
+            "{} volume(s), API at {}",
+            config.volumes.len(),
+            config.serve.api_socket.display()
+        ),
+    );
+    out.line(&format!(
+        "serving {} volume(s) from {}; API at {}; audit log {}",
+        config.volumes.len(),
+        config_path.display(),
+        config.serve.api_socket.display(),
+        config.serve.audit_log.display()
+    ));
+    let mut running: BTreeMap<String, Running> = BTreeMap::new();
+    let start = |cfg: &VolumeConfig, config: &Config, running: &mut BTreeMap<String, Running>| {
+        let status = Arc::new(Mutex::new(VolumeStatus::new(
+            &cfg.name,
+            &cfg.path.display().to_string(),
+        )));
+        let (tx, rx) = channel();
+        let ctx = worker::Ctx {
+            cfg: cfg.clone(),
+            kmip: config.kmip.clone(),
+            serve: config.serve.clone(),
+            audit: audit.clone(),
+            status: status.clone(),
+            events: events.clone(),
+            stop: stop.clone(),
+        };
+        let thread = std::thread::Builder::new()
+            .name(format!("vol-{}", cfg.name))
+            .spawn(move || worker::run(ctx, rx))
+            .expect("spawning a volume thread");
+        shared
+            .volumes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(cfg.name.clone(), (tx.clone(), status));
+        running.insert(
+            cfg.name.clone(),
+            Running {
+                cfg: cfg.clone(),
+                tx,
+                thread,
+            },
+        );
+    };
+    for v in &config.volumes {
+        start(v, &config, &mut running);
+    }
+    let mut told_ready = false;
+    let mut last_status = String::new();
+    while !stop.requested() {
+        std::thread::sleep(Duration::from_millis(50));
+        if reload.swap(false, Ordering::SeqCst) {
+            match Config::load(config_path) {
+                Err(e) => {
+                    out.line(&format!("SIGHUP: the configuration is not reloaded: {e}"));
+                    audit.event(None, "reload", None, e.to_string());
+                }
+                Ok(new) => {
+                    let kmip_changed = format!("{:?}", new.kmip) != format!("{:?}", config.kmip)
+                        || new.serve != config.serve;
+                    let keep: Vec<String> = running
+                        .iter()
+                        .filter(|(name, r)| {
+                            !kmip_changed
+                                && new.volumes.iter().any(|v| &v.name == *name && *v == r.cfg)
+                        })
+                        .map(|(n, _)| n.clone())
+                        .collect();
+                    let gone: Vec<String> = running
+                        .keys()
+                        .filter(|n| !keep.contains(n))
+                        .cloned()
+                        .collect();
+                    for name in &gone {
+                        if let Some(r) = running.remove(name) {
+                            let _ = r.tx.send(Command::Stop);
+                            let _ = r.thread.join();
+                        }
+                        shared
+                            .volumes
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .remove(name);
+                    }
+                    let added: Vec<&VolumeConfig> = new
+                        .volumes
+                        .iter()
+                        .filter(|v| !keep.contains(&v.name))
+                        .collect();
+                    for v in &added {
+                        start(v, &new, &mut running);
+                    }
+                    let text = format!(
+                        "SIGHUP: configuration reloaded; {} volume(s) kept, {} stopped, {} started",
+                        keep.len(),
+                        gone.len(),
+                        added.len()
+                    );
+                    out.line(&text);
+                    audit.event(None, "reload", None, text);
+                    config = new;
+                }
+            }
+        }
+        // READY once every volume is unlocked or has its reason; STATUS as it changes.
+        let statuses: Vec<VolumeStatus> = shared
+            .volumes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .map(|(_, s)| s.lock().unwrap_or_else(|p| p.into_inner()).clone())
+            .collect();
+        let settled = statuses.iter().all(VolumeStatus::settled);
+        let summary = statuses
+            .iter()
+            .map(|s| {
+                format!(
+                    "{} {}",
+                    s.name,
+                    serde_json::to_value(s.state)
+                        .unwrap_or_default()
+                        .as_str()
+                        .unwrap_or("")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        if summary != last_status {
+            for s in &statuses {
+                let line = format!(
+                    "{}: {}{}",
+                    s.name,
+                    serde_json::to_value(s.state)
+                        .unwrap_or_default()
+                        .as_str()
+                        .unwrap_or(""),
+                    s.reason
+                        .as_deref()
+                        .map(|r| format!(" ({r})"))
+                        .unwrap_or_default()
+                );
+                if !last_status.contains(&format!(
+                    "{} {}",
+                    s.name,
+                    serde_json::to_value(s.state)
+                        .unwrap_or_default()
+                        .as_str()
+                        .unwrap_or("")
+                )) {
+                    out.line(&line);
+                }
+            }
+            notify::notify(&format!("STATUS={summary}"));
+            last_status = summary;
+        }
+        if settled && !told_ready {
+            told_ready = true;
+            shared.ready.store(true, Ordering::SeqCst);
+            notify::notify("READY=1");
+            out.line("ready: every volume is unlocked or says why not");
+        }
+    }
+    notify::notify("STOPPING=1");
+    out.line("stopping: closing exports, flushing, zeroizing keys");
+    for (_, r) in running {
+        let _ = r.tx.send(Command::Stop);
+        let _ = r.thread.join();
+    }
+    audit.event(None, "stopped", None, "ok");
+    Ok(())
+}
+
+/// Where `atrest ctl` finds the API of the configuration at `config` (or the default).
+pub fn api_socket(config: Option<&Path>) -> Result<PathBuf, ServiceError> {
+    match config {
+        Some(c) => Ok(Config::load(c)?.serve.api_socket),
+        None => Ok(crate::config::ServeConfig::default().api_socket),
+    }
+}

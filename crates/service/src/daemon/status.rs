@@ -1,0 +1,184 @@
+//! What the daemon knows about each volume, as the control API reports it, and the event
+//! feed (state changes and conversion progress) that `atrest ctl` and the web page follow.
+
+use std::collections::VecDeque;
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde_json::Value;
+use volume::convert::Kind;
+
+/// Where a volume stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    /// Reading the header.
+    Starting,
+    /// No key server answered yet; retrying (see `reason`, `next_retry_secs`).
+    Waiting,
+    /// A conversion runs (resumed at start, or a job from the API).
+    Converting,
+    /// Unlocked and exported.
+    Unlocked,
+    /// Kept locked: the key is not Active on the server, or an operator locked it.
+    Locked,
+    /// Plaintext (not an atrest volume): nothing to unlock; `encrypt` through the API.
+    Plaintext,
+    /// Cannot be served: see `reason` (a damaged header, an export that cannot start).
+    Failed,
+    /// The daemon stopped serving it.
+    Stopped,
+}
+
+/// A conversion's progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Progress {
+    /// What runs.
+    pub kind: Kind,
+    /// Bytes done.
+    pub done: u64,
+    /// Bytes in all.
+    pub total: u64,
+}
+
+/// One export of an unlocked volume.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Export {
+    /// nbd, fuse or dm.
+    pub kind: &'static str,
+    /// Where: an NBD URI, the FUSE file, the mapped device.
+    pub at: String,
+}
+
+/// The last key-state check.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct KeyCheck {
+    /// When (RFC 3339).
+    pub time: String,
+    /// The key's state as the server reported it, or why no answer came.
+    pub result: String,
+    /// The server that answered.
+    pub server: Option<String>,
+}
+
+/// A volume, as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct VolumeStatus {
+    /// Its name in the configuration.
+    pub name: String,
+    /// The data device.
+    pub path: String,
+    /// The state.
+    pub state: State,
+    /// Why it is waiting, locked or failed.
+    pub reason: Option<String>,
+    /// Since when (RFC 3339).
+    pub since: String,
+    /// The KMIP key's identifier, once read from the header.
+    pub key_uid: Option<String>,
+    /// A conversion's progress.
+    pub progress: Option<Progress>,
+    /// The exports while unlocked.
+    pub exports: Vec<Export>,
+    /// The last key-state check.
+    pub last_key_check: Option<KeyCheck>,
+    /// The key server that last answered.
+    pub server: Option<String>,
+    /// The last failure to reach a key server while serving (the volume keeps serving).
+    pub server_error: Option<String>,
+    /// Seconds until the next attempt, while waiting.
+    pub next_retry_secs: Option<f64>,
+    /// Attempts made while waiting.
+    pub attempts: u32,
+}
+
+impl VolumeStatus {
+    /// A volume about to start.
+    pub fn new(name: &str, path: &str) -> Self {
+        Self {
+            name: name.into(),
+            path: path.into(),
+            state: State::Starting,
+            reason: None,
+            since: crate::audit::now(),
+            key_uid: None,
+            progress: None,
+            exports: Vec::new(),
+            last_key_check: None,
+            server: None,
+            server_error: None,
+            next_retry_secs: None,
+            attempts: 0,
+        }
+    }
+
+    /// True once the volume is unlocked or has a reason not to be (`sd_notify` READY).
+    pub fn settled(&self) -> bool {
+        !matches!(self.state, State::Starting | State::Converting)
+            && (self.state == State::Unlocked
+                || self.reason.is_some()
+                || self.state == State::Plaintext)
+    }
+}
+
+/// The feed of events, numbered, the newest kept (bounded: a client that falls behind
+/// misses the oldest, and says so by the gap in the numbers).
+pub struct Events {
+    inner: Mutex<(u64, VecDeque<(u64, Value)>)>,
+    more: Condvar,
+}
+
+/// Events kept for clients that follow the feed.
+const KEPT: usize = 1000;
+
+impl Default for Events {
+    fn default() -> Self {
+        Self {
+            inner: Mutex::new((1, VecDeque::new())),
+            more: Condvar::new(),
+        }
+    }
+}
+
+impl Events {
+    /// Adds an event (a JSON object; its number and time are added).
+    pub fn push(&self, mut e: Value) {
+        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let seq = g.0;
+        g.0 += 1;
+        if let Value::Object(m) = &mut e {
+            m.insert("seq".into(), seq.into());
+            m.insert("time".into(), crate::audit::now().into());
+        }
+        g.1.push_back((seq, e));
+        while g.1.len() > KEPT {
+            g.1.pop_front();
+        }
+        drop(g);
+        self.more.notify_all();
+    }
+
+    /// The events numbered above `after`, waiting up to `wait` for one to arrive; and the
+    /// number to ask after next time.
+    pub fn after(&self, after: u64, wait: Duration) -> (Vec<Value>, u64) {
+        let deadline = Instant::now() + wait;
+        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            let out: Vec<Value> =
+                g.1.iter()
+                    .filter(|(s, _)| *s > after)
+                    .map(|(_, v)| v.clone())
+                    .collect();
+            let left = deadline.saturating_duration_since(Instant::now());
+            if !out.is_empty() || left.is_zero() {
+                return (out, g.0 - 1);
+            }
+            g = self
+                .more
+                .wait_timeout(g, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+}

@@ -1,0 +1,746 @@
+//! One volume's life in the daemon, on a thread of its own so that one volume's trouble
+//! (a key server that does not answer, a damaged header, a long conversion) never holds
+//! the others:
+//!
+//! ```text
+//! start ─▶ header? ─ plaintext ──────────────────────────▶ idle (plaintext)
+//!            │      conversion interrupted ─▶ finish it ─▶ start again
+//!            │      atrest volume ─▶ fetch key ─▶ key Active? ─▶ unlock ─▶ exports ─▶ serving
+//!            │                         │ no server answers: wait (backoff), retry
+//!            │                         └ key gone / not Active ─────────────────▶ idle (locked)
+//! serving ─▶ every key_check_secs: key still Active? ─ no ─▶ exports closed, keys zeroized ─▶ idle (locked)
+//!            server down: keep serving (the key is in memory), say so in the status
+//! commands (API): lock, unlock, a conversion job, stop
+//! ```
+
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kmip::client::{ClientConfig, ClientError};
+use kmip::enums::{ResultReason, State as KeyState};
+use serde_json::json;
+use volume::convert::{self, Found, Kind};
+use volume::text::shown;
+use volume::volume::Unlocked;
+
+use super::backoff::Backoff;
+use super::status::{Events, Export, KeyCheck, Progress, State, VolumeStatus};
+use crate::audit::Audit;
+use crate::config::{ServeConfig, VolumeConfig};
+use crate::device::{Device, Location};
+use crate::error::ServiceError;
+use crate::exports::{dm, fuse, nbd};
+use crate::keys::KeyManager;
+use crate::ops::convert::{
+    decrypt, encrypt, rekey, DecryptRequest, EncryptRequest, KeySpec, RekeyRequest,
+};
+use crate::progress::{Event, Stop};
+
+/// A conversion the API asked for.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum Job {
+    /// Encrypt a plaintext volume in place.
+    Encrypt {
+        /// How to key it (defaults: wrapped, XTS-AES-128, 512-byte sectors).
+        #[serde(default)]
+        key: Option<KeySpec>,
+        /// Bytes per committed step (tests and tuning).
+        #[serde(default)]
+        step: Option<u64>,
+    },
+    /// Decrypt it back to plaintext.
+    Decrypt {
+        /// Leave the key Active.
+        #[serde(default)]
+        keep_old: bool,
+        /// Bytes per committed step.
+        #[serde(default)]
+        step: Option<u64>,
+    },
+    /// Put it under a new key.
+    Rekey {
+        /// Re-encrypt every sector.
+        #[serde(default)]
+        deep: bool,
+        /// Leave the old key Active.
+        #[serde(default)]
+        keep_old: bool,
+        /// Bytes per committed step.
+        #[serde(default)]
+        step: Option<u64>,
+    },
+}
+
+impl Job {
+    fn kind(&self) -> Kind {
+        match self {
+            Self::Encrypt { .. } => Kind::Encrypt,
+            Self::Decrypt { .. } => Kind::Decrypt,
+            Self::Rekey { .. } => Kind::Rekey,
+        }
+    }
+}
+
+/// What the daemon tells a worker.
+#[derive(Debug)]
+pub enum Command {
+    /// Close the exports and forget the keys.
+    Lock,
+    /// Try to unlock now (after a lock, or to retry at once).
+    Unlock,
+    /// Check the key's state now.
+    CheckNow,
+    /// Run a conversion.
+    Job(Job),
+    /// Take the volume down and end.
+    Stop,
+}
+
+/// Everything a worker needs.
+pub struct Ctx {
+    /// Its `[[volume]]` table.
+    pub cfg: VolumeConfig,
+    /// The key servers.
+    pub kmip: ClientConfig,
+    /// `[serve]`.
+    pub serve: ServeConfig,
+    /// The audit log.
+    pub audit: Arc<Audit>,
+    /// What the API shows.
+    pub status: Arc<Mutex<VolumeStatus>>,
+    /// The event feed.
+    pub events: Arc<Events>,
+    /// Set when the daemon stops (a conversion then stops at a safe point).
+    pub stop: Stop,
+}
+
+/// An unlocked volume and its exports.
+struct Serving {
+    key_uid: String,
+    volume: Arc<Unlocked>,
+    nbd: Option<nbd::NbdServer>,
+    fuse: Option<fuse::FuseExport>,
+    dm: Option<dm::DmMapping>,
+    // Held for its locks, dropped after the exports.
+    _device: Option<Device>,
+    next_check: Instant,
+}
+
+enum Phase {
+    Start,
+    Serving(Box<Serving>),
+    Idle,
+    Job(Job),
+    Exit,
+}
+
+/// Why no key came.
+enum KeyProblem {
+    /// Try again later.
+    Retry(String),
+    /// Keep the volume locked, with this reason.
+    Lock(String),
+    /// Cannot be served, with this reason.
+    Fail(String),
+}
+
+/// Why bringing a volume up did not end in serving.
+enum Halt {
+    /// Try again after a wait (no key server answered; the device was busy).
+    Retry(String),
+    /// Stay down until told otherwise; the status says why.
+    Idle,
+    /// The daemon is stopping.
+    Exit,
+}
+
+struct Worker {
+    ctx: Ctx,
+    rx: Receiver<Command>,
+    kms: Option<KeyManager>,
+}
+
+/// Runs the volume until told to stop.
+pub fn run(ctx: Ctx, rx: Receiver<Command>) {
+    let mut w = Worker { ctx, rx, kms: None };
+    let mut phase = Phase::Start;
+    loop {
+        phase = match phase {
+            Phase::Start => w.bring_up(),
+            Phase::Serving(s) => w.serve(*s),
+            Phase::Idle => w.idle(),
+            Phase::Job(j) => w.job(j),
+            Phase::Exit => break,
+        };
+    }
+    w.set(State::Stopped, None);
+    w.ctx
+        .audit
+        .event(Some(&w.ctx.cfg.name), "stopped", None, "ok");
+}
+
+fn is_unreachable(e: &ServiceError) -> bool {
+    match e {
+        ServiceError::Kmip { error, .. } => match error {
+            ClientError::AllServersFailed(_) => true,
+            ClientError::Rejected { .. } => false,
+            e => e.is_connection_failure(),
+        },
+        ServiceError::KeyDiscarded { error, .. } => is_unreachable(error),
+        _ => false,
+    }
+}
+
+fn is_gone(e: &ServiceError) -> bool {
+    matches!(e, ServiceError::Kmip { error: ClientError::Rejected { reason, .. }, .. } if *reason == ResultReason::ITEM_NOT_FOUND)
+}
+
+fn state_name(s: KeyState) -> String {
+    match s {
+        KeyState::PRE_ACTIVE => "Pre-Active".into(),
+        KeyState::ACTIVE => "Active".into(),
+        KeyState::DEACTIVATED => "Deactivated (revoked)".into(),
+        KeyState::COMPROMISED => "Compromised".into(),
+        KeyState::DESTROYED => "Destroyed".into(),
+        KeyState::DESTROYED_COMPROMISED => "Destroyed (compromised)".into(),
+        other => other.to_string(),
+    }
+}
+
+impl Worker {
+    fn name(&self) -> &str {
+        &self.ctx.cfg.name
+    }
+
+    fn status(&self) -> std::sync::MutexGuard<'_, VolumeStatus> {
+        self.ctx.status.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Moves to `state`, with `reason`, telling the event feed.
+    fn set(&self, state: State, reason: Option<String>) {
+        let mut s = self.status();
+        let changed = s.state != state || s.reason != reason;
+        s.state = state;
+        s.reason = reason.clone();
+        if changed {
+            s.since = crate::audit::now();
+        }
+        if state != State::Converting {
+            s.progress = None;
+        }
+        if state != State::Waiting {
+            s.next_retry_secs = None;
+            s.attempts = 0;
+        }
+        if state != State::Unlocked {
+            s.exports.clear();
+        }
+        drop(s);
+        if changed {
+            self.ctx.events.push(
+                json!({"event": "state", "volume": self.name(), "state": state, "reason": reason}),
+            );
+        }
+    }
+
+    fn location(&self) -> Location {
+        Location {
+            path: self.ctx.cfg.path.clone(),
+            header: self.ctx.cfg.header.clone(),
+        }
+    }
+
+    fn kms(&mut self) -> Result<&mut KeyManager, ServiceError> {
+        if self.kms.is_none() {
+            let k = KeyManager::for_servers(self.ctx.kmip.clone())?
+                .with_audit(self.ctx.audit.clone(), Some(&self.ctx.cfg.name));
+            self.kms = Some(k);
+        }
+        self.kms
+            .as_mut()
+            .ok_or_else(|| ServiceError::Refused("no key manager".into()))
+    }
+
+    /// Waits up to `d` for a command; `None` when the wait ran out.
+    fn wait(&self, d: Duration) -> Option<Command> {
+        let deadline = Instant::now() + d;
+        loop {
+            if self.ctx.stop.requested() {
+                return Some(Command::Stop);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            match self.rx.recv_timeout(left.min(Duration::from_millis(200))) {
+                Ok(c) => return Some(c),
+                Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Disconnected) => return Some(Command::Stop),
+            }
+        }
+    }
+
+    // --------------------------------------------------------------------------------
+
+    fn bring_up(&mut self) -> Phase {
+        self.set(State::Starting, None);
+        let mut backoff = Backoff::new(Duration::from_secs(self.ctx.serve.retry_max_secs));
+        loop {
+            match self.try_bring_up() {
+                Ok(s) => return Phase::Serving(Box::new(s)),
+                Err(Halt::Idle) => return Phase::Idle,
+                Err(Halt::Exit) => return Phase::Exit,
+                Err(Halt::Retry(reason)) => {
+                    let d = backoff.wait();
+                    {
+                        let mut s = self.status();
+                        s.attempts += 1;
+                        s.next_retry_secs = Some((d.as_secs_f64() * 10.0).round() / 10.0);
+                    }
+                    self.set(State::Waiting, Some(reason));
+                    {
+                        let mut s = self.status();
+                        s.next_retry_secs = Some((d.as_secs_f64() * 10.0).round() / 10.0);
+                    }
+                    match self.wait(d) {
+                        None | Some(Command::Unlock | Command::CheckNow) => {}
+                        Some(Command::Stop) => return Phase::Exit,
+                        Some(Command::Lock) => {
+                            self.set(State::Locked, Some("locked through the API".into()));
+                            return Phase::Idle;
+                        }
+                        Some(Command::Job(j)) => {
+                            self.refuse_job(&j, "the volume is waiting for a key server")
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn fail(&self, state: State, reason: String) -> Halt {
+        self.ctx
+            .audit
+            .event(Some(self.name()), "unlock", None, reason.clone());
+        self.set(state, Some(reason));
+        Halt::Idle
+    }
+
+    /// One attempt: header, conversion, key, state, unlock, exports.
+    fn try_bring_up(&mut self) -> Result<Serving, Halt> {
+        if self.ctx.stop.requested() {
+            return Err(Halt::Exit);
+        }
+        let loc = self.location();
+        let dev = match Device::open(&loc, false) {
+            Ok(d) => d,
+            Err(ServiceError::Device(e @ volume::backend::OpenError::Busy { .. })) => {
+                return Err(Halt::Retry(e.to_string()))
+            }
+            Err(e) => return Err(self.fail(State::Failed, e.to_string())),
+        };
+        let found = match convert::inspect(dev.devices()) {
+            Ok(f) => f,
+            Err(e) => return Err(self.fail(State::Failed, e.to_string())),
+        };
+        let (uid, _mode) = match found {
+            Found::Plain => {
+                self.set(State::Plaintext, None);
+                return Err(Halt::Idle);
+            }
+            Found::OtherLuks => {
+                return Err(self.fail(
+                    State::Failed,
+                    "a LUKS volume that atrest did not make (no atrest token naming its key)"
+                        .into(),
+                ))
+            }
+            Found::InProgress(p) => {
+                // Finished here, before anything is exported; then the volume starts again.
+                drop(dev);
+                self.status().key_uid = Some(p.key_uid.clone());
+                let job = match p.kind {
+                    Kind::Encrypt => Job::Encrypt {
+                        key: None,
+                        step: None,
+                    },
+                    Kind::Decrypt => Job::Decrypt {
+                        keep_old: false,
+                        step: None,
+                    },
+                    Kind::Rekey => Job::Rekey {
+                        deep: true,
+                        keep_old: false,
+                        step: None,
+                    },
+                };
+                return match self.convert(&job, true) {
+                    Ok(()) => self.try_bring_up(),
+                    Err(e) if is_unreachable(&e) => Err(Halt::Retry(e.to_string())),
+                    Err(_) if self.ctx.stop.requested() => Err(Halt::Exit),
+                    Err(e) => Err(self.fail(State::Failed, e.to_string())),
+                };
+            }
+            Found::Volume { key_uid, key_mode } => (key_uid, key_mode),
+        };
+        self.status().key_uid = Some(uid.clone());
+        let (secret, server) = match self.key_for(&uid) {
+            Ok(k) => k,
+            Err(KeyProblem::Retry(why)) => return Err(Halt::Retry(why)),
+            Err(KeyProblem::Lock(why)) => return Err(self.fail(State::Locked, why)),
+            Err(KeyProblem::Fail(why)) => return Err(self.fail(State::Failed, why)),
+        };
+        let unlocked = match crate::ops::open::unlock(&dev, &secret) {
+            Ok(u) => u,
+            Err(e) => return Err(self.fail(State::Failed, e.to_string())),
+        };
+        let dm_secret = self.ctx.cfg.dm.as_ref().map(|_| secret.clone());
+        drop(secret);
+        secmem::wipe_stack();
+        let mut serving = Serving {
+            key_uid: uid.clone(),
+            volume: Arc::new(unlocked),
+            nbd: None,
+            fuse: None,
+            dm: None,
+            _device: Some(dev),
+            next_check: Instant::now() + Duration::from_secs(self.ctx.serve.key_check_secs),
+        };
+        if let Err(e) = self.start_exports(&mut serving, dm_secret) {
+            self.take_down(serving);
+            return Err(self.fail(State::Failed, format!("starting the exports: {e}")));
+        }
+        {
+            let mut s = self.status();
+            s.server = server.clone();
+            s.server_error = None;
+            s.last_key_check = Some(KeyCheck {
+                time: crate::audit::now(),
+                result: "Active".into(),
+                server,
+            });
+        }
+        self.ctx
+            .audit
+            .event(Some(self.name()), "unlocked", Some(&uid), "ok");
+        self.set(State::Unlocked, None);
+        Ok(serving)
+    }
+
+    /// The volume's key, and the server that gave it, once the server says it is Active
+    /// (unless `require_active_key` is off).
+    fn key_for(
+        &mut self,
+        uid: &str,
+    ) -> Result<(zeroize::Zeroizing<Vec<u8>>, Option<String>), KeyProblem> {
+        let require_active = self.ctx.serve.require_active_key;
+        let kms = self.kms().map_err(|e| KeyProblem::Fail(e.to_string()))?;
+        let secret = match kms.fetch(uid) {
+            Ok(s) => s,
+            Err(e) if is_gone(&e) => {
+                return Err(KeyProblem::Lock(format!(
+                    "the key {} no longer exists on the key server (destroyed): the data cannot be read",
+                    shown(uid)
+                )))
+            }
+            // Unreachable, or refused for a reason the server's operator may fix: retry.
+            Err(e) => return Err(KeyProblem::Retry(e.to_string())),
+        };
+        if require_active {
+            match kms.state(uid) {
+                Ok(KeyState::ACTIVE) => {}
+                Ok(s) => {
+                    return Err(KeyProblem::Lock(format!(
+                        "the key {} is {} on the key server; only an Active key unlocks (rekey the volume, or see require_active_key)",
+                        shown(uid),
+                        state_name(s)
+                    )))
+                }
+                Err(e) => return Err(KeyProblem::Retry(e.to_string())),
+            }
+        }
+        Ok((secret, kms.server()))
+    }
+
+    fn start_exports(
+        &self,
+        s: &mut Serving,
+        dm_secret: Option<zeroize::Zeroizing<Vec<u8>>>,
+    ) -> Result<(), ServiceError> {
+        let cfg = &self.ctx.cfg;
+        let mut exports = Vec::new();
+        if let Some(addr) = &cfg.nbd {
+            let server = nbd::serve(s.volume.clone(), addr, &cfg.name, cfg.discard)?;
+            exports.push(Export {
+                kind: "nbd",
+                at: server.uri(),
+            });
+            s.nbd = Some(server);
+        }
+        if let Some(dir) = &cfg.fuse {
+            let f = fuse::mount(s.volume.clone(), dir, &cfg.name)?;
+            exports.push(Export {
+                kind: "fuse",
+                at: f.file().display().to_string(),
+            });
+            s.fuse = Some(f);
+        }
+        if let (Some(name), Some(secret)) = (&cfg.dm, dm_secret) {
+            // cryptsetup takes its own lock on the device while opening it.
+            let held = s._device.take();
+            drop(held);
+            let loc = self.location();
+            let mode = volume::convert::inspect(Device::open(&loc, false)?.devices())
+                .ok()
+                .and_then(|f| match f {
+                    Found::Volume { key_mode, .. } => Some(key_mode),
+                    _ => None,
+                })
+                .unwrap_or(volume::volume::KeyMode::Wrapped);
+            let m = dm::open(&loc, name, mode, &secret)?;
+            exports.push(Export {
+                kind: "dm",
+                at: m.device().display().to_string(),
+            });
+            s.dm = Some(m);
+            s._device = Some(Device::open(&loc, false)?);
+        }
+        for e in &exports {
+            self.ctx.audit.event(
+                Some(self.name()),
+                "exported",
+                Some(&s.key_uid),
+                format!("{} at {}", e.kind, e.at),
+            );
+        }
+        self.status().exports = exports;
+        Ok(())
+    }
+
+    /// Closes the exports (clients' I/O fails from here), flushes, and drops the volume:
+    /// its key schedule is zeroed when the last export lets go of it.
+    fn take_down(&self, mut s: Serving) {
+        if let Some(n) = s.nbd.take() {
+            let _ = n.stop();
+        }
+        if let Some(mut f) = s.fuse.take() {
+            let _ = f.close();
+        }
+        if let Some(mut m) = s.dm.take() {
+            if let Err(e) = m.close() {
+                log::error!("{}: {e}", self.name());
+            }
+        }
+        let _ = s.volume.flush();
+        drop(s);
+        self.status().exports.clear();
+    }
+
+    // --------------------------------------------------------------------------------
+
+    fn serve(&mut self, mut s: Serving) -> Phase {
+        loop {
+            let wait = s.next_check.saturating_duration_since(Instant::now());
+            match self.wait(wait) {
+                None | Some(Command::CheckNow) => {
+                    s.next_check =
+                        Instant::now() + Duration::from_secs(self.ctx.serve.key_check_secs);
+                    if let Some(reason) = self.check_key(&s.key_uid) {
+                        let uid = s.key_uid.clone();
+                        self.take_down(s);
+                        self.ctx.audit.event(
+                            Some(self.name()),
+                            "locked",
+                            Some(&uid),
+                            reason.clone(),
+                        );
+                        self.set(State::Locked, Some(reason));
+                        return Phase::Idle;
+                    }
+                }
+                Some(Command::Unlock) => {}
+                Some(Command::Lock) => {
+                    let uid = s.key_uid.clone();
+                    self.take_down(s);
+                    self.ctx.audit.event(
+                        Some(self.name()),
+                        "locked",
+                        Some(&uid),
+                        "locked through the API",
+                    );
+                    self.set(State::Locked, Some("locked through the API".into()));
+                    return Phase::Idle;
+                }
+                Some(Command::Job(j)) => {
+                    if matches!(j, Job::Encrypt { .. }) {
+                        self.refuse_job(&j, "the volume is encrypted already");
+                        continue;
+                    }
+                    self.take_down(s);
+                    return Phase::Job(j);
+                }
+                Some(Command::Stop) => {
+                    self.take_down(s);
+                    return Phase::Exit;
+                }
+            }
+        }
+    }
+
+    /// Asks the key's state; `Some(reason)` when the volume must be locked.
+    fn check_key(&mut self, uid: &str) -> Option<String> {
+        let r = match self.kms() {
+            Ok(k) => {
+                let r = k.state(uid);
+                (r, k.server())
+            }
+            Err(e) => (Err(e), None),
+        };
+        let (result, server) = r;
+        let text = match &result {
+            Ok(s) => state_name(*s),
+            Err(e) => e.to_string(),
+        };
+        {
+            let mut st = self.status();
+            st.last_key_check = Some(KeyCheck {
+                time: crate::audit::now(),
+                result: text.clone(),
+                server: server.clone(),
+            });
+            match &result {
+                Err(e) if is_unreachable(e) => st.server_error = Some(e.to_string()),
+                _ => {
+                    st.server_error = None;
+                    st.server = server;
+                }
+            }
+        }
+        match result {
+            Ok(KeyState::ACTIVE) => None,
+            Ok(s) => Some(format!(
+                "the key {} became {} on the key server",
+                shown(uid),
+                state_name(s)
+            )),
+            Err(e) if is_gone(&e) => Some(format!(
+                "the key {} no longer exists on the key server",
+                shown(uid)
+            )),
+            // A server that cannot be reached is no reason to lock: the key is in memory.
+            Err(e) => {
+                self.ctx.events.push(json!({"event": "key_check_failed", "volume": self.name(), "error": e.to_string()}));
+                None
+            }
+        }
+    }
+
+    fn idle(&mut self) -> Phase {
+        loop {
+            match self.wait(Duration::from_secs(3600)) {
+                None | Some(Command::Lock | Command::CheckNow) => {}
+                Some(Command::Unlock) => return Phase::Start,
+                Some(Command::Job(j)) => return Phase::Job(j),
+                Some(Command::Stop) => return Phase::Exit,
+            }
+        }
+    }
+
+    fn refuse_job(&self, j: &Job, why: &str) {
+        self.ctx.events.push(json!({"event": "job", "volume": self.name(), "operation": j.kind().as_str(), "result": "refused", "message": why}));
+    }
+
+    fn job(&mut self, j: Job) -> Phase {
+        match self.convert(&j, false) {
+            Ok(()) => Phase::Start,
+            Err(_) if self.ctx.stop.requested() => Phase::Exit,
+            Err(e) => {
+                self.ctx.events.push(json!({"event": "job", "volume": self.name(), "operation": j.kind().as_str(), "result": "failed", "message": e.to_string()}));
+                self.ctx
+                    .audit
+                    .event(Some(self.name()), j.kind().as_str(), None, e.to_string());
+                Phase::Start
+            }
+        }
+    }
+
+    /// Runs (or, `resuming`, finishes) a conversion with progress in the status and the
+    /// feed. Stopped by the daemon's stop at a safe point.
+    fn convert(&mut self, j: &Job, resuming: bool) -> Result<(), ServiceError> {
+        self.set(State::Converting, None);
+        let kind = j.kind();
+        self.ctx.events.push(json!({"event": "job", "volume": self.name(), "operation": kind.as_str(), "result": if resuming { "resuming" } else { "started" }}));
+        let loc = self.location();
+        let status = self.ctx.status.clone();
+        let events = self.ctx.events.clone();
+        let name = self.ctx.cfg.name.clone();
+        let mut last_event = Instant::now() - Duration::from_secs(10);
+        let mut observer = |e: &Event| {
+            if let Event::Progress { kind, done, total } = e {
+                status.lock().unwrap_or_else(|p| p.into_inner()).progress = Some(Progress {
+                    kind: *kind,
+                    done: *done,
+                    total: *total,
+                });
+                if last_event.elapsed() >= Duration::from_millis(500) || done == total {
+                    last_event = Instant::now();
+                    events.push(json!({"event": "progress", "volume": name, "operation": kind.as_str(), "done": done, "total": total}));
+                }
+            }
+        };
+        let stop = self.ctx.stop.clone();
+        let kms = self.kms()?;
+        let report = match j {
+            Job::Encrypt { key, step } => encrypt(
+                kms,
+                &EncryptRequest {
+                    location: loc,
+                    key: key.clone().unwrap_or_default(),
+                    reduce_device_size: None,
+                    step: *step,
+                },
+                &mut observer,
+                &stop,
+            ),
+            Job::Decrypt { keep_old, step } => decrypt(
+                kms,
+                &DecryptRequest {
+                    location: loc,
+                    keep_old: *keep_old,
+                    step: *step,
+                },
+                &mut observer,
+                &stop,
+            ),
+            Job::Rekey {
+                deep,
+                keep_old,
+                step,
+            } => rekey(
+                kms,
+                &RekeyRequest {
+                    location: loc,
+                    deep: *deep,
+                    keep_old: *keep_old,
+                    key_name: None,
+                    step: *step,
+                },
+                &mut observer,
+                &stop,
+            ),
+        }?;
+        if report.stopped.is_some() {
+            return Err(ServiceError::Refused("stopped with the daemon".into()));
+        }
+        self.ctx.audit.event(
+            Some(self.name()),
+            kind.as_str(),
+            report.status.as_ref().map(|s| s.key_uid.as_str()),
+            "ok",
+        );
+        self.ctx.events.push(json!({"event": "job", "volume": self.name(), "operation": kind.as_str(), "result": "finished", "message": report.message}));
+        Ok(())
+    }
+}
