@@ -305,6 +305,15 @@ fn wrong_host_name_is_reported_as_such(env: &Env) {
         "verify server certificate",
         "does not name localhost",
     );
+    // Dialled by address: the certificate must carry that IP address.
+    c.servers = vec![format!("127.0.0.1:{}", env.other_name)];
+    expect_failure(
+        env,
+        "hostname-ip",
+        &c,
+        "verify server certificate",
+        "does not name 127.0.0.1",
+    );
 }
 
 fn expired_server_certificate_is_reported_as_such(env: &Env) {

@@ -40,7 +40,7 @@ pub(crate) struct Connection {
 
 impl Connection {
     pub fn open(
-        connector: &openssl::ssl::SslConnector,
+        context: &openssl::ssl::SslContext,
         server: &ServerAddr,
         connect_timeout: Duration,
     ) -> Result<Self, ClientError> {
@@ -96,11 +96,23 @@ impl Connection {
         tcp.set_nodelay(true).map_err(io)?;
         tcp.set_read_timeout(Some(connect_timeout)).map_err(io)?;
         tcp.set_write_timeout(Some(connect_timeout)).map_err(io)?;
-        let ssl = connector.configure().map_err(|e| ClientError::Tls {
+        let setup = |e: openssl::error::ErrorStack| ClientError::Tls {
             server: name.clone(),
             detail: e.to_string(),
-        })?;
-        let stream = match ssl.connect(&server.host, tcp) {
+        };
+        // What `SslConnector::configure` does: SNI and the name the certificate must carry
+        // (an IP address is matched against the certificate's IP entries).
+        let mut ssl = openssl::ssl::Ssl::new(context).map_err(setup)?;
+        match server.host.parse::<std::net::IpAddr>() {
+            Ok(ip) => ssl.param_mut().set_ip(ip).map_err(setup)?,
+            Err(_) => {
+                ssl.set_hostname(&server.host).map_err(setup)?;
+                let p = ssl.param_mut();
+                p.set_hostflags(openssl::x509::verify::X509CheckFlags::NO_PARTIAL_WILDCARDS);
+                p.set_host(&server.host).map_err(setup)?;
+            }
+        }
+        let stream = match ssl.connect(tcp) {
             Ok(s) => s,
             Err(HandshakeError::Failure(mid)) => {
                 let verify = mid.ssl().verify_result();

@@ -146,7 +146,7 @@ impl Client {
         server: &ServerAddr,
         payload: &RequestPayload,
     ) -> Result<ResponsePayload, ClientError> {
-        let mut conn = Connection::open(&self.tls.connector, server, self.config.connect_timeout)?;
+        let mut conn = Connection::open(&self.tls.context, server, self.config.connect_timeout)?;
         self.negotiate(&mut conn)?;
         let r = self.exchange(&mut conn, payload);
         if r.is_ok() || !matches!(&r, Err(e) if e.is_connection_failure()) {
@@ -183,7 +183,7 @@ impl Client {
                     Err(ClientError::Rejected { .. }) => ProtocolVersion::V1_0,
                     Err(ClientError::Closed { .. }) => {
                         *conn = Connection::open(
-                            &self.tls.connector,
+                            &self.tls.context,
                             &conn.server.clone(),
                             self.config.connect_timeout,
                         )?;

@@ -9,7 +9,7 @@
 use openssl::asn1::Asn1TimeRef;
 use openssl::pkcs12::Pkcs12;
 use openssl::pkey::{PKey, Private};
-use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode, SslVersion};
+use openssl::ssl::{SslContext, SslMethod, SslMode, SslOptions, SslVerifyMode, SslVersion};
 use openssl::x509::store::X509StoreBuilder;
 use openssl::x509::{X509VerifyResult, X509};
 
@@ -29,7 +29,7 @@ AES128-GCM-SHA256:AES256-GCM-SHA384:AES128-SHA256:AES256-SHA256:AES128-SHA:AES25
 
 /// The client's TLS context and what "Save and Test" reports about its certificate.
 pub(crate) struct TlsContext {
-    pub connector: SslConnector,
+    pub context: SslContext,
     /// The client certificate's notAfter, as "Mon DD HH:MM:SS YYYY GMT".
     pub client_not_after: String,
     /// Days until the client certificate expires (negative when it has).
@@ -40,11 +40,29 @@ pub(crate) fn context(config: &ClientConfig) -> Result<TlsContext, IdentityError
     let tls = |e: openssl::error::ErrorStack| IdentityError::Tls {
         detail: e.to_string(),
     };
-    let mut b = SslConnector::builder(SslMethod::tls_client()).map_err(tls)?;
+    // A bare context rather than `SslConnector::builder`, which reads the system's whole CA
+    // bundle (~85 ms here, at every daemon start) only for the store to be replaced below.
+    // Options and modes are the ones `SslConnector` would set.
+    let mut b = SslContext::builder(SslMethod::tls_client()).map_err(tls)?;
+    b.set_options(
+        (SslOptions::ALL
+            | SslOptions::NO_COMPRESSION
+            | SslOptions::NO_SSLV2
+            | SslOptions::NO_SSLV3)
+            - SslOptions::DONT_INSERT_EMPTY_FRAGMENTS,
+    );
+    b.set_mode(
+        SslMode::AUTO_RETRY | SslMode::ACCEPT_MOVING_WRITE_BUFFER | SslMode::ENABLE_PARTIAL_WRITE,
+    );
     b.set_min_proto_version(Some(SslVersion::TLS1_2))
         .map_err(tls)?;
     b.set_cipher_list(TLS12_CIPHERS).map_err(tls)?;
     b.set_verify(SslVerifyMode::PEER);
+    // A Get response carries the key in the clear once decrypted, in OpenSSL's record
+    // buffer. Released as soon as each record has been read (and wiped by the allocator in
+    // a hardened process), it does not wait there for the next response to overwrite it,
+    // so a connection can stay open after a key was fetched.
+    b.set_mode(SslMode::RELEASE_BUFFERS);
 
     // Trust exactly the configured CA: a fresh store, not the system's, so a certificate
     // from some public CA for the server's name is not enough.
@@ -73,7 +91,7 @@ pub(crate) fn context(config: &ClientConfig) -> Result<TlsContext, IdentityError
         .map_err(|_| IdentityError::KeyMismatch)?;
     let (client_not_after, client_days_left) = expiry(leaf.not_after());
     Ok(TlsContext {
-        connector: b.build(),
+        context: b.build(),
         client_not_after,
         client_days_left,
     })
@@ -142,7 +160,8 @@ pub(crate) fn handshake_error(
         let detail = verify.error_string().to_owned();
         // X509_V_ERR_* codes from OpenSSL's x509_vfy.h.
         return match verify.as_raw() {
-            62 => ClientError::HostnameMismatch {
+            // Hostname and IP address mismatch.
+            62 | 64 => ClientError::HostnameMismatch {
                 server: server.into(),
                 host: host.into(),
             },
