@@ -119,11 +119,10 @@ impl KeyManager {
         &mut self.client
     }
 
-    /// The secret of `uid`. The connection is closed afterwards, so the TLS library's
-    /// buffers that held the key in the clear are freed now.
+    /// The secret of `uid`. (The TLS library releases its record buffer, where the key
+    /// was in the clear, as soon as the response has been read: the connection can stay.)
     pub fn fetch(&mut self, uid: &str) -> Result<Zeroizing<Vec<u8>>, ServiceError> {
-        let r = self
-            .audited("get", Some(uid), |c| c.get_symmetric_key(uid))
+        self.audited("get", Some(uid), |c| c.get_symmetric_key(uid))
             .map_err(|e| {
                 ServiceError::kmip(
                     format!(
@@ -132,9 +131,13 @@ impl KeyManager {
                     ),
                     e,
                 )
-            });
-        self.client.disconnect();
-        r
+            })
+    }
+
+    /// Records the next requests on behalf of `volume` (a manager shared by the daemon's
+    /// volumes).
+    pub fn set_volume(&mut self, volume: &str) {
+        self.volume = Some(volume.to_owned());
     }
 
     /// A new active AES-256 key named `name`.

@@ -57,6 +57,7 @@ pub fn run(
     let mut config = Config::load(config_path)?;
     let audit = Arc::new(Audit::open(&config.serve.audit_log)?);
     let events = Arc::new(Events::default());
+    let kms = Arc::new(Mutex::new(None));
     let shared = Arc::new(api::Shared {
         volumes: Mutex::new(BTreeMap::new()),
         events: events.clone(),
@@ -96,6 +97,7 @@ pub fn run(
             audit: audit.clone(),
             status: status.clone(),
             events: events.clone(),
+            kms: kms.clone(),
             stop: stop.clone(),
         };
         let thread = std::thread::Builder::new()
@@ -121,8 +123,10 @@ pub fn run(
     }
     let mut told_ready = false;
     let mut last_status = String::new();
+    let mut seen = 0;
     while !stop.requested() {
-        std::thread::sleep(Duration::from_millis(50));
+        // Woken by any event (a volume changing state), or after 50 ms to look at signals.
+        seen = events.after(seen, Duration::from_millis(50)).1;
         if reload.swap(false, Ordering::SeqCst) {
             match Config::load(config_path) {
                 Err(e) => {
@@ -155,6 +159,10 @@ pub fn run(
                             .lock()
                             .unwrap_or_else(|p| p.into_inner())
                             .remove(name);
+                    }
+                    if kmip_changed {
+                        // Every volume was stopped: the next one made connects anew.
+                        *kms.lock().unwrap_or_else(|p| p.into_inner()) = None;
                     }
                     let added: Vec<&VolumeConfig> = new
                         .volumes

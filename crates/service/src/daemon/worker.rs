@@ -112,6 +112,8 @@ pub struct Ctx {
     pub status: Arc<Mutex<VolumeStatus>>,
     /// The event feed.
     pub events: Arc<Events>,
+    /// The key manager the volumes share (made on first use).
+    pub kms: Arc<Mutex<Option<KeyManager>>>,
     /// Set when the daemon stops (a conversion then stops at a safe point).
     pub stop: Stop,
 }
@@ -159,12 +161,31 @@ enum Halt {
 struct Worker {
     ctx: Ctx,
     rx: Receiver<Command>,
-    kms: Option<KeyManager>,
+}
+
+/// The shared key manager, held for a few requests.
+struct SharedKms<'a>(std::sync::MutexGuard<'a, Option<KeyManager>>);
+
+impl std::ops::Deref for SharedKms<'_> {
+    type Target = KeyManager;
+    fn deref(&self) -> &KeyManager {
+        self.0
+            .as_ref()
+            .unwrap_or_else(|| unreachable!("made in Worker::kms"))
+    }
+}
+
+impl std::ops::DerefMut for SharedKms<'_> {
+    fn deref_mut(&mut self) -> &mut KeyManager {
+        self.0
+            .as_mut()
+            .unwrap_or_else(|| unreachable!("made in Worker::kms"))
+    }
 }
 
 /// Runs the volume until told to stop.
 pub fn run(ctx: Ctx, rx: Receiver<Command>) {
-    let mut w = Worker { ctx, rx, kms: None };
+    let mut w = Worker { ctx, rx };
     let mut phase = Phase::Start;
     loop {
         phase = match phase {
@@ -252,15 +273,20 @@ impl Worker {
         }
     }
 
-    fn kms(&mut self) -> Result<&mut KeyManager, ServiceError> {
-        if self.kms.is_none() {
-            let k = KeyManager::for_servers(self.ctx.kmip.clone())?
-                .with_audit(self.ctx.audit.clone(), Some(&self.ctx.cfg.name));
-            self.kms = Some(k);
+    /// The daemon's key manager, shared by the volumes (one connection, one login on the
+    /// server for all of them), its requests recorded on behalf of this volume.
+    fn kms(&self) -> Result<SharedKms<'_>, ServiceError> {
+        let mut g = self.ctx.kms.lock().unwrap_or_else(|p| p.into_inner());
+        if g.is_none() {
+            *g = Some(
+                KeyManager::for_servers(self.ctx.kmip.clone())?
+                    .with_audit(self.ctx.audit.clone(), None),
+            );
         }
-        self.kms
-            .as_mut()
-            .ok_or_else(|| ServiceError::Refused("no key manager".into()))
+        if let Some(k) = g.as_mut() {
+            k.set_volume(&self.ctx.cfg.name);
+        }
+        Ok(SharedKms(g))
     }
 
     /// Waits up to `d` for a command; `None` when the wait ran out.
@@ -436,18 +462,14 @@ impl Worker {
         uid: &str,
     ) -> Result<(zeroize::Zeroizing<Vec<u8>>, Option<String>), KeyProblem> {
         let require_active = self.ctx.serve.require_active_key;
-        let kms = self.kms().map_err(|e| KeyProblem::Fail(e.to_string()))?;
-        let secret = match kms.fetch(uid) {
-            Ok(s) => s,
-            Err(e) if is_gone(&e) => {
-                return Err(KeyProblem::Lock(format!(
-                    "the key {} no longer exists on the key server (destroyed): the data cannot be read",
-                    shown(uid)
-                )))
-            }
-            // Unreachable, or refused for a reason the server's operator may fix: retry.
-            Err(e) => return Err(KeyProblem::Retry(e.to_string())),
+        let mut kms = self.kms().map_err(|e| KeyProblem::Fail(e.to_string()))?;
+        let gone = |uid: &str| {
+            KeyProblem::Lock(format!(
+                "the key {} no longer exists on the key server (destroyed): the data cannot be read",
+                shown(uid)
+            ))
         };
+        // The state first: a key that may not unlock is not brought into memory at all.
         if require_active {
             match kms.state(uid) {
                 Ok(KeyState::ACTIVE) => {}
@@ -458,10 +480,18 @@ impl Worker {
                         state_name(s)
                     )))
                 }
+                Err(e) if is_gone(&e) => return Err(gone(uid)),
+                // Unreachable, or refused for a reason the server's operator may fix: retry.
                 Err(e) => return Err(KeyProblem::Retry(e.to_string())),
             }
         }
-        Ok((secret, kms.server()))
+        let server = kms.server();
+        let secret = match kms.fetch(uid) {
+            Ok(s) => s,
+            Err(e) if is_gone(&e) => return Err(gone(uid)),
+            Err(e) => return Err(KeyProblem::Retry(e.to_string())),
+        };
+        Ok((secret, server.or_else(|| kms.server())))
     }
 
     fn start_exports(
@@ -592,7 +622,7 @@ impl Worker {
     /// Asks the key's state; `Some(reason)` when the volume must be locked.
     fn check_key(&mut self, uid: &str) -> Option<String> {
         let r = match self.kms() {
-            Ok(k) => {
+            Ok(mut k) => {
                 let r = k.state(uid);
                 (r, k.server())
             }
@@ -691,7 +721,10 @@ impl Worker {
             }
         };
         let stop = self.ctx.stop.clone();
-        let kms = self.kms()?;
+        // A conversion may run for hours: it gets a key manager (a connection) of its own,
+        // so the other volumes' key checks do not wait for it.
+        let kms = &mut KeyManager::for_servers(self.ctx.kmip.clone())?
+            .with_audit(self.ctx.audit.clone(), Some(&self.ctx.cfg.name));
         let report = match j {
             Job::Encrypt { key, step } => encrypt(
                 kms,
