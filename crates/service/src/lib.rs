@@ -19,6 +19,7 @@ pub mod error;
 pub mod exports;
 pub mod keys;
 pub mod ops;
+mod private_dir;
 pub mod progress;
 pub mod trusted;
 

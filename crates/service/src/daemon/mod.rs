@@ -31,7 +31,7 @@ use crate::audit::Audit;
 use crate::config::{Config, VolumeConfig};
 use crate::error::ServiceError;
 use crate::progress::Stop;
-use status::{Events, VolumeStatus};
+use status::{Events, State, VolumeStatus};
 use worker::Command;
 
 struct Running {
@@ -122,7 +122,7 @@ pub fn run(
         start(v, &config, &mut running);
     }
     let mut told_ready = false;
-    let mut last_status = String::new();
+    let mut last_states: Vec<(String, State)> = Vec::new();
     let mut seen = 0;
     while !stop.requested() {
         // Woken by any event (a volume changing state), or after 50 ms to look at signals.
@@ -193,47 +193,26 @@ pub fn run(
             .map(|(_, s)| s.lock().unwrap_or_else(|p| p.into_inner()).clone())
             .collect();
         let settled = statuses.iter().all(VolumeStatus::settled);
-        let summary = statuses
-            .iter()
-            .map(|s| {
-                format!(
-                    "{} {}",
-                    s.name,
-                    serde_json::to_value(s.state)
-                        .unwrap_or_default()
-                        .as_str()
-                        .unwrap_or("")
-                )
-            })
-            .collect::<Vec<_>>()
-            .join(", ");
-        if summary != last_status {
+        let states: Vec<(String, State)> =
+            statuses.iter().map(|s| (s.name.clone(), s.state)).collect();
+        if states != last_states {
             for s in &statuses {
-                let line = format!(
-                    "{}: {}{}",
-                    s.name,
-                    serde_json::to_value(s.state)
-                        .unwrap_or_default()
-                        .as_str()
-                        .unwrap_or(""),
-                    s.reason
-                        .as_deref()
-                        .map(|r| format!(" ({r})"))
-                        .unwrap_or_default()
-                );
-                if !last_status.contains(&format!(
-                    "{} {}",
-                    s.name,
-                    serde_json::to_value(s.state)
-                        .unwrap_or_default()
-                        .as_str()
-                        .unwrap_or("")
-                )) {
-                    out.line(&line);
+                if !last_states.contains(&(s.name.clone(), s.state)) {
+                    let reason = s.reason.as_deref().map(|r| format!(" ({r})"));
+                    out.line(&format!(
+                        "{}: {}{}",
+                        s.name,
+                        s.state.name(),
+                        reason.unwrap_or_default()
+                    ));
                 }
             }
-            notify::notify(&format!("STATUS={summary}"));
-            last_status = summary;
+            let summary: Vec<String> = states
+                .iter()
+                .map(|(name, state)| format!("{name} {}", state.name()))
+                .collect();
+            notify::notify(&format!("STATUS={}", summary.join(", ")));
+            last_states = states;
         }
         if settled && !told_ready {
             told_ready = true;

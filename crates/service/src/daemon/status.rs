@@ -31,6 +31,22 @@ pub enum State {
     Stopped,
 }
 
+impl State {
+    /// The name the API and the logs use (as serialised).
+    pub fn name(self) -> &'static str {
+        match self {
+            State::Starting => "starting",
+            State::Waiting => "waiting",
+            State::Converting => "converting",
+            State::Unlocked => "unlocked",
+            State::Locked => "locked",
+            State::Plaintext => "plaintext",
+            State::Failed => "failed",
+            State::Stopped => "stopped",
+        }
+    }
+}
+
 /// A conversion's progress.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Progress {
@@ -179,6 +195,27 @@ impl Events {
                 .wait_timeout(g, left)
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::State;
+
+    #[test]
+    fn state_names_are_the_serialised_ones() {
+        for s in [
+            State::Starting,
+            State::Waiting,
+            State::Converting,
+            State::Unlocked,
+            State::Locked,
+            State::Plaintext,
+            State::Failed,
+            State::Stopped,
+        ] {
+            assert_eq!(serde_json::to_value(s).unwrap(), s.name());
         }
     }
 }

@@ -568,6 +568,17 @@ impl Worker {
         self.status().exports.clear();
     }
 
+    /// Closes the exports, forgets the keys, and says why in the audit log and the status.
+    fn lock(&mut self, s: Serving, reason: String) -> Phase {
+        let uid = s.key_uid.clone();
+        self.take_down(s);
+        self.ctx
+            .audit
+            .event(Some(self.name()), "locked", Some(&uid), reason.clone());
+        self.set(State::Locked, Some(reason));
+        Phase::Idle
+    }
+
     // --------------------------------------------------------------------------------
 
     fn serve(&mut self, mut s: Serving) -> Phase {
@@ -578,31 +589,11 @@ impl Worker {
                     s.next_check =
                         Instant::now() + Duration::from_secs(self.ctx.serve.key_check_secs);
                     if let Some(reason) = self.check_key(&s.key_uid) {
-                        let uid = s.key_uid.clone();
-                        self.take_down(s);
-                        self.ctx.audit.event(
-                            Some(self.name()),
-                            "locked",
-                            Some(&uid),
-                            reason.clone(),
-                        );
-                        self.set(State::Locked, Some(reason));
-                        return Phase::Idle;
+                        return self.lock(s, reason);
                     }
                 }
                 Some(Command::Unlock) => {}
-                Some(Command::Lock) => {
-                    let uid = s.key_uid.clone();
-                    self.take_down(s);
-                    self.ctx.audit.event(
-                        Some(self.name()),
-                        "locked",
-                        Some(&uid),
-                        "locked through the API",
-                    );
-                    self.set(State::Locked, Some("locked through the API".into()));
-                    return Phase::Idle;
-                }
+                Some(Command::Lock) => return self.lock(s, "locked through the API".into()),
                 Some(Command::Job(j)) => {
                     if matches!(j, Job::Encrypt { .. }) {
                         self.refuse_job(&j, "the volume is encrypted already");
