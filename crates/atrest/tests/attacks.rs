@@ -16,9 +16,8 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use harness::kms::{atrest_bin, free_port, Kms};
-use kmip::ttlv::{self, xml, Item, Tag, Value};
-use openssl::ssl::{SslConnector, SslFiletype, SslMethod, SslVerifyMode};
+use harness::kms::{atrest_bin, free_port, Kms, RawKmip};
+use kmip::ttlv::{xml, Item, Tag, Value};
 
 struct Env {
     _root: tempfile::TempDir,
@@ -162,21 +161,11 @@ fn r10_6_one_address_holds_at_most_its_share(env: &Env) {
 }
 
 fn r10_6_a_batch_over_the_cap_is_refused(env: &Env) {
-    let pki = env.kms.dir.join("pki");
-    let mut b = SslConnector::builder(SslMethod::tls_client()).unwrap();
-    b.set_ca_file(pki.join("ca.crt")).unwrap();
-    b.set_certificate_file(pki.join("client.crt"), SslFiletype::PEM)
-        .unwrap();
-    b.set_private_key_file(pki.join("client.key"), SslFiletype::PEM)
-        .unwrap();
-    b.set_verify(SslVerifyMode::PEER);
-    let tcp = TcpStream::connect(("127.0.0.1", env.kms.port)).unwrap();
-    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut s = b.build().connect("localhost", tcp).unwrap();
+    let mut s = RawKmip::connect(&env.kms);
     let item = r#"<BatchItem><Operation type="Enumeration" value="Query"/><RequestPayload>
         <QueryFunction type="Enumeration" value="QueryOperations"/></RequestPayload></BatchItem>"#;
     let password = std::fs::read_to_string(env.kms.dir.join("kmip.pass")).unwrap();
-    let call = |s: &mut openssl::ssl::SslStream<TcpStream>, n: usize| -> Item {
+    let call = |s: &mut RawKmip, n: usize| -> Item {
         let text = format!(
             r#"<RequestMessage><RequestHeader><ProtocolVersion><ProtocolVersionMajor type="Integer" value="1"/>
             <ProtocolVersionMinor type="Integer" value="4"/></ProtocolVersion>
@@ -187,15 +176,7 @@ fn r10_6_a_batch_over_the_cap_is_refused(env: &Env) {
             password.trim(),
             item.repeat(n)
         );
-        s.write_all(&ttlv::encode(&xml::from_xml(&text).unwrap()))
-            .unwrap();
-        let mut h = [0u8; 8];
-        s.read_exact(&mut h).unwrap();
-        let len = ttlv::message_len(&h, &ttlv::Limits::default()).unwrap();
-        let mut buf = vec![0u8; len];
-        buf[..8].copy_from_slice(&h);
-        s.read_exact(&mut buf[8..]).unwrap();
-        ttlv::decode(&buf).unwrap()
+        s.call(&xml::from_xml(&text).unwrap())
     };
     let ok = call(&mut s, 64);
     let items: Vec<&Item> = ok.children_with(Tag::BATCH_ITEM).collect();

@@ -191,35 +191,7 @@ fn check_volume(env: &Env, img: &Path, original: &Path) {
     let volume_key = if s["key_mode"] == "direct" {
         secret.clone()
     } else {
-        let mut c = Command::new("cryptsetup")
-            .args([
-                "luksDump",
-                "--dump-volume-key",
-                "--batch-mode",
-                "--key-file=-",
-            ])
-            .arg(img)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("cryptsetup (installed by scripts/setup-peers.sh)");
-        c.stdin.take().unwrap().write_all(&secret).unwrap();
-        let out = c.wait_with_output().unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(
-            out.status.success(),
-            "{text}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let hex: String = text
-            .split("MK dump:")
-            .nth(1)
-            .expect("an MK dump")
-            .split_whitespace()
-            .take_while(|w| w.len() == 2 && w.chars().all(|c| c.is_ascii_hexdigit()))
-            .collect();
-        hex::decode(hex).unwrap()
+        harness::cryptsetup_volume_key(img, &secret)
     };
     let script = r#"
 import hashlib, sys

@@ -12,58 +12,20 @@
 
 mod harness;
 
-use harness::kms::{atrest_bin, free_port, Kms};
+use harness::kms::{atrest_bin, free_port, Kms, RawKmip};
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use kmip::client::Client;
-use kmip::ttlv::{self, xml, Item, ItemType, Tag, Value};
-use openssl::ssl::{SslConnector, SslFiletype, SslMethod, SslStream, SslVerifyMode};
+use kmip::ttlv::{xml, Item, ItemType, Tag, Value};
 use service::config::Config;
 
 fn atrest(args: &[&str]) -> Output {
     Command::new(atrest_bin()).args(args).output().unwrap()
-}
-
-// ---------------------------------------------------------------------------------------
-// A raw TTLV connection, for the OASIS replay and batches.
-
-struct Raw {
-    s: SslStream<TcpStream>,
-}
-
-impl Raw {
-    fn connect(kms: &Kms) -> Self {
-        let pki = kms.dir.join("pki");
-        let mut b = SslConnector::builder(SslMethod::tls_client()).unwrap();
-        b.set_ca_file(pki.join("ca.crt")).unwrap();
-        b.set_certificate_file(pki.join("client.crt"), SslFiletype::PEM)
-            .unwrap();
-        b.set_private_key_file(pki.join("client.key"), SslFiletype::PEM)
-            .unwrap();
-        b.set_verify(SslVerifyMode::PEER);
-        let tcp = TcpStream::connect(("127.0.0.1", kms.port)).unwrap();
-        tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        Self {
-            s: b.build().connect("localhost", tcp).unwrap(),
-        }
-    }
-
-    fn call(&mut self, request: &Item) -> Item {
-        self.s.write_all(&ttlv::encode(request)).unwrap();
-        let mut h = [0u8; 8];
-        self.s.read_exact(&mut h).unwrap();
-        let len = ttlv::message_len(&h, &ttlv::Limits::default()).unwrap();
-        let mut buf = vec![0u8; len];
-        buf[..8].copy_from_slice(&h);
-        self.s.read_exact(&mut buf[8..]).unwrap();
-        ttlv::decode(&buf).unwrap()
-    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -211,7 +173,7 @@ fn replay(kms: &Kms, file: &Path) -> Result<(), String> {
         }
     };
     let items = xml::from_xml_document(&text, Some(&sub)).map_err(|e| format!("XML: {e}"))?;
-    let mut raw = Raw::connect(kms);
+    let mut raw = RawKmip::connect(kms);
     let mut uids: BTreeMap<String, String> = BTreeMap::new();
     let mut pending: Option<Item> = None;
     for (i, item) in items.into_iter().enumerate() {
@@ -481,7 +443,7 @@ fn a_batch_of_several_items_is_answered_in_order(env: &Env) {
 </RequestMessage>"#;
     let password = std::fs::read_to_string(env.kms.dir.join("kmip.pass")).unwrap();
     let request = xml::from_xml(&xml_text.replace("PASSWORD", password.trim())).unwrap();
-    let response = Raw::connect(&env.kms).call(&request);
+    let response = RawKmip::connect(&env.kms).call(&request);
     let items: Vec<&Item> = response.children_with(Tag::BATCH_ITEM).collect();
     assert_eq!(items.len(), 3);
     for (i, bi) in items.iter().enumerate() {
@@ -698,19 +660,13 @@ fn format_makes_a_volume_cryptsetup_opens_with_the_key_from_kmip(env: &Env) {
 }
 
 fn an_oversized_message_is_refused_and_the_connection_closed(env: &Env) {
-    let mut raw = Raw::connect(&env.kms);
+    let mut raw = RawKmip::connect(&env.kms);
     // A Request Message header claiming 2 MiB, over the 1 MiB bound: answered, then closed,
     // without the server waiting for (or allocating) the 2 MiB.
-    raw.s
+    raw.stream
         .write_all(&hex::decode("4200780100200000").unwrap())
         .unwrap();
-    let mut h = [0u8; 8];
-    raw.s.read_exact(&mut h).unwrap();
-    let len = ttlv::message_len(&h, &ttlv::Limits::default()).unwrap();
-    let mut buf = vec![0u8; len];
-    buf[..8].copy_from_slice(&h);
-    raw.s.read_exact(&mut buf[8..]).unwrap();
-    let r = ttlv::decode(&buf).unwrap();
+    let r = raw.read_response();
     let bi = r.child(Tag::BATCH_ITEM).unwrap();
     assert_eq!(
         bi.child(Tag::RESULT_STATUS).unwrap().value,
@@ -718,7 +674,7 @@ fn an_oversized_message_is_refused_and_the_connection_closed(env: &Env) {
     );
     let mut rest = [0u8; 1];
     assert!(
-        matches!(raw.s.read(&mut rest), Ok(0) | Err(_)),
+        matches!(raw.stream.read(&mut rest), Ok(0) | Err(_)),
         "connection still open"
     );
 }
@@ -726,10 +682,10 @@ fn an_oversized_message_is_refused_and_the_connection_closed(env: &Env) {
 fn an_idle_connection_is_closed_after_the_idle_timeout(env: &Env) {
     let dir = env.root.join("idle");
     let server = Kms::start_with(&dir, free_port(), &["--idle-timeout", "1"]);
-    let mut raw = Raw::connect(&server);
+    let mut raw = RawKmip::connect(&server);
     let started = Instant::now();
     let mut b = [0u8; 1];
-    let r = raw.s.read(&mut b);
+    let r = raw.stream.read(&mut b);
     assert!(matches!(r, Ok(0) | Err(_)), "{r:?}");
     let waited = started.elapsed();
     assert!(

@@ -7,7 +7,7 @@
 
 mod harness;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Read};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use harness::kms::{atrest_bin, free_port, Kms};
 use harness::pykmip::{Pki, PyKmip};
+use harness::{atrest_ok, succeed};
 
 struct Env {
     dir: PathBuf,
@@ -24,24 +25,8 @@ struct Env {
     _pykmip: PyKmip,
 }
 
-fn run(cmd: &mut Command) -> Output {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed ({}):\n{}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
 fn atrest(args: &[&str]) -> Output {
     Command::new(atrest_bin()).args(args).output().unwrap()
-}
-
-fn ok(args: &[&str]) -> Output {
-    run(Command::new(atrest_bin()).args(args))
 }
 
 fn text(o: &Output) -> String {
@@ -60,7 +45,7 @@ fn volume(env: &Env, name: &str, data_mib: u64, config: &Path, extra: &[&str]) -
     let mut args = vec!["format", "--config", config.to_str().unwrap()];
     args.extend_from_slice(extra);
     args.push(img.to_str().unwrap());
-    ok(&args);
+    atrest_ok(&args);
     img
 }
 
@@ -176,13 +161,13 @@ fn random_file(path: &Path, len: usize) -> Vec<u8> {
 }
 
 fn status_json(img: &Path) -> serde_json::Value {
-    serde_json::from_slice(&ok(&["status", "--json", img.to_str().unwrap()]).stdout).unwrap()
+    serde_json::from_slice(&atrest_ok(&["status", "--json", img.to_str().unwrap()]).stdout).unwrap()
 }
 
 /// The KMIP key of `img`.
 fn kmip_key(config: &Path, img: &Path) -> Vec<u8> {
     let uid = status_json(img)["key_uid"].as_str().unwrap().to_owned();
-    ok(&[
+    atrest_ok(&[
         "kmip",
         "get",
         "--raw",
@@ -196,31 +181,8 @@ fn kmip_key(config: &Path, img: &Path) -> Vec<u8> {
 /// The KMIP key of a wrapped-mode `img`, and its volume key as cryptsetup dumps it.
 fn keys_of(config: &Path, img: &Path) -> (Vec<u8>, Vec<u8>) {
     let secret = kmip_key(config, img);
-    let mut c = Command::new("cryptsetup")
-        .args([
-            "luksDump",
-            "--dump-volume-key",
-            "--batch-mode",
-            "--key-file=-",
-        ])
-        .arg(img)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    c.stdin.take().unwrap().write_all(&secret).unwrap();
-    let out = c.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", text(&out));
-    let dump = String::from_utf8_lossy(&out.stdout);
-    let hex: String = dump
-        .split("MK dump:")
-        .nth(1)
-        .unwrap()
-        .split_whitespace()
-        .take_while(|w| w.len() == 2 && w.chars().all(|c| c.is_ascii_hexdigit()))
-        .collect();
-    (secret, hex::decode(hex).unwrap())
+    let volume_key = harness::cryptsetup_volume_key(img, &secret);
+    (secret, volume_key)
 }
 
 /// fio's JSON report (fio may print notes before it).
@@ -245,13 +207,13 @@ fn nbd_serves_qemu_nbdcopy_and_fio_and_keeps_data_across_reopen(env: &Env) {
     let uri = served.at.clone();
     assert!(uri.starts_with("nbd+unix://"), "{uri}");
     // nbdinfo shows the export with its size and the sector size as minimum block size.
-    let info = run(Command::new("nbdinfo").args(["--json", &uri]));
+    let info = succeed(Command::new("nbdinfo").args(["--json", &uri]));
     let j: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
     let e = &j["exports"][0];
     assert_eq!(e["export-size"], 272u64 << 20, "{j}");
     assert_eq!(e["block_size_minimum"], 512, "{j}");
     // A pattern with qemu-io, aligned and not.
-    run(Command::new("qemu-io").args([
+    succeed(Command::new("qemu-io").args([
         "-f",
         "raw",
         &uri,
@@ -266,7 +228,7 @@ fn nbd_serves_qemu_nbdcopy_and_fio_and_keeps_data_across_reopen(env: &Env) {
     // Opened again (the key fetched again by its identifier): qemu-img reads it back.
     let served = Served::start(&conf, &img, &["--nbd", &addr]);
     let out = env.dir.join("nbd.out");
-    run(Command::new("qemu-img").args([
+    succeed(Command::new("qemu-img").args([
         "convert",
         "-f",
         "raw",
@@ -283,16 +245,16 @@ fn nbd_serves_qemu_nbdcopy_and_fio_and_keeps_data_across_reopen(env: &Env) {
     // nbdcopy 256 MiB in, and out again: byte-exact.
     let src = env.dir.join("random.bin");
     let data = random_file(&src, 256 << 20);
-    run(Command::new("nbdcopy").args([src.to_str().unwrap(), &served.at]));
+    succeed(Command::new("nbdcopy").args([src.to_str().unwrap(), &served.at]));
     let copy = env.dir.join("copy.bin");
-    run(Command::new("nbdcopy").args([&served.at, copy.to_str().unwrap()]));
+    succeed(Command::new("nbdcopy").args([&served.at, copy.to_str().unwrap()]));
     let got = std::fs::read(&copy).unwrap();
     assert!(
         got[..data.len()] == data[..],
         "nbdcopy read back different bytes"
     );
     // fio's own NBD engine, random writes at queue depth 32, every block verified.
-    let fio = run(Command::new("fio").args([
+    let fio = succeed(Command::new("fio").args([
         "--name=verify",
         "--ioengine=nbd",
         &format!("--uri={}", served.at),
@@ -336,10 +298,16 @@ fn nbd_against_pykmip_keeps_data_across_reopen(env: &Env) {
     let addr = format!("127.0.0.1:{}", free_port());
     let served = Served::start(conf, &img, &["--nbd", &addr]);
     assert!(served.at.starts_with("nbd://127.0.0.1:"), "{}", served.at);
-    run(Command::new("qemu-io").args(["-f", "raw", &served.at, "-c", "write -P 0x5a 65536 1M"]));
+    succeed(Command::new("qemu-io").args([
+        "-f",
+        "raw",
+        &served.at,
+        "-c",
+        "write -P 0x5a 65536 1M",
+    ]));
     served.stop();
     let served = Served::start(conf, &img, &["--nbd", &addr]);
-    run(Command::new("qemu-io").args(["-f", "raw", &served.at, "-c", "read -P 0x5a 65536 1M"]));
+    succeed(Command::new("qemu-io").args(["-f", "raw", &served.at, "-c", "read -P 0x5a 65536 1M"]));
     served.stop();
 }
 
@@ -371,7 +339,7 @@ struct Loop(String);
 
 impl Loop {
     fn attach(file: &Path) -> Self {
-        let out = run(Command::new("losetup").args(["-f", "--show"]).arg(file));
+        let out = succeed(Command::new("losetup").args(["-f", "--show"]).arg(file));
         Self(String::from_utf8_lossy(&out.stdout).trim().to_owned())
     }
 }
@@ -386,7 +354,7 @@ struct Mount(PathBuf);
 
 impl Mount {
     fn new(dev: &str, at: &Path) -> Self {
-        run(Command::new("mount").arg(dev).arg(at));
+        succeed(Command::new("mount").arg(dev).arg(at));
         Self(at.to_owned())
     }
 }
@@ -406,10 +374,10 @@ fn fuse_carries_ext4_across_reopen_and_decrypt(env: &Env) {
     assert_eq!(PathBuf::from(&served.at), fuse.join("volume"));
     let files = {
         let lo = Loop::attach(&fuse.join("volume"));
-        run(Command::new("mkfs.ext4").args(["-q", "-F", &lo.0]));
+        succeed(Command::new("mkfs.ext4").args(["-q", "-F", &lo.0]));
         let _m = Mount::new(&lo.0, &mnt);
         let files = write_files(&mnt);
-        run(&mut Command::new("sync"));
+        succeed(&mut Command::new("sync"));
         files
     };
     served.stop();
@@ -432,7 +400,7 @@ fn fuse_carries_ext4_across_reopen_and_decrypt(env: &Env) {
         "ext4 plaintext in the encrypted image"
     );
     // Decrypted in place, the image is the plain ext4 filesystem with the same files.
-    ok(&[
+    atrest_ok(&[
         "decrypt",
         "--config",
         conf.to_str().unwrap(),
@@ -470,7 +438,7 @@ fn kill_9_during_writes_keeps_every_flushed_write(env: &Env) {
     let addr = format!("unix:{}", env.dir.join("crash.sock").display());
     let served = Served::start(&conf, &img, &["--nbd", &addr]);
     // First 32 MiB written and flushed (end_fsync: a completed NBD FLUSH).
-    run(&mut fio_job(
+    succeed(&mut fio_job(
         &served.at,
         "write",
         "0",
@@ -495,7 +463,7 @@ fn kill_9_during_writes_keeps_every_flushed_write(env: &Env) {
     assert!(!status.success(), "fio did not notice the server die");
     // Opened again: every flushed block reads back intact.
     let served = Served::start(&conf, &img, &["--nbd", &addr]);
-    let v = run(&mut fio_job(
+    let v = succeed(&mut fio_job(
         &served.at,
         "write",
         "0",
@@ -532,7 +500,7 @@ fn keys_are_locked_never_dumped_and_gone_from_memory_images(env: &Env) {
     // Started where a core file would land, with core dumps allowed by the shell.
     let cwd = mountpoint(env, "cores");
     let served = Served::start_in(&conf, &img, &["--nbd", &addr], Some(&cwd));
-    run(Command::new("qemu-io").args(["-f", "raw", &served.at, "-c", "write -P 0x11 0 1M"]));
+    succeed(Command::new("qemu-io").args(["-f", "raw", &served.at, "-c", "write -P 0x11 0 1M"]));
     let pid = served.pid();
     // Locked in memory, and not dumpable (asked from inside the process by gdb).
     let locked: u64 = proc_field(pid, "VmLck")
@@ -541,7 +509,7 @@ fn keys_are_locked_never_dumped_and_gone_from_memory_images(env: &Env) {
         .parse()
         .unwrap();
     assert!(locked > 0, "VmLck is 0: no key page is locked");
-    let g = run(Command::new("gdb").args([
+    let g = succeed(Command::new("gdb").args([
         "-p",
         &pid.to_string(),
         "-batch",
@@ -556,7 +524,7 @@ fn keys_are_locked_never_dumped_and_gone_from_memory_images(env: &Env) {
     // A memory image taken by root (gcore) holds neither key, raw or in hex: the key
     // schedule's pages are left out, and freed copies were wiped.
     let core = cwd.join("gcore");
-    run(Command::new("gcore").args(["-o", core.to_str().unwrap(), &pid.to_string()]));
+    succeed(Command::new("gcore").args(["-o", core.to_str().unwrap(), &pid.to_string()]));
     let image = std::fs::read(format!("{}.{pid}", core.display())).unwrap();
     assert!(
         image.len() > 1 << 20,
@@ -663,7 +631,7 @@ fn refuses_what_it_cannot_serve_safely(env: &Env) {
     // No conversion or format meanwhile either; status still reads the header.
     let t = text(&atrest(&["rekey", "--config", c, i]));
     assert!(t.contains("in use"), "{t}");
-    ok(&["status", i]);
+    atrest_ok(&["status", i]);
     served.stop();
     // A plaintext device.
     let plain = env.dir.join("plain.img");

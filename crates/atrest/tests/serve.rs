@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use harness::kms::{atrest_bin, free_port, Kms};
 use harness::pykmip::{Pki, PyKmip};
+use harness::{atrest_ok, succeed};
 use serde_json::Value;
 
 struct Env {
@@ -26,22 +27,6 @@ struct Env {
     _pykmip: PyKmip,
     /// Every KMIP key the cases made (identifier → bytes), for the final scan.
     keys: std::cell::RefCell<HashMap<String, Vec<u8>>>,
-}
-
-fn run(cmd: &mut Command) -> Output {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed ({}):\n{}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn ok(args: &[&str]) -> Output {
-    run(Command::new(atrest_bin()).args(args))
 }
 
 /// The `[kmip]` table of the development KMS's client.toml with absolute paths, for
@@ -290,7 +275,7 @@ fn formatted(conf_of_kmip: &Path, path: &Path, mib: u64, extra: &[&str]) {
     let mut a = vec!["format", "--config", conf_of_kmip.to_str().unwrap()];
     a.extend_from_slice(extra);
     a.push(path.to_str().unwrap());
-    ok(&a);
+    atrest_ok(&a);
 }
 
 fn qemu_io(uri: &str, cmd: &str) -> Output {
@@ -301,7 +286,7 @@ fn qemu_io(uri: &str, cmd: &str) -> Output {
 }
 
 fn remember_key(env: &Env, kmip_conf: &Path, uid: &str) {
-    let key = ok(&[
+    let key = atrest_ok(&[
         "kmip",
         "get",
         "--raw",
@@ -328,7 +313,7 @@ fn reboot(env: &Env, case_name: &str, kmip: &str) {
     formatted(&kconf, &d.join("audit.img"), 48, &["--sector-size", "4096"]);
     let recordings = random(40 << 20);
     std::fs::write(d.join("recordings.img"), &recordings).unwrap();
-    ok(&[
+    atrest_ok(&[
         "encrypt",
         "--config",
         kconf.to_str().unwrap(),
@@ -545,7 +530,7 @@ fn revoking_a_key_locks_only_that_volume_until_a_rekey(env: &Env) {
         .to_owned();
     remember_key(env, &kconf, &uid);
     let revoked = Instant::now();
-    ok(&["kmip", "revoke", "--config", kconf.to_str().unwrap(), &uid]);
+    atrest_ok(&["kmip", "revoke", "--config", kconf.to_str().unwrap(), &uid]);
     let v = daemon.wait_state("gone", "locked", Duration::from_secs(4));
     println!(
         "  revoke: locked {:.1} s after the revocation (check interval 1 s)",
@@ -576,7 +561,7 @@ fn revoking_a_key_locks_only_that_volume_until_a_rekey(env: &Env) {
         "{v}"
     );
     // A rekey (rewrap under a new key, the revoked one still fetchable) brings it back.
-    let out = run(Command::new(atrest_bin()).args([
+    let out = succeed(Command::new(atrest_bin()).args([
         "ctl",
         "--socket",
         case.socket().to_str().unwrap(),
@@ -653,7 +638,7 @@ fn a_crash_during_an_api_encrypt_is_finished_at_start(env: &Env) {
         .unwrap();
     assert!(resumed < finished && finished < unlocked, "{events:?}");
     let out = case.dir.join("read.raw");
-    run(Command::new("qemu-img").args([
+    succeed(Command::new("qemu-img").args([
         "convert",
         "-f",
         "raw",
@@ -701,14 +686,18 @@ fn sighup_adds_and_removes_volumes(env: &Env) {
         "the removed volume's export is still there"
     );
     let s = case.socket();
-    let status =
-        run(Command::new(atrest_bin()).args(["ctl", "--socket", s.to_str().unwrap(), "status"]));
+    let status = succeed(Command::new(atrest_bin()).args([
+        "ctl",
+        "--socket",
+        s.to_str().unwrap(),
+        "status",
+    ]));
     let text = String::from_utf8_lossy(&status.stdout);
     assert!(
         text.contains("second  UNLOCKED") && !text.contains("first"),
         "{text}"
     );
-    let test = run(Command::new(atrest_bin()).args([
+    let test = succeed(Command::new(atrest_bin()).args([
         "ctl",
         "--socket",
         s.to_str().unwrap(),

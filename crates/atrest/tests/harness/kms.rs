@@ -2,6 +2,7 @@
 //! that need a real KMIP server. Not every binary uses every method.
 #![allow(dead_code)]
 
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -105,5 +106,48 @@ impl Kms {
 impl Drop for Kms {
     fn drop(&mut self) {
         self.kill9();
+    }
+}
+
+/// A raw TTLV connection to a development KMS over its mutual TLS, for what the client
+/// would not send: OASIS replays, batches, oversized requests.
+pub struct RawKmip {
+    pub stream: openssl::ssl::SslStream<TcpStream>,
+}
+
+impl RawKmip {
+    pub fn connect(kms: &Kms) -> Self {
+        use openssl::ssl::{SslConnector, SslFiletype, SslMethod, SslVerifyMode};
+        let pki = kms.dir.join("pki");
+        let mut b = SslConnector::builder(SslMethod::tls_client()).unwrap();
+        b.set_ca_file(pki.join("ca.crt")).unwrap();
+        b.set_certificate_file(pki.join("client.crt"), SslFiletype::PEM)
+            .unwrap();
+        b.set_private_key_file(pki.join("client.key"), SslFiletype::PEM)
+            .unwrap();
+        b.set_verify(SslVerifyMode::PEER);
+        let tcp = TcpStream::connect(("127.0.0.1", kms.port)).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        Self {
+            stream: b.build().connect("localhost", tcp).unwrap(),
+        }
+    }
+
+    /// Sends `request`, returns the response.
+    pub fn call(&mut self, request: &kmip::ttlv::Item) -> kmip::ttlv::Item {
+        self.stream.write_all(&kmip::ttlv::encode(request)).unwrap();
+        self.read_response()
+    }
+
+    /// Reads one whole message.
+    pub fn read_response(&mut self) -> kmip::ttlv::Item {
+        use kmip::ttlv;
+        let mut h = [0u8; 8];
+        self.stream.read_exact(&mut h).unwrap();
+        let len = ttlv::message_len(&h, &ttlv::Limits::default()).unwrap();
+        let mut buf = vec![0u8; len];
+        buf[..8].copy_from_slice(&h);
+        self.stream.read_exact(&mut buf[8..]).unwrap();
+        ttlv::decode(&buf).unwrap()
     }
 }

@@ -7,6 +7,7 @@ pub mod kms;
 pub mod pykmip;
 
 use std::path::Path;
+use std::process::{Command, Output};
 
 /// A named case over an environment `E`.
 pub type Case<E> = (&'static str, fn(&E));
@@ -35,6 +36,63 @@ pub fn run<E>(cases: &[Case<E>], env: &E) -> (usize, usize) {
         }
     }
     (passed, failed)
+}
+
+/// Runs `cmd` and asserts it succeeded; on failure the panic shows its whole output.
+#[allow(dead_code)]
+pub fn succeed(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Runs the atrest binary under test with `args` and asserts it succeeded.
+#[allow(dead_code)]
+pub fn atrest_ok(args: &[&str]) -> Output {
+    succeed(Command::new(kms::atrest_bin()).args(args))
+}
+
+/// The volume key of the LUKS2 image `img`, as stock cryptsetup recovers it with the
+/// KMIP secret `secret` (an independent check of atrest's key wrapping).
+#[allow(dead_code)]
+pub fn cryptsetup_volume_key(img: &Path, secret: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut c = Command::new("cryptsetup")
+        .args([
+            "luksDump",
+            "--dump-volume-key",
+            "--batch-mode",
+            "--key-file=-",
+        ])
+        .arg(img)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cryptsetup (installed by scripts/setup-peers.sh)");
+    c.stdin.take().unwrap().write_all(secret).unwrap();
+    let out = c.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let hex: String = text
+        .split("MK dump:")
+        .nth(1)
+        .expect("an MK dump")
+        .split_whitespace()
+        .take_while(|w| w.len() == 2 && w.chars().all(|c| c.is_ascii_hexdigit()))
+        .collect();
+    hex::decode(hex).unwrap()
 }
 
 /// A folder with a random name under the system's temporary directory, removed when the
