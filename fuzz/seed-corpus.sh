@@ -45,3 +45,8 @@ done
 mkdir -p "$here/corpus/convert_resume"
 printf '{"kind":"encrypt","size":1048576,"data_offset":16777216,"park_len":1048576,"sha256":"%s","header":{"key_uid":"k","key_mode":"wrapped","volume_key_len":32,"sector_size":512,"server_hint":null}}' \
   "$(printf 'ab%.0s' $(seq 32))" > "$here/corpus/convert_resume/record.json"
+
+# Two whole NBD sessions (option haggling, then reads, writes, flush, disconnect), for
+# nbd_requests: the fuzzer rarely finds the handshake's magic numbers alone.
+NBD_FUZZ_SEEDS_DIR="$here/corpus/nbd_requests" cargo test -q --manifest-path "$root/Cargo.toml" -p nbd --lib fuzzing
+echo "corpus: $(ls "$here/corpus/nbd_requests" | wc -l) NBD sessions"

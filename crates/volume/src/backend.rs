@@ -203,26 +203,39 @@ impl BlockBackend for FileBackend {
 #[derive(Default)]
 pub struct MemBackend {
     data: Mutex<Vec<u8>>,
+    /// Calls that changed the contents (writes and resizes), so a test can assert "nothing
+    /// written" without keeping a copy of the device.
+    changes: std::sync::atomic::AtomicU64,
 }
 
 impl MemBackend {
     /// `len` zero bytes.
     pub fn new(len: usize) -> Self {
-        Self {
-            data: Mutex::new(vec![0; len]),
-        }
+        Self::from_bytes(vec![0; len])
     }
 
     /// A device holding `bytes`.
     pub fn from_bytes(bytes: Vec<u8>) -> Self {
         Self {
             data: Mutex::new(bytes),
+            changes: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
     /// A copy of the contents.
     pub fn contents(&self) -> Vec<u8> {
         self.data.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The contents, without a copy.
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.data.into_inner().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// How many writes and resizes have been made (each counted even when it changed no
+    /// byte).
+    pub fn changes(&self) -> u64 {
+        self.changes.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
 
@@ -250,6 +263,8 @@ impl BlockBackend for MemBackend {
                 "past the end of the device",
             ));
         }
+        self.changes
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         d[start..start + buf.len()].copy_from_slice(buf);
         Ok(())
     }
@@ -264,6 +279,8 @@ impl BlockBackend for MemBackend {
 
     fn set_len(&self, len: u64) -> io::Result<()> {
         let len = usize::try_from(len).map_err(|_| io::ErrorKind::InvalidInput)?;
+        self.changes
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.data
             .lock()
             .unwrap_or_else(|p| p.into_inner())
