@@ -215,6 +215,15 @@ pub enum MessageError {
         /// A description of the value (never secret).
         value: String,
     },
+    /// A field the model reads once appears again in the same structure: which one a peer
+    /// would honour is ambiguous (two Batch Counts, two Credentials), so neither is.
+    #[error("{parent} holds {field} more than once")]
+    Duplicate {
+        /// The structure.
+        parent: Tag,
+        /// The repeated field.
+        field: Tag,
+    },
     /// Batch Count does not match the number of batch items.
     #[error("Batch Count says {declared} but the message holds {actual} batch items")]
     BatchCountMismatch {

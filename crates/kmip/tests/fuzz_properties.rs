@@ -74,3 +74,25 @@ fn a_2x_attribute_response_with_a_1x_attribute_reaches_a_fixed_point() {
         "../testdata/fuzz-attribute-response-v2.ttlv"
     ));
 }
+
+/// Found by `ttlv_roundtrip` (2026-12-02): a request header with a second Batch Count after
+/// the Authentication. The model read the first and kept the second as an unknown field,
+/// then wrote it back before the real one, so its own output was unreadable. A repeated
+/// single field is now refused by name, in any structure the model reads.
+#[test]
+fn a_repeated_header_field_is_refused_not_moved() {
+    let crash = hex::decode(concat!(
+        "42007801000000c04200770100000088420069010000002042006a0200000004",
+        "000000010000000042006b0200000004000000020000000042000d0200000004",
+        "0000000100000000420024050000000400010001000000004200250100000028",
+        "4200990700000005616c6963650000004200a1070000000e77726f6e672d7061",
+        "7373776f7264000042000d02000000040000002b0000000042000f0100000028",
+        "42005c05000000040000000a0000000042007901000000104200940700000001",
+        "3100000000000000",
+    ))
+    .unwrap();
+    ttlv_roundtrip(&crash);
+    let item = kmip::ttlv::decode(&crash).unwrap();
+    let e = kmip::message::RequestMessage::from_item(&item).unwrap_err();
+    assert!(e.to_string().contains("more than once"), "{e}");
+}

@@ -62,6 +62,30 @@ impl<'a> Fields<'a> {
             .ok_or(MessageError::Missing { parent, field: tag })
     }
 
+    /// The children nobody consumed, as a message keeps them (vendor fields, fields of
+    /// later versions); a second copy of a field already read is an error rather than an
+    /// extension, since writing it back would put it beside, or before, the first.
+    pub(crate) fn extra(&self) -> Result<Vec<Item>, MessageError> {
+        let read = |tag: Tag| {
+            self.items
+                .iter()
+                .zip(&self.used)
+                .any(|(it, used)| *used && it.tag == tag)
+        };
+        if let Some(again) = self
+            .items
+            .iter()
+            .zip(&self.used)
+            .find(|(it, used)| !**used && read(it.tag))
+        {
+            return Err(MessageError::Duplicate {
+                parent: self.parent,
+                field: again.0.tag,
+            });
+        }
+        Ok(self.rest())
+    }
+
     /// The children nobody consumed, in order: vendor fields and fields of later versions.
     pub(crate) fn rest(&self) -> Vec<Item> {
         self.items

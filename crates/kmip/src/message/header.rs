@@ -274,7 +274,7 @@ impl RequestHeader {
             batch_order_option: f.opt_bool(Tag::BATCH_ORDER_OPTION)?,
             time_stamp: f.opt_date_time(Tag::TIME_STAMP)?,
             batch_count: f.int(Tag::BATCH_COUNT)?,
-            extra: f.rest(),
+            extra: f.extra()?,
         })
     }
 }
@@ -331,7 +331,7 @@ impl ResponseHeader {
             client_correlation_value: f.opt_text(Tag::CLIENT_CORRELATION_VALUE)?,
             server_correlation_value: f.opt_text(Tag::SERVER_CORRELATION_VALUE)?,
             batch_count: f.int(Tag::BATCH_COUNT)?,
-            extra: f.rest(),
+            extra: f.extra()?,
         })
     }
 }

@@ -94,7 +94,7 @@ impl RequestMessage {
                 Some(p) => {
                     let mut pf = Fields::of(p)?;
                     let payload = RequestPayload::read(op, &mut pf, v)?;
-                    (payload, pf.rest())
+                    (payload, pf.extra()?)
                 }
                 None => (
                     RequestPayload::read(

@@ -145,7 +145,7 @@ impl ResponseMessage {
                 (Some(p), Some(op)) if result_status == ResultStatus::SUCCESS => {
                     let mut pf = Fields::of(p)?;
                     let payload = ResponsePayload::read(op, &mut pf, v)?;
-                    (Some(payload), pf.rest())
+                    (Some(payload), pf.extra()?)
                 }
                 // Without an operation (or on failure) the payload cannot be typed: keep it.
                 (Some(p), _) => (None, p.children().to_vec()),
