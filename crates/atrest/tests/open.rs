@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use harness::kms::{atrest_bin, free_port, Kms};
 use harness::pykmip::{Pki, PyKmip};
-use harness::{atrest_ok, succeed};
+use harness::{atrest_ok, succeed, Loop};
 
 struct Env {
     dir: PathBuf,
@@ -108,17 +108,21 @@ impl Served {
         self.child.id()
     }
 
-    /// SIGTERM: must flush, close and exit 0 with a "stopped" event.
-    fn stop(mut self) {
+    /// SIGTERM: must flush, close and exit 0 with a "stopped" event. Returns what it
+    /// wrote to stderr.
+    fn stop(mut self) -> String {
         signal(self.pid(), "TERM");
         let mut line = String::new();
         let _ = self.stdout.read_line(&mut line);
         let status = wait_for(&mut self.child, Duration::from_secs(30));
+        let mut err = String::new();
+        let _ = self.child.stderr.take().unwrap().read_to_string(&mut err);
         assert!(
             status.success(),
-            "atrest open exited with {status} after SIGTERM"
+            "atrest open exited with {status} after SIGTERM: {err}"
         );
         assert!(line.contains("\"stopped\""), "{line}");
+        err
     }
 
     fn kill9(mut self) {
@@ -305,7 +309,9 @@ fn nbd_against_pykmip_keeps_data_across_reopen(env: &Env) {
         "-c",
         "write -P 0x5a 65536 1M",
     ]));
-    served.stop();
+    // A TCP port has no owner: the operator is told who can reach the plaintext.
+    let err = served.stop();
+    assert!(err.contains("every local account"), "{err}");
     let served = Served::start(conf, &img, &["--nbd", &addr]);
     succeed(Command::new("qemu-io").args(["-f", "raw", &served.at, "-c", "read -P 0x5a 65536 1M"]));
     served.stop();
@@ -332,21 +338,6 @@ fn check_files(dir: &Path, files: &[(String, [u8; 32])], what: &str) {
     for (name, sum) in files {
         let got = openssl::sha::sha256(&std::fs::read(dir.join(name)).unwrap());
         assert_eq!(&got, sum, "{what}: {name} differs");
-    }
-}
-
-struct Loop(String);
-
-impl Loop {
-    fn attach(file: &Path) -> Self {
-        let out = succeed(Command::new("losetup").args(["-f", "--show"]).arg(file));
-        Self(String::from_utf8_lossy(&out.stdout).trim().to_owned())
-    }
-}
-
-impl Drop for Loop {
-    fn drop(&mut self) {
-        let _ = Command::new("losetup").args(["-d", &self.0]).status();
     }
 }
 

@@ -95,6 +95,24 @@ pub fn cryptsetup_volume_key(img: &Path, secret: &[u8]) -> Vec<u8> {
     hex::decode(hex).unwrap()
 }
 
+/// A loop device on a file, detached when dropped (also while unwinding from a panic).
+#[allow(dead_code)]
+pub struct Loop(pub String);
+
+#[allow(dead_code)]
+impl Loop {
+    pub fn attach(file: &Path) -> Self {
+        let out = succeed(Command::new("losetup").args(["-f", "--show"]).arg(file));
+        Self(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    }
+}
+
+impl Drop for Loop {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").args(["-d", &self.0]).status();
+    }
+}
+
 /// A folder with a random name under the system's temporary directory, removed when the
 /// returned guard drops: at the end of the run, or while unwinding from a panic.
 #[allow(dead_code)]

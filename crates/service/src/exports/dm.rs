@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 
 use volume::volume::KeyMode;
 
-use crate::device::Location;
+use crate::device::{Device, Location};
 use crate::error::ServiceError;
 
 /// An open mapping; closed (`cryptsetup close`) by [`DmMapping::close`] or on drop.
@@ -27,28 +27,34 @@ impl DmMapping {
         PathBuf::from("/dev/mapper").join(&self.name)
     }
 
-    /// Removes the mapping (the kernel flushes it first).
+    /// Removes the mapping (the kernel flushes it first). A mapping still in use (mounted,
+    /// held open) cannot be closed; it is then forced: its table is replaced by one that
+    /// fails every I/O, which takes the key out of the kernel at once, and the mapping goes
+    /// when its last user lets go. The error then says so: the data was cut off, not
+    /// flushed by its users.
     pub fn close(&mut self) -> Result<(), ServiceError> {
         if !self.open {
             return Ok(());
         }
-        let out = Command::new("cryptsetup")
-            .args(["close", &self.name])
-            .output()
-            .map_err(|error| ServiceError::Io {
-                what: "running",
-                path: "cryptsetup".into(),
-                error,
-            })?;
-        if !out.status.success() {
-            return Err(ServiceError::Refused(format!(
-                "cryptsetup close {}: {}",
-                self.name,
-                String::from_utf8_lossy(&out.stderr).trim()
-            )));
+        let closed = run(&close_arguments(&self.name, false));
+        match closed {
+            Ok(()) => {
+                self.open = false;
+                Ok(())
+            }
+            Err(busy) => {
+                run(&close_arguments(&self.name, true)).map_err(|forced| {
+                    ServiceError::Refused(format!(
+                        "{busy}; forcing it failed too: {forced}; the mapping and its key stay in the kernel"
+                    ))
+                })?;
+                self.open = false;
+                Err(ServiceError::Refused(format!(
+                    "{busy}: forced instead (I/O through /dev/mapper/{} now fails; the key is out of the kernel)",
+                    self.name
+                )))
+            }
         }
-        self.open = false;
-        Ok(())
     }
 }
 
@@ -82,6 +88,42 @@ pub fn arguments(loc: &Location, name: &str, mode: KeyMode, test: bool) -> Vec<S
         a.push(name.into());
     }
     a
+}
+
+/// The command that removes mapping `name`: `cryptsetup close`, or, `forced`, `dmsetup
+/// remove --force` (an error table first, so the key leaves the kernel even while the
+/// mapping is held open).
+fn close_arguments(name: &str, forced: bool) -> Vec<String> {
+    let command: &[&str] = if forced {
+        &["dmsetup", "remove", "--force"]
+    } else {
+        &["cryptsetup", "close"]
+    };
+    command
+        .iter()
+        .chain([&name])
+        .map(|w| w.to_string())
+        .collect()
+}
+
+/// Runs a command with no input; its stderr in the error.
+fn run(cmd: &[String]) -> Result<(), ServiceError> {
+    let out = Command::new(&cmd[0])
+        .args(&cmd[1..])
+        .output()
+        .map_err(|error| ServiceError::Io {
+            what: "running",
+            path: cmd[0].clone().into(),
+            error,
+        })?;
+    if out.status.success() {
+        return Ok(());
+    }
+    Err(ServiceError::Refused(format!(
+        "{}: {}",
+        cmd.join(" "),
+        String::from_utf8_lossy(&out.stderr).trim()
+    )))
 }
 
 /// Runs cryptsetup with `secret` piped to it.
@@ -118,6 +160,31 @@ fn cryptsetup(args: &[String], secret: &[u8]) -> Result<(), ServiceError> {
     )))
 }
 
+/// Opens the volume on `dev` as `/dev/mapper/NAME` with the KMIP `secret`: the secret is
+/// proven against the header first (a wrong key never reaches cryptsetup), atrest's lock
+/// on the device is released while cryptsetup takes its own, then taken again, so that no
+/// conversion can start under the kernel's mapping. Returns the mapping and the device
+/// that holds the lock.
+pub fn open_proven(
+    dev: Device,
+    name: &str,
+    mode: KeyMode,
+    secret: &[u8],
+) -> Result<(DmMapping, Device), ServiceError> {
+    drop(crate::ops::open::unlock(&dev, secret)?);
+    let loc = dev.location.clone();
+    drop(dev);
+    let mut mapping = open(&loc, name, mode, secret)?;
+    match Device::open(&loc, false) {
+        Ok(held) => Ok((mapping, held)),
+        Err(e) => {
+            // Someone took the device in between: the mapping must not outlive our lock.
+            let _ = mapping.close();
+            Err(e)
+        }
+    }
+}
+
 /// Opens `loc` as `/dev/mapper/NAME` with the KMIP `secret`.
 pub fn open(
     loc: &Location,
@@ -140,4 +207,18 @@ pub fn open(
 /// Checks, as `cryptsetup open` would with the same arguments, that `secret` opens `loc`.
 pub fn test(loc: &Location, mode: KeyMode, secret: &[u8]) -> Result<(), ServiceError> {
     cryptsetup(&arguments(loc, "", mode, true), secret)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::close_arguments;
+
+    #[test]
+    fn a_busy_mapping_is_forced_with_an_error_table() {
+        assert_eq!(close_arguments("v", false), ["cryptsetup", "close", "v"]);
+        assert_eq!(
+            close_arguments("v", true),
+            ["dmsetup", "remove", "--force", "v"]
+        );
+    }
 }

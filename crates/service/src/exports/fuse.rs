@@ -121,7 +121,13 @@ impl Filesystem for VolumeFs {
 
     fn open(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         if ino == FILE {
-            reply.opened(FileHandle(0), FopenFlags::empty());
+            // No page cache for the plaintext: what the kernel caches, a lock cannot take
+            // back (an aborted connection would leave it readable through a loop device).
+            // Concurrent writes are safe: the volume locks the sectors it rewrites.
+            reply.opened(
+                FileHandle(0),
+                FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_PARALLEL_DIRECT_WRITES,
+            );
         } else {
             reply.error(Errno::EISDIR);
         }
@@ -237,7 +243,13 @@ pub struct FuseExport {
     session: Option<fuser::BackgroundSession>,
     dir: PathBuf,
     vol: Arc<Unlocked>,
+    /// The kernel's number for this FUSE connection (its folder under
+    /// [`FUSE_CONNECTIONS`]), to abort it when the mount is held open.
+    connection: Option<u32>,
 }
+
+/// Where the kernel lists FUSE connections (the `fusectl` filesystem).
+const FUSE_CONNECTIONS: &str = "/sys/fs/fuse/connections";
 
 impl FuseExport {
     /// The file that holds the plaintext.
@@ -246,16 +258,80 @@ impl FuseExport {
     }
 
     /// Unmounts (I/O through the mount fails from here) and flushes the volume.
+    ///
+    /// A mount held open (a loop device on the file, a process reading it) cannot be
+    /// unmounted, and a lazy unmount alone would let its users go on reading and writing
+    /// plaintext, the key still in this process. So the connection is aborted first:
+    /// every request on it fails from then on (the loop device sees I/O errors), the
+    /// session ends and lets go of the volume, and the mount point is detached.
     pub fn close(&mut self) -> Result<(), ServiceError> {
-        if let Some(s) = self.session.take() {
-            s.umount_and_join().map_err(|error| ServiceError::Io {
-                what: "unmounting the FUSE export",
-                path: self.dir.clone(),
-                error,
-            })?;
+        let io = |what, error| ServiceError::Io {
+            what,
+            path: self.dir.clone(),
+            error,
+        };
+        let Some(session) = self.session.take() else {
+            return Ok(self.vol.flush()?);
+        };
+        match rustix::mount::unmount(&self.dir, rustix::mount::UnmountFlags::empty()) {
+            Ok(()) => {}
+            Err(rustix::io::Errno::BUSY) => {
+                let aborted = self.abort();
+                let _ = rustix::mount::unmount(&self.dir, rustix::mount::UnmountFlags::DETACH);
+                if let Err(e) = aborted {
+                    // Joining would wait for the users to let go; the session stays.
+                    drop(session);
+                    return Err(io(
+                        "the FUSE export is held open and its connection could not be aborted \
+                         (the key stays in memory until its users close it) at",
+                        e,
+                    ));
+                }
+                log::warn!(
+                    "{}: held open (a loop device?): its FUSE connection was aborted, its users get I/O errors",
+                    self.dir.display()
+                );
+            }
+            // Not root: fuser unmounts through the setuid fusermount.
+            Err(_) => {
+                session
+                    .umount_and_join()
+                    .map_err(|e| io("unmounting the FUSE export", e))?;
+                return Ok(self.vol.flush()?);
+            }
         }
+        session
+            .join()
+            .map_err(|e| io("ending the FUSE session of", e))?;
         Ok(self.vol.flush()?)
     }
+
+    /// Aborts the FUSE connection (mounting `fusectl` first if nothing has).
+    fn abort(&self) -> std::io::Result<()> {
+        let n = self.connection.ok_or_else(|| {
+            std::io::Error::other("the mount's FUSE connection number is not known")
+        })?;
+        let file = Path::new(FUSE_CONNECTIONS)
+            .join(n.to_string())
+            .join("abort");
+        if !file.exists() {
+            rustix::mount::mount(
+                "fusectl",
+                FUSE_CONNECTIONS,
+                "fusectl",
+                rustix::mount::MountFlags::empty(),
+                None,
+            )?;
+        }
+        std::fs::write(&file, b"1")
+    }
+}
+
+/// The kernel's number for the FUSE connection mounted at `dir`: the minor number of the
+/// mount's (anonymous) device.
+fn connection_of(dir: &Path) -> Option<u32> {
+    let st = rustix::fs::stat(dir).ok()?;
+    (rustix::fs::major(st.st_dev) == 0).then(|| rustix::fs::minor(st.st_dev))
 }
 
 impl Drop for FuseExport {
@@ -309,6 +385,7 @@ pub fn mount(vol: Arc<Unlocked>, dir: &Path, name: &str) -> Result<FuseExport, S
     })?;
     Ok(FuseExport {
         session: Some(session),
+        connection: connection_of(dir),
         dir: dir.to_owned(),
         vol,
     })

@@ -153,6 +153,13 @@ pub fn serve(
     discard: bool,
 ) -> Result<NbdServer, ServiceError> {
     let listen = parse_address(addr)?;
+    if let ListenAddr::Tcp(a) = &listen {
+        // A Unix socket is 0600; a TCP port has no owner.
+        log::warn!(
+            "{name}: NBD on {a} lets every local account read and write the plaintext; \
+             unix:PATH limits it to root"
+        );
+    }
     let server = Server::bind(&[listen], ServerOptions::default())
         .map_err(|e| ServiceError::Refused(format!("NBD: {e}")))?;
     let export = server

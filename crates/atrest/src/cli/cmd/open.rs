@@ -18,6 +18,14 @@ use crate::cli::args::OpenArgs;
 use crate::cli::output::event;
 
 pub fn run(a: OpenArgs) -> anyhow::Result<()> {
+    // What goes wrong while serving (a client's I/O error, a FUSE reply that failed) and
+    // the warnings about how the data is exposed go to stderr.
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+        .format_target(false)
+        // fuser warns of every request it does not implement (xattrs) and of an unmount
+        // atrest already did; its errors still show.
+        .filter_module("fuser", log::LevelFilter::Error)
+        .init();
     let stop = stop_on_signals()?;
     let config = Config::load(&a.config.config)?;
     let loc = Location {
@@ -69,14 +77,8 @@ fn serve_dm(
     let dev = Device::open(loc, false)?;
     let (uid, mode) = open::key_of(&dev)?;
     let secret = KeyManager::new(config)?.fetch(&uid)?;
-    // Proves the key against the header before cryptsetup sees it.
-    drop(open::unlock(&dev, &secret)?);
-    // cryptsetup takes its own lock on the device while it opens it: release ours, and
-    // take it again once the mapping exists, so no conversion starts under the kernel.
-    drop(dev);
-    let mut mapping = exports::dm::open(loc, name, mode, &secret)?;
+    let (mut mapping, _held) = exports::dm::open_proven(dev, name, mode, &secret)?;
     drop(secret);
-    let _held = Device::open(loc, false)?;
     let what = format!("{} (key {uid})", loc.path.display());
     ready(a, &what, "dm", &mapping.device().display().to_string());
     wait(stop);
