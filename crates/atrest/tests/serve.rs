@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use harness::kms::{atrest_bin, free_port, Kms};
 use harness::pykmip::{Pki, PyKmip};
-use harness::{atrest_ok, succeed};
+use harness::{atrest_ok, succeed, Loop};
 use serde_json::Value;
 
 struct Env {
@@ -502,6 +502,100 @@ fn failover_past_a_dead_and_a_silent_server(env: &Env) {
     drop(silent);
 }
 
+/// A FUSE export held open by a loop device cannot be unmounted. A lock must still cut
+/// it off: the loop device gets I/O errors, not plaintext, the volume is reported locked
+/// (not while it still serves), and it unlocks again later with its data intact.
+fn a_lock_cuts_off_a_fuse_export_held_open(env: &Env) {
+    let case = Case::new(env, "fuse-held");
+    let kmip = kms_kmip(env, None, 5);
+    let kconf = case.dir.join("kmip.toml");
+    std::fs::write(&kconf, &kmip).unwrap();
+    formatted(&kconf, &case.dir.join("f.img"), 8, &[]);
+    let mnt = case.dir.join("mnt");
+    case.write(
+        &kmip,
+        300,
+        5,
+        &[format!(
+            "[[volume]]\nname = \"f\"\npath = \"f.img\"\nfuse = \"{}\"\n",
+            mnt.display()
+        )],
+    );
+    let mut daemon = Daemon::start(&case);
+    daemon.ready(Duration::from_secs(30));
+    let file = PathBuf::from(daemon.export("f", "fuse"));
+    let data = random(1 << 20);
+    {
+        let f = std::fs::OpenOptions::new().write(true).open(&file).unwrap();
+        f.write_all_at(&data, 4096).unwrap();
+        f.sync_all().unwrap();
+    }
+    let lo = Loop::attach(&file);
+    let read_loop = || {
+        Command::new("dd")
+            .args([
+                &format!("if={}", lo.0),
+                "of=/dev/null",
+                "bs=64k",
+                "count=16",
+                "iflag=direct",
+            ])
+            .output()
+            .unwrap()
+    };
+    let before = read_loop();
+    assert!(
+        before.status.success(),
+        "{}",
+        String::from_utf8_lossy(&before.stderr)
+    );
+    let ctl = |action: &str| {
+        Command::new(atrest_bin())
+            .args([
+                "ctl",
+                "--socket",
+                case.socket().to_str().unwrap(),
+                action,
+                "f",
+            ])
+            .output()
+            .unwrap()
+    };
+    let out = ctl("lock");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v = daemon.wait_state("f", "locked", Duration::from_secs(10));
+    assert!(v["exports"].as_array().unwrap().is_empty(), "{v}");
+    let after = read_loop();
+    assert!(
+        !after.status.success(),
+        "the loop device still reads the plaintext after the lock"
+    );
+    assert!(case
+        .audit_lines()
+        .iter()
+        .any(|l| l["volume"] == "f" && l["operation"] == "locked"));
+    drop(lo);
+    // Unlocked again: the aborted session let go of the device and of the key.
+    let out = ctl("unlock");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let file = PathBuf::from(daemon.export("f", "fuse"));
+    let mut back = vec![0u8; data.len()];
+    std::fs::File::open(&file)
+        .unwrap()
+        .read_exact_at(&mut back, 4096)
+        .unwrap();
+    assert!(back == data, "the data changed across the forced lock");
+    daemon.stop();
+}
+
 /// A revoked key locks its volume within one check interval: the export closes, the other
 /// volumes keep serving, the audit log says so. Re-activation is refused by KMIP, so the
 /// volume comes back through a rekey (which the daemon runs as a job).
@@ -658,10 +752,135 @@ fn a_crash_during_an_api_encrypt_is_finished_at_start(env: &Env) {
     daemon.stop();
 }
 
+/// A lock asked for while a conversion runs is obeyed when it ends: the volume is never
+/// exported in between; a second conversion asked for meanwhile is refused; a lock of a
+/// volume locked already is answered at once.
+fn a_lock_asked_during_a_conversion_wins(env: &Env) {
+    let case = Case::new(env, "lock-during-job");
+    let kmip = kms_kmip(env, None, 10);
+    std::fs::write(case.dir.join("v.img"), random(32 << 20)).unwrap();
+    case.write(
+        &kmip,
+        300,
+        5,
+        &["[[volume]]\nname = \"v\"\npath = \"v.img\"\nnbd = \"unix:run/v.sock\"\n".to_owned()],
+    );
+    let mut daemon = Daemon::start(&case);
+    daemon.ready(Duration::from_secs(30));
+    daemon.wait_state("v", "plaintext", Duration::from_secs(5));
+    let (_, feed) = daemon.call("GET", "/v1/events?after=0&wait=0", None);
+    let from = feed["last"].as_u64().unwrap();
+    let (code, r) = daemon.call(
+        "POST",
+        "/v1/volumes/v/encrypt",
+        // Small steps: the conversion outlasts the two commands sent while it runs.
+        Some(&serde_json::json!({"step": 131072})),
+    );
+    assert_eq!(code, 202, "{r}");
+    daemon.wait_state("v", "converting", Duration::from_secs(10));
+    assert_eq!(daemon.call("POST", "/v1/volumes/v/lock", None).0, 202);
+    assert_eq!(daemon.call("POST", "/v1/volumes/v/rekey", None).0, 202);
+    let v = daemon.wait_state("v", "locked", Duration::from_secs(60));
+    assert!(v["exports"].as_array().unwrap().is_empty(), "{v}");
+    remember_key(env, &case.conf, v["key_uid"].as_str().unwrap());
+    let (_, feed) = daemon.call("GET", &format!("/v1/events?after={from}&wait=0"), None);
+    let events = feed["events"].as_array().unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|e| e["event"] == "job" && e["result"] == "finished"),
+        "{events:?}"
+    );
+    assert!(
+        !events
+            .iter()
+            .any(|e| e["event"] == "state" && e["state"] == "unlocked"),
+        "exported between the conversion and the lock: {events:?}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e["event"] == "job" && e["operation"] == "rekey" && e["result"] == "refused"),
+        "{events:?}"
+    );
+    let t = Instant::now();
+    let out = succeed(Command::new(atrest_bin()).args([
+        "ctl",
+        "--socket",
+        case.socket().to_str().unwrap(),
+        "lock",
+        "v",
+    ]));
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("v: locked"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    daemon.stop();
+}
+
+/// With `require_active_key = false` a revoked key keeps its volume serving (the
+/// operator's choice, for backups made under a superseded key); a destroyed one locks it.
+fn without_require_active_key_only_a_destroyed_key_locks(env: &Env) {
+    let case = Case::new(env, "not-active");
+    let kmip = kms_kmip(env, None, 5);
+    one_volume(&case, &kmip, "v", 1, 5);
+    let text = std::fs::read_to_string(&case.conf).unwrap();
+    std::fs::write(
+        &case.conf,
+        text.replace("[serve]\n", "[serve]\nrequire_active_key = false\n"),
+    )
+    .unwrap();
+    let kconf = case.dir.join("kmip.toml");
+    let mut daemon = Daemon::start(&case);
+    daemon.ready(Duration::from_secs(30));
+    let v = daemon.wait_state("v", "unlocked", Duration::from_secs(5));
+    let uid = v["key_uid"].as_str().unwrap().to_owned();
+    remember_key(env, &kconf, &uid);
+    atrest_ok(&["kmip", "revoke", "--config", kconf.to_str().unwrap(), &uid]);
+    std::thread::sleep(Duration::from_millis(2500)); // two checks
+    let v = daemon.volume("v");
+    assert_eq!(v["state"], "unlocked", "{v}");
+    assert!(
+        v["last_key_check"]["result"]
+            .as_str()
+            .unwrap()
+            .contains("Deactivated"),
+        "{v}"
+    );
+    assert!(qemu_io(&daemon.export("v", "nbd"), "read 0 4k")
+        .status
+        .success());
+    atrest_ok(&["kmip", "destroy", "--config", kconf.to_str().unwrap(), &uid]);
+    let v = daemon.wait_state("v", "locked", Duration::from_secs(4));
+    assert!(v["exports"].as_array().unwrap().is_empty(), "{v}");
+    daemon.stop();
+}
+
 /// SIGHUP adds and removes volumes; `ctl` reports and tests; SIGTERM exits 0.
 fn sighup_adds_and_removes_volumes(env: &Env) {
     let case = Case::new(env, "sighup");
-    let kmip = kms_kmip(env, None, 10);
+    // A password file of the case's own, to rotate.
+    let kms_dir = env.kms.borrow().dir.clone();
+    let password = std::fs::read(kms_dir.join("kmip.pass")).unwrap();
+    let pass_file = case.dir.join("kmip.pass");
+    let write_password = |p: &[u8]| {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&pass_file)
+            .unwrap();
+        std::io::Write::write_all(&mut f, p).unwrap();
+    };
+    write_password(&password);
+    let kmip = kms_kmip(env, None, 10).replace(
+        &format!("{}/kmip.pass", kms_dir.display()),
+        pass_file.to_str().unwrap(),
+    );
     let first = one_volume(&case, &kmip, "first", 300, 5);
     let kconf = case.dir.join("kmip.toml");
     formatted(&kconf, &case.dir.join("second.img"), 8, &[]);
@@ -703,9 +922,56 @@ fn sighup_adds_and_removes_volumes(env: &Env) {
         s.to_str().unwrap(),
         "--json",
         "test",
+        "--probe-key",
     ]));
     let j: Value = serde_json::from_slice(&test.stdout).unwrap();
     assert_eq!(j["ok"], true, "{j}");
+    // The throwaway key was made and destroyed on the server: on the record.
+    let ops: Vec<String> = case
+        .audit_lines()
+        .iter()
+        .filter_map(|l| l["operation"].as_str().map(str::to_owned))
+        .collect();
+    assert!(
+        ["probe_create", "probe_get", "probe_destroy"]
+            .iter()
+            .all(|o| ops.iter().any(|x| x == o)),
+        "{ops:?}"
+    );
+    // A rotated password (same file, new content) is used from the reload on: a wrong
+    // one makes the restarted volume wait, naming the refusal; the right one brings it
+    // back.
+    write_password(b"not the password\n");
+    daemon.signal("HUP");
+    let v = daemon.wait_state("second", "waiting", Duration::from_secs(10));
+    assert!(
+        v["reason"].as_str().unwrap_or("").contains("uthenticat"),
+        "{v}"
+    );
+    write_password(&password);
+    daemon.signal("HUP");
+    daemon.wait_state("second", "unlocked", Duration::from_secs(10));
+    // logrotate: the log renamed away, SIGHUP, a fresh file gets the new lines.
+    let rotated = case.dir.join("log/audit.jsonl.1");
+    std::fs::rename(case.audit(), &rotated).unwrap();
+    daemon.signal("HUP");
+    let t = Instant::now();
+    while !case
+        .audit_lines()
+        .iter()
+        .any(|l| l["operation"] == "reload")
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "nothing written to the reopened audit log"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mode = std::fs::metadata(case.audit()).unwrap().permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+        0o600
+    );
     daemon.stop();
 }
 
@@ -802,12 +1068,24 @@ fn main() {
             failover_past_a_dead_and_a_silent_server,
         ),
         (
+            "a_lock_cuts_off_a_fuse_export_held_open",
+            a_lock_cuts_off_a_fuse_export_held_open,
+        ),
+        (
             "revoking_a_key_locks_only_that_volume_until_a_rekey",
             revoking_a_key_locks_only_that_volume_until_a_rekey,
         ),
         (
             "a_crash_during_an_api_encrypt_is_finished_at_start",
             a_crash_during_an_api_encrypt_is_finished_at_start,
+        ),
+        (
+            "a_lock_asked_during_a_conversion_wins",
+            a_lock_asked_during_a_conversion_wins,
+        ),
+        (
+            "without_require_active_key_only_a_destroyed_key_locks",
+            without_require_active_key_only_a_destroyed_key_locks,
         ),
         (
             "sighup_adds_and_removes_volumes",

@@ -38,6 +38,23 @@ pub struct Entry<'a> {
     pub latency_ms: Option<f64>,
 }
 
+/// Opens `path` for appending, creating it (0600) and its folder (0700) if missing; a
+/// symlink in its place is refused.
+fn append_to(path: &Path) -> Result<File, ServiceError> {
+    crate::private_dir::create_parent(path, "creating the folder of the audit log")?;
+    OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(path)
+        .map_err(|error| ServiceError::Io {
+            what: "opening the audit log",
+            path: path.to_owned(),
+            error,
+        })
+}
+
 /// Now, as the audit log writes times.
 pub fn now() -> String {
     let t = time::OffsetDateTime::now_utc();
@@ -65,23 +82,20 @@ impl Audit {
 
     /// Appends to `path`, creating it (0600) and its folder (0700) if missing.
     pub fn open(path: &Path) -> Result<Self, ServiceError> {
-        let io = |what, error| ServiceError::Io {
-            what,
-            path: path.to_owned(),
-            error,
-        };
-        crate::private_dir::create_parent(path, "creating the folder of the audit log")?;
-        let file = OpenOptions::new()
-            .append(true)
-            .create(true)
-            .mode(0o600)
-            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-            .open(path)
-            .map_err(|e| io("opening the audit log", e))?;
         Ok(Self {
-            file: Some(Mutex::new(file)),
+            file: Some(Mutex::new(append_to(path)?)),
             path: Some(path.to_owned()),
         })
+    }
+
+    /// Opens the file at the same path again, so that a log rotated away (renamed by
+    /// logrotate, then SIGHUP) is not written to any more.
+    pub fn reopen(&self) -> Result<(), ServiceError> {
+        if let (Some(f), Some(path)) = (&self.file, &self.path) {
+            let new = append_to(path)?;
+            *f.lock().unwrap_or_else(|p| p.into_inner()) = new;
+        }
+        Ok(())
     }
 
     /// Where it writes.

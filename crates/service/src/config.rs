@@ -408,6 +408,18 @@ fn check_serve(
                 "two [[volume]] tables have this name".into(),
             ));
         }
+        // The kernel's dm-crypt and atrest's own exports would be two writers with two
+        // caches over the same sectors.
+        if let (Some(dm), true) = (&v.dm, v.nbd.is_some() || v.fuse.is_some()) {
+            return Err((
+                "dm",
+                dm.clone(),
+                format!(
+                    "volume {}: dm cannot be combined with nbd or fuse (two writers over the same data); choose one road",
+                    v.name
+                ),
+            ));
+        }
     }
     Ok(())
 }
@@ -625,6 +637,21 @@ path = "/var/lib/appliance/recordings.img"
         d.write("client.p12", "P12", 0o644);
         let e = Config::load(&p).unwrap_err().to_string();
         assert!(e.contains("chmod 600"), "{e}");
+    }
+
+    #[test]
+    fn dm_is_not_combined_with_another_export() {
+        let (d, _) = pem_dir("dmboth");
+        let p = d.write(
+            "both.toml",
+            &PEM_CONFIG.replace(
+                "[[volume]]\n",
+                "[[volume]]\ndm = \"atrest-rec\"\nnbd = \"unix:/run/atrest/rec.sock\"\n",
+            ),
+            0o644,
+        );
+        let e = Config::load(&p).unwrap_err().to_string();
+        assert!(e.contains("dm cannot be combined with nbd or fuse"), "{e}");
     }
 
     #[test]

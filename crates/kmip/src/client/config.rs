@@ -73,8 +73,9 @@ impl fmt::Display for ServerAddr {
     }
 }
 
-/// The client's TLS identity, as read from its files.
-#[derive(Clone)]
+/// The client's TLS identity, as read from its files. (Equality compares the bytes: the
+/// daemon reconnects when a certificate, key or passphrase was replaced.)
+#[derive(Clone, PartialEq, Eq)]
 pub enum Identity {
     /// A PKCS#12 file (certificate, chain and key), opened with the passphrase.
     Pkcs12 {
@@ -124,7 +125,7 @@ pub enum VersionChoice {
 }
 
 /// Everything the client needs.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientConfig {
     /// Servers in order of preference; the next is tried when one cannot be reached.
     pub servers: Vec<ServerAddr>,

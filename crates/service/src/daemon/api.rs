@@ -40,10 +40,17 @@ pub struct Shared {
     pub started: String,
     /// Every volume unlocked or with its reason.
     pub ready: AtomicBool,
+    /// The audit log (Save and Test's probe key is recorded there).
+    pub audit: Arc<crate::audit::Audit>,
+    /// Long polls of the feed waiting now.
+    pub polls: AtomicUsize,
 }
 
-/// Requests handled at once (a long poll holds one for up to 10 s).
+/// Requests handled at once (a long poll holds one for up to 30 s).
 const MAX_HANDLERS: usize = 32;
+/// Long polls that may wait at once; more are answered at once, so that a command always
+/// finds a free handler.
+const MAX_POLLS: usize = 24;
 /// Largest request body.
 const MAX_BODY: u64 = 64 << 10;
 
@@ -111,12 +118,47 @@ fn accept(server: &tiny_http::Server, shared: &Arc<Shared>) {
             let _ = req.respond(reply(503, &json!({"error": "too many requests at once"})));
             continue;
         }
-        busy.fetch_add(1, Ordering::SeqCst);
-        let (shared, busy) = (shared.clone(), busy.clone());
+        let (shared, slot) = (shared.clone(), Slot::take(&busy));
         std::thread::spawn(move || {
+            let _slot = slot;
             handle(req, &shared);
-            busy.fetch_sub(1, Ordering::SeqCst);
         });
+    }
+}
+
+/// One of a bounded number of places, given back when dropped (also when a handler
+/// panics, so the count cannot leak up to the bound).
+struct Slot(Arc<AtomicUsize>);
+
+impl Slot {
+    fn take(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        Self(count.clone())
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A long poll allowed to wait, counted while it lives; `None` past [`MAX_POLLS`].
+struct Poll<'a>(&'a AtomicUsize);
+
+impl<'a> Poll<'a> {
+    fn start(count: &'a AtomicUsize) -> Option<Self> {
+        if count.fetch_add(1, Ordering::SeqCst) >= MAX_POLLS {
+            count.fetch_sub(1, Ordering::SeqCst);
+            return None;
+        }
+        Some(Self(count))
+    }
+}
+
+impl Drop for Poll<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -159,6 +201,29 @@ fn route(method: &tiny_http::Method, url: &str, body: &[u8], shared: &Shared) ->
                 .and_then(|v| v["probe_key"].as_bool())
                 .unwrap_or(false);
             let r = crate::ops::test::save_and_test(&shared.config_path, probe);
+            // The probe creates and destroys a key on the server: on the record.
+            if let Some(p) = &r.probe_key {
+                for step in &p.steps {
+                    shared.audit.request(
+                        None,
+                        r.server.clone(),
+                        &format!("probe_{}", step.step),
+                        None,
+                        "ok",
+                        Duration::from_secs_f64(step.ms / 1000.0),
+                    );
+                }
+                if let Some(f) = &p.error {
+                    shared.audit.request(
+                        None,
+                        r.server.clone(),
+                        &format!("probe_{}", f.step),
+                        None,
+                        f.error.clone(),
+                        Duration::ZERO,
+                    );
+                }
+            }
             (
                 if r.ok { 200 } else { 502 },
                 serde_json::to_value(r).unwrap_or_default(),
@@ -172,8 +237,14 @@ fn route(method: &tiny_http::Method, url: &str, body: &[u8], shared: &Shared) ->
                     .and_then(|v| v.parse::<u64>().ok())
             };
             let after = param("after").unwrap_or(0);
-            let wait = param("wait").unwrap_or(10).min(30);
+            let poll = Poll::start(&shared.polls);
+            let wait = if poll.is_some() {
+                param("wait").unwrap_or(10).min(30)
+            } else {
+                0
+            };
             let (events, last) = shared.events.after(after, Duration::from_secs(wait));
+            drop(poll);
             (200, json!({"events": events, "last": last}))
         }
         (Post, ["v1", "volumes", name, action]) => volume_command(shared, name, action, body),

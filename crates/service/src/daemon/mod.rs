@@ -37,7 +37,19 @@ use worker::Command;
 struct Running {
     cfg: VolumeConfig,
     tx: Sender<Command>,
+    /// The worker's own stop: a conversion it runs stops at its next safe point.
+    stop: Stop,
     thread: JoinHandle<()>,
+}
+
+impl Running {
+    /// Stops the worker (a conversion at a safe point: it resumes at the next start) and
+    /// waits for it.
+    fn end(self) {
+        self.stop.request();
+        let _ = self.tx.send(Command::Stop);
+        let _ = self.thread.join();
+    }
 }
 
 /// What the operator sees of a run, for the CLI's log lines.
@@ -64,6 +76,8 @@ pub fn run(
         config_path: config_path.to_owned(),
         started: crate::audit::now(),
         ready: AtomicBool::new(false),
+        audit: audit.clone(),
+        polls: Default::default(),
     });
     let _api = api::Api::start(&config.serve.api_socket, shared.clone())?;
     audit.event(
@@ -90,6 +104,7 @@ pub fn run(
             &cfg.path.display().to_string(),
         )));
         let (tx, rx) = channel();
+        let vstop = Stop::new();
         let ctx = worker::Ctx {
             cfg: cfg.clone(),
             kmip: config.kmip.clone(),
@@ -98,7 +113,7 @@ pub fn run(
             status: status.clone(),
             events: events.clone(),
             kms: kms.clone(),
-            stop: stop.clone(),
+            stop: vstop.clone(),
         };
         let thread = std::thread::Builder::new()
             .name(format!("vol-{}", cfg.name))
@@ -114,6 +129,7 @@ pub fn run(
             Running {
                 cfg: cfg.clone(),
                 tx,
+                stop: vstop,
                 thread,
             },
         );
@@ -128,14 +144,33 @@ pub fn run(
         // Woken by any event (a volume changing state), or after 50 ms to look at signals.
         seen = events.after(seen, Duration::from_millis(50)).1;
         if reload.swap(false, Ordering::SeqCst) {
+            // Also what logrotate's postrotate sends: write to a fresh file.
+            if let Err(e) = audit.reopen() {
+                out.line(&format!("SIGHUP: the audit log is not reopened: {e}"));
+            }
             match Config::load(config_path) {
                 Err(e) => {
                     out.line(&format!("SIGHUP: the configuration is not reloaded: {e}"));
                     audit.event(None, "reload", None, e.to_string());
                 }
                 Ok(new) => {
-                    let kmip_changed = format!("{:?}", new.kmip) != format!("{:?}", config.kmip)
-                        || new.serve != config.serve;
+                    // Compared by content: a replaced certificate, key or password counts.
+                    let kmip_changed = new.kmip != config.kmip || new.serve != config.serve;
+                    for (what, old, now) in [
+                        (
+                            "api_socket",
+                            &config.serve.api_socket,
+                            &new.serve.api_socket,
+                        ),
+                        ("audit_log", &config.serve.audit_log, &new.serve.audit_log),
+                    ] {
+                        if old != now {
+                            out.line(&format!(
+                                "SIGHUP: {what} stays {} until atrest serve restarts",
+                                old.display()
+                            ));
+                        }
+                    }
                     let keep: Vec<String> = running
                         .iter()
                         .filter(|(name, r)| {
@@ -151,8 +186,7 @@ pub fn run(
                         .collect();
                     for name in &gone {
                         if let Some(r) = running.remove(name) {
-                            let _ = r.tx.send(Command::Stop);
-                            let _ = r.thread.join();
+                            r.end();
                         }
                         shared
                             .volumes
@@ -223,8 +257,12 @@ pub fn run(
     }
     notify::notify("STOPPING=1");
     out.line("stopping: closing exports, flushing, zeroizing keys");
-    for (_, r) in running {
+    // Every worker told first, then waited for: they take their volumes down together.
+    for r in running.values() {
+        r.stop.request();
         let _ = r.tx.send(Command::Stop);
+    }
+    for (_, r) in running {
         let _ = r.thread.join();
     }
     audit.event(None, "stopped", None, "ok");

@@ -129,12 +129,12 @@ impl VolumeStatus {
         }
     }
 
-    /// True once the volume is unlocked or has a reason not to be (`sd_notify` READY).
+    /// True once the volume is past its first attempt: unlocked, or saying why not
+    /// (waiting for a key server, locked, failed), or converting with its progress shown
+    /// (`sd_notify` READY). A conversion resumed at boot may run for hours; holding READY
+    /// back for it would have systemd kill the daemon at its start timeout.
     pub fn settled(&self) -> bool {
-        !matches!(self.state, State::Starting | State::Converting)
-            && (self.state == State::Unlocked
-                || self.reason.is_some()
-                || self.state == State::Plaintext)
+        self.state != State::Starting
     }
 }
 

@@ -121,7 +121,8 @@ pub struct Ctx {
 /// An unlocked volume and its exports.
 struct Serving {
     key_uid: String,
-    volume: Arc<Unlocked>,
+    /// The volume behind NBD and FUSE; none for dm-crypt, where the kernel holds the key.
+    volume: Option<Arc<Unlocked>>,
     nbd: Option<nbd::NbdServer>,
     fuse: Option<fuse::FuseExport>,
     dm: Option<dm::DmMapping>,
@@ -161,6 +162,10 @@ enum Halt {
 struct Worker {
     ctx: Ctx,
     rx: Receiver<Command>,
+    /// The device lock of a volume whose exports could not be closed: kept, so that no
+    /// conversion writes under a mapping or mount that may still be live, until the
+    /// operator asks for an unlock.
+    held: Option<Device>,
 }
 
 /// The shared key manager, held for a few requests.
@@ -185,7 +190,11 @@ impl std::ops::DerefMut for SharedKms<'_> {
 
 /// Runs the volume until told to stop.
 pub fn run(ctx: Ctx, rx: Receiver<Command>) {
-    let mut w = Worker { ctx, rx };
+    let mut w = Worker {
+        ctx,
+        rx,
+        held: None,
+    };
     let mut phase = Phase::Start;
     loop {
         phase = match phase {
@@ -308,9 +317,47 @@ impl Worker {
         }
     }
 
+    /// Tells the event feed the state again, unchanged (a command that changed nothing
+    /// still gets an answer).
+    fn restate(&self) {
+        let (state, reason) = {
+            let s = self.status();
+            (s.state, s.reason.clone())
+        };
+        self.ctx.events.push(
+            json!({"event": "state", "volume": self.name(), "state": state, "reason": reason}),
+        );
+    }
+
+    /// Commands that arrived while the worker could not read them (a conversion, a slow
+    /// key server): a lock or a stop is obeyed before anything is exported; a conversion
+    /// asked for meanwhile is refused. Every queued command is read, so that a job queued
+    /// behind a lock cannot run once the lock is obeyed; a stop outranks a lock.
+    fn pending(&self) -> Option<Halt> {
+        let mut halt = None;
+        while let Ok(c) = self.rx.try_recv() {
+            match c {
+                Command::Stop => halt = Some(Halt::Exit),
+                Command::Lock => {
+                    if halt.is_none() {
+                        halt = Some(Halt::Idle);
+                    }
+                }
+                Command::Job(j) => self.refuse_job(&j, "another operation was running"),
+                Command::Unlock | Command::CheckNow => {}
+            }
+        }
+        if matches!(halt, Some(Halt::Idle)) {
+            self.set(State::Locked, Some("locked through the API".into()));
+        }
+        halt
+    }
+
     // --------------------------------------------------------------------------------
 
     fn bring_up(&mut self) -> Phase {
+        // An unlock is the operator's word that a stuck export has let go.
+        self.held = None;
         self.set(State::Starting, None);
         let mut backoff = Backoff::new(Duration::from_secs(self.ctx.serve.retry_max_secs));
         loop {
@@ -371,8 +418,9 @@ impl Worker {
             Ok(f) => f,
             Err(e) => return Err(self.fail(State::Failed, e.to_string())),
         };
-        let (uid, _mode) = match found {
+        let (uid, mode) = match found {
             Found::Plain => {
+                self.status().key_uid = None;
                 self.set(State::Plaintext, None);
                 return Err(Halt::Idle);
             }
@@ -392,13 +440,16 @@ impl Worker {
                         key: None,
                         step: None,
                     },
+                    // Whether the operator asked to keep the old key is not recorded on the
+                    // volume: keeping it is the choice that can be undone (`atrest kmip
+                    // revoke`).
                     Kind::Decrypt => Job::Decrypt {
-                        keep_old: false,
+                        keep_old: true,
                         step: None,
                     },
                     Kind::Rekey => Job::Rekey {
                         deep: true,
-                        keep_old: false,
+                        keep_old: true,
                         step: None,
                     },
                 };
@@ -412,31 +463,61 @@ impl Worker {
             Found::Volume { key_uid, key_mode } => (key_uid, key_mode),
         };
         self.status().key_uid = Some(uid.clone());
+        // A lock asked for during a conversion (or before this attempt) wins.
+        if let Some(h) = self.pending() {
+            return Err(h);
+        }
         let (secret, server) = match self.key_for(&uid) {
             Ok(k) => k,
             Err(KeyProblem::Retry(why)) => return Err(Halt::Retry(why)),
             Err(KeyProblem::Lock(why)) => return Err(self.fail(State::Locked, why)),
             Err(KeyProblem::Fail(why)) => return Err(self.fail(State::Failed, why)),
         };
-        let unlocked = match crate::ops::open::unlock(&dev, &secret) {
-            Ok(u) => u,
-            Err(e) => return Err(self.fail(State::Failed, e.to_string())),
+        // A lock asked for while the key was on its way wins.
+        if let Some(h) = self.pending() {
+            return Err(h);
+        }
+        let next_check = Instant::now() + Duration::from_secs(self.ctx.serve.key_check_secs);
+        let mut serving = if let Some(name) = &self.ctx.cfg.dm {
+            let opened = dm::open_proven(dev, name, mode, &secret);
+            drop(secret);
+            secmem::wipe_stack();
+            let (mapping, held) = match opened {
+                Ok(o) => o,
+                Err(e) => return Err(self.fail(State::Failed, format!("dm-crypt: {e}"))),
+            };
+            Serving {
+                key_uid: uid.clone(),
+                volume: None,
+                nbd: None,
+                fuse: None,
+                dm: Some(mapping),
+                _device: Some(held),
+                next_check,
+            }
+        } else {
+            let unlocked = match crate::ops::open::unlock(&dev, &secret) {
+                Ok(u) => u,
+                Err(e) => return Err(self.fail(State::Failed, e.to_string())),
+            };
+            drop(secret);
+            secmem::wipe_stack();
+            Serving {
+                key_uid: uid.clone(),
+                volume: Some(Arc::new(unlocked)),
+                nbd: None,
+                fuse: None,
+                dm: None,
+                _device: Some(dev),
+                next_check,
+            }
         };
-        let dm_secret = self.ctx.cfg.dm.as_ref().map(|_| secret.clone());
-        drop(secret);
-        secmem::wipe_stack();
-        let mut serving = Serving {
-            key_uid: uid.clone(),
-            volume: Arc::new(unlocked),
-            nbd: None,
-            fuse: None,
-            dm: None,
-            _device: Some(dev),
-            next_check: Instant::now() + Duration::from_secs(self.ctx.serve.key_check_secs),
-        };
-        if let Err(e) = self.start_exports(&mut serving, dm_secret) {
-            self.take_down(serving);
-            return Err(self.fail(State::Failed, format!("starting the exports: {e}")));
+        if let Err(e) = self.start_exports(&mut serving) {
+            let mut why = format!("starting the exports: {e}");
+            if let Err(more) = self.take_down(serving) {
+                why = format!("{why}; then {more}");
+            }
+            return Err(self.fail(State::Failed, why));
         }
         {
             let mut s = self.status();
@@ -494,48 +575,34 @@ impl Worker {
         Ok((secret, server.or_else(|| kms.server())))
     }
 
-    fn start_exports(
-        &self,
-        s: &mut Serving,
-        dm_secret: Option<zeroize::Zeroizing<Vec<u8>>>,
-    ) -> Result<(), ServiceError> {
+    /// Starts NBD and FUSE over the unlocked volume (dm-crypt is open already) and
+    /// records every export.
+    fn start_exports(&self, s: &mut Serving) -> Result<(), ServiceError> {
         let cfg = &self.ctx.cfg;
         let mut exports = Vec::new();
-        if let Some(addr) = &cfg.nbd {
-            let server = nbd::serve(s.volume.clone(), addr, &cfg.name, cfg.discard)?;
-            exports.push(Export {
-                kind: "nbd",
-                at: server.uri(),
-            });
-            s.nbd = Some(server);
+        if let Some(vol) = s.volume.clone() {
+            if let Some(addr) = &cfg.nbd {
+                let server = nbd::serve(vol.clone(), addr, &cfg.name, cfg.discard)?;
+                exports.push(Export {
+                    kind: "nbd",
+                    at: server.uri(),
+                });
+                s.nbd = Some(server);
+            }
+            if let Some(dir) = &cfg.fuse {
+                let f = fuse::mount(vol, dir, &cfg.name)?;
+                exports.push(Export {
+                    kind: "fuse",
+                    at: f.file().display().to_string(),
+                });
+                s.fuse = Some(f);
+            }
         }
-        if let Some(dir) = &cfg.fuse {
-            let f = fuse::mount(s.volume.clone(), dir, &cfg.name)?;
-            exports.push(Export {
-                kind: "fuse",
-                at: f.file().display().to_string(),
-            });
-            s.fuse = Some(f);
-        }
-        if let (Some(name), Some(secret)) = (&cfg.dm, dm_secret) {
-            // cryptsetup takes its own lock on the device while opening it.
-            let held = s._device.take();
-            drop(held);
-            let loc = self.location();
-            let mode = volume::convert::inspect(Device::open(&loc, false)?.devices())
-                .ok()
-                .and_then(|f| match f {
-                    Found::Volume { key_mode, .. } => Some(key_mode),
-                    _ => None,
-                })
-                .unwrap_or(volume::volume::KeyMode::Wrapped);
-            let m = dm::open(&loc, name, mode, &secret)?;
+        if let Some(m) = &s.dm {
             exports.push(Export {
                 kind: "dm",
                 at: m.device().display().to_string(),
             });
-            s.dm = Some(m);
-            s._device = Some(Device::open(&loc, false)?);
         }
         for e in &exports {
             self.ctx.audit.event(
@@ -550,32 +617,63 @@ impl Worker {
     }
 
     /// Closes the exports (clients' I/O fails from here), flushes, and drops the volume:
-    /// its key schedule is zeroed when the last export lets go of it.
-    fn take_down(&self, mut s: Serving) {
+    /// its key schedule is zeroed when the last export lets go of it. An export that
+    /// cannot be closed is named in the error; the device lock is then kept (`held`).
+    fn take_down(&mut self, mut s: Serving) -> Result<(), String> {
+        let mut problems = Vec::new();
         if let Some(n) = s.nbd.take() {
-            let _ = n.stop();
+            if let Err(e) = n.stop() {
+                problems.push(format!("NBD: {e}"));
+            }
         }
         if let Some(mut f) = s.fuse.take() {
-            let _ = f.close();
+            if let Err(e) = f.close() {
+                problems.push(format!("FUSE: {e}"));
+            }
         }
         if let Some(mut m) = s.dm.take() {
             if let Err(e) = m.close() {
-                log::error!("{}: {e}", self.name());
+                problems.push(format!("dm-crypt: {e}"));
             }
         }
-        let _ = s.volume.flush();
-        drop(s);
+        if let Some(v) = &s.volume {
+            if let Err(e) = v.flush() {
+                problems.push(format!("flushing the volume: {e}"));
+            }
+        }
         self.status().exports.clear();
+        if problems.is_empty() {
+            return Ok(());
+        }
+        for p in &problems {
+            log::error!("{}: {p}", self.name());
+        }
+        self.held = s._device.take();
+        Err(problems.join("; "))
     }
 
     /// Closes the exports, forgets the keys, and says why in the audit log and the status.
+    /// When an export would not close, the volume is not reported locked: it is Failed,
+    /// with what is still open.
     fn lock(&mut self, s: Serving, reason: String) -> Phase {
         let uid = s.key_uid.clone();
-        self.take_down(s);
-        self.ctx
-            .audit
-            .event(Some(self.name()), "locked", Some(&uid), reason.clone());
-        self.set(State::Locked, Some(reason));
+        match self.take_down(s) {
+            Ok(()) => {
+                self.ctx
+                    .audit
+                    .event(Some(self.name()), "locked", Some(&uid), reason.clone());
+                self.set(State::Locked, Some(reason));
+            }
+            Err(e) => {
+                let why = format!(
+                    "{reason}, but not every export closed ({e}); `atrest ctl unlock` once its users let go"
+                );
+                self.ctx
+                    .audit
+                    .event(Some(self.name()), "lock_failed", Some(&uid), why.clone());
+                self.set(State::Failed, Some(why));
+            }
+        }
         Phase::Idle
     }
 
@@ -592,25 +690,39 @@ impl Worker {
                         return self.lock(s, reason);
                     }
                 }
-                Some(Command::Unlock) => {}
+                Some(Command::Unlock) => self.restate(),
                 Some(Command::Lock) => return self.lock(s, "locked through the API".into()),
                 Some(Command::Job(j)) => {
                     if matches!(j, Job::Encrypt { .. }) {
                         self.refuse_job(&j, "the volume is encrypted already");
                         continue;
                     }
-                    self.take_down(s);
+                    let uid = s.key_uid.clone();
+                    if let Err(e) = self.take_down(s) {
+                        let why = format!("not every export closed ({e})");
+                        self.refuse_job(&j, &why);
+                        self.ctx.audit.event(
+                            Some(self.name()),
+                            "lock_failed",
+                            Some(&uid),
+                            why.clone(),
+                        );
+                        self.set(State::Failed, Some(why));
+                        return Phase::Idle;
+                    }
                     return Phase::Job(j);
                 }
                 Some(Command::Stop) => {
-                    self.take_down(s);
+                    // Stopping anyway: the errors are in the log.
+                    let _ = self.take_down(s);
                     return Phase::Exit;
                 }
             }
         }
     }
 
-    /// Asks the key's state; `Some(reason)` when the volume must be locked.
+    /// Asks the key's state; `Some(reason)` when the volume must be locked: the key is
+    /// not Active (with `require_active_key`), or its material is gone (always).
     fn check_key(&mut self, uid: &str) -> Option<String> {
         let r = match self.kms() {
             Ok(mut k) => {
@@ -632,25 +744,30 @@ impl Worker {
                 server: server.clone(),
             });
             match &result {
-                Err(e) if is_unreachable(e) => st.server_error = Some(e.to_string()),
+                // Unreachable, or refused (the account's rights withdrawn, say): shown.
+                Err(e) if !is_gone(e) => st.server_error = Some(e.to_string()),
                 _ => {
                     st.server_error = None;
                     st.server = server;
                 }
             }
         }
+        let destroyed =
+            |s: KeyState| s == KeyState::DESTROYED || s == KeyState::DESTROYED_COMPROMISED;
         match result {
             Ok(KeyState::ACTIVE) => None,
-            Ok(s) => Some(format!(
+            Ok(s) if self.ctx.serve.require_active_key || destroyed(s) => Some(format!(
                 "the key {} became {} on the key server",
                 shown(uid),
                 state_name(s)
             )),
+            Ok(_) => None,
             Err(e) if is_gone(&e) => Some(format!(
                 "the key {} no longer exists on the key server",
                 shown(uid)
             )),
-            // A server that cannot be reached is no reason to lock: the key is in memory.
+            // No answer, or a refusal the server's operator may lift, is no reason to lock:
+            // the key is in memory. It is in the status and the feed.
             Err(e) => {
                 self.ctx.events.push(json!({"event": "key_check_failed", "volume": self.name(), "error": e.to_string()}));
                 None
@@ -661,7 +778,8 @@ impl Worker {
     fn idle(&mut self) -> Phase {
         loop {
             match self.wait(Duration::from_secs(3600)) {
-                None | Some(Command::Lock | Command::CheckNow) => {}
+                None | Some(Command::CheckNow) => {}
+                Some(Command::Lock) => self.restate(),
                 Some(Command::Unlock) => return Phase::Start,
                 Some(Command::Job(j)) => return Phase::Job(j),
                 Some(Command::Stop) => return Phase::Exit,

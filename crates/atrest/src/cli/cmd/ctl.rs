@@ -154,9 +154,11 @@ fn command(
                 },
                 ("state", _) if until != "job" => {
                     let state = ev["state"].as_str().unwrap_or("");
+                    // The state asked for, or one that says it will not come.
                     if state == until
                         || (until == "unlocked"
                             && matches!(state, "locked" | "failed" | "waiting" | "plaintext"))
+                        || (until == "locked" && matches!(state, "failed" | "plaintext"))
                     {
                         if !a.json {
                             println!(
@@ -167,8 +169,8 @@ fn command(
                                     .unwrap_or_default()
                             );
                         }
-                        if until == "unlocked" && state != "unlocked" {
-                            bail!("{volume} did not unlock");
+                        if state != until {
+                            bail!("{volume} is not {until}");
                         }
                         return Ok(());
                     }

@@ -20,6 +20,9 @@ impl service::daemon::Reporter for Lines {
 pub fn run(config: &Path) -> anyhow::Result<()> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
         .format_target(false)
+        // fuser warns of every request it does not implement (xattrs) and of an unmount
+        // atrest already did; its errors still show.
+        .filter_module("fuser", log::LevelFilter::Error)
         .init();
     let stop = stop_on_signals()?;
     let reload = Arc::new(AtomicBool::new(false));
