@@ -8,7 +8,7 @@ venv=${ATREST_PYKMIP_VENV:-$root/.venv}
 
 need=()
 for pkg in build-essential pkg-config libssl-dev openssl python3-venv cryptsetup-bin \
-    qemu-utils libnbd-bin fio fuse3 e2fsprogs util-linux gdb; do
+    qemu-utils libnbd-bin fio fuse3 e2fsprogs util-linux gdb systemd; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then
