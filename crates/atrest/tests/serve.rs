@@ -893,7 +893,7 @@ fn sighup_adds_and_removes_volumes(env: &Env) {
     daemon.signal("HUP");
     daemon.wait_state("second", "unlocked", Duration::from_secs(10));
     daemon.wait_state("first", "unlocked", Duration::from_secs(1));
-    case.write(&kmip, 300, 5, &[second]);
+    case.write(&kmip, 300, 5, std::slice::from_ref(&second));
     daemon.signal("HUP");
     let t = Instant::now();
     while daemon.status()["volumes"].as_array().unwrap().len() != 1 {
@@ -938,19 +938,53 @@ fn sighup_adds_and_removes_volumes(env: &Env) {
             .all(|o| ops.iter().any(|x| x == o)),
         "{ops:?}"
     );
-    // A rotated password (same file, new content) is used from the reload on: a wrong
-    // one makes the restarted volume wait, naming the refusal; the right one brings it
-    // back.
+    // A rotated password (same file, new content) is used from the reload on, without
+    // taking a serving volume down: with a wrong one, "second" keeps its key and its
+    // export, and its next key check names the refusal; a volume added meanwhile waits,
+    // naming it too. The right one clears both, the waiting volume at once.
+    let third = one_volume(&case, &kmip, "third", 300, 5);
+    case.write(&kmip, 300, 5, &[second, third]);
     write_password(b"not the password\n");
     daemon.signal("HUP");
-    let v = daemon.wait_state("second", "waiting", Duration::from_secs(10));
+    let v = daemon.wait_state("third", "waiting", Duration::from_secs(10));
     assert!(
         v["reason"].as_str().unwrap_or("").contains("uthenticat"),
         "{v}"
     );
+    assert_eq!(daemon.call("POST", "/v1/volumes/second/check", None).0, 202);
+    let t = Instant::now();
+    loop {
+        let v = daemon.volume("second");
+        assert_eq!(
+            v["state"], "unlocked",
+            "a credential change took it down: {v}"
+        );
+        if v["server_error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("uthenticat")
+        {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "{v}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        qemu_io(&daemon.export("second", "nbd"), "read 0 4k")
+            .status
+            .success(),
+        "the export stopped serving over a credential change"
+    );
     write_password(&password);
     daemon.signal("HUP");
-    daemon.wait_state("second", "unlocked", Duration::from_secs(10));
+    // Unlocked well before its backoff (up to 5 s) would have retried.
+    daemon.wait_state("third", "unlocked", Duration::from_secs(3));
+    assert_eq!(daemon.call("POST", "/v1/volumes/second/check", None).0, 202);
+    let t = Instant::now();
+    while !daemon.volume("second")["server_error"].is_null() {
+        assert!(t.elapsed() < Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(50));
+    }
     // logrotate: the log renamed away, SIGHUP, a fresh file gets the new lines.
     let rotated = case.dir.join("log/audit.jsonl.1");
     std::fs::rename(case.audit(), &rotated).unwrap();

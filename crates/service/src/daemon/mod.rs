@@ -70,6 +70,7 @@ pub fn run(
     let audit = Arc::new(Audit::open(&config.serve.audit_log)?);
     let events = Arc::new(Events::default());
     let kms = Arc::new(Mutex::new(None));
+    let kmip = Arc::new(Mutex::new(config.kmip.clone()));
     let shared = Arc::new(api::Shared {
         volumes: Mutex::new(BTreeMap::new()),
         events: events.clone(),
@@ -107,7 +108,7 @@ pub fn run(
         let vstop = Stop::new();
         let ctx = worker::Ctx {
             cfg: cfg.clone(),
-            kmip: config.kmip.clone(),
+            kmip: kmip.clone(),
             serve: config.serve.clone(),
             audit: audit.clone(),
             status: status.clone(),
@@ -155,7 +156,12 @@ pub fn run(
                 }
                 Ok(new) => {
                     // Compared by content: a replaced certificate, key or password counts.
-                    let kmip_changed = new.kmip != config.kmip || new.serve != config.serve;
+                    // New KMIP settings do not restart a volume: one that serves keeps its
+                    // key and its exports (a routine certificate rotation must not yank the
+                    // appliance's file systems), its next key check uses the new settings.
+                    // New [serve] settings restart every volume.
+                    let kmip_changed = new.kmip != config.kmip;
+                    let serve_changed = new.serve != config.serve;
                     for (what, old, now) in [
                         (
                             "api_socket",
@@ -174,7 +180,7 @@ pub fn run(
                     let keep: Vec<String> = running
                         .iter()
                         .filter(|(name, r)| {
-                            !kmip_changed
+                            !serve_changed
                                 && new.volumes.iter().any(|v| &v.name == *name && *v == r.cfg)
                         })
                         .map(|(n, _)| n.clone())
@@ -195,8 +201,25 @@ pub fn run(
                             .remove(name);
                     }
                     if kmip_changed {
-                        // Every volume was stopped: the next one made connects anew.
+                        *kmip.lock().unwrap_or_else(|p| p.into_inner()) = new.kmip.clone();
+                        // The shared connection was made with the old settings: the next
+                        // request connects anew.
                         *kms.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                        // A volume waiting for a key server tries again now, with them.
+                        for name in &keep {
+                            let waiting = shared
+                                .volumes
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .get(name)
+                                .is_some_and(|(_, s)| {
+                                    s.lock().unwrap_or_else(|p| p.into_inner()).state
+                                        == State::Waiting
+                                });
+                            if let (true, Some(r)) = (waiting, running.get(name)) {
+                                let _ = r.tx.send(Command::Unlock);
+                            }
+                        }
                     }
                     let added: Vec<&VolumeConfig> = new
                         .volumes
@@ -207,10 +230,15 @@ pub fn run(
                         start(v, &new, &mut running);
                     }
                     let text = format!(
-                        "SIGHUP: configuration reloaded; {} volume(s) kept, {} stopped, {} started",
+                        "SIGHUP: configuration reloaded; {} volume(s) kept, {} stopped, {} started{}",
                         keep.len(),
                         gone.len(),
-                        added.len()
+                        added.len(),
+                        if kmip_changed {
+                            "; new KMIP settings in use from the next request"
+                        } else {
+                            ""
+                        }
                     );
                     out.line(&text);
                     audit.event(None, "reload", None, text);

@@ -102,8 +102,9 @@ pub enum Command {
 pub struct Ctx {
     /// Its `[[volume]]` table.
     pub cfg: VolumeConfig,
-    /// The key servers.
-    pub kmip: ClientConfig,
+    /// The key servers; replaced in place by a reload, so that serving volumes keep their
+    /// exports while the certificate or password is rotated.
+    pub kmip: Arc<Mutex<ClientConfig>>,
     /// `[serve]`.
     pub serve: ServeConfig,
     /// The audit log.
@@ -282,14 +283,22 @@ impl Worker {
         }
     }
 
+    /// The key servers as the configuration says now.
+    fn kmip(&self) -> ClientConfig {
+        self.ctx
+            .kmip
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     /// The daemon's key manager, shared by the volumes (one connection, one login on the
     /// server for all of them), its requests recorded on behalf of this volume.
     fn kms(&self) -> Result<SharedKms<'_>, ServiceError> {
         let mut g = self.ctx.kms.lock().unwrap_or_else(|p| p.into_inner());
         if g.is_none() {
             *g = Some(
-                KeyManager::for_servers(self.ctx.kmip.clone())?
-                    .with_audit(self.ctx.audit.clone(), None),
+                KeyManager::for_servers(self.kmip())?.with_audit(self.ctx.audit.clone(), None),
             );
         }
         if let Some(k) = g.as_mut() {
@@ -832,7 +841,7 @@ impl Worker {
         let stop = self.ctx.stop.clone();
         // A conversion may run for hours: it gets a key manager (a connection) of its own,
         // so the other volumes' key checks do not wait for it.
-        let kms = &mut KeyManager::for_servers(self.ctx.kmip.clone())?
+        let kms = &mut KeyManager::for_servers(self.kmip())?
             .with_audit(self.ctx.audit.clone(), Some(&self.ctx.cfg.name));
         let report = match j {
             Job::Encrypt { key, step } => encrypt(
