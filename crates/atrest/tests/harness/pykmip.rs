@@ -169,6 +169,9 @@ impl PyKmip {
             .stderr(std::fs::File::create(d.join("stderr.log")).unwrap())
             // Its own process group, so the helpers it forks stop with it.
             .process_group(0)
+            // Python's multiprocessing makes a pymp-* folder per process in $TMPDIR and
+            // leaves it when the server is stopped: inside the scratch space, it goes too.
+            .env("TMPDIR", &d)
             .spawn()
             .unwrap_or_else(|e| {
                 panic!(
