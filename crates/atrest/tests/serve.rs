@@ -858,6 +858,81 @@ fn without_require_active_key_only_a_destroyed_key_locks(env: &Env) {
     daemon.stop();
 }
 
+/// Every byte of a process's memory that can be read, as root reads it through
+/// /proc/PID/mem: also the pages left out of core dumps, where the key schedules live.
+fn memory_of(pid: u32) -> Vec<u8> {
+    use std::os::unix::fs::FileExt;
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    let mem = std::fs::File::open(format!("/proc/{pid}/mem")).unwrap();
+    let mut all = Vec::new();
+    for line in maps.lines() {
+        let mut f = line.split_whitespace();
+        let (range, perms) = (f.next().unwrap(), f.next().unwrap());
+        if !perms.starts_with('r') || line.ends_with("[vvar]") || line.ends_with("[vsyscall]") {
+            continue;
+        }
+        let (a, b) = range.split_once('-').unwrap();
+        let (a, b) = (
+            u64::from_str_radix(a, 16).unwrap(),
+            u64::from_str_radix(b, 16).unwrap(),
+        );
+        let mut buf = vec![0u8; (b - a) as usize];
+        if mem.read_exact_at(&mut buf, a).is_ok() {
+            all.extend_from_slice(&buf);
+        }
+    }
+    all
+}
+
+/// A lock forgets the keys: while the volume serves, its volume key is in the daemon's
+/// memory (the XTS key schedules begin with it: the control that the scan can find it)
+/// and the KMIP secret is not (dropped and wiped once the volume is unlocked); after a
+/// lock, neither is anywhere in the daemon's readable memory, locked pages included.
+fn a_lock_wipes_the_keys_from_the_daemons_memory(env: &Env) {
+    let case = Case::new(env, "mem-lock");
+    let kmip = kms_kmip(env, None, 5);
+    one_volume(&case, &kmip, "v", 300, 5);
+    let kconf = case.dir.join("kmip.toml");
+    // The keys, before the daemon holds the image (cryptsetup would wait for its lock).
+    let img = case.dir.join("v.img");
+    let status: Value =
+        serde_json::from_slice(&atrest_ok(&["status", "--json", img.to_str().unwrap()]).stdout)
+            .unwrap();
+    let uid = status["key_uid"].as_str().unwrap().to_owned();
+    remember_key(env, &kconf, &uid);
+    let secret = env.keys.borrow()[&uid].clone();
+    let volume_key = harness::cryptsetup_volume_key(&img, &secret);
+    let mut daemon = Daemon::start(&case);
+    daemon.ready(Duration::from_secs(30));
+    daemon.wait_state("v", "unlocked", Duration::from_secs(5));
+    assert!(qemu_io(&daemon.export("v", "nbd"), "write -P 0x5c 0 1M")
+        .status
+        .success());
+    let find = |m: &[u8], k: &[u8]| k.chunks(16).any(|c| memchr::memmem::find(m, c).is_some());
+    let pid = daemon.child.id();
+    let before = memory_of(pid);
+    assert!(before.len() > 1 << 20, "{} bytes read", before.len());
+    assert!(
+        find(&before, &volume_key),
+        "control: the serving daemon's volume key was not found by the scan"
+    );
+    assert!(
+        !find(&before, &secret),
+        "the KMIP secret stayed in memory after the unlock"
+    );
+    assert_eq!(daemon.call("POST", "/v1/volumes/v/lock", None).0, 202);
+    daemon.wait_state("v", "locked", Duration::from_secs(10));
+    let after = memory_of(pid);
+    for (name, key) in [("volume key", &volume_key), ("KMIP secret", &secret)] {
+        assert!(!find(&after, key), "the {name} is in memory after the lock");
+        assert!(
+            memchr::memmem::find(&after, hex::encode(key).as_bytes()).is_none(),
+            "the {name} in hex"
+        );
+    }
+    daemon.stop();
+}
+
 /// SIGHUP adds and removes volumes; `ctl` reports and tests; SIGTERM exits 0.
 fn sighup_adds_and_removes_volumes(env: &Env) {
     let case = Case::new(env, "sighup");
@@ -1120,6 +1195,10 @@ fn main() {
         (
             "without_require_active_key_only_a_destroyed_key_locks",
             without_require_active_key_only_a_destroyed_key_locks,
+        ),
+        (
+            "a_lock_wipes_the_keys_from_the_daemons_memory",
+            a_lock_wipes_the_keys_from_the_daemons_memory,
         ),
         (
             "sighup_adds_and_removes_volumes",
