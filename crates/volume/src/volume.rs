@@ -133,6 +133,10 @@ pub struct Status {
     pub data_offset: u64,
     /// Plaintext size in bytes.
     pub data_size: u64,
+    /// Added to every sector's tweak, in 512-byte units (dm-crypt's `iv_offset`; 0 for
+    /// every volume atrest makes, so anything else is worth the operator's eye: the
+    /// digest does not cover it).
+    pub iv_tweak: u64,
     /// Mandatory requirements (a conversion in progress shows here).
     pub requirements: Vec<String>,
     /// A conversion in progress.
@@ -351,6 +355,7 @@ fn status_of(
         server_hint: token.server_hint.as_deref().map(|h| shown(h).into_owned()),
         data_offset: layout.data.offset,
         data_size: layout.data.size,
+        iv_tweak: layout.data.iv_tweak,
         requirements: m
             .config
             .requirements

@@ -42,7 +42,7 @@ fn pbkdf2(
         return Err(Luks2Error::corrupt(
             "pbkdf2 iterations",
             iterations,
-            format!("outside {MIN_ITERATIONS}..={MAX_ITERATIONS}"),
+            format!("outside {MIN_ITERATIONS} to {MAX_ITERATIONS}"),
         ));
     }
     let mut out = Zeroizing::new(vec![0u8; len]);
@@ -110,7 +110,7 @@ pub fn verify(digest: &Digest, volume_key: &[u8]) -> Result<bool, Luks2Error> {
         return Err(Luks2Error::corrupt(
             "digest salt",
             format!("{} bytes", salt.len()),
-            "outside 16..=64 bytes",
+            "outside 16 to 64 bytes",
         ));
     }
     let got = pbkdf2(volume_key, &salt, digest.iterations, want.len())?;

@@ -135,7 +135,11 @@ fn decoded_len(
         return Err(corrupt(
             field,
             format!("{n} bytes"),
-            format!("must be {}..={} bytes", allowed.start(), allowed.end()),
+            if allowed.start() == allowed.end() {
+                format!("must be {} bytes", allowed.start())
+            } else {
+                format!("must be {} to {} bytes", allowed.start(), allowed.end())
+            },
         ));
     }
     Ok(())
@@ -146,7 +150,7 @@ fn check_iterations(field: &str, it: u32) -> Result<(), Luks2Error> {
         return Err(corrupt(
             field,
             it,
-            format!("PBKDF2 iterations must be {MIN_ITERATIONS}..={MAX_ITERATIONS}"),
+            format!("PBKDF2 iterations must be {MIN_ITERATIONS} to {MAX_ITERATIONS}"),
         ));
     }
     Ok(())
@@ -305,6 +309,18 @@ fn check_segment(h: &Header, g: Geometry, keyslots_end: u64) -> Result<DataArea,
             format!("the data would overlap the header and keyslots area, which ends at byte {keyslots_end}"),
         ));
     }
+    // A segment that starts past the device's end is not a truncated image: say so,
+    // rather than counting exabytes "missing".
+    if offset >= g.data_len {
+        return Err(corrupt(
+            "segments.0.offset",
+            offset,
+            format!(
+                "past the end of the {}-byte device (a damaged or altered header, or the wrong device)",
+                g.data_len
+            ),
+        ));
+    }
     let iv_tweak = match seg.iv_tweak.as_deref() {
         None => 0,
         Some(t) => parse_u64("segments.0.iv_tweak", t)?,
@@ -379,7 +395,7 @@ fn check_keyslots(
             .parse::<u8>()
             .is_ok_and(|n| usize::from(n) < MAX_KEYSLOTS)
         {
-            return Err(corrupt("keyslots", id, "keyslot ids are 0..=31"));
+            return Err(corrupt("keyslots", id, "keyslot ids are 0 to 31"));
         }
         check_keyslot(id, k)?;
         let (off, size) = (k.area.offset, k.area.size);
@@ -432,7 +448,7 @@ fn check_keyslot(id: &str, k: &Keyslot) -> Result<(), Luks2Error> {
         ));
     }
     if !(1..=STRIPES as u32).contains(&k.af.stripes) {
-        return Err(corrupt(&f("af.stripes"), k.af.stripes, "must be 1..=4000"));
+        return Err(corrupt(&f("af.stripes"), k.af.stripes, "must be 1 to 4000"));
     }
     if k.area.kind != "raw" || k.area.encryption != "aes-xts-plain64" {
         return Err(unsupported(

@@ -31,6 +31,12 @@ pub fn run(device: &Path, header: Option<&Path>, json: bool) -> anyhow::Result<(
         "data          {} bytes at offset {}",
         s.data_size, s.data_offset
     );
+    if s.iv_tweak != 0 {
+        println!(
+            "iv tweak      {} (sector tweaks start at {} instead of 0; atrest never writes this: check the header was not changed)",
+            s.iv_tweak, s.iv_tweak
+        );
+    }
     if let Some(c) = &s.conversion {
         println!(
             "conversion    {}: {} of {} bytes done, interrupted or running; `{}` finishes it",
