@@ -1,12 +1,14 @@
 //! Conversions survive a crash at every I/O operation. `PowerCut` is a backend that keeps
 //! two images: what the program sees, and what is durable. At the chosen operation the
-//! "power fails": every later call errors, and the surviving image is the durable one plus,
-//! optionally, an arbitrary subset of the 512-byte sectors written since the last sync (a
-//! disk may have written some of them, in any order). Then the conversion resumes on that
-//! image and the volume must read back the original plaintext, bit for bit.
+//! "power fails": every later call errors, and the surviving image is the durable one plus
+//! none, a pseudo-random half, or all of the 512-byte sectors written since the last sync
+//! (a disk may have written some of them, in any order; a process crash keeps them all in
+//! the page cache). Then the conversion resumes on that image and the volume must read back
+//! the original plaintext, bit for bit.
 //!
 //! This is a simulated fault on purpose: a real power cut at a chosen write is not
-//! something a real peer can produce. `crates/atrest/tests/kill.rs` kills the real binary.
+//! something a real peer can produce. `crates/atrest/tests/convert.rs` kills the real
+//! binary.
 
 use std::collections::HashSet;
 use std::io;
@@ -317,6 +319,37 @@ fn check(job: Job, image: Vec<u8>, plain: &[u8], what: &str) {
     }
 }
 
+/// What survives of the writes issued since the last sync when the run is cut short.
+#[derive(Debug, Clone, Copy)]
+enum Survivors {
+    /// A power cut: only what was synced.
+    SyncedOnly,
+    /// A power cut on a disk that had written some of the rest, in any order: a
+    /// pseudo-random half of the unsynced sectors.
+    SomeUnsynced,
+    /// A process crash (SIGKILL, OOM kill, panic): the page cache keeps every write that
+    /// was issued, synced or not. `crates/atrest/tests/convert.rs` kills the real binary;
+    /// this runs every cut point.
+    AllIssued,
+}
+
+const SURVIVORS: [Survivors; 3] = [
+    Survivors::SyncedOnly,
+    Survivors::SomeUnsynced,
+    Survivors::AllIssued,
+];
+
+impl Survivors {
+    /// Whether an unsynced sector survives, `coin` being a fresh pseudo-random number.
+    fn keeps(self, coin: u64) -> bool {
+        match self {
+            Self::SyncedOnly => false,
+            Self::SomeUnsynced => coin & 1 == 1,
+            Self::AllIssued => true,
+        }
+    }
+}
+
 /// Cuts the power at every operation of `job` in turn (and, in a second pass, keeps a
 /// pseudo-random half of the unsynced sectors), resumes, and checks the result.
 fn every_cut(job: Job, mode: &str, ss: u32) {
@@ -337,7 +370,7 @@ fn every_cut(job: Job, mode: &str, ss: u32) {
     };
     leftovers(&clean.disk().live, "clean run");
     let mut seed = 7u64;
-    for torn in [false, true] {
+    for survive in SURVIVORS {
         for cut in 1..=total {
             let dev = PowerCut::new(image.clone(), true);
             dev.disk().cut_at = cut;
@@ -350,9 +383,9 @@ fn every_cut(job: Job, mode: &str, ss: u32) {
                 seed ^= seed << 13 ^ s;
                 seed ^= seed >> 7;
                 seed ^= seed << 17;
-                torn && seed & 1 == 1
+                survive.keeps(seed)
             });
-            let what = format!("{job:?} {mode} {ss}: cut at op {cut} of {total} (torn: {torn})");
+            let what = format!("{job:?} {mode} {ss}: cut at op {cut} of {total} ({survive:?})");
             // Resume, and once in a while cut the resumed run too, then resume again.
             let again = PowerCut::new(img, true);
             if cut % 5 == 0 {
@@ -370,7 +403,7 @@ fn every_cut(job: Job, mode: &str, ss: u32) {
                 leftovers(&again.disk().live, &what);
             }
         }
-        eprintln!("{job:?} {mode} {ss}: {total} cut points (torn: {torn}) resumed to the original");
+        eprintln!("{job:?} {mode} {ss}: {total} cut points ({survive:?}) resumed to the original");
     }
 }
 
@@ -716,7 +749,7 @@ fn every_cut_detached(job: Job, mode: &str, ss: u32) {
         "clean run",
     );
     let mut seed = 11u64;
-    for torn in [false, true] {
+    for survive in SURVIVORS {
         for cut in 1..=total {
             let disk = PowerCut::new(image.clone(), false);
             disk.disk().cut_at = cut;
@@ -725,10 +758,10 @@ fn every_cut_detached(job: Job, mode: &str, ss: u32) {
                 seed ^= seed << 13 ^ s;
                 seed ^= seed >> 7;
                 seed ^= seed << 17;
-                torn && seed & 1 == 1
+                survive.keeps(seed)
             });
             let what =
-                format!("{job:?} --header {mode} {ss}: cut at op {cut} of {total} (torn: {torn})");
+                format!("{job:?} --header {mode} {ss}: cut at op {cut} of {total} ({survive:?})");
             let again = PowerCut::new(img, false);
             drive_detached(job, &again, plain.len(), mode, ss)
                 .unwrap_or_else(|e| panic!("{what}: {e}"));
@@ -740,7 +773,7 @@ fn every_cut_detached(job: Job, mode: &str, ss: u32) {
                 &what,
             );
         }
-        eprintln!("{job:?} --header {mode} {ss}: {total} cut points (torn: {torn}) resumed to the original");
+        eprintln!("{job:?} --header {mode} {ss}: {total} cut points ({survive:?}) resumed to the original");
     }
 }
 
