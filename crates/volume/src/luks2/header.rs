@@ -1,8 +1,10 @@
 //! Both copies of the header: reading (each copy checked, the valid one with the higher
-//! seqid chosen, damage reported) and writing (cryptsetup's order: seqid+1, then primary,
-//! then secondary, each as binary header without checksum, JSON area, binary header with
-//! checksum, synced before the next copy starts; so one copy is always whole). Everything
-//! written before a header write is synced before it starts.
+//! seqid chosen, damage reported) and writing (seqid+1, then the copy that does not hold
+//! the newest header, then the one that does: cryptsetup's order, primary then secondary,
+//! when both are equal; each as binary header without checksum, JSON area, binary header
+//! with checksum, synced before the next copy starts; so the newest whole copy is never the
+//! one being overwritten). Everything written before a header write is synced before it
+//! starts.
 
 use super::binary::{BinaryHeader, BINARY_SIZE, HDR_SIZES};
 use super::metadata::Metadata;
@@ -142,7 +144,8 @@ pub fn write(dev: &dyn BlockBackend, header: &mut Header) -> Result<(), Luks2Err
     // could keep the header and lose keyslot sectors: the volume key would be gone.
     dev.sync()
         .map_err(|source| Luks2Error::Io { offset: 0, source })?;
-    for (secondary, offset) in [(false, 0), (true, hdr_size)] {
+    for secondary in stale_copy_first(dev, hdr_size)? {
+        let offset = if secondary { hdr_size } else { 0 };
         let io = |source| Luks2Error::Io { offset, source };
         let mut bin = header.binary.clone();
         bin.secondary = secondary;
@@ -161,4 +164,26 @@ pub fn write(dev: &dyn BlockBackend, header: &mut Header) -> Result<(), Luks2Err
         }
     }
     Ok(())
+}
+
+/// The order in which to write the two copies: `false` is the primary. The copy that holds
+/// the newest valid header is written last, so that while the other is being rewritten (and
+/// is invalid from its first write on) a reader still finds the newest header, never an
+/// older one. In the usual case both copies are equal and cryptsetup's order (primary
+/// first) applies. A write that was cut short after a whole primary leaves the secondary a
+/// commit behind or damaged; writing the primary first again would expose that secondary
+/// and roll the header back two commits, which a conversion cannot survive (found by the
+/// SIGKILL harness of `crates/atrest/tests/convert.rs`).
+/// A copy that cannot be read is an error (the write would fail too); one that is not a
+/// valid header is simply stale.
+fn stale_copy_first(dev: &dyn BlockBackend, hdr_size: u64) -> Result<[bool; 2], Luks2Error> {
+    let seqid = |offset| match read_copy(dev, offset) {
+        Ok((b, _)) => Ok(Some(b.seqid)),
+        Err(e @ Luks2Error::Io { .. }) => Err(e),
+        Err(_) => Ok(None),
+    };
+    Ok(match (seqid(0)?, seqid(hdr_size)?) {
+        (Some(p), s) if s.is_none_or(|s| s < p) => [true, false],
+        _ => [false, true],
+    })
 }
