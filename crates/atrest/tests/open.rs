@@ -97,6 +97,9 @@ impl Served {
         let j: serde_json::Value =
             serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
         assert_eq!(j["event"], "ready", "{j}");
+        // PR_SET_DUMPABLE 0, in the process's own words (see
+        // keys_are_locked_never_dumped_and_gone_from_memory_images).
+        assert_eq!(j["hardening"]["dumpable"], false, "{j}");
         Self {
             at: j["at"].as_str().unwrap().to_owned(),
             child,
@@ -537,9 +540,9 @@ fn keys_are_locked_never_dumped_and_gone_from_memory_images(env: &Env) {
         );
     }
     let _ = std::fs::remove_file(format!("{}.{pid}", core.display()));
-    // PR_SET_DUMPABLE 0 itself is asserted inside a hardened process by secmem's
-    // `hardening_makes_the_process_undumpable` and through the daemon's status in serve.rs.
-    // From outside it cannot be read here: gdb's `print prctl(...)` needs an inferior call,
+    // PR_SET_DUMPABLE 0 itself is asserted by secmem's `hardening_makes_the_process_undumpable`,
+    // and every `atrest open` here reports it in its ready event (Served::start_in), as the
+    // daemon does in its status (serve.rs). From outside it cannot be read here: gdb's `print prctl(...)` needs an inferior call,
     // which gdb 13 cannot make on CPUs whose extended register state it fails to write back
     // ("Couldn't write extended state status"), and this sandbox's kernel lets a process
     // without CAP_SYS_PTRACE read a non-dumpable process's /proc/PID/environ.

@@ -89,7 +89,15 @@ fn serve_dm(
 
 fn ready(a: &OpenArgs, what: &str, road: &str, at: &str) {
     if a.json {
-        event(json!({"event": "ready", "device": a.device, "export": road, "at": at}));
+        // The process's own word on its hardening, as `atrest ctl status` gives the daemon's:
+        // PR_SET_DUMPABLE cannot be read from outside the process.
+        event(json!({
+            "event": "ready",
+            "device": a.device,
+            "export": road,
+            "at": at,
+            "hardening": {"dumpable": secmem::is_dumpable()},
+        }));
     } else {
         println!("serving {what} over {road} at {at}; Ctrl-C or SIGTERM stops");
     }
