@@ -540,12 +540,13 @@ fn keys_are_locked_never_dumped_and_gone_from_memory_images(env: &Env) {
         );
     }
     let _ = std::fs::remove_file(format!("{}.{pid}", core.display()));
-    // PR_SET_DUMPABLE 0 itself is asserted by secmem's `hardening_makes_the_process_undumpable`,
-    // and every `atrest open` here reports it in its ready event (Served::start_in), as the
-    // daemon does in its status (serve.rs). From outside it cannot be read here: gdb's `print prctl(...)` needs an inferior call,
-    // which gdb 13 cannot make on CPUs whose extended register state it fails to write back
-    // ("Couldn't write extended state status"), and this sandbox's kernel lets a process
-    // without CAP_SYS_PTRACE read a non-dumpable process's /proc/PID/environ.
+    // PR_SET_DUMPABLE 0 itself is asserted by secmem's
+    // `hardening_makes_the_process_undumpable`, and every `atrest open` here reports it in
+    // its ready event (Served::start_in), as the daemon does in its status (serve.rs). It
+    // cannot be read from outside here: gdb's `print prctl(...)` needs an inferior call,
+    // which gdb 13 cannot make on CPUs whose extended register state it fails to write
+    // back ("Couldn't write extended state status"), and this sandbox's kernel lets a
+    // process without CAP_SYS_PTRACE read a non-dumpable process's /proc/PID/environ.
     // SIGABRT: the process dies without writing a core file.
     let mut child = served;
     signal(pid, "ABRT");
