@@ -46,6 +46,16 @@ pub enum ServiceError {
     /// A conversion.
     #[error(transparent)]
     Convert(#[from] ConvertError),
+    /// The key's state on the server is one the key policy does not use.
+    #[error("the key {uid} is {state} on the key server, and {}: nothing was read or written", if *require_active { "only an Active key is used (require_active_key)" } else { "its material is gone" })]
+    KeyNotUsable {
+        /// The key (shown safely).
+        uid: String,
+        /// Its state, in words.
+        state: String,
+        /// The policy in force.
+        require_active: bool,
+    },
     /// The device is not in a state this operation applies to.
     #[error("{0}")]
     Refused(String),

@@ -58,18 +58,63 @@ impl RetiredKey {
     }
 }
 
+/// Which key states may be used at all: for unlocking, and for starting or resuming a
+/// conversion (`[serve] require_active_key`, on by default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyPolicy {
+    /// Only an Active key is used; with `false`, any key whose material still exists
+    /// (not Destroyed) is.
+    pub require_active: bool,
+}
+
+impl Default for KeyPolicy {
+    fn default() -> Self {
+        Self {
+            require_active: true,
+        }
+    }
+}
+
+impl KeyPolicy {
+    /// Whether a key in state `s` may be used.
+    pub fn allows(self, s: State) -> bool {
+        if self.require_active {
+            s == State::ACTIVE
+        } else {
+            s != State::DESTROYED && s != State::DESTROYED_COMPROMISED
+        }
+    }
+}
+
+/// A key state in words.
+pub fn state_name(s: State) -> String {
+    match s {
+        State::PRE_ACTIVE => "Pre-Active".into(),
+        State::ACTIVE => "Active".into(),
+        State::DEACTIVATED => "Deactivated (revoked)".into(),
+        State::COMPROMISED => "Compromised".into(),
+        State::DESTROYED => "Destroyed".into(),
+        State::DESTROYED_COMPROMISED => "Destroyed (compromised)".into(),
+        other => other.to_string(),
+    }
+}
+
 /// A session with the configured key servers.
 pub struct KeyManager {
     client: Client,
     audit: Arc<Audit>,
     volume: Option<String>,
+    policy: KeyPolicy,
 }
 
 impl KeyManager {
     /// A client for `config`'s servers (loads the client identity now, so a wrong
     /// passphrase shows before any connection).
     pub fn new(config: Config) -> Result<Self, ServiceError> {
-        Self::for_servers(config.kmip)
+        let policy = KeyPolicy {
+            require_active: config.serve.require_active_key,
+        };
+        Ok(Self::for_servers(config.kmip)?.with_policy(policy))
     }
 
     /// A client for `kmip`'s servers.
@@ -78,7 +123,14 @@ impl KeyManager {
             client: Client::new(kmip)?,
             audit: Arc::new(Audit::none()),
             volume: None,
+            policy: KeyPolicy::default(),
         })
+    }
+
+    /// Uses `policy` for [`Self::fetch_usable`].
+    pub fn with_policy(mut self, policy: KeyPolicy) -> Self {
+        self.policy = policy;
+        self
     }
 
     /// Records every request (server, operation, key, result, latency) in `audit`, on
@@ -132,6 +184,21 @@ impl KeyManager {
                     e,
                 )
             })
+    }
+
+    /// The secret of `uid` once the server says its state is one the policy allows: a key
+    /// revoked as Compromised is not brought into memory to unlock a volume, nor to start
+    /// or resume a conversion of one.
+    pub fn fetch_usable(&mut self, uid: &str) -> Result<Zeroizing<Vec<u8>>, ServiceError> {
+        let state = self.state(uid)?;
+        if !self.policy.allows(state) {
+            return Err(ServiceError::KeyNotUsable {
+                uid: shown(uid).into_owned(),
+                state: state_name(state),
+                require_active: self.policy.require_active,
+            });
+        }
+        self.fetch(uid)
     }
 
     /// Records the next requests on behalf of `volume` (a manager shared by the daemon's

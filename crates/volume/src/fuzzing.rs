@@ -1,8 +1,8 @@
 //! Properties checked by the cargo-fuzz targets (`luks2_header`, `luks2_json`,
 //! `convert_resume`) and, on fixed inputs, by the test suite. For a device image of any
 //! content: nothing panics; a key that is not the volume's never unlocks it; nothing is
-//! written unless a key was proven against a validated header (or, with no header, a park
-//! record's checksum vouches for the bytes it restores). The allocation bound is enforced
+//! written unless a key was proven against a validated header and the conversion record
+//! verified under it (a forged record, whatever its checksums, writes nothing). The allocation bound is enforced
 //! by running the targets with `-malloc_limit_mb=64` (and asserted in
 //! `volume/tests/hardening.rs`).
 
@@ -111,9 +111,6 @@ pub fn convert_resume(data: &[u8]) {
     }
     let dev = MemBackend::from_bytes(data.to_vec());
     let _ = convert::inspect(convert::Devices::attached(&dev));
-    // Without a valid park record nothing but a proven key may lead to a write, and the
-    // fuzzer cannot prove one.
-    let vouched = park::read(&dev).ok().flatten().is_some();
     let keys = Keys {
         current: Some(&WRONG_KEY),
         new: Some(&WRONG_KEY),
@@ -126,10 +123,93 @@ pub fn convert_resume(data: &[u8]) {
         &stop,
         &mut |_| {},
     );
-    if !vouched {
-        assert!(
-            dev.contents() == data,
-            "a conversion wrote with no key proven and no park record"
-        );
+    // Every record that steers a conversion (header state, park record, journal record)
+    // must carry a tag under the key (`convert::auth`); the fuzzer can make every checksum
+    // valid but cannot make a tag, so whatever it forged, nothing may be written.
+    assert!(
+        dev.contents() == data,
+        "a conversion wrote on the strength of a record the fuzzer forged"
+    );
+}
+
+/// The key of the conversion [`forged_state`] forges records for.
+const RIGHT_KEY: [u8; 32] = *b"fuzz-right-key-0123456789abcdef-";
+
+/// A real decryption of 2 MiB, stopped after its first committed step, made once under
+/// [`RIGHT_KEY`].
+fn stopped_decryption() -> Vec<u8> {
+    use crate::convert::{self, park::HeaderPlan, Devices, Keys, Options, Outcome};
+    use crate::luks2::token::KeyMode;
+    let plain: Vec<u8> = (0..2u32 << 20).map(|i| (i % 251) as u8).collect();
+    let dev = MemBackend::from_bytes(plain.clone());
+    let plan = HeaderPlan {
+        key_uid: "fuzz-key".into(),
+        key_mode: KeyMode::Wrapped,
+        volume_key_len: 32,
+        sector_size: 512,
+        server_hint: None,
+    };
+    let keys = Keys {
+        current: Some(&RIGHT_KEY),
+        new: None,
+    };
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let opts = Options { chunk: 256 << 10 };
+    convert::begin_encrypt(&dev, &plan, plain.len() as u64, &RIGHT_KEY).expect("encrypt");
+    let out = convert::run(Devices::attached(&dev), keys, opts, &stop, &mut |_| {});
+    assert_eq!(out.expect("encrypt"), Outcome::Finished);
+    convert::begin_decrypt(Devices::attached(&dev), &RIGHT_KEY).expect("decrypt");
+    let out = convert::run(Devices::attached(&dev), keys, opts, &stop, &mut |p| {
+        if p.done > 0 {
+            stop.store(true, std::sync::atomic::Ordering::SeqCst)
+        }
+    });
+    assert!(matches!(out, Ok(Outcome::Stopped(_))));
+    dev.into_bytes()
+}
+
+/// Treats `data` as the JSON of the `conversion` state that someone who can write the disk
+/// puts into a real, interrupted decryption's header (checksums valid), then resumes with
+/// the RIGHT key, as the daemon or the operator would: unless the state is the one atrest
+/// wrote, nothing may be written.
+pub fn forged_state(data: &[u8]) {
+    thread_local! {
+        static BASE: std::cell::OnceCell<Vec<u8>> = const { std::cell::OnceCell::new() };
     }
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(data) else {
+        return;
+    };
+    let base = BASE.with(|b| b.get_or_init(stopped_decryption).clone());
+    let dev = MemBackend::from_bytes(base);
+    let Ok(read) = header::read(&dev) else {
+        return;
+    };
+    let mut h = read.header;
+    let Some(token) = h.metadata.tokens.get_mut("0") else {
+        return;
+    };
+    if token.extra.get("conversion") == Some(&value) {
+        return;
+    }
+    token.extra.insert("conversion".into(), value);
+    if header::write(&dev, &mut h).is_err() {
+        return;
+    }
+    let forged = dev.contents();
+    let keys = crate::convert::Keys {
+        current: Some(&RIGHT_KEY),
+        new: Some(&RIGHT_KEY),
+    };
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let _ = crate::convert::run(
+        crate::convert::Devices::attached(&dev),
+        keys,
+        crate::convert::Options::default(),
+        &stop,
+        &mut |_| {},
+    );
+    assert!(
+        dev.contents() == forged,
+        "a forged conversion state led to a write under the right key"
+    );
 }

@@ -207,7 +207,7 @@ fn drive_on(job: Job, d: Devices<'_>, mode: &str, ss: u32, size: u64) -> Result<
             if d.is_detached() {
                 convert::begin_encrypt_in_place(d, &plan(mode, ss), &OLD)?;
             } else {
-                convert::begin_encrypt(d.data, &plan(mode, ss), size)?;
+                convert::begin_encrypt(d.data, &plan(mode, ss), size, &OLD)?;
             }
             Keys {
                 current: Some(&OLD),
@@ -515,7 +515,7 @@ fn a_half_converted_volume_is_refused_for_ordinary_use() {
 fn stopping_on_request_ends_at_a_committed_step() {
     let plain = plaintext(3 << 20, 8);
     let dev = PowerCut::new(plain.clone(), true);
-    convert::begin_encrypt(&dev, &plan("wrapped", 512), plain.len() as u64).unwrap();
+    convert::begin_encrypt(&dev, &plan("wrapped", 512), plain.len() as u64, &OLD).unwrap();
     let stop = AtomicBool::new(false);
     let mut steps = 0;
     let out = convert::run(
@@ -555,7 +555,8 @@ fn stopping_on_request_ends_at_a_committed_step() {
 fn a_block_device_without_room_at_its_end_is_refused_before_anything_is_written() {
     let plain = plaintext(3 << 20, 9);
     let dev = PowerCut::new(plain.clone(), false);
-    let e = convert::begin_encrypt(&dev, &plan("wrapped", 4096), plain.len() as u64).unwrap_err();
+    let e =
+        convert::begin_encrypt(&dev, &plan("wrapped", 4096), plain.len() as u64, &OLD).unwrap_err();
     assert!(e.to_string().contains("--reduce-device-size"), "{e}");
     assert!(dev.disk().live == plain);
     // With room (the last 18 MiB unused, as --reduce-device-size says), it converts.

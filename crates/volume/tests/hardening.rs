@@ -144,7 +144,8 @@ fn r10_1_encrypt_leaves_no_plaintext_outside_the_segment() {
             } else {
                 FixedSize::growable(img)
             };
-            convert::begin_encrypt(&dev, &plan(mode, key_len, ss), plain.len() as u64).unwrap();
+            convert::begin_encrypt(&dev, &plan(mode, key_len, ss), plain.len() as u64, &KEY)
+                .unwrap();
             assert_eq!(
                 run(Devices::attached(&dev), keys(&KEY)).unwrap(),
                 Outcome::Finished
@@ -177,7 +178,13 @@ fn r10_1_encrypt_leaves_no_plaintext_outside_the_segment() {
 fn r10_1_deep_rekey_leaves_no_old_ciphertext_in_the_journal() {
     let plain = text(3 << 20);
     let dev = FixedSize::growable(plain.clone());
-    convert::begin_encrypt(&dev, &plan(KeyMode::Wrapped, 32, 512), plain.len() as u64).unwrap();
+    convert::begin_encrypt(
+        &dev,
+        &plan(KeyMode::Wrapped, 32, 512),
+        plain.len() as u64,
+        &KEY,
+    )
+    .unwrap();
     run(Devices::attached(&dev), keys(&KEY)).unwrap();
     let before = dev.0.contents();
     let d = DATA_OFFSET as usize;
@@ -402,7 +409,13 @@ fn r10_2_hostile_kdf_and_keyslot_parameters_are_refused_without_a_panic() {
 fn half_encrypted() -> FixedSize {
     let plain = text(3 << 20);
     let dev = FixedSize::growable(plain.clone());
-    convert::begin_encrypt(&dev, &plan(KeyMode::Wrapped, 32, 512), plain.len() as u64).unwrap();
+    convert::begin_encrypt(
+        &dev,
+        &plan(KeyMode::Wrapped, 32, 512),
+        plain.len() as u64,
+        &KEY,
+    )
+    .unwrap();
     let stop = AtomicBool::new(false);
     let out = convert::run(
         Devices::attached(&dev),
@@ -606,7 +619,13 @@ fn r10_4_a_nonzero_iv_tweak_is_honoured_as_dm_crypt_honours_it() {
 fn r10_5_a_truncated_image_is_refused_before_anything_is_written() {
     let plain = text(3 << 20);
     let dev = FixedSize::growable(plain.clone());
-    convert::begin_encrypt(&dev, &plan(KeyMode::Wrapped, 32, 512), plain.len() as u64).unwrap();
+    convert::begin_encrypt(
+        &dev,
+        &plan(KeyMode::Wrapped, 32, 512),
+        plain.len() as u64,
+        &KEY,
+    )
+    .unwrap();
     run(Devices::attached(&dev), keys(&KEY)).unwrap();
     // The image loses its last MiB (a copy cut short, a full disk).
     let full = dev.0.contents();

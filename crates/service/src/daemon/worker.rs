@@ -31,7 +31,7 @@ use crate::config::{ServeConfig, VolumeConfig};
 use crate::device::{Device, Location};
 use crate::error::ServiceError;
 use crate::exports::{dm, fuse, nbd};
-use crate::keys::KeyManager;
+use crate::keys::{state_name, KeyManager};
 use crate::ops::convert::{
     decrypt, encrypt, rekey, DecryptRequest, EncryptRequest, KeySpec, RekeyRequest,
 };
@@ -228,18 +228,6 @@ fn is_gone(e: &ServiceError) -> bool {
     matches!(e, ServiceError::Kmip { error: ClientError::Rejected { reason, .. }, .. } if *reason == ResultReason::ITEM_NOT_FOUND)
 }
 
-fn state_name(s: KeyState) -> String {
-    match s {
-        KeyState::PRE_ACTIVE => "Pre-Active".into(),
-        KeyState::ACTIVE => "Active".into(),
-        KeyState::DEACTIVATED => "Deactivated (revoked)".into(),
-        KeyState::COMPROMISED => "Compromised".into(),
-        KeyState::DESTROYED => "Destroyed".into(),
-        KeyState::DESTROYED_COMPROMISED => "Destroyed (compromised)".into(),
-        other => other.to_string(),
-    }
-}
-
 impl Worker {
     fn name(&self) -> &str {
         &self.ctx.cfg.name
@@ -298,7 +286,11 @@ impl Worker {
         let mut g = self.ctx.kms.lock().unwrap_or_else(|p| p.into_inner());
         if g.is_none() {
             *g = Some(
-                KeyManager::for_servers(self.kmip())?.with_audit(self.ctx.audit.clone(), None),
+                KeyManager::for_servers(self.kmip())?
+                    .with_audit(self.ctx.audit.clone(), None)
+                    .with_policy(crate::keys::KeyPolicy {
+                        require_active: self.ctx.serve.require_active_key,
+                    }),
             );
         }
         if let Some(k) = g.as_mut() {

@@ -251,7 +251,7 @@ pub fn encrypt(
         Found::Plain => start_encrypt(&dev, kms, req)?,
         Found::InProgress(p) if p.kind == Kind::Encrypt => {
             resuming(obs, &p);
-            kms.fetch(&p.key_uid)?
+            kms.fetch_usable(&p.key_uid)?
         }
         Found::InProgress(p) => return Err(refuse_other(&p, loc)),
         Found::Volume { key_uid, .. } => {
@@ -359,7 +359,7 @@ fn start_encrypt(
     let begun = if loc.header.is_some() {
         convert::begin_encrypt_in_place(dev.devices(), &plan, &key.secret)
     } else {
-        convert::begin_encrypt(dev.data.as_ref(), &plan, size)
+        convert::begin_encrypt(dev.data.as_ref(), &plan, size, &key.secret)
     };
     match begun {
         Ok(()) => Ok(key.secret),
@@ -379,14 +379,14 @@ pub fn decrypt(
     let dev = Device::open(loc, false)?;
     let (uid, secret) = match convert::inspect(dev.devices())? {
         Found::Volume { key_uid, .. } => {
-            let secret = kms.fetch(&key_uid)?;
+            let secret = kms.fetch_usable(&key_uid)?;
             convert::begin_decrypt(dev.devices(), &secret)?;
             (key_uid, Some(secret))
         }
         Found::InProgress(p) if p.kind == Kind::Decrypt => {
             resuming(obs, &p);
             let secret = if p.needs_current {
-                Some(kms.fetch(&p.key_uid)?)
+                Some(kms.fetch_usable(&p.key_uid)?)
             } else {
                 None
             };
@@ -481,7 +481,7 @@ pub fn rekey(
             if !req.deep && key_mode == KeyMode::Direct {
                 return Err(ServiceError::Refused(format!("{} is in direct mode: its KMIP key is the volume key, so a new key means re-encrypting every sector; use `atrest rekey --deep`", loc.path.display())));
             }
-            let old = kms.fetch(&key_uid)?;
+            let old = kms.fetch_usable(&key_uid)?;
             let name = req
                 .key_name
                 .clone()
@@ -524,11 +524,11 @@ pub fn rekey(
             resuming(obs, &p);
             let new_uid = p.new_key_uid.clone().unwrap_or_default();
             let old = if p.needs_current {
-                Some(kms.fetch(&p.key_uid)?)
+                Some(kms.fetch_usable(&p.key_uid)?)
             } else {
                 None
             };
-            let new = kms.fetch(&new_uid)?;
+            let new = kms.fetch_usable(&new_uid)?;
             (p.key_uid, old, new_uid, new)
         }
         Found::InProgress(p) => return Err(refuse_other(&p, loc)),

@@ -63,7 +63,7 @@ pub fn key_of(dev: &Device) -> Result<(String, KeyMode), ServiceError> {
 pub fn open(kms: &mut KeyManager, loc: &Location) -> Result<OpenVolume, ServiceError> {
     let dev = Device::open(loc, false)?;
     let (key_uid, key_mode) = key_of(&dev)?;
-    let secret = kms.fetch(&key_uid)?;
+    let secret = kms.fetch_usable(&key_uid)?;
     let volume = unlock(&dev, &secret)?;
     drop(secret);
     // Key setup left copies of round keys in the stack frames it used; write over them.

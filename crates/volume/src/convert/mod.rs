@@ -20,6 +20,7 @@
 //!
 //! Stopping (Ctrl-C) happens only between steps, at a committed point.
 
+pub mod auth;
 pub mod journal;
 pub mod park;
 pub mod record;
@@ -201,6 +202,18 @@ pub enum ConvertError {
         /// What runs.
         running: Kind,
     },
+    /// A record that steers the conversion does not verify under the key: forged, altered,
+    /// or another key's. Nothing was written.
+    #[error("{record} does not verify: {why}. Nothing was changed on the device. If no atrest run was interrupted on this device, someone who can write the disk altered it: keep the device as it is and investigate")]
+    Unauthenticated {
+        /// Which record.
+        record: &'static str,
+        /// Why it fails.
+        why: &'static str,
+    },
+    /// The crypto library failed (not a property of the device).
+    #[error("computing a conversion record's tag: {0}")]
+    Crypto(String),
     /// A key the next step needs was not supplied.
     #[error("the {0} key from KMIP is needed to continue")]
     KeyNeeded(&'static str),

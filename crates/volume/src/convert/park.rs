@@ -7,6 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::auth::{RecordKey, RecordKind};
 use super::state::Kind;
 use super::ConvertError;
 use crate::backend::BlockBackend;
@@ -37,6 +38,30 @@ pub struct Record {
     /// that finishes has no header left to read it from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_uid: Option<String>,
+    /// HMAC-SHA256 tag over the other fields ([`super::auth`]): the record restores bytes
+    /// and writes headers with no header to ask, so only the key's holder may write one.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub mac: String,
+}
+
+impl Record {
+    /// This record with its tag under `rk`.
+    pub fn sealed(self, rk: &RecordKey) -> Result<Self, ConvertError> {
+        let mac = rk.tag(RecordKind::Park, &self.untagged())?;
+        Ok(Self { mac, ..self })
+    }
+
+    /// Checks the tag under `rk`.
+    pub fn verify(&self, rk: &RecordKey) -> Result<(), ConvertError> {
+        rk.verify(RecordKind::Park, &self.untagged(), &self.mac)
+    }
+
+    fn untagged(&self) -> Self {
+        Self {
+            mac: String::new(),
+            ..self.clone()
+        }
+    }
 }
 
 /// The facts a new header needs (no secret: the key comes from KMIP by its identifier).
@@ -176,12 +201,51 @@ mod tests {
                 server_hint: None,
             }),
             key_uid: None,
+            mac: String::new(),
         }
     }
 
     #[test]
     fn record_round_trips() {
         assert_eq!(decode(&encode(&sample()).unwrap()), Some(sample()));
+    }
+
+    #[test]
+    fn a_sealed_record_verifies_and_any_changed_field_does_not() {
+        let rk = RecordKey::derive(&[1; 32]).unwrap();
+        let r = sample().sealed(&rk).unwrap();
+        r.verify(&rk).unwrap();
+        assert!(sample().verify(&rk).is_err(), "an untagged record");
+        let forged = [
+            Record {
+                kind: Kind::Decrypt,
+                ..r.clone()
+            },
+            Record {
+                size: r.size - 512,
+                ..r.clone()
+            },
+            Record {
+                park_len: 512,
+                ..r.clone()
+            },
+            Record {
+                sha256: "cd".repeat(32),
+                ..r.clone()
+            },
+            Record {
+                key_uid: Some("k-2".into()),
+                ..r.clone()
+            },
+            Record {
+                header: None,
+                ..r.clone()
+            },
+        ];
+        for f in forged {
+            assert!(f.verify(&rk).is_err(), "{f:?}");
+        }
+        assert!(r.verify(&RecordKey::derive(&[2; 32]).unwrap()).is_err());
     }
 
     #[test]

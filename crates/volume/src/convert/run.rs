@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use zeroize::Zeroizing;
 
+use super::auth::RecordKey;
 use super::park::{self, HeaderPlan, Record};
 use super::state::{self, Kind, Park, State};
 use super::{journal, ConvertError, Devices, Found, Keys, Options, Outcome, Pending, Progress};
@@ -56,10 +57,36 @@ fn cipher(key: &[u8]) -> Result<secmem::Locked<Xts>, ConvertError> {
     Ok(crate::volume::key_schedule(key)?)
 }
 
-fn commit(dev: &dyn BlockBackend, h: &mut Header, s: Option<&State>) -> Result<(), ConvertError> {
-    state::set(&mut h.metadata, s);
+/// Commits `s` (tagged under `rk`, bound to this header) or, with `None`, the end of the
+/// conversion.
+fn commit(
+    dev: &dyn BlockBackend,
+    h: &mut Header,
+    s: Option<&State>,
+    rk: &RecordKey,
+) -> Result<(), ConvertError> {
+    match s {
+        Some(s) => {
+            let mut s = s.clone();
+            s.mac = String::new();
+            state::set(&mut h.metadata, Some(&s));
+            s.mac = rk.tag_state(h, &s)?;
+            state::set(&mut h.metadata, Some(&s));
+        }
+        None => state::set(&mut h.metadata, None),
+    }
     header::write(dev, h)?;
     Ok(())
+}
+
+/// The record key of a run: derived from the secret the conversion cannot do without (the
+/// new key for a rekey, the volume's key otherwise).
+fn record_key(kind: Kind, keys: Keys<'_>) -> Result<RecordKey, ConvertError> {
+    let secret = match kind {
+        Kind::Rekey => keys.new.ok_or(ConvertError::KeyNeeded("new"))?,
+        _ => keys.current.ok_or(ConvertError::KeyNeeded("volume's"))?,
+    };
+    RecordKey::derive(secret)
 }
 
 /// The header of `d`, validated against its devices.
@@ -94,10 +121,10 @@ fn found_in(l: &Layout) -> Found {
         Some(s) => Found::InProgress(Pending {
             kind: s.kind,
             key_uid: t.key_uid.clone(),
-            // The key proves the header before anything is written. A rekey whose every
-            // sector is under the new key is proven by that key alone; a decryption
-            // that is complete writes only what its park checksum or nothing proves.
-            needs_current: s.done < s.size || s.kind == Kind::Encrypt,
+            // The state's tag is verified under the volume's key (the new key's for a
+            // rekey) before anything is written. A rekey whose every sector is under the
+            // new key is proven by that key alone.
+            needs_current: s.kind != Kind::Rekey || s.done < s.size,
             new_key_uid: s.new_key_uid.clone(),
             done: s.done,
             size: s.size,
@@ -131,9 +158,9 @@ pub fn inspect(d: Devices<'_>) -> Result<Found, ConvertError> {
                     .map(|p| p.key_uid.clone())
                     .or_else(|| rec.key_uid.clone())
                     .unwrap_or_default(),
-                // Before encrypt's header exists the key is needed to write it; after
-                // decrypt has overwritten the header only the parked bytes are.
-                needs_current: rec.kind == Kind::Encrypt,
+                // The record's tag is verified under the key before anything is written
+                // (and before encrypt's header exists the key is needed to write it).
+                needs_current: true,
                 new_key_uid: None,
                 done: if rec.kind == Kind::Encrypt {
                     0
@@ -175,8 +202,10 @@ pub fn begin_encrypt(
     dev: &dyn BlockBackend,
     plan: &HeaderPlan,
     size: u64,
+    secret: &[u8],
 ) -> Result<(), ConvertError> {
     check_plan(plan)?;
+    let rk = RecordKey::derive(secret)?;
     if size == 0 || !size.is_multiple_of(u64::from(plan.sector_size)) {
         return Err(ConvertError::Refused(format!(
             "{size} bytes of data, which is not a whole number of {}-byte sectors: pad the image to a multiple of {} (e.g. `truncate -s %{}`) or choose --sector-size 512",
@@ -220,7 +249,9 @@ pub fn begin_encrypt(
         sha256: park::sha256_hex(&first),
         header: Some(plan.clone()),
         key_uid: None,
-    };
+        mac: String::new(),
+    }
+    .sealed(&rk)?;
     write(dev, &park::encode(&rec).map_err(io(0))?, len - RECORD_LEN)?;
     sync(dev)
 }
@@ -233,10 +264,11 @@ pub fn begin_decrypt(d: Devices<'_>, secret: &[u8]) -> Result<(), ConvertError> 
     refuse_running(&l)?;
     let DataArea { offset, size, .. } = l.data;
     volume_key(d.header, &h.metadata, &l.digest, secret)?;
+    let rk = RecordKey::derive(secret)?;
     if d.is_detached() {
         // In place, journaled; the data keeps its device and its size.
         let s = State::start(Kind::Decrypt, size, true);
-        return commit(d.header, &mut h, Some(&s));
+        return commit(d.header, &mut h, Some(&s), &rk);
     }
     let park_len = park_len(size);
     let need = offset + size + park_len + RECORD_LEN;
@@ -264,7 +296,7 @@ pub fn begin_decrypt(d: Devices<'_>, secret: &[u8]) -> Result<(), ConvertError> 
         }),
         ..State::start(Kind::Decrypt, size, false)
     };
-    commit(d.header, &mut h, Some(&s))
+    commit(d.header, &mut h, Some(&s), &rk)
 }
 
 /// Starts `atrest encrypt --header FILE`: the header, with the conversion state, goes to
@@ -287,7 +319,7 @@ pub fn begin_encrypt_in_place(
     let opts = plan_options(plan, None, true);
     let mut h = new_header(d.header, secret, &opts)?;
     let s = State::start(Kind::Encrypt, size, true);
-    commit(d.header, &mut h, Some(&s))
+    commit(d.header, &mut h, Some(&s), &RecordKey::derive(secret)?)
 }
 
 /// Starts a deep rekey: the new volume key (wrapped: random, in a new keyslot opened by
@@ -333,7 +365,7 @@ pub fn begin_rekey(
         &next,
         crate::volume::geometry(d.header, d.data, d.is_detached())?,
     )?;
-    commit(dev, &mut h, Some(&s))
+    commit(dev, &mut h, Some(&s), &RecordKey::derive(new_secret)?)
 }
 
 /// A rekey without touching data (wrapped mode): the volume key moves to a new keyslot
@@ -446,7 +478,7 @@ pub fn run(
                 read_layout(d)?
             }
             Some(rec) => {
-                restore(dev, &rec)?;
+                restore(dev, &rec, &record_key(rec.kind, keys)?)?;
                 progress(Progress {
                     kind: Kind::Decrypt,
                     done: rec.size,
@@ -465,10 +497,17 @@ pub fn run(
         Some(None) => return Err(VolumeError::ConversionInProgress { kind: None }.into()),
         None => return Err(ConvertError::NothingInProgress),
     };
+    // Nothing the state says is acted on before its tag verifies under the key. A key
+    // that is simply not the volume's is named as such first (the digest says so without
+    // trusting the state), so an operator's mix-up does not read as an attack.
+    let rk = record_key(s.kind, keys)?;
+    prove_key(d.header, &h, &l, &s, keys)?;
+    rk.verify_state(&h, &s)?;
     let mut cx = Step {
         hdr: d.header,
         dev,
         layout: &l,
+        rk: &rk,
         stop,
         progress,
     };
@@ -478,6 +517,29 @@ pub fn run(
         (Kind::Rekey, _) => cx.rekey(&mut h, s, keys, opts),
         (kind, true) => cx.in_place(&mut h, s, kind, keys, opts),
     }
+}
+
+/// Checks the key a run's record key comes from against its digest (read only). A
+/// finished decryption is the exception: with a detached header its keyslots may already
+/// be wiped, and the record's tag is what proves the key.
+fn prove_key(
+    dev: &dyn BlockBackend,
+    h: &Header,
+    l: &Layout,
+    s: &State,
+    keys: Keys<'_>,
+) -> Result<(), ConvertError> {
+    let (digest, secret) = match s.kind {
+        Kind::Rekey => match &s.new_digest {
+            Some(d) if h.metadata.digests.contains_key(d) => (d.as_str(), keys.new),
+            _ => return Ok(()),
+        },
+        Kind::Decrypt if s.done >= s.size => return Ok(()),
+        _ => (l.digest.as_str(), keys.current),
+    };
+    let secret = secret.ok_or(ConvertError::KeyNeeded("volume's"))?;
+    volume_key(dev, &h.metadata, digest, secret)?;
+    Ok(())
 }
 
 /// Encrypt before its header exists: checks the park, then writes the header (with the
@@ -492,6 +554,8 @@ fn write_encrypt_header(
         .as_ref()
         .ok_or_else(|| VolumeError::Invalid("encrypt's park record has no header plan".into()))?;
     check_plan(plan)?;
+    let rk = RecordKey::derive(secret)?;
+    rec.verify(&rk)?;
     let len = dev.len().map_err(io(0))?;
     let at = park::park_at(len, rec)?;
     if park::sha256_hex(&read(dev, rec.park_len, at)?) != rec.sha256 {
@@ -510,13 +574,14 @@ fn write_encrypt_header(
         }),
         ..State::start(Kind::Encrypt, rec.size, false)
     };
-    commit(dev, &mut h, Some(&s))
+    commit(dev, &mut h, Some(&s), &rk)
 }
 
 /// Decrypt's last step, when the header is gone or about to go: the parked plaintext
 /// returns to the start, then the tail is dropped (a file) or wiped record first (a block
 /// device, so a crash in the wipe never leaves a record over a half-wiped park).
-fn restore(dev: &dyn BlockBackend, rec: &Record) -> Result<(), ConvertError> {
+fn restore(dev: &dyn BlockBackend, rec: &Record, rk: &RecordKey) -> Result<(), ConvertError> {
+    rec.verify(rk)?;
     let len = dev.len().map_err(io(0))?;
     let at = park::park_at(len, rec)?;
     let first = read(dev, rec.park_len, at)?;
@@ -642,6 +707,8 @@ struct Step<'a> {
     dev: &'a dyn BlockBackend,
     /// The validated header as the run found it.
     layout: &'a Layout,
+    /// Tags every state committed and every record written, verifies those read.
+    rk: &'a RecordKey,
     stop: &'a AtomicBool,
     progress: &'a mut dyn FnMut(Progress),
 }
@@ -698,7 +765,7 @@ impl Step<'_> {
             write(dev, out, dest(c))?;
             sync(dev)?;
             s.done = advance(c);
-            commit(self.hdr, h, Some(s))?;
+            commit(self.hdr, h, Some(s), self.rk)?;
             self.report(s);
             Ok(true)
         })?;
@@ -772,7 +839,7 @@ impl Step<'_> {
             zero(dev, end, len - RECORD_LEN)?;
         }
         sync(dev)?;
-        commit(dev, h, None)?;
+        commit(dev, h, None, self.rk)?;
         Ok(Outcome::Finished)
     }
 
@@ -810,7 +877,9 @@ impl Step<'_> {
                     sha256: park.sha256.clone(),
                     header: None,
                     key_uid: self.layout.token.as_ref().map(|t| t.key_uid.clone()),
-                };
+                    mac: String::new(),
+                }
+                .sealed(self.rk)?;
                 write(
                     dev,
                     &park::encode(&rec).map_err(io(0))?,
@@ -819,7 +888,7 @@ impl Step<'_> {
                 sync(dev)?;
                 s.done = park.len;
                 s.park = Some(park.clone());
-                commit(dev, h, Some(&s))?;
+                commit(dev, h, Some(&s), self.rk)?;
                 self.report(&s);
             }
             let chunks = forward_chunks(s.done, s.size, chunk, off);
@@ -834,7 +903,7 @@ impl Step<'_> {
             offset: park.offset,
             len: park.len,
         })?;
-        restore(dev, &rec)?;
+        restore(dev, &rec, self.rk)?;
         Ok(Outcome::Finished)
     }
 
@@ -865,15 +934,14 @@ impl Step<'_> {
         };
         // The hot zone a crash interrupted is redone from the journal's copy of its old
         // content: the disk's may be half old, half new.
-        if let Some(mut b) = journal::load(hdr, run_id, s.done)
-            .map_err(io(JOURNAL_OFFSET))?
+        if let Some(mut b) = journal::load(hdr, run_id, s.done, self.rk)?
             .filter(|d| !d.is_empty() && s.done + d.len() as u64 <= s.size)
         {
             transform(&mut b, s.done);
             write(dev, &b, off + s.done)?;
             sync(dev)?;
             s.done += b.len() as u64;
-            commit(hdr, h, Some(s))?;
+            commit(hdr, h, Some(s), self.rk)?;
             self.report(s);
         }
         let chunks = forward_chunks(s.done, s.size, hot, off);
@@ -891,12 +959,13 @@ impl Step<'_> {
                 pos: c.logical,
                 len: c.len,
                 sha256: park::sha256_hex(source),
+                mac: String::new(),
             };
-            journal::save(hdr, &rec, source).map_err(io(JOURNAL_OFFSET))?;
+            journal::save(hdr, &rec, source, self.rk)?;
             write(dev, out, c.at)?;
             sync(dev)?;
             s.done = c.logical + c.len;
-            commit(hdr, h, Some(s))?;
+            commit(hdr, h, Some(s), self.rk)?;
             self.report(s);
             Ok(true)
         })?;
@@ -934,7 +1003,7 @@ impl Step<'_> {
         zero(hdr, JOURNAL_OFFSET, JOURNAL_END)?;
         sync(hdr)?;
         if kind == Kind::Encrypt {
-            commit(hdr, h, None)?;
+            commit(hdr, h, None, self.rk)?;
         } else {
             // The data is plaintext again: the header file has nothing left to say. The
             // keyslots go first, the two header copies last, so a crash before the end
@@ -997,7 +1066,7 @@ impl Step<'_> {
             d.segments = vec!["0".into()];
         }
         token::set_uid(&mut h.metadata, &run_id);
-        commit(hdr, h, None)?;
+        commit(hdr, h, None, self.rk)?;
         Ok(Outcome::Finished)
     }
 }

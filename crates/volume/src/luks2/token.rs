@@ -128,6 +128,11 @@ pub struct State {
     /// decrypt with a detached header), instead of moved by the header area.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub in_place: bool,
+    /// HMAC-SHA256 tag (hex) over this state and the header facts it steers, under a key
+    /// derived from the KMIP secret the conversion needs ([`crate::convert::auth`]). Empty
+    /// only while a state is being built; a committed state without one is refused.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub mac: String,
 }
 
 impl State {
@@ -141,6 +146,7 @@ impl State {
             new_key_uid: None,
             new_digest: None,
             in_place,
+            mac: String::new(),
         }
     }
 }
