@@ -1,5 +1,18 @@
 //! The only road to storage: [`BlockBackend`], with a file (or block device) behind it and
 //! an in-memory one for tests. Nothing else in the crate opens files.
+//!
+//! Two locks, for two different neighbours:
+//!
+//! - **atrest's own device lock** ([`Access`]), held for as long as a format, a conversion
+//!   or an export has the device: an open-file-description lock (`F_OFD_SETLK`), which
+//!   stock cryptsetup neither takes nor sees.
+//! - **cryptsetup's metadata lock** ([`MetadataLock`]), held only while a header is read
+//!   (shared) or written (exclusive), following cryptsetup's protocol
+//!   (`lib/utils_device_locking.c`): `flock` on the file itself for a regular file, on
+//!   `/run/cryptsetup/L_<major>:<minor>` for a block device. So `cryptsetup luksDump` of a
+//!   served image answers at once, and neither tool reads a header the other is halfway
+//!   through writing. (Before, the device lock was a `flock` held while serving, and
+//!   cryptsetup's blocking `flock` hung without a word for the whole serving time.)
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -17,6 +30,11 @@ pub trait BlockBackend: Send + Sync {
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
     /// Makes every write so far durable.
     fn sync(&self) -> io::Result<()>;
+    /// Takes cryptsetup's metadata lock: shared to read a header, exclusive (`write`) to
+    /// write one. None by default (no other tool reaches the device).
+    fn metadata_lock(&self, _write: bool) -> io::Result<MetadataLock> {
+        Ok(MetadataLock::none())
+    }
     /// True when the backend holds no bytes.
     fn is_empty(&self) -> io::Result<bool> {
         Ok(self.len()? == 0)
@@ -42,9 +60,38 @@ pub trait BlockBackend: Send + Sync {
     }
 }
 
+/// How long a header read or write waits for cryptsetup's metadata lock before it gives up
+/// (cryptsetup holds it for the duration of one command's metadata access).
+pub const METADATA_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Where cryptsetup keeps the lock files of block devices.
+const CRYPTSETUP_LOCK_DIR: &str = "/run/cryptsetup";
+
+/// cryptsetup's metadata lock on a device, held until dropped.
+#[derive(Debug)]
+#[must_use = "the lock is released when this is dropped"]
+pub struct MetadataLock(Option<File>);
+
+impl MetadataLock {
+    /// No lock (a device no other tool can reach: memory, a test double).
+    pub fn none() -> Self {
+        Self(None)
+    }
+}
+
+impl Drop for MetadataLock {
+    fn drop(&mut self) {
+        if let Some(f) = &self.0 {
+            let _ = rustix::fs::flock(f, rustix::fs::FlockOperation::Unlock);
+        }
+    }
+}
+
 /// A file or block device.
 pub struct FileBackend {
     file: File,
+    /// How long to wait for cryptsetup's metadata lock.
+    metadata_wait: std::time::Duration,
 }
 
 /// How a device is held while atrest works on it.
@@ -88,9 +135,19 @@ pub enum OpenError {
 }
 
 impl FileBackend {
-    /// Wraps an open file (no lock: the caller holds one, or needs none, as in tests).
+    /// Wraps an open file (no device lock: the caller holds one, or needs none, as in
+    /// tests; header reads and writes still take cryptsetup's metadata lock).
     pub fn new(file: File) -> Self {
-        Self { file }
+        Self {
+            file,
+            metadata_wait: METADATA_LOCK_WAIT,
+        }
+    }
+
+    /// Waits at most `d` for cryptsetup's metadata lock (tests).
+    pub fn with_metadata_wait(mut self, d: std::time::Duration) -> Self {
+        self.metadata_wait = d;
+        self
     }
 
     /// Opens `path` for reading and writing and takes its lock (`flock`, advisory: every
@@ -110,12 +167,8 @@ impl FileBackend {
 
     /// Takes `path`'s lock on an open `file`.
     pub fn lock(file: File, path: &Path, access: Access) -> Result<Self, OpenError> {
-        let r = match access {
-            Access::Exclusive => file.try_lock(),
-            Access::Shared => file.try_lock_shared(),
-        };
-        match r {
-            Ok(()) => Ok(Self { file }),
+        match ofd_lock(&file, access) {
+            Ok(()) => Ok(Self::new(file)),
             Err(std::fs::TryLockError::WouldBlock) => Err(OpenError::Busy {
                 path: path.to_owned(),
                 what: match access {
@@ -131,7 +184,92 @@ impl FileBackend {
     }
 }
 
+/// Takes atrest's device lock on the whole file: an open-file-description lock, owned by
+/// this open file (not by the process, so opening and closing the same file elsewhere in
+/// the process keeps it, and two opens in one process exclude each other).
+fn ofd_lock(file: &File, access: Access) -> Result<(), std::fs::TryLockError> {
+    use nix::fcntl::{fcntl, FcntlArg};
+    let kind = match access {
+        Access::Exclusive => libc::F_WRLCK,
+        Access::Shared => libc::F_RDLCK,
+    };
+    let range = libc::flock {
+        l_type: kind as libc::c_short,
+        l_whence: libc::SEEK_SET as libc::c_short,
+        l_start: 0,
+        l_len: 0,
+        l_pid: 0,
+    };
+    match fcntl(file, FcntlArg::F_OFD_SETLK(&range)) {
+        Ok(_) => Ok(()),
+        Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EACCES) => {
+            Err(std::fs::TryLockError::WouldBlock)
+        }
+        Err(e) => Err(std::fs::TryLockError::Error(io::Error::from(e))),
+    }
+}
+
+impl FileBackend {
+    /// The file cryptsetup flocks for this device: the file itself through a new open
+    /// file description (a flock belongs to one; two threads of one process must exclude
+    /// each other as two processes do), or a block device's lock file.
+    fn metadata_lock_file(&self) -> io::Result<File> {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, OpenOptionsExt};
+        let meta = self.file.metadata()?;
+        if !meta.file_type().is_block_device() {
+            return File::open(format!("/proc/self/fd/{}", self.file.as_raw_fd()));
+        }
+        let rdev = meta.rdev();
+        let (major, minor) = (libc::major(rdev), libc::minor(rdev));
+        match std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(CRYPTSETUP_LOCK_DIR)
+        {
+            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
+            _ => {}
+        }
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(format!("{CRYPTSETUP_LOCK_DIR}/L_{major}:{minor}"))
+    }
+}
+
 impl BlockBackend for FileBackend {
+    fn metadata_lock(&self, write: bool) -> io::Result<MetadataLock> {
+        use rustix::fs::{flock, FlockOperation};
+        let f = self.metadata_lock_file()?;
+        let op = if write {
+            FlockOperation::NonBlockingLockExclusive
+        } else {
+            FlockOperation::NonBlockingLockShared
+        };
+        let deadline = std::time::Instant::now() + self.metadata_wait;
+        loop {
+            match flock(&f, op) {
+                Ok(()) => return Ok(MetadataLock(Some(f))),
+                Err(rustix::io::Errno::WOULDBLOCK) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(rustix::io::Errno::WOULDBLOCK) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::WouldBlock,
+                        format!(
+                            "another process (cryptsetup?) has held this device's LUKS2 metadata lock for over {} s; nothing was {}. Retry when it has finished",
+                            self.metadata_wait.as_secs_f32(),
+                            if write { "written" } else { "read" }
+                        ),
+                    ))
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
     fn len(&self) -> io::Result<u64> {
         let meta = self.file.metadata()?;
         if meta.file_type().is_file() {

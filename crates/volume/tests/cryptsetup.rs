@@ -338,3 +338,125 @@ fn atrest_reads_what_cryptsetup_reencrypt_encrypt_wrote() {
         "atrest reads different plaintext than cryptsetup encrypted"
     );
 }
+
+/// Issue 19, item 8. While atrest holds a volume (as `atrest serve` does for its whole
+/// serving time), `cryptsetup luksDump` must answer at once: atrest's own device lock is
+/// not the lock cryptsetup waits on. Two atrest holders still exclude each other.
+#[test]
+fn cryptsetup_reads_a_volume_that_atrest_holds() {
+    use volume::backend::{Access, OpenError};
+    let t = Tmp::new("held");
+    let img = t.file("held.img", DATA_OFFSET + (4 << 20));
+    format(
+        backend(&img).as_ref(),
+        &[7; 32],
+        &opts(KeyMode::Wrapped, 32, 512),
+    )
+    .unwrap();
+    let held = FileBackend::open(&img, Access::Exclusive).unwrap();
+    let started = std::time::Instant::now();
+    let out = Command::new("timeout")
+        .args(["20", "cryptsetup", "luksDump", img.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "luksDump of a held volume: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("atrest-kmip"), "{text}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "luksDump waited {:?}",
+        started.elapsed()
+    );
+    // atrest's own exclusion is unchanged, within one process as between two.
+    assert!(matches!(
+        FileBackend::open(&img, Access::Exclusive),
+        Err(OpenError::Busy { .. })
+    ));
+    let out = Command::new("timeout")
+        .args([
+            "20",
+            "flock",
+            "--nonblock",
+            "--exclusive",
+            img.to_str().unwrap(),
+            "true",
+        ])
+        .status()
+        .unwrap();
+    assert!(
+        out.success(),
+        "atrest must not hold cryptsetup's flock while it merely holds the device"
+    );
+    drop(held);
+}
+
+/// While another process holds cryptsetup's metadata lock exclusively (as cryptsetup does
+/// while it writes a header; here util-linux `flock`, which takes the same lock), atrest
+/// neither reads nor writes the header: it waits, then gives up naming the lock, and the
+/// device is unchanged. Once the lock is released, the same write goes through.
+#[test]
+fn atrest_waits_for_cryptsetups_metadata_lock_and_changes_nothing() {
+    let t = Tmp::new("mdlock");
+    let img = t.file("mdlock.img", DATA_OFFSET + (4 << 20));
+    format(
+        backend(&img).as_ref(),
+        &[7; 32],
+        &opts(KeyMode::Wrapped, 32, 512),
+    )
+    .unwrap();
+    let before = std::fs::read(&img).unwrap();
+    let dev = FileBackend::new(
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&img)
+            .unwrap(),
+    )
+    .with_metadata_wait(std::time::Duration::from_millis(500));
+    let mut h = volume::luks2::header::read(&dev).unwrap().header;
+    let mut holder = Command::new("flock")
+        .args([
+            "--no-fork",
+            "--exclusive",
+            img.to_str().unwrap(),
+            "sleep",
+            "30",
+        ])
+        .spawn()
+        .unwrap();
+    // Wait (bounded) until the holder has the lock: a non-blocking shared flock fails.
+    let probe = File::open(&img).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while rustix::fs::flock(&probe, rustix::fs::FlockOperation::NonBlockingLockShared).is_ok() {
+        rustix::fs::flock(&probe, rustix::fs::FlockOperation::Unlock).unwrap();
+        assert!(
+            std::time::Instant::now() < deadline,
+            "flock never took the lock"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let e = volume::luks2::header::read(&dev).unwrap_err().to_string();
+    assert!(
+        e.contains("metadata lock") && e.contains("nothing was read"),
+        "{e}"
+    );
+    let e = volume::luks2::header::write(&dev, &mut h.clone())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("metadata lock") && e.contains("nothing was written"),
+        "{e}"
+    );
+    assert!(
+        std::fs::read(&img).unwrap() == before,
+        "a write went through the lock"
+    );
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    volume::luks2::header::write(&dev, &mut h).unwrap();
+    assert!(std::fs::read(&img).unwrap() != before);
+}

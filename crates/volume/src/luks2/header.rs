@@ -65,6 +65,10 @@ fn read_copy(dev: &dyn BlockBackend, offset: u64) -> Result<(BinaryHeader, Metad
 
 /// Reads the header of `dev`.
 pub fn read(dev: &dyn BlockBackend) -> Result<Read, Luks2Error> {
+    // cryptsetup's shared lock: never a header it is halfway through writing.
+    let _lock = dev
+        .metadata_lock(false)
+        .map_err(|source| Luks2Error::Io { offset: 0, source })?;
     let primary = read_copy(dev, 0);
     // The secondary sits at hdr_size; if the primary cannot say where, try every size.
     let secondary = match &primary {
@@ -139,6 +143,11 @@ pub fn write(dev: &dyn BlockBackend, header: &mut Header) -> Result<(), Luks2Err
         ));
     }
     json.resize(hdr_size as usize - BINARY_SIZE, 0);
+    // cryptsetup's exclusive lock, for both copies: no reader (of either tool) sees a copy
+    // mid-write, and no cryptsetup command changes the header meanwhile.
+    let _lock = dev
+        .metadata_lock(true)
+        .map_err(|source| Luks2Error::Io { offset: 0, source })?;
     // A barrier: what the new header refers to (a keyslot just written, data a conversion
     // just moved) must be durable before the header says it exists. Without it a power cut
     // could keep the header and lose keyslot sectors: the volume key would be gone.
