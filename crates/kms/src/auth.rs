@@ -24,6 +24,15 @@ struct Entry {
 #[derive(Default)]
 pub struct Session {
     verified: Option<(String, zeroize::Zeroizing<String>)>,
+    authenticated: bool,
+}
+
+impl Session {
+    /// Whether a request on this connection has passed [`Users::check`]: the peer is a
+    /// client, no longer an unknown that may be evicted or timed out as such.
+    pub fn authenticated(&self) -> bool {
+        self.authenticated
+    }
 }
 
 /// The users allowed to authenticate with a password.
@@ -98,6 +107,16 @@ impl Users {
     /// so `session` remembers the last pair verified on this connection and a request
     /// repeating it is checked by a constant-time comparison instead.
     pub fn check(
+        &self,
+        credentials: &[Credential],
+        session: &mut Session,
+    ) -> Result<Option<String>, &'static str> {
+        let r = self.check_credentials(credentials, session);
+        session.authenticated |= r.is_ok();
+        r
+    }
+
+    fn check_credentials(
         &self,
         credentials: &[Credential],
         session: &mut Session,

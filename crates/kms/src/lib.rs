@@ -9,12 +9,15 @@
 //!
 //! Parts: [`setup`] lays out a server directory on first start (PKI, users, the client's
 //! ready `client.toml`); [`store`] keeps objects; [`auth`] checks credentials; [`handler`]
-//! turns one request into one response; [`server`] accepts connections.
+//! turns one request into one response; [`server`] accepts connections, and `admission`
+//! bounds what peers that have not authenticated may hold there.
 
 #![forbid(unsafe_code)]
 
+mod admission;
 pub mod auth;
 pub mod handler;
+mod notice;
 pub mod pki;
 pub mod server;
 pub mod setup;

@@ -5,20 +5,22 @@
 //! connection is a strict request/response loop, and the store serialises writes anyway.
 //!
 //! Anyone who can reach the port can open connections without a certificate, so what an
-//! unauthenticated peer can hold is bounded (issue 10): a TLS handshake must finish within
-//! [`Options::handshake_timeout`] (a reaper closes it otherwise, however slowly it
-//! trickles bytes); at most [`Options::max_handshakes`] handshakes run at once, and a new
-//! one evicts the oldest when they are all taken (a real client's handshake takes
-//! milliseconds, so only stalled ones are ever evicted); one peer address may hold at most
-//! [`Options::max_per_peer`] connections; and refusals are logged at most once per
-//! [`REFUSAL_LOG_INTERVAL`], with a count, so a flood cannot fill the disk with log lines.
+//! unauthenticated peer can hold is bounded (issues 10 and 19, see `admission`): a TLS
+//! handshake must finish within [`Options::handshake_timeout`] and an authenticated request
+//! follow within [`Options::authentication_timeout`] (a reaper closes the connection
+//! otherwise, however slowly it trickles bytes); when [`Options::max_connections`],
+//! [`Options::max_per_peer`] or [`Options::max_unauthenticated`] is reached, a newcomer
+//! evicts the oldest unauthenticated connection instead of being refused, so idle sockets
+//! cannot lock a client out (a real client authenticates in milliseconds, so only stalled
+//! peers are ever evicted); an authenticated connection is never evicted; and refusals and
+//! evictions are logged at most once per [`REFUSAL_LOG_INTERVAL`], with a count, so a
+//! flood cannot fill the disk with log lines.
 
-use std::collections::{HashMap, VecDeque};
 use std::io::{Read, Write};
-use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kmip::enums::ResultReason;
@@ -30,8 +32,10 @@ use openssl::x509::store::X509StoreBuilder;
 use openssl::x509::X509;
 use zeroize::Zeroizing;
 
+use crate::admission::{self, Admission, Ticket};
 use crate::auth::Users;
 use crate::handler::Kms;
+pub use crate::notice::REFUSAL_LOG_INTERVAL;
 use crate::store::Store;
 
 /// TLS 1.2 suites: AEAD first, then the CBC suites the KMIP profiles mandate. TLS 1.3 is on.
@@ -46,17 +50,26 @@ AES128-GCM-SHA256:AES256-GCM-SHA384:AES128-SHA256:AES256-SHA256";
 pub struct Options {
     /// Address to listen on.
     pub listen: SocketAddr,
-    /// A connection with no request for this long is closed.
+    /// An authenticated connection with no request for this long is closed.
     pub idle_timeout: Duration,
-    /// Time allowed for the TLS handshake and for the rest of a request once it started.
+    /// Time allowed for the rest of a request once it started, and for a response to be
+    /// taken.
     pub io_timeout: Duration,
-    /// Connections served at once; more are refused until one ends.
+    /// Connections served at once. When all are taken, a newcomer evicts the oldest
+    /// unauthenticated one; it is refused only if every one is authenticated.
     pub max_connections: usize,
-    /// Time a peer has to complete the TLS handshake (and so show a client certificate).
+    /// Time a peer has from connecting to the end of the TLS handshake (and so to show a
+    /// client certificate).
     pub handshake_timeout: Duration,
-    /// TLS handshakes in progress at once; a new one evicts the oldest beyond this.
-    pub max_handshakes: usize,
-    /// Connections one peer address may hold (handshaking or served).
+    /// Time a peer has from the end of the TLS handshake to a KMIP request that
+    /// authenticates; a connected client sends its first request at once.
+    pub authentication_timeout: Duration,
+    /// Unauthenticated connections (TLS handshake running, or done with no authenticated
+    /// request yet) at once; beyond this a newcomer evicts the oldest of them.
+    pub max_unauthenticated: usize,
+    /// Connections one peer address may hold. When its share is taken, a newcomer from it
+    /// evicts the address's oldest unauthenticated connection; it is refused only if all
+    /// of them are authenticated.
     pub max_per_peer: usize,
 }
 
@@ -69,135 +82,19 @@ impl Options {
             io_timeout: Duration::from_secs(30),
             max_connections: 256,
             handshake_timeout: Duration::from_secs(5),
-            max_handshakes: 64,
+            authentication_timeout: Duration::from_secs(5),
+            max_unauthenticated: 64,
             max_per_peer: 64,
         }
     }
-}
 
-/// Refusals and failed handshakes are logged at most this often, with a count.
-pub const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
-
-/// Log lines about unauthenticated peers, at most one per [`REFUSAL_LOG_INTERVAL`] per
-/// kind, each saying how many were suppressed since the last.
-#[derive(Default)]
-struct RateLimitedLog {
-    kinds: Mutex<HashMap<&'static str, (Option<Instant>, u64)>>,
-}
-
-impl RateLimitedLog {
-    fn warn(&self, kind: &'static str, detail: impl FnOnce() -> String) {
-        let mut k = self.kinds.lock().unwrap_or_else(|p| p.into_inner());
-        let (last, suppressed) = k.entry(kind).or_insert((None, 0));
-        if last.is_some_and(|t| t.elapsed() < REFUSAL_LOG_INTERVAL) {
-            *suppressed += 1;
-            return;
-        }
-        let more = match *suppressed {
-            0 => String::new(),
-            n => format!(
-                " ({n} more like it in the last {} s)",
-                REFUSAL_LOG_INTERVAL.as_secs()
-            ),
-        };
-        log::warn!("{kind}: {}{more}", detail());
-        *last = Some(Instant::now());
-        *suppressed = 0;
-    }
-}
-
-/// What unauthenticated peers hold, shared by the accept loop, the connection threads and
-/// the reaper.
-#[derive(Default)]
-struct Admission {
-    per_peer: Mutex<HashMap<IpAddr, usize>>,
-    /// Handshakes in progress: id, start, a handle to close the socket.
-    handshakes: Mutex<VecDeque<(u64, Instant, TcpStream)>>,
-    next_id: AtomicU64,
-    log: RateLimitedLog,
-}
-
-fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// A connection's claim on the limits; released on drop.
-struct Ticket {
-    adm: Arc<Admission>,
-    peer: IpAddr,
-    handshake: Option<u64>,
-}
-
-impl Ticket {
-    /// The handshake is over: the connection no longer counts as one.
-    fn handshake_done(&mut self) {
-        if let Some(id) = self.handshake.take() {
-            locked(&self.adm.handshakes).retain(|(i, _, _)| *i != id);
-        }
-    }
-}
-
-impl Drop for Ticket {
-    fn drop(&mut self) {
-        self.handshake_done();
-        let mut p = locked(&self.adm.per_peer);
-        if let Some(n) = p.get_mut(&self.peer) {
-            *n -= 1;
-            if *n == 0 {
-                p.remove(&self.peer);
-            }
-        }
-    }
-}
-
-impl Admission {
-    /// Admits a new connection from `peer`, or says why not. Evicts the oldest handshake
-    /// when all handshake places are taken.
-    fn admit(
-        self: &Arc<Self>,
-        tcp: &TcpStream,
-        peer: IpAddr,
-        o: &Options,
-    ) -> Result<Ticket, String> {
-        {
-            let mut p = locked(&self.per_peer);
-            let n = p.entry(peer).or_insert(0);
-            if *n >= o.max_per_peer {
-                return Err(format!(
-                    "{peer} already holds {} connections",
-                    o.max_per_peer
-                ));
-            }
-            *n += 1;
-        }
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let handle = tcp.try_clone().map_err(|e| e.to_string());
-        let ticket = Ticket {
-            adm: self.clone(),
-            peer,
-            handshake: Some(id),
-        };
-        let handle = handle?;
-        let mut h = locked(&self.handshakes);
-        while h.len() >= o.max_handshakes {
-            if let Some((_, _, old)) = h.pop_front() {
-                let _ = old.shutdown(Shutdown::Both);
-                self.log.warn("evicted a stalled TLS handshake", || {
-                    format!("{} handshakes in progress", o.max_handshakes)
-                });
-            }
-        }
-        h.push_back((id, Instant::now(), handle));
-        Ok(ticket)
-    }
-
-    /// Closes every handshake older than `limit`.
-    fn reap(&self, limit: Duration) {
-        let mut h = locked(&self.handshakes);
-        while h.front().is_some_and(|(_, t, _)| t.elapsed() >= limit) {
-            if let Some((_, _, s)) = h.pop_front() {
-                let _ = s.shutdown(Shutdown::Both);
-            }
+    fn admission_limits(&self) -> admission::Limits {
+        admission::Limits {
+            max_connections: self.max_connections,
+            max_per_peer: self.max_per_peer,
+            max_unauthenticated: self.max_unauthenticated,
+            handshake_timeout: self.handshake_timeout,
+            authentication_timeout: self.authentication_timeout,
         }
     }
 }
@@ -302,22 +199,11 @@ impl Server {
 
     /// Serves until stopped; then lets open connections finish their current request.
     pub fn run(self) {
-        let active = Arc::new(AtomicUsize::new(0));
-        let adm = Arc::new(Admission::default());
+        let adm = Arc::new(Admission::new(self.options.admission_limits()));
         let mut handles = Vec::new();
         let reaper = {
-            let (adm, stop, limit) = (
-                adm.clone(),
-                self.stop.clone(),
-                self.options.handshake_timeout,
-            );
-            std::thread::spawn(move || {
-                while !stop.load(Ordering::SeqCst) {
-                    adm.reap(limit);
-                    std::thread::sleep(Duration::from_millis(250));
-                }
-                adm.reap(Duration::ZERO);
-            })
+            let adm = adm.clone();
+            std::thread::spawn(move || adm.reap_until_stopped())
         };
         for conn in self.listener.incoming() {
             if self.stop.load(Ordering::SeqCst) {
@@ -325,34 +211,27 @@ impl Server {
             }
             let Ok(tcp) = conn else { continue };
             let Ok(peer) = tcp.peer_addr() else { continue };
-            if active.load(Ordering::SeqCst) >= self.options.max_connections {
-                adm.log.warn("refused a connection", || {
-                    format!("{} connections already open", self.options.max_connections)
-                });
-                continue;
-            }
-            let ticket = match adm.admit(&tcp, peer.ip(), &self.options) {
+            let ticket = match adm.admit(&tcp, peer.ip()) {
                 Ok(t) => t,
                 Err(why) => {
-                    adm.log.warn("refused a connection", || why);
+                    adm.log
+                        .warn("refused a connection", || format!("{peer}: {why}"));
                     continue;
                 }
             };
-            active.fetch_add(1, Ordering::SeqCst);
-            let (acceptor, kms, stop, active, opts) = (
+            let (acceptor, kms, stop, opts) = (
                 self.acceptor.clone(),
                 self.kms.clone(),
                 self.stop.clone(),
-                active.clone(),
                 self.options.clone(),
             );
             handles.push(std::thread::spawn(move || {
                 serve_connection(tcp, peer, ticket, &acceptor, &kms, &stop, &opts);
-                active.fetch_sub(1, Ordering::SeqCst);
             }));
             handles.retain(|h| !h.is_finished());
         }
         log::info!("stopping: waiting for {} open connection(s)", handles.len());
+        adm.stop();
         let _ = reaper.join();
         for h in handles {
             let _ = h.join();
@@ -389,7 +268,7 @@ fn identity_of(s: &SslStream<TcpStream>) -> Option<String> {
 fn serve_connection(
     tcp: TcpStream,
     peer: SocketAddr,
-    mut ticket: Ticket,
+    ticket: Ticket,
     acceptor: &SslAcceptor,
     kms: &Kms,
     stop: &AtomicBool,
@@ -402,9 +281,10 @@ fn serve_connection(
     let mut s = match acceptor.accept(tcp) {
         Ok(s) => s,
         Err(e) => {
-            if !stop.load(Ordering::SeqCst) {
+            // A connection the server cut (evicted, or at its deadline) was logged then.
+            if !stop.load(Ordering::SeqCst) && !ticket.was_cut() {
                 let late = started.elapsed() >= opts.handshake_timeout;
-                ticket.adm.log.warn("TLS handshake failed", || {
+                ticket.log().warn("TLS handshake failed", || {
                     if late {
                         format!(
                             "{peer}: not completed within {} s",
@@ -418,7 +298,9 @@ fn serve_connection(
             return;
         }
     };
-    ticket.handshake_done();
+    if !ticket.tls_done() {
+        return;
+    }
     let _ = s.get_ref().set_read_timeout(Some(opts.io_timeout));
     let _ = s.get_ref().set_write_timeout(Some(opts.io_timeout));
     let Some(who) = identity_of(&s) else {
@@ -427,6 +309,7 @@ fn serve_connection(
     };
     let limits = kms.limits();
     let mut session = crate::auth::Session::default();
+    let mut authenticated = false;
     loop {
         // Wait for the next request in one-second steps, so a stop or the idle timeout is
         // noticed; TLS data already buffered counts as a request arriving.
@@ -483,8 +366,16 @@ fn serve_connection(
         if s.read_exact(&mut buf[8..]).is_err() {
             return;
         }
-        let (response, log, close) = kms.handle(&who, &buf, &mut session);
-        for e in &log {
+        let (response, entries, close) = kms.handle(&who, &buf, &mut session);
+        if session.authenticated() && !authenticated {
+            // From here on no newcomer may take this connection's place; if one already
+            // has, the answer must not go out on a socket the server gave up.
+            if !ticket.authenticated() {
+                return;
+            }
+            authenticated = true;
+        }
+        for e in &entries {
             log::info!(
                 "{peer} who={who} op={} uid={} result={}",
                 e.operation.map_or_else(|| "-".into(), |o| o.to_string()),

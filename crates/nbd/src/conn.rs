@@ -9,15 +9,17 @@
 //! flight and their buffer bytes (the reader stops reading until replies go out), and
 //! buffers kept for reuse. When the reading stops (`NBD_CMD_DISC`, end of file, a broken
 //! stream, or a close of the export), the requests in flight are still run and answered
-//! before the connection ends.
+//! before the connection ends. With an idle timeout set, a connection with nothing in
+//! flight and no byte of a new request for that long is closed (see
+//! [`crate::limits::DEFAULT_IDLE_TIMEOUT`]).
 
 use std::collections::VecDeque;
-use std::io::{self, BufReader, Read, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::Shutdown;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::thread::{self, Scope};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::dispatch::{self, Op, Rules};
 use crate::error::{HandshakeError, TransmissionError};
@@ -34,6 +36,20 @@ pub(crate) struct ConnConfig {
     pub(crate) workers: usize,
     pub(crate) max_in_flight_requests: usize,
     pub(crate) max_in_flight_bytes: usize,
+    /// Transmission idle time before the connection is closed; `None` never closes it.
+    pub(crate) idle_timeout: Option<Duration>,
+}
+
+/// A request stream whose reads can be given a time limit, for the idle timeout.
+pub(crate) trait ReadTimeout {
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()>;
+}
+
+impl ReadTimeout for &[u8] {
+    /// A slice never blocks: nothing to limit.
+    fn set_read_timeout(&self, _: Option<Duration>) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Sees each request header as it is parsed (the fuzz checker pairs replies with them).
@@ -56,6 +72,8 @@ pub(crate) enum Ended {
     Disconnect,
     /// End of file between requests (the client closed, or a close/stop shut us down).
     Eof,
+    /// Nothing in flight and no new request for the idle timeout.
+    Idle(Duration),
     /// Anything else.
     Error(TransmissionError),
 }
@@ -68,7 +86,7 @@ pub(crate) enum Outcome {
 }
 
 /// Serves one connection from greeting to close.
-pub(crate) fn run<R: Read, W: Write + Send>(
+pub(crate) fn run<R: Read + ReadTimeout, W: Write + Send>(
     registry: &Registry,
     conn: &ConnGuard<'_>,
     reader: R,
@@ -84,6 +102,11 @@ pub(crate) fn run<R: Read, W: Write + Send>(
         Err(HandshakeError::Aborted) => {
             log::debug!("connection {id}: client aborted the handshake");
             return Outcome::Handshake(HandshakeError::Aborted);
+        }
+        // Evicted or past its deadline: the accept loop has logged it (rate-limited).
+        Err(e) if conn.ctl.closing() => {
+            log::debug!("connection {id}: cut during the handshake: {e}");
+            return Outcome::Handshake(e);
         }
         Err(e) => {
             log::info!("connection {id}: handshake failed: {e}");
@@ -111,6 +134,11 @@ pub(crate) fn run<R: Read, W: Write + Send>(
             } else {
                 ""
             }
+        ),
+        Ended::Idle(t) => log::info!(
+            "connection {id}: closed after {} requests, idle for {} s",
+            stats.requests,
+            t.as_secs()
         ),
         Ended::Error(e) => log::warn!(
             "connection {id}: ended after {} requests: {e}",
@@ -226,6 +254,10 @@ struct Shared<'a, W> {
     pool: Pool,
     // Average time the export took on recent quick requests, in nanoseconds.
     quick_ns: AtomicU64,
+    // When the last reply went out, in nanoseconds after `started`: a client that is
+    // receiving replies is not idle.
+    started: Instant,
+    last_reply_ns: AtomicU64,
 }
 
 /// A lone quick request runs on the reading thread while quick requests take less than
@@ -246,6 +278,11 @@ impl<'a, W: Write + Send> Shared<'a, W> {
             return;
         }
         let res = out.w.write_all(msg).and_then(|()| out.w.flush());
+        let since_start = self.started.elapsed().as_nanos();
+        self.last_reply_ns.fetch_max(
+            u64::try_from(since_start).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
         if let Err(e) = res {
             out.failed = true;
             drop(out);
@@ -378,6 +415,53 @@ impl<'a, W: Write + Send> Shared<'a, W> {
         }
     }
 
+    /// Waits for the first byte of the next request, at most until the connection has been
+    /// idle for `idle`: nothing in flight, no reply sent and nothing received for that
+    /// long. Returns true when it was. The time limit is lifted once a byte has arrived,
+    /// so a request that has begun is never cut, however slowly it arrives.
+    fn wait_for_request<R: Read + ReadTimeout>(
+        &self,
+        r: &mut BufReader<R>,
+        idle: Duration,
+    ) -> io::Result<bool> {
+        if !r.buffer().is_empty() {
+            return Ok(false);
+        }
+        let waiting_since = Instant::now();
+        let idle_now = loop {
+            let last_reply =
+                self.started + Duration::from_nanos(self.last_reply_ns.load(Ordering::Relaxed));
+            let last = waiting_since.max(last_reply);
+            let quiet = last.elapsed();
+            let in_flight = lock(&self.q).in_flight;
+            if in_flight == 0 && quiet >= idle {
+                break true;
+            }
+            // While requests run, look again after a whole period: their replies restart
+            // the count.
+            let wait = match idle.checked_sub(quiet) {
+                Some(left) if in_flight == 0 => left,
+                _ => idle,
+            };
+            r.get_ref()
+                .set_read_timeout(Some(wait.max(Duration::from_millis(1))))?;
+            match r.fill_buf() {
+                // Data, or end of file: the caller reads either.
+                Ok(_) => break false,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock
+                            | io::ErrorKind::TimedOut
+                            | io::ErrorKind::Interrupted
+                    ) => {}
+                Err(e) => return Err(e),
+            }
+        };
+        r.get_ref().set_read_timeout(None)?;
+        Ok(idle_now)
+    }
+
     fn finish(&self) {
         lock(&self.q).done = true;
         self.work.notify_all();
@@ -408,7 +492,7 @@ fn skip<R: Read>(r: &mut R, len: u32) -> io::Result<()> {
     Ok(())
 }
 
-fn transmission<R: Read, W: Write + Send>(
+fn transmission<R: Read + ReadTimeout, W: Write + Send>(
     r: &mut BufReader<R>,
     w: W,
     t: &Transmission,
@@ -431,6 +515,8 @@ fn transmission<R: Read, W: Write + Send>(
             peak_buffer: AtomicUsize::new(0),
         },
         quick_ns: AtomicU64::new(0),
+        started: Instant::now(),
+        last_reply_ns: AtomicU64::new(0),
     };
     let rules = Rules::new(t);
     let mut requests = 0u64;
@@ -453,7 +539,7 @@ fn transmission<R: Read, W: Write + Send>(
 /// The reader: parses, checks and admits requests, reads write payloads, answers invalid
 /// requests itself, and runs a lone quick request itself while the export is fast;
 /// everything else goes to the workers. Returns why reading stopped.
-fn read_requests<'s, R: Read, W: Write + Send>(
+fn read_requests<'s, R: Read + ReadTimeout, W: Write + Send>(
     r: &mut BufReader<R>,
     shared: &'s Shared<'_, W>,
     scope: &'s Scope<'s, '_>,
@@ -463,6 +549,13 @@ fn read_requests<'s, R: Read, W: Write + Send>(
 ) -> Ended {
     let mut hb = [0u8; REQUEST_LEN];
     loop {
+        if let Some(idle) = shared.config.idle_timeout {
+            match shared.wait_for_request(r, idle) {
+                Ok(false) => {}
+                Ok(true) => return Ended::Idle(idle),
+                Err(e) => return Ended::Error(TransmissionError::Read(e)),
+            }
+        }
         match read_header(r, &mut hb) {
             Ok(true) => {}
             Ok(false) => return Ended::Eof,

@@ -216,7 +216,10 @@ pub fn session(data: &[u8]) -> Summary {
     registry
         .add_export(ExportConfig::new("ro"), ro)
         .expect("valid export");
-    let conn = registry.register(None, None).expect("first connection");
+    let conn = registry
+        .register(None, None)
+        .expect("first connection")
+        .guard;
     let pending = Mutex::new(VecDeque::new());
     let observe = |r: &crate::wire::Request| {
         if r.command != Command::DISC {
@@ -236,6 +239,7 @@ pub fn session(data: &[u8]) -> Summary {
         workers: 0,
         max_in_flight_requests: 8,
         max_in_flight_bytes: MAX_IN_FLIGHT_BYTES,
+        idle_timeout: None,
     };
     let outcome = conn::run(
         &registry,

@@ -33,13 +33,50 @@ pub const MAX_OPTION_SKIP: u32 = 64 << 10;
 pub const MAX_OPTIONS: u32 = 256;
 
 /// Connections (in handshake or transmission) served at once, by default: 64. Each costs
-/// a thread, a read buffer and up to [`DEFAULT_MAX_IN_FLIGHT_BYTES`] of request buffers;
-/// past the cap new connections are closed at once.
+/// a thread, a read buffer and up to [`DEFAULT_MAX_IN_FLIGHT_BYTES`] of request buffers.
+/// When the table is full, a new connection evicts the oldest one that has not finished
+/// its handshake (issue 19: on loopback TCP any local account can connect, and 64 silent
+/// sockets used to lock the export's owner out until their deadline). A client's
+/// handshake takes a few milliseconds, so only stalled ones are ever evicted. A connection
+/// in transmission is never evicted: when every slot serves a client, the newcomer is
+/// closed at once.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 64;
 
+/// Connections the server has cut (evicted, or past their handshake deadline) whose
+/// threads have not ended yet, at most: 64. They do not count against the connection cap,
+/// so an eviction frees its slot at once; their sockets are shut down both ways, so each
+/// thread ends within microseconds, and this bound only matters if those threads are
+/// starved of CPU. At the bound, the accept loop waits for one of them to end (at most
+/// [`CUT_WAIT`]), which slows a flood down to the pace at which they end.
+pub const MAX_CUT_CONNECTIONS: usize = 64;
+
+/// Longest the accept loop waits for a cut connection to end when [`MAX_CUT_CONNECTIONS`]
+/// have not, before it closes the newcomer: 1 s. Only reached if the threads of cut
+/// connections cannot run at all.
+pub const CUT_WAIT: Duration = Duration::from_secs(1);
+
 /// Time a client has from connecting to entering transmission, by default: 10 s. An idle
-/// or slow unauthenticated socket holds a connection slot; the deadline gives it back.
+/// or slow unauthenticated socket holds a connection slot; the deadline gives it back. It
+/// runs from the accept, whatever the peer sends (a silent socket and one trickling a
+/// byte at a time are cut at the same moment): the accept loop wakes at each deadline and
+/// shuts the socket down, which ends any read or write the connection is blocked in.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Time a connection in transmission may stay idle (no request in flight and no byte of a
+/// new one received) before the server closes it, by default: none (off). Off because the
+/// clients this serves hold idle connections on purpose: the kernel's NBD client keeps
+/// one per mapped device for as long as the device is mapped, and qemu one per open disk;
+/// cutting them surfaces as I/O errors in a mounted file system. Nor would it be a
+/// boundary: whoever can finish the handshake can read the export. Operators who serve
+/// short-lived tools only may set [`crate::ServerOptions::idle_timeout`]. It is only ever
+/// checked between requests: once the first byte of a request has arrived, the request
+/// takes as long as the client needs, and a request running on the export is never cut.
+pub const DEFAULT_IDLE_TIMEOUT: Option<Duration> = None;
+
+/// Log lines about connections refused or cut are written at most this often per kind,
+/// each with how many happened since the last: 10 s. A flood of sockets must not become
+/// a flood of log lines.
+pub const NOTICE_INTERVAL: Duration = Duration::from_secs(10);
 
 /// How long a reply may wait for the client to read, by default: 60 s. A client that stops
 /// reading its replies would otherwise hold worker threads (and the export's close) forever.

@@ -2,7 +2,7 @@
 //! export each one serves, so that closing an export or stopping the server can reach
 //! every connection concerned, and waiting for them to end is possible.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::net::Shutdown;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::ExportError;
 use crate::export::BlockExport;
+use crate::limits::{CUT_WAIT, MAX_CUT_CONNECTIONS};
 use crate::wire::decode_string;
 
 /// What `add_export` needs besides the export itself.
@@ -106,19 +107,45 @@ impl ConnCtl {
     }
 }
 
+/// Where a connection is in its life, as far as its slot is concerned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Not yet in transmission: evictable, and cut at the deadline (if any) by the accept
+    /// loop.
+    Handshake { deadline: Option<Instant> },
+    /// Serving an export: never evicted.
+    Transmission,
+    /// Evicted or past its deadline, its socket shut down, its thread not yet ended: it
+    /// no longer holds a slot (see [`MAX_CUT_CONNECTIONS`]).
+    Cut,
+}
+
 struct ConnEntry {
     ctl: Arc<ConnCtl>,
-    // Set until the handshake ends; the accept loop shuts down connections past it.
-    deadline: Option<Instant>,
+    phase: Phase,
     export: Option<Arc<ExportSlot>>,
+}
+
+impl ConnEntry {
+    fn cut(&mut self) {
+        self.phase = Phase::Cut;
+        self.ctl.close(Shutdown::Both);
+    }
 }
 
 #[derive(Default)]
 struct State {
     exports: Vec<Arc<ExportSlot>>,
-    conns: HashMap<u64, ConnEntry>,
+    // By id, which grows with each accept: iteration goes from the oldest connection.
+    conns: BTreeMap<u64, ConnEntry>,
     next_id: u64,
     stopping: bool,
+}
+
+impl State {
+    fn count(&self, pred: impl Fn(&Phase) -> bool) -> usize {
+        self.conns.values().filter(|e| pred(&e.phase)).count()
+    }
 }
 
 /// Exports and connections of one server.
@@ -144,10 +171,20 @@ impl Drop for ConnGuard<'_> {
     }
 }
 
+/// A connection registered by [`Registry::register`].
+pub(crate) struct Admitted<'a> {
+    pub(crate) guard: ConnGuard<'a>,
+    /// The connection evicted to make room for this one, if the table was full.
+    pub(crate) evicted: Option<u64>,
+}
+
 /// Why a connection could not be registered.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Refused {
+    /// Every slot serves a client in transmission; none may be evicted.
     AtCapacity,
+    /// [`MAX_CUT_CONNECTIONS`] cut connections have not ended yet.
+    TooManyCut,
     Stopping,
 }
 
@@ -237,18 +274,47 @@ impl Registry {
         self.lock().stopping
     }
 
-    /// Registers a new connection, unless the server is full or stopping.
+    /// Registers a new connection. When every slot is taken, the oldest connection still
+    /// in its handshake is cut to make room: it is either stalled (a real client's
+    /// handshake takes milliseconds) or will be cut at its deadline anyway, whereas the
+    /// newcomer may be the export's owner. Refused only when every slot serves a client,
+    /// when too many cut connections have not ended yet, or when the server is stopping.
     pub(crate) fn register(
         &self,
         shutdown: Option<ShutdownFn>,
         handshake_deadline: Option<Instant>,
-    ) -> Result<ConnGuard<'_>, Refused> {
+    ) -> Result<Admitted<'_>, Refused> {
         let mut st = self.lock();
         if st.stopping {
             return Err(Refused::Stopping);
         }
-        if st.conns.len() >= self.max_connections {
-            return Err(Refused::AtCapacity);
+        // Cut connections end within microseconds; under a flood the accept loop can
+        // still outrun them, and waiting for them here slows the flood down to the pace
+        // at which they end, rather than turning the owner away.
+        let give_up = Instant::now() + CUT_WAIT;
+        while st.count(|p| *p == Phase::Cut) >= MAX_CUT_CONNECTIONS {
+            let left = give_up.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(Refused::TooManyCut);
+            }
+            st = self
+                .ended
+                .wait_timeout(st, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        if st.stopping {
+            return Err(Refused::Stopping);
+        }
+        let mut evicted = None;
+        if st.count(|p| *p != Phase::Cut) >= self.max_connections {
+            let oldest = st
+                .conns
+                .values_mut()
+                .find(|e| matches!(e.phase, Phase::Handshake { .. }))
+                .ok_or(Refused::AtCapacity)?;
+            oldest.cut();
+            evicted = Some(oldest.ctl.id);
         }
         st.next_id += 1;
         let ctl = Arc::new(ConnCtl {
@@ -260,19 +326,25 @@ impl Registry {
             ctl.id,
             ConnEntry {
                 ctl: ctl.clone(),
-                deadline: handshake_deadline,
+                phase: Phase::Handshake {
+                    deadline: handshake_deadline,
+                },
                 export: None,
             },
         );
-        Ok(ConnGuard {
-            registry: self,
-            ctl,
+        Ok(Admitted {
+            guard: ConnGuard {
+                registry: self,
+                ctl,
+            },
+            evicted,
         })
     }
 
     /// Binds a connection to the export it selected and ends its handshake deadline.
-    /// Fails if the export has been closed (or the server is stopping) meanwhile: checked
-    /// under the same lock `close_export` takes, so no connection slips past a close.
+    /// Fails if the export has been closed (or the server is stopping, or the connection
+    /// was cut) meanwhile: checked under the same lock `close_export`, `register` and
+    /// `reap` take, so no connection slips past a close, an eviction or its deadline.
     pub(crate) fn attach(
         &self,
         conn: &ConnGuard<'_>,
@@ -288,7 +360,10 @@ impl Registry {
             .unwrap_or_else(|e| e.into_inner())
             .clone()?;
         let entry = st.conns.get_mut(&conn.ctl.id)?;
-        entry.deadline = None;
+        if entry.phase == Phase::Cut {
+            return None;
+        }
+        entry.phase = Phase::Transmission;
         entry.export = Some(slot.clone());
         Some(export)
     }
@@ -366,25 +441,26 @@ impl Registry {
         }
     }
 
-    /// Cuts the connections whose handshake deadline has passed; returns the next deadline.
-    pub(crate) fn reap(&self, now: Instant) -> Option<Instant> {
+    /// Cuts the connections whose handshake deadline has passed; returns how many, and
+    /// the next deadline.
+    pub(crate) fn reap(&self, now: Instant) -> (u64, Option<Instant>) {
         let mut st = self.lock();
         let mut next: Option<Instant> = None;
+        let mut cut = 0;
         for entry in st.conns.values_mut() {
-            match entry.deadline {
-                Some(d) if d <= now => {
-                    log::info!(
-                        "connection {}: handshake deadline passed, disconnecting",
-                        entry.ctl.id
-                    );
-                    entry.deadline = None;
-                    entry.ctl.close(Shutdown::Both);
+            match entry.phase {
+                Phase::Handshake { deadline: Some(d) } if d <= now => {
+                    log::debug!("connection {}: handshake deadline passed", entry.ctl.id);
+                    entry.cut();
+                    cut += 1;
                 }
-                Some(d) => next = Some(next.map_or(d, |n| n.min(d))),
-                None => {}
+                Phase::Handshake { deadline: Some(d) } => {
+                    next = Some(next.map_or(d, |n| n.min(d)));
+                }
+                _ => {}
             }
         }
-        next
+        (cut, next)
     }
 
     pub(crate) fn connection_count(&self) -> usize {

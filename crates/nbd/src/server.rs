@@ -14,20 +14,28 @@ use crate::conn::{self, ConnConfig};
 use crate::error::{ExportError, ListenError, ServerError};
 use crate::export::BlockExport;
 use crate::limits::{
-    DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_IN_FLIGHT_BYTES,
-    DEFAULT_MAX_IN_FLIGHT_REQUESTS, DEFAULT_WORKERS, DEFAULT_WRITE_TIMEOUT,
+    DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_IN_FLIGHT_BYTES, DEFAULT_MAX_IN_FLIGHT_REQUESTS, DEFAULT_WORKERS,
+    DEFAULT_WRITE_TIMEOUT, MAX_CUT_CONNECTIONS,
 };
 use crate::listen::{ListenAddr, Listener, Stream};
-use crate::registry::{ExportConfig, ExportSlot, Refused, Registry};
+use crate::notice::Notices;
+use crate::registry::{Admitted, ExportConfig, ExportSlot, Refused, Registry};
 
 /// Tunables of a [`Server`]; the defaults (see [`crate::limits`]) suit one client at
 /// queue depth 32 per export on a small machine.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServerOptions {
-    /// Connections served at once (handshake or transmission); more are closed on accept.
+    /// Connections served at once (handshake or transmission). When all are taken, a new
+    /// connection evicts the oldest one still in its handshake; if every one is in
+    /// transmission, the new one is closed on accept.
     pub max_connections: usize,
     /// Time from accept to the end of the handshake before the connection is cut.
     pub handshake_timeout: Duration,
+    /// Time a connection in transmission may sit idle (nothing in flight, no new request)
+    /// before it is closed; `None` (the default) never closes it. See
+    /// [`crate::limits::DEFAULT_IDLE_TIMEOUT`] for why it is off.
+    pub idle_timeout: Option<Duration>,
     /// How long one reply may wait for a client that does not read; `None` waits forever.
     pub write_timeout: Option<Duration>,
     /// Worker threads per connection (started on demand); 0 runs requests one at a time on
@@ -45,6 +53,7 @@ impl Default for ServerOptions {
         ServerOptions {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
             write_timeout: Some(DEFAULT_WRITE_TIMEOUT),
             workers_per_connection: DEFAULT_WORKERS,
             max_in_flight_requests: DEFAULT_MAX_IN_FLIGHT_REQUESTS,
@@ -59,6 +68,7 @@ impl ServerOptions {
             workers: self.workers_per_connection,
             max_in_flight_requests: self.max_in_flight_requests.max(1),
             max_in_flight_bytes: self.max_in_flight_bytes,
+            idle_timeout: self.idle_timeout,
         }
     }
 }
@@ -259,17 +269,24 @@ impl Server {
         scope: &'s thread::Scope<'s, '_>,
         config: &'s ConnConfig,
     ) -> Result<(), ServerError> {
-        let mut refused = 0u64;
+        let mut notices = Notices::default();
         loop {
             if self.registry.stopping() {
                 return Ok(());
             }
             let now = Instant::now();
+            let (cut, next) = self.registry.reap(now);
+            if cut > 0 {
+                notices.warn("handshake deadline passed", cut, || {
+                    format!(
+                        "disconnected {cut} connection(s) still in the handshake after {} ms",
+                        self.options.handshake_timeout.as_millis()
+                    )
+                });
+            }
             // Sleep until a connection arrives, the server is stopped, or the next
             // handshake deadline passes.
-            let timeout = self
-                .registry
-                .reap(now)
+            let timeout = next
                 .map(|d| d.saturating_duration_since(now) + Duration::from_millis(1))
                 .and_then(|d| Timespec::try_from(d).ok());
             let mut fds: Vec<PollFd<'_>> = listeners
@@ -291,7 +308,7 @@ impl Server {
             for (l, _) in listeners.iter().zip(&ready).filter(|(_, r)| **r) {
                 loop {
                     match l.accept() {
-                        Ok((stream, from)) => self.start(stream, from, scope, config, &mut refused),
+                        Ok((stream, from)) => self.start(stream, from, scope, config, &mut notices),
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                         Err(e) => {
@@ -314,7 +331,7 @@ impl Server {
         from: String,
         scope: &'s thread::Scope<'s, '_>,
         config: &'s ConnConfig,
-        refused: &mut u64,
+        notices: &mut Notices,
     ) {
         let prepared = stream.prepare(self.options.write_timeout).and_then(|()| {
             let ctl = stream.try_clone()?;
@@ -333,17 +350,30 @@ impl Server {
         });
         let deadline = Instant::now() + self.options.handshake_timeout;
         let guard = match self.registry.register(Some(shutdown), Some(deadline)) {
-            Ok(g) => g,
-            Err(Refused::AtCapacity) => {
-                *refused += 1;
-                // One line per 100 refusals: a flood must not flood the log too.
-                if *refused % 100 == 1 {
-                    log::warn!(
-                        "{from}: refused, {} connections already open ({} refused so far)",
-                        self.options.max_connections,
-                        refused
-                    );
+            Ok(Admitted { guard, evicted }) => {
+                if let Some(old) = evicted {
+                    notices.warn("evicted a connection in its handshake", 1, || {
+                        format!(
+                            "connection {old}, the oldest still in its handshake, to admit {from}: {} connections open",
+                            self.options.max_connections
+                        )
+                    });
                 }
+                guard
+            }
+            Err(Refused::AtCapacity) => {
+                notices.warn("refused a connection", 1, || {
+                    format!(
+                        "{from}: all {} connections are serving clients",
+                        self.options.max_connections
+                    )
+                });
+                return;
+            }
+            Err(Refused::TooManyCut) => {
+                notices.warn("refused a connection", 1, || {
+                    format!("{from}: {MAX_CUT_CONNECTIONS} cut connections have not ended yet")
+                });
                 return;
             }
             Err(Refused::Stopping) => return,

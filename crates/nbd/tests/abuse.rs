@@ -380,7 +380,7 @@ fn idle_sockets_cannot_starve_real_clients() {
         .map(|_| UnixStream::connect(&s.sock).unwrap())
         .collect();
     wait_for("the cap to be reached", || s.server.connections() == 16);
-    // The deadline cuts the 16 that got in (the rest were closed at accept).
+    // The deadline cuts the 16 that hold a slot (each newcomer evicted the oldest).
     wait_for("the handshake deadline", || s.server.connections() == 0);
     for mut i in idle.iter().take(20) {
         i.set_read_timeout(Some(Duration::from_secs(5))).unwrap();

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 use std::io::{self, Read, Write};
+use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -163,14 +164,35 @@ pub fn write_file(path: &Path, data: &[u8]) {
 }
 
 /// A raw NBD client for protocol tests: every message built with the crate's own codec.
-pub struct Client {
-    pub s: UnixStream,
+/// On the server's Unix socket unless made with [`Client::tcp`].
+pub struct Client<S = UnixStream> {
+    pub s: S,
 }
 
 impl Client {
     /// Connects and sends fixed-newstyle, no-zeroes client flags after checking the greeting.
     pub fn new(server: &TestServer) -> Client {
-        let mut s = server.connect();
+        Client::greeted(server.connect())
+    }
+
+    pub fn connect_go(server: &TestServer, name: &str) -> Client {
+        let mut c = Client::new(server);
+        c.go(name);
+        c
+    }
+}
+
+impl Client<TcpStream> {
+    /// The same over the server's loopback TCP listener.
+    pub fn tcp(server: &TestServer) -> Client<TcpStream> {
+        let s = TcpStream::connect(("127.0.0.1", server.tcp_port())).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        Client::greeted(s)
+    }
+}
+
+impl<S: Read + Write> Client<S> {
+    fn greeted(mut s: S) -> Client<S> {
         let mut g = [0u8; 18];
         s.read_exact(&mut g).expect("greeting");
         assert_eq!(decode_greeting(&g).unwrap(), 3);
@@ -223,12 +245,6 @@ impl Client {
         let size = u64::from_be_bytes(export.1[2..10].try_into().unwrap());
         let flags = u16::from_be_bytes(export.1[10..12].try_into().unwrap());
         (size, TransmissionFlags(flags))
-    }
-
-    pub fn connect_go(server: &TestServer, name: &str) -> Client {
-        let mut c = Client::new(server);
-        c.go(name);
-        c
     }
 
     pub fn request(&mut self, command: Cmd, flags: u16, cookie: u64, offset: u64, len: u32) {

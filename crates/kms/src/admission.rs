@@ -1,0 +1,353 @@
+//! What a peer that has not proven itself may hold, and for how long.
+//!
+//! Anyone who can reach the port can open connections, and a connection proves itself
+//! only by a KMIP request that authenticates (a client certificate from our CA, then the
+//! Credential when the users file asks for one). Until then it is *unauthenticated*,
+//! whether its TLS handshake is still running or it finished TLS and has sent nothing.
+//!
+//! - Unauthenticated connections are closed at a deadline: [`Limits::handshake_timeout`]
+//!   from the accept for the TLS handshake, then [`Limits::authentication_timeout`] from
+//!   the end of the handshake for an authenticated request. The reaper cuts them however
+//!   slowly they trickle bytes.
+//! - The limits (all connections, one address's share, unauthenticated ones) never turn a
+//!   newcomer away while an unauthenticated connection holds a place: the oldest such
+//!   connection (of that address, for its share) is evicted instead (issue 19: 64 idle
+//!   sockets from 127.0.0.1 used to lock the daemon, on the same address, out at start).
+//!   A real client authenticates within milliseconds, so only stalled peers are evicted.
+//! - Authenticated connections are never evicted: a newcomer is refused when every place
+//!   it could take is held by one. They end at the idle timeout as before.
+//!
+//! Evicted and timed-out connections have their socket shut down at once, so they free
+//! their place at once; the threads serving them end within milliseconds, and at most
+//! [`Limits::max_unauthenticated`] of them may still be ending before admissions wait.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Shutdown, TcpStream};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crate::notice::RateLimitedLog;
+
+/// The bounds admission enforces (from [`crate::server::Options`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    /// Connections held at once, authenticated or not.
+    pub(crate) max_connections: usize,
+    /// Connections one peer address may hold.
+    pub(crate) max_per_peer: usize,
+    /// Unauthenticated connections held at once, over all addresses.
+    pub(crate) max_unauthenticated: usize,
+    /// From the accept to the end of the TLS handshake.
+    pub(crate) handshake_timeout: Duration,
+    /// From the end of the TLS handshake to the first request that authenticates.
+    pub(crate) authentication_timeout: Duration,
+}
+
+/// Longest an admission waits for evicted connections to end when too many have not, before
+/// it refuses the newcomer. Only reached if their threads cannot run at all.
+const CUT_WAIT: Duration = Duration::from_secs(1);
+
+/// Why a connection was refused.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Refused {
+    /// Every place is held by an authenticated client.
+    #[error("all {0} connections belong to authenticated clients")]
+    Full(usize),
+    /// The peer's share is held by its authenticated connections.
+    #[error("{peer} already holds {max} authenticated connections")]
+    PeerFull {
+        /// The address.
+        peer: IpAddr,
+        /// Its share.
+        max: usize,
+    },
+    /// Too many evicted connections have not ended yet.
+    #[error("{0} evicted connections have not ended yet")]
+    TooManyCut(usize),
+    /// The server is stopping.
+    #[error("the server is stopping")]
+    Stopping,
+    /// The socket could not be duplicated for the reaper.
+    #[error("cannot keep a handle on the socket: {0}")]
+    Socket(std::io::Error),
+}
+
+enum Phase {
+    /// Evictable, and cut at `deadline`; `socket` shuts it down.
+    Unauthenticated {
+        deadline: Instant,
+        socket: TcpStream,
+    },
+    Authenticated,
+    /// Evicted or timed out, its thread not yet ended: it no longer holds a place.
+    Cut,
+}
+
+struct Conn {
+    peer: IpAddr,
+    phase: Phase,
+}
+
+impl Conn {
+    fn unauthenticated(&self) -> bool {
+        matches!(self.phase, Phase::Unauthenticated { .. })
+    }
+
+    fn live(&self) -> bool {
+        !matches!(self.phase, Phase::Cut)
+    }
+
+    fn cut(&mut self) {
+        if let Phase::Unauthenticated { socket, .. } = &self.phase {
+            // Wakes the connection's thread wherever it blocks (TLS accept, a read).
+            let _ = socket.shutdown(Shutdown::Both);
+        }
+        self.phase = Phase::Cut;
+    }
+}
+
+#[derive(Default)]
+struct Table {
+    /// By id, which grows with each accept: iteration goes from the oldest.
+    conns: BTreeMap<u64, Conn>,
+    next_id: u64,
+    stopping: bool,
+}
+
+impl Table {
+    fn count(&self, pred: impl Fn(&Conn) -> bool) -> usize {
+        self.conns.values().filter(|c| pred(c)).count()
+    }
+
+    /// Cuts the oldest unauthenticated connection `which` selects; returns its peer.
+    fn evict_oldest(&mut self, which: impl Fn(&Conn) -> bool) -> Option<IpAddr> {
+        let c = self
+            .conns
+            .values_mut()
+            .find(|c| c.unauthenticated() && which(c))?;
+        c.cut();
+        Some(c.peer)
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        self.conns
+            .values()
+            .filter_map(|c| match c.phase {
+                Phase::Unauthenticated { deadline, .. } => Some(deadline),
+                _ => None,
+            })
+            .min()
+    }
+}
+
+/// The places connections hold, shared by the accept loop, the connection threads (through
+/// their [`Ticket`]) and the reaper.
+pub(crate) struct Admission {
+    table: Mutex<Table>,
+    /// Signalled when a connection ends (an admission may wait for evicted ones), when a
+    /// deadline is set, and on stop (the reaper sleeps until the next deadline).
+    changed: Condvar,
+    limits: Limits,
+    pub(crate) log: RateLimitedLog,
+}
+
+/// A connection's place; given back on drop.
+pub(crate) struct Ticket {
+    adm: Arc<Admission>,
+    id: u64,
+}
+
+impl Admission {
+    pub(crate) fn new(limits: Limits) -> Self {
+        Self {
+            table: Mutex::new(Table::default()),
+            changed: Condvar::new(),
+            limits,
+            log: RateLimitedLog::default(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Table> {
+        // Every section leaves the table consistent: a panic elsewhere cannot tear it.
+        self.table.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn evicted(&self, victim: IpAddr, newcomer: IpAddr, full: &str) {
+        self.log.warn("evicted an unauthenticated connection", || {
+            format!("the oldest from {victim}, to admit {newcomer}: {full} full")
+        });
+    }
+
+    /// Gives `tcp`, from `peer`, a place: unauthenticated, with the handshake deadline.
+    /// Each limit that is full gives up its oldest unauthenticated connection; only a
+    /// limit held entirely by authenticated clients refuses the newcomer.
+    pub(crate) fn admit(
+        self: &Arc<Self>,
+        tcp: &TcpStream,
+        peer: IpAddr,
+    ) -> Result<Ticket, Refused> {
+        let socket = tcp.try_clone().map_err(Refused::Socket)?;
+        let l = self.limits;
+        let mut t = self.lock();
+        let give_up = Instant::now() + CUT_WAIT;
+        let max_cut = l.max_unauthenticated.max(1);
+        while t.count(|c| !c.live()) >= max_cut {
+            let left = give_up.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(Refused::TooManyCut(max_cut));
+            }
+            t = self
+                .changed
+                .wait_timeout(t, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        if t.stopping {
+            return Err(Refused::Stopping);
+        }
+        // Each loop evicts one connection per round and the table is finite.
+        while t.count(Conn::live) >= l.max_connections {
+            let victim = t
+                .evict_oldest(|_| true)
+                .ok_or(Refused::Full(l.max_connections))?;
+            self.evicted(victim, peer, "the server's connections are");
+        }
+        while t.count(|c| c.live() && c.peer == peer) >= l.max_per_peer {
+            let victim = t
+                .evict_oldest(|c| c.peer == peer)
+                .ok_or(Refused::PeerFull {
+                    peer,
+                    max: l.max_per_peer,
+                })?;
+            self.evicted(victim, peer, "its address's share is");
+        }
+        while t.count(Conn::unauthenticated) >= l.max_unauthenticated {
+            let Some(victim) = t.evict_oldest(|_| true) else {
+                break;
+            };
+            self.evicted(victim, peer, "the unauthenticated places are");
+        }
+        let id = t.next_id;
+        t.next_id += 1;
+        t.conns.insert(
+            id,
+            Conn {
+                peer,
+                phase: Phase::Unauthenticated {
+                    deadline: Instant::now() + l.handshake_timeout,
+                    socket,
+                },
+            },
+        );
+        drop(t);
+        self.changed.notify_all();
+        Ok(Ticket {
+            adm: self.clone(),
+            id,
+        })
+    }
+
+    /// Cuts unauthenticated connections at their deadlines until [`Admission::stop`], then
+    /// cuts all that are left and returns. Sleeps until the next deadline in between.
+    pub(crate) fn reap_until_stopped(&self) {
+        let l = self.limits;
+        let mut t = self.lock();
+        loop {
+            let now = Instant::now();
+            let stopping = t.stopping;
+            let mut cut = 0u64;
+            for c in t.conns.values_mut() {
+                let due = match c.phase {
+                    Phase::Unauthenticated { deadline, .. } => stopping || deadline <= now,
+                    _ => false,
+                };
+                if due {
+                    c.cut();
+                    cut += 1;
+                }
+            }
+            if stopping {
+                return;
+            }
+            if cut > 0 {
+                self.log
+                    .warn_n("closed unauthenticated connections", cut, || {
+                        format!(
+                            "{cut} without a TLS handshake within {} s or an authenticated request within {} s after it",
+                            l.handshake_timeout.as_secs_f32(),
+                            l.authentication_timeout.as_secs_f32()
+                        )
+                    });
+            }
+            t = match t.next_deadline() {
+                Some(d) => {
+                    self.changed
+                        .wait_timeout(t, d.saturating_duration_since(now))
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0
+                }
+                None => self.changed.wait(t).unwrap_or_else(|p| p.into_inner()),
+            };
+        }
+    }
+
+    /// Refuses new connections and makes the reaper cut every unauthenticated one.
+    pub(crate) fn stop(&self) {
+        self.lock().stopping = true;
+        self.changed.notify_all();
+    }
+}
+
+impl Ticket {
+    /// The TLS handshake is over: the peer now has the authentication timeout to send a
+    /// request that authenticates. False if the connection was cut meanwhile.
+    pub(crate) fn tls_done(&self) -> bool {
+        let mut t = self.adm.lock();
+        let Some(c) = t.conns.get_mut(&self.id) else {
+            return false;
+        };
+        match &mut c.phase {
+            Phase::Unauthenticated { deadline, .. } => {
+                *deadline = Instant::now() + self.adm.limits.authentication_timeout;
+            }
+            Phase::Authenticated => {}
+            Phase::Cut => return false,
+        }
+        drop(t);
+        self.adm.changed.notify_all();
+        true
+    }
+
+    /// A request authenticated: from now on the connection is a client's, and no newcomer
+    /// or deadline takes its place. False if it was cut before (its answer must not go out
+    /// on a socket the server has given up).
+    pub(crate) fn authenticated(&self) -> bool {
+        let mut t = self.adm.lock();
+        match t.conns.get_mut(&self.id) {
+            Some(c) if c.live() => {
+                c.phase = Phase::Authenticated;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Where to log about this peer while it is unauthenticated.
+    pub(crate) fn log(&self) -> &RateLimitedLog {
+        &self.adm.log
+    }
+
+    /// Whether the server cut this connection (evicted, or past its deadline); that was
+    /// logged where it happened.
+    pub(crate) fn was_cut(&self) -> bool {
+        let t = self.adm.lock();
+        t.conns.get(&self.id).is_none_or(|c| !c.live())
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        self.adm.lock().conns.remove(&self.id);
+        self.adm.changed.notify_all();
+    }
+}

@@ -1,0 +1,276 @@
+//! Issue 19, "bounded peers everywhere": a local account crowding the development KMS with
+//! connections from 127.0.0.1 (raw sockets that never start TLS, TLS sessions that never
+//! ask anything) must not lock out a client on the same address, as the daemon is. Each
+//! test runs the real server and attacks it over real sockets on 127.0.0.1; the client is
+//! OpenSSL with the directory's client certificate, sending a KMIP Query.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use kmip::ttlv::{self, xml, Item, Tag, Value};
+use kms::server::{Options, Server, Stopper};
+use openssl::ssl::{SslConnector, SslFiletype, SslMethod, SslStream, SslVerifyMode};
+
+/// A development KMS on a free loopback port, stopped on drop.
+struct Kms {
+    _dir: tempfile::TempDir,
+    dir: PathBuf,
+    addr: SocketAddr,
+    stopper: Stopper,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Kms {
+    fn start(tune: impl FnOnce(&mut Options)) -> Kms {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("kms");
+        let mut options = Options::new(SocketAddr::from(([127, 0, 0, 1], 0)));
+        tune(&mut options);
+        kms::setup::ensure(&dir, options.listen).unwrap();
+        let server = Server::bind(&dir, options).unwrap();
+        let addr = server.local_addr();
+        let stopper = server.stopper();
+        let thread = Some(std::thread::spawn(move || server.run()));
+        Kms {
+            _dir: root,
+            dir,
+            addr,
+            stopper,
+            thread,
+        }
+    }
+
+    /// A raw socket that will never start TLS.
+    fn raw(&self) -> Option<TcpStream> {
+        TcpStream::connect_timeout(&self.addr, Duration::from_secs(2)).ok()
+    }
+
+    /// A TLS session with the client certificate, as the daemon opens it.
+    fn tls(&self) -> SslStream<TcpStream> {
+        let pki = self.dir.join("pki");
+        let mut b = SslConnector::builder(SslMethod::tls_client()).unwrap();
+        b.set_ca_file(pki.join("ca.crt")).unwrap();
+        b.set_certificate_file(pki.join("client.crt"), SslFiletype::PEM)
+            .unwrap();
+        b.set_private_key_file(pki.join("client.key"), SslFiletype::PEM)
+            .unwrap();
+        b.set_verify(SslVerifyMode::PEER);
+        let tcp = TcpStream::connect(self.addr).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        b.build().connect("localhost", tcp).unwrap()
+    }
+}
+
+impl Drop for Kms {
+    fn drop(&mut self) {
+        self.stopper.stop();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Sends a Query with the directory's Credential on `s`; true when it succeeded.
+fn query(dir: &Path, s: &mut SslStream<TcpStream>) -> bool {
+    let password = std::fs::read_to_string(dir.join("kmip.pass")).unwrap();
+    let text = format!(
+        r#"<RequestMessage><RequestHeader><ProtocolVersion><ProtocolVersionMajor type="Integer" value="1"/>
+        <ProtocolVersionMinor type="Integer" value="4"/></ProtocolVersion>
+        <Authentication><Credential><CredentialType type="Enumeration" value="UsernameAndPassword"/>
+        <CredentialValue><Username type="TextString" value="{}"/><Password type="TextString" value="{}"/>
+        </CredentialValue></Credential></Authentication><BatchCount type="Integer" value="1"/>
+        </RequestHeader><BatchItem><Operation type="Enumeration" value="Query"/><RequestPayload>
+        <QueryFunction type="Enumeration" value="QueryOperations"/></RequestPayload></BatchItem>
+        </RequestMessage>"#,
+        kms::setup::USERNAME,
+        password.trim()
+    );
+    if s.write_all(&ttlv::encode(&xml::from_xml(&text).unwrap()))
+        .is_err()
+    {
+        return false;
+    }
+    let mut h = [0u8; 8];
+    if s.read_exact(&mut h).is_err() {
+        return false;
+    }
+    let len = ttlv::message_len(&h, &ttlv::Limits::default()).unwrap();
+    let mut buf = vec![0u8; len];
+    buf[..8].copy_from_slice(&h);
+    s.read_exact(&mut buf[8..]).unwrap();
+    let response: Item = ttlv::decode(&buf).unwrap();
+    let status = response
+        .child(Tag::BATCH_ITEM)
+        .and_then(|i| i.child(Tag::RESULT_STATUS))
+        .map(|s| s.value.clone());
+    status == Some(Value::Enumeration(0))
+}
+
+/// Reads until the server closes `s` or `within` passes; returns when it closed.
+fn wait_closed(s: &mut TcpStream, within: Duration) -> Option<Instant> {
+    let until = Instant::now() + within;
+    let mut b = [0u8; 4096];
+    loop {
+        let left = until.checked_duration_since(Instant::now())?;
+        s.set_read_timeout(Some(left.max(Duration::from_millis(1))))
+            .unwrap();
+        match s.read(&mut b) {
+            Ok(0) => return Some(Instant::now()),
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(_) => return Some(Instant::now()),
+        }
+    }
+}
+
+/// Whether the server has closed `s`, from what has already arrived; never waits.
+fn closed_now(s: &TcpStream) -> bool {
+    s.set_nonblocking(true).unwrap();
+    let mut b = [0u8; 4096];
+    let mut r = s;
+    // Bounded: nothing is sent to a socket that never started TLS.
+    for _ in 0..16 {
+        match r.read(&mut b) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return false,
+            Err(_) => return true,
+        }
+    }
+    false
+}
+
+/// The attack of issue 19: twenty TLS sessions that never ask anything, then 300 raw
+/// sockets that never start TLS, all from 127.0.0.1, which may hold 64 connections. Before
+/// the fix the first 64 held the address's share until their deadline and the client
+/// (the daemon, on the same address) was refused; now it evicts the oldest unauthenticated
+/// connection and its Query is answered well before any deadline could have freed a place.
+#[test]
+fn idle_connections_from_the_clients_address_cannot_lock_it_out() {
+    let kms = Kms::start(|_| {});
+    let defaults = Options::new(kms.addr);
+    let attack = Instant::now();
+    let mut silent_tls: Vec<SslStream<TcpStream>> = (0..20).map(|_| kms.tls()).collect();
+    let mut raw: Vec<TcpStream> = (0..300).filter_map(|_| kms.raw()).collect();
+    assert!(raw.len() >= 250, "only {} connections opened", raw.len());
+
+    let mut client = kms.tls();
+    assert!(query(&kms.dir, &mut client), "the client's Query failed");
+    let served = attack.elapsed();
+    let first_deadline = defaults
+        .handshake_timeout
+        .min(defaults.authentication_timeout);
+    assert!(
+        served < Duration::from_secs(4) && served < first_deadline,
+        "the client was served after {served:?}, when deadlines may have freed places"
+    );
+
+    // The places were taken from the oldest unauthenticated connections: every silent TLS
+    // session, and all raw sockets but the newest 63 (the client holds the 64th place).
+    for s in &mut silent_tls {
+        assert!(
+            wait_closed(s.get_mut(), Duration::from_millis(500)).is_some(),
+            "a silent TLS session kept its place"
+        );
+    }
+    let evicted = raw.len() - (defaults.max_per_peer - 1);
+    for (n, s) in raw[..evicted].iter_mut().enumerate() {
+        assert!(
+            wait_closed(s, Duration::from_millis(500)).is_some(),
+            "raw socket {n} kept its place"
+        );
+    }
+    assert!(
+        !raw[evicted..].iter().any(closed_now),
+        "a newer raw socket was evicted before an older one"
+    );
+    assert!(
+        attack.elapsed() < first_deadline,
+        "too slow to tell eviction from the deadline"
+    );
+    // The client is authenticated now: newcomers take the raw sockets' places, not its.
+    let more: Vec<TcpStream> = (0..100).filter_map(|_| kms.raw()).collect();
+    assert!(
+        query(&kms.dir, &mut client),
+        "the client lost its connection"
+    );
+    drop((more, raw));
+}
+
+/// An unauthenticated peer is closed at its deadline: a TLS session that asks nothing
+/// after the authentication timeout, a raw socket after the handshake timeout. A client
+/// whose request authenticated is not, however long it stays quiet after.
+#[test]
+fn unauthenticated_peers_are_closed_at_their_deadline() {
+    let kms = Kms::start(|o| {
+        o.handshake_timeout = Duration::from_millis(1500);
+        o.authentication_timeout = Duration::from_millis(800);
+    });
+    let mut client = kms.tls();
+    assert!(query(&kms.dir, &mut client));
+
+    let started = Instant::now();
+    let mut raw = kms.raw().unwrap();
+    let mut silent = kms.tls();
+    let tls_done = Instant::now();
+    let silent_cut = wait_closed(silent.get_mut(), Duration::from_secs(5))
+        .expect("a silent TLS session outlived its deadline")
+        - tls_done;
+    assert!(
+        silent_cut >= Duration::from_millis(700) && silent_cut < Duration::from_secs(3),
+        "the silent TLS session was closed after {silent_cut:?}"
+    );
+    let raw_cut = wait_closed(&mut raw, Duration::from_secs(5))
+        .expect("a raw socket outlived its deadline")
+        - started;
+    assert!(
+        raw_cut >= Duration::from_millis(1400) && raw_cut < Duration::from_secs(4),
+        "the raw socket was closed after {raw_cut:?}"
+    );
+    // Past both deadlines, the authenticated client is still served.
+    assert!(
+        started.elapsed() > Duration::from_millis(1500),
+        "the deadlines have not passed yet"
+    );
+    assert!(
+        query(&kms.dir, &mut client),
+        "an authenticated client was cut"
+    );
+}
+
+/// Eviction takes only unauthenticated connections: with the address's share held by
+/// authenticated clients, a newcomer from it is refused and every client keeps its place.
+#[test]
+fn authenticated_clients_are_never_evicted() {
+    let kms = Kms::start(|o| o.max_per_peer = 4);
+    let mut clients: Vec<SslStream<TcpStream>> = (0..3).map(|_| kms.tls()).collect();
+    for c in &mut clients {
+        assert!(query(&kms.dir, c));
+    }
+    // Raw sockets take turns in the fourth place, each evicting the one before.
+    let mut raw: Vec<TcpStream> = (0..20).filter_map(|_| kms.raw()).collect();
+    let newest = raw.pop().unwrap();
+    for s in &mut raw {
+        assert!(wait_closed(s, Duration::from_secs(2)).is_some());
+    }
+    assert!(!closed_now(&newest), "the newest raw socket lost its place");
+    // A fourth client evicts it, and authenticates.
+    let mut fourth = kms.tls();
+    assert!(query(&kms.dir, &mut fourth));
+    let mut newest = newest;
+    assert!(wait_closed(&mut newest, Duration::from_secs(2)).is_some());
+    clients.push(fourth);
+    // Now every place is a client's: newcomers are refused at once (long before any
+    // handshake deadline), and every client is still served.
+    let refused_from = Instant::now();
+    for mut s in (0..20).filter_map(|_| kms.raw()) {
+        assert!(wait_closed(&mut s, Duration::from_secs(2)).is_some());
+    }
+    assert!(refused_from.elapsed() < Options::new(kms.addr).handshake_timeout);
+    for c in &mut clients {
+        assert!(query(&kms.dir, c), "an authenticated client was evicted");
+    }
+}
