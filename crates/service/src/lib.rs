@@ -21,6 +21,7 @@ pub mod keys;
 pub mod ops;
 mod private_dir;
 pub mod progress;
+pub mod runtime_path;
 pub mod trusted;
 
 pub use error::ServiceError;

@@ -210,6 +210,25 @@ fn ofd_lock(file: &File, access: Access) -> Result<(), std::fs::TryLockError> {
 }
 
 impl FileBackend {
+    /// True when the file has been deleted (no name left in any folder) while open: writes
+    /// still succeed, into a file that vanishes when the last descriptor closes.
+    pub fn unlinked(&self) -> io::Result<bool> {
+        use std::os::unix::fs::MetadataExt;
+        let m = self.file.metadata()?;
+        Ok(m.file_type().is_file() && m.nlink() == 0)
+    }
+
+    /// The descriptor's path under `/proc/self/fd`, through which a deleted file can still
+    /// be copied out.
+    pub fn proc_path(&self) -> PathBuf {
+        use std::os::fd::AsRawFd;
+        PathBuf::from(format!(
+            "/proc/{}/fd/{}",
+            std::process::id(),
+            self.file.as_raw_fd()
+        ))
+    }
+
     /// The file cryptsetup flocks for this device: the file itself through a new open
     /// file description (a flock belongs to one; two threads of one process must exclude
     /// each other as two processes do), or a block device's lock file.

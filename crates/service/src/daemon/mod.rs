@@ -16,6 +16,7 @@ pub mod api;
 pub mod backoff;
 pub mod client;
 pub mod notify;
+mod reload;
 pub mod status;
 pub mod worker;
 
@@ -80,6 +81,7 @@ pub fn run(
         audit: audit.clone(),
         polls: Default::default(),
     });
+    crate::runtime_path::check_socket(&config.serve.api_socket, "API socket")?;
     let _api = api::Api::start(&config.serve.api_socket, shared.clone())?;
     audit.event(
         None,
@@ -141,9 +143,14 @@ pub fn run(
     let mut told_ready = false;
     let mut last_states: Vec<(String, State)> = Vec::new();
     let mut seen = 0;
+    let mut audit_retry = std::time::Instant::now();
     while !stop.requested() {
         // Woken by any event (a volume changing state), or after 50 ms to look at signals.
         seen = events.after(seen, Duration::from_millis(50)).1;
+        if audit_retry.elapsed() >= AUDIT_RETRY {
+            audit_retry = std::time::Instant::now();
+            audit.retry();
+        }
         if reload.swap(false, Ordering::SeqCst) {
             // Also what logrotate's postrotate sends: write to a fresh file.
             if let Err(e) = audit.reopen() {
@@ -154,13 +161,27 @@ pub fn run(
                     out.line(&format!("SIGHUP: the configuration is not reloaded: {e}"));
                     audit.event(None, "reload", None, e.to_string());
                 }
-                Ok(new) => {
+                Ok(mut new) => {
                     // Compared by content: a replaced certificate, key or password counts.
                     // New KMIP settings do not restart a volume: one that serves keeps its
                     // key and its exports (a routine certificate rotation must not yank the
                     // appliance's file systems), its next key check uses the new settings.
                     // New [serve] settings restart every volume.
-                    let kmip_changed = new.kmip != config.kmip;
+                    let mut kmip_changed = new.kmip != config.kmip;
+                    if kmip_changed {
+                        // Before new KMIP settings take effect they must still see every
+                        // served volume's key (another client identity locked everything
+                        // at its next key check). If not, the old settings stay.
+                        let keys = served_keys(&shared);
+                        if let Err(why) = reload::check_settings(&new, &keys) {
+                            let text = format!("SIGHUP: the new KMIP settings are not used, the old ones stay: {why}");
+                            out.line(&text);
+                            log::error!("{text}");
+                            audit.event(None, "reload_refused", None, text);
+                            new.kmip = config.kmip.clone();
+                            kmip_changed = false;
+                        }
+                    }
                     let serve_changed = new.serve != config.serve;
                     for (what, old, now) in [
                         (
@@ -295,6 +316,26 @@ pub fn run(
     }
     audit.event(None, "stopped", None, "ok");
     Ok(())
+}
+
+/// How often lines the audit log did not take are tried again.
+const AUDIT_RETRY: Duration = Duration::from_secs(5);
+
+/// The key of every volume that has one in memory now (unlocked, serving), by volume.
+fn served_keys(shared: &api::Shared) -> Vec<(String, String)> {
+    shared
+        .volumes
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .filter_map(|(name, (_, s))| {
+            let s = s.lock().unwrap_or_else(|p| p.into_inner());
+            match (&s.key_uid, s.state) {
+                (Some(uid), State::Unlocked) => Some((name.clone(), uid.clone())),
+                _ => None,
+            }
+        })
+        .collect()
 }
 
 /// Where `atrest ctl` finds the API of the configuration at `config` (or the default).

@@ -103,6 +103,8 @@ pub struct VolumeStatus {
     pub server: Option<String>,
     /// The last failure to reach a key server while serving (the volume keeps serving).
     pub server_error: Option<String>,
+    /// A problem with the data device while serving (the image was deleted).
+    pub device_error: Option<String>,
     /// Seconds until the next attempt, while waiting.
     pub next_retry_secs: Option<f64>,
     /// Attempts made while waiting.
@@ -124,6 +126,7 @@ impl VolumeStatus {
             last_key_check: None,
             server: None,
             server_error: None,
+            device_error: None,
             next_retry_secs: None,
             attempts: 0,
         }

@@ -130,7 +130,15 @@ struct Serving {
     // Held for its locks, dropped after the exports.
     _device: Option<Device>,
     next_check: Instant,
+    /// When the data device is next looked at (deleted while served?).
+    next_device_check: Instant,
+    /// Said once: the image was deleted while served.
+    device_gone_said: bool,
 }
+
+/// How often a serving volume's image file is looked at: a deleted image keeps taking
+/// writes that vanish at stop, so the operator must hear of it within seconds.
+const DEVICE_CHECK: Duration = Duration::from_secs(2);
 
 enum Phase {
     Start,
@@ -224,7 +232,9 @@ fn is_unreachable(e: &ServiceError) -> bool {
     }
 }
 
-fn is_gone(e: &ServiceError) -> bool {
+/// The server answered Item Not Found: for this client identity the key does not exist
+/// (destroyed and removed, or owned by another identity).
+pub(crate) fn is_gone(e: &ServiceError) -> bool {
     matches!(e, ServiceError::Kmip { error: ClientError::Rejected { reason, .. }, .. } if *reason == ResultReason::ITEM_NOT_FOUND)
 }
 
@@ -495,6 +505,8 @@ impl Worker {
                 dm: Some(mapping),
                 _device: Some(held),
                 next_check,
+                next_device_check: Instant::now() + DEVICE_CHECK,
+                device_gone_said: false,
             }
         } else {
             let unlocked = match crate::ops::open::unlock(&dev, &secret) {
@@ -511,6 +523,8 @@ impl Worker {
                 dm: None,
                 _device: Some(dev),
                 next_check,
+                next_device_check: Instant::now() + DEVICE_CHECK,
+                device_gone_said: false,
             }
         };
         if let Err(e) = self.start_exports(&mut serving) {
@@ -547,7 +561,7 @@ impl Worker {
         let mut kms = self.kms().map_err(|e| KeyProblem::Fail(e.to_string()))?;
         let gone = |uid: &str| {
             KeyProblem::Lock(format!(
-                "the key {} no longer exists on the key server (destroyed): the data cannot be read",
+                "the key {} is not found on the key server for this client identity (destroyed and removed, or owned by another identity): nothing was unlocked",
                 shown(uid)
             ))
         };
@@ -682,8 +696,15 @@ impl Worker {
 
     fn serve(&mut self, mut s: Serving) -> Phase {
         loop {
-            let wait = s.next_check.saturating_duration_since(Instant::now());
+            let wait = s
+                .next_check
+                .min(s.next_device_check)
+                .saturating_duration_since(Instant::now());
             match self.wait(wait) {
+                None if Instant::now() < s.next_check => {
+                    s.next_device_check = Instant::now() + DEVICE_CHECK;
+                    self.check_device(&mut s);
+                }
                 None | Some(Command::CheckNow) => {
                     s.next_check =
                         Instant::now() + Duration::from_secs(self.ctx.serve.key_check_secs);
@@ -720,6 +741,34 @@ impl Worker {
                 }
             }
         }
+    }
+
+    /// Reports (status, log at ERROR, audit, feed) an image file deleted while served: the
+    /// exports keep working, but what is written goes to a file that is gone at stop.
+    fn check_device(&mut self, s: &mut Serving) {
+        let Some(dev) = &s._device else { return };
+        let gone = dev.data.unlinked().unwrap_or(false);
+        if !gone || s.device_gone_said {
+            return;
+        }
+        s.device_gone_said = true;
+        let why = format!(
+            "the image file {} was deleted while served: writes still succeed but go to a file that disappears when atrest stops. Do not stop or lock the volume: copy the still-open encrypted image back first (cp {} {}), then restart",
+            dev.location.path.display(),
+            dev.data.proc_path().display(),
+            dev.location.path.display()
+        );
+        log::error!("{}: {why}", self.name());
+        self.ctx.audit.event(
+            Some(self.name()),
+            "device_deleted",
+            Some(&s.key_uid),
+            why.clone(),
+        );
+        self.ctx
+            .events
+            .push(json!({"event": "device_deleted", "volume": self.name(), "error": why.clone()}));
+        self.status().device_error = Some(why);
     }
 
     /// Asks the key's state; `Some(reason)` when the volume must be locked: the key is
@@ -764,7 +813,7 @@ impl Worker {
             )),
             Ok(_) => None,
             Err(e) if is_gone(&e) => Some(format!(
-                "the key {} no longer exists on the key server",
+                "the key {} is no longer found on the key server for this client identity (destroyed and removed, or access withdrawn)",
                 shown(uid)
             )),
             // No answer, or a refusal the server's operator may lift, is no reason to lock:

@@ -379,19 +379,16 @@ pub fn mount(vol: Arc<Unlocked>, dir: &Path, name: &str) -> Result<FuseExport, S
         path: dir.to_owned(),
         error,
     };
-    match std::fs::metadata(dir) {
-        // A mount left by an atrest that was killed: the kernel answers "not connected".
-        Err(e) if e.raw_os_error() == Some(107) => {
-            let _ = std::process::Command::new("umount")
-                .arg("-l")
-                .arg(dir)
-                .status();
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::create_dir_all(dir).map_err(|e| io("creating the mount point", e))?;
-        }
-        _ => {}
+    // A mount left by an atrest that was killed: the kernel answers "not connected".
+    if std::fs::metadata(dir).is_err_and(|e| e.raw_os_error() == Some(107)) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(dir)
+            .status();
     }
+    // A trusted folder, and a real directory of ours: never a local user's symlink to a
+    // directory of root's (the mount would land there).
+    crate::runtime_path::check_mount_point(dir)?;
     let mut config = fuser::Config::default();
     config.mount_options = vec![
         MountOption::FSName(format!("atrest:{name}")),

@@ -153,6 +153,10 @@ pub fn serve(
     discard: bool,
 ) -> Result<NbdServer, ServiceError> {
     let listen = parse_address(addr)?;
+    if let ListenAddr::Unix(p) = &listen {
+        // Made in a folder nobody else can write: no one swaps the socket for theirs.
+        crate::runtime_path::check_socket(p, "NBD socket")?;
+    }
     if let ListenAddr::Tcp(a) = &listen {
         // A Unix socket is 0600; a TCP port has no owner.
         log::warn!(
