@@ -1138,6 +1138,234 @@ fn no_key_reached_a_disk(env: &Env) {
     );
 }
 
+// ---------------------------------------------------------------------------------------
+// Issue 19: what an attacker with the disk, a local account or a mistaken reload did.
+
+/// Longest run of `byte` in `hay`.
+fn longest_run(hay: &[u8], byte: u8) -> usize {
+    let (mut best, mut cur) = (0, 0);
+    for &b in hay {
+        cur = if b == byte { cur + 1 } else { 0 };
+        best = best.max(cur);
+    }
+    best
+}
+
+/// Item 1, the attack as written: with the daemon stopped, someone who can write the disk
+/// but holds no key makes the header say "decrypt in progress" (checksums valid) and grows
+/// the image to match. At the next start nothing may be decrypted: first with the key still
+/// Active (the record's tag does not verify), then with the key revoked as Compromised
+/// (the key-state policy refuses before the key is fetched).
+fn r19_1_a_forged_decrypt_record_decrypts_nothing_at_start(env: &Env) {
+    let case = Case::new(env, "forged");
+    let kmip = kms_kmip(env, None, 5);
+    one_volume(&case, &kmip, "vol", 300, 5);
+    let img = case.dir.join("vol.img");
+    let mut daemon = Daemon::start(&case);
+    daemon.ready(Duration::from_secs(30));
+    let uri = daemon.export("vol", "nbd");
+    assert!(qemu_io(&uri, "write -P 0x5a 0 2M").status.success());
+    let uid = daemon.volume("vol")["key_uid"].as_str().unwrap().to_owned();
+    daemon.stop();
+    // The forgery, as a disk writer with a copy of atrest's code would make it.
+    let size = 8u64 << 20;
+    let park = size.min(1 << 20);
+    let dev = volume::backend::FileBackend::new(
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&img)
+            .unwrap(),
+    );
+    let mut h = volume::luks2::header::read(&dev).unwrap().header;
+    h.metadata.segments.get_mut("0").unwrap().size = size.to_string();
+    h.metadata
+        .config
+        .requirements
+        .get_or_insert_with(Default::default)
+        .mandatory = vec!["atrest-conversion-v1".into()];
+    h.metadata.tokens.get_mut("0").unwrap().extra.insert(
+        "conversion".into(),
+        serde_json::json!({"kind": "decrypt", "size": size.to_string(), "done": "0",
+            "park": {"offset": ((16u64 << 20) + size).to_string(), "len": park.to_string()}}),
+    );
+    volume::luks2::header::write(&dev, &mut h).unwrap();
+    drop(dev);
+    let f = std::fs::OpenOptions::new().write(true).open(&img).unwrap();
+    f.set_len((16 << 20) + size + park + 4096).unwrap();
+    drop(f);
+    let forged = std::fs::read(&img).unwrap();
+    let kconf = case.dir.join("kmip.toml");
+    for (round, expect) in [(0, "does not verify"), (1, "Compromised")] {
+        if round == 1 {
+            atrest_ok(&[
+                "kmip",
+                "revoke",
+                "--reason",
+                "key-compromise",
+                "--config",
+                kconf.to_str().unwrap(),
+                &uid,
+            ]);
+        }
+        let mut daemon = Daemon::start(&case);
+        daemon.ready(Duration::from_secs(30));
+        let v = daemon.wait_state("vol", "failed", Duration::from_secs(30));
+        assert!(v["reason"].as_str().unwrap().contains(expect), "{v}");
+        daemon.stop();
+        let after = std::fs::read(&img).unwrap();
+        assert!(
+            after == forged,
+            "round {round}: the forged record changed the image"
+        );
+        assert!(
+            longest_run(&after, 0x5a) < 64,
+            "round {round}: plaintext reached the disk"
+        );
+    }
+}
+
+/// Item 4: runtime paths in a folder other users can write, a FIFO at the audit path, a
+/// symlink for the FUSE mount point. Each is refused at once with the reason; nothing is
+/// written to what they point at.
+fn r19_4_runtime_paths_are_opened_safely(env: &Env) {
+    use std::os::unix::fs::PermissionsExt;
+    let case = Case::new(env, "paths");
+    let kmip = kms_kmip(env, None, 5);
+    let v = one_volume(&case, &kmip, "vol", 300, 5);
+    let open_dir = case.dir.join("world");
+    std::fs::create_dir_all(&open_dir).unwrap();
+    std::fs::set_permissions(&open_dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let planted = open_dir.join("audit.jsonl");
+    std::fs::write(&planted, b"").unwrap();
+    std::fs::set_permissions(&planted, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let run = |conf_text: String, expect: &str| {
+        std::fs::write(&case.conf, conf_text).unwrap();
+        let t = Instant::now();
+        let out = Command::new(atrest_bin())
+            .args(["serve", "--config"])
+            .arg(&case.conf)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "started anyway: {err}");
+        assert!(err.contains(expect), "expected {expect:?}: {err}");
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "took {:?}",
+            t.elapsed()
+        );
+    };
+    let base = |audit: &str, api: &str| {
+        format!("{kmip}\n[serve]\napi_socket = \"{api}\"\naudit_log = \"{audit}\"\n\n{v}")
+    };
+    run(
+        base("world/audit.jsonl", "run/api.sock"),
+        "writable by everyone",
+    );
+    assert_eq!(
+        std::fs::read(&planted).unwrap(),
+        b"",
+        "the planted file got lines"
+    );
+    run(
+        base("log/audit.jsonl", "world/api.sock"),
+        "writable by everyone",
+    );
+    let fifo = case.dir.join("fifo");
+    std::fs::create_dir_all(&fifo).unwrap();
+    assert!(Command::new("mkfifo")
+        .arg(fifo.join("audit.jsonl"))
+        .status()
+        .unwrap()
+        .success());
+    run(base("fifo/audit.jsonl", "run/api.sock"), "FIFO");
+    // A FUSE mount point that is a symlink to a directory of root's: the volume fails with
+    // the reason, nothing is mounted there.
+    let target = case.dir.join("roots-dir");
+    std::fs::create_dir_all(&target).unwrap();
+    std::os::unix::fs::symlink(&target, case.dir.join("mnt")).unwrap();
+    let fused = format!("{v}fuse = \"mnt\"\n");
+    case.write(&kmip, 300, 5, &[fused]);
+    let mut daemon = Daemon::start(&case);
+    daemon.ready(Duration::from_secs(30));
+    let st = daemon.volume("vol");
+    assert_eq!(st["state"], "failed", "{st}");
+    assert!(
+        st["reason"].as_str().unwrap().contains("symbolic link"),
+        "{st}"
+    );
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.contains(target.to_str().unwrap()),
+        "mounted on the symlink's target"
+    );
+    daemon.stop();
+}
+
+/// Item 6: a SIGHUP onto a client identity that cannot see the served keys (here another
+/// key server's PKI and identity) keeps the old settings: the volume keeps serving through
+/// key checks, and the refusal names the volume.
+fn r19_6_a_reload_that_cannot_see_the_keys_keeps_the_old_settings(env: &Env) {
+    let case = Case::new(env, "reload-identity");
+    let kmip = kms_kmip(env, None, 5);
+    let v = one_volume(&case, &kmip, "vol", 1, 5);
+    let mut daemon = Daemon::start(&case);
+    daemon.ready(Duration::from_secs(30));
+    let uri = daemon.export("vol", "nbd");
+    assert!(qemu_io(&uri, "write -P 0x42 0 1M").status.success());
+    case.write(&pykmip_kmip(env), 1, 5, std::slice::from_ref(&v));
+    daemon.signal("HUP");
+    let t = Instant::now();
+    loop {
+        let log = std::fs::read_to_string(case.dir.join("serve.log")).unwrap_or_default();
+        if log.contains("the new KMIP settings are not used") {
+            assert!(log.contains("volume vol"), "{log}");
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(30), "no refusal: {log}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Three key checks later (1 s apart) it still serves, with the old settings.
+    std::thread::sleep(Duration::from_secs(3));
+    let st = daemon.volume("vol");
+    assert_eq!(st["state"], "unlocked", "{st}");
+    assert!(qemu_io(&uri, "read -P 0x42 0 1M").status.success());
+    assert!(case
+        .audit_lines()
+        .iter()
+        .any(|l| l["operation"] == "reload_refused"));
+    daemon.stop();
+}
+
+/// Item 9: the image deleted while served is reported within seconds (status, audit),
+/// with the way to get the still-open image back.
+fn r19_9_an_image_deleted_while_served_is_reported(env: &Env) {
+    let case = Case::new(env, "deleted");
+    let kmip = kms_kmip(env, None, 5);
+    one_volume(&case, &kmip, "vol", 300, 5);
+    let mut daemon = Daemon::start(&case);
+    daemon.ready(Duration::from_secs(30));
+    std::fs::remove_file(case.dir.join("vol.img")).unwrap();
+    let t = Instant::now();
+    let st = loop {
+        let st = daemon.volume("vol");
+        if st["device_error"].is_string() {
+            break st;
+        }
+        assert!(t.elapsed() < Duration::from_secs(6), "not reported: {st}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let why = st["device_error"].as_str().unwrap();
+    assert!(why.contains("deleted") && why.contains("/proc/"), "{why}");
+    assert!(case
+        .audit_lines()
+        .iter()
+        .any(|l| l["operation"] == "device_deleted"));
+    daemon.stop();
+}
+
 fn main() {
     let scratch = harness::scratch("atrest-serve-");
     let dir = scratch.path().to_owned();
@@ -1203,6 +1431,22 @@ fn main() {
         (
             "sighup_adds_and_removes_volumes",
             sighup_adds_and_removes_volumes,
+        ),
+        (
+            "r19_1_a_forged_decrypt_record_decrypts_nothing_at_start",
+            r19_1_a_forged_decrypt_record_decrypts_nothing_at_start,
+        ),
+        (
+            "r19_4_runtime_paths_are_opened_safely",
+            r19_4_runtime_paths_are_opened_safely,
+        ),
+        (
+            "r19_6_a_reload_that_cannot_see_the_keys_keeps_the_old_settings",
+            r19_6_a_reload_that_cannot_see_the_keys_keeps_the_old_settings,
+        ),
+        (
+            "r19_9_an_image_deleted_while_served_is_reported",
+            r19_9_an_image_deleted_while_served_is_reported,
         ),
         ("no_key_reached_a_disk", no_key_reached_a_disk),
     ];

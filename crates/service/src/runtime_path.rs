@@ -40,7 +40,7 @@ pub enum RuntimePathError {
         why: String,
     },
     /// The file itself is not one atrest may use.
-    #[error("the {what} {} is {why}; atrest does not write to it. Remove it (atrest creates the file itself, mode 0600) or fix its owner and mode", path.display())]
+    #[error("the {what} {} is {why}; atrest does not use it. Remove it (atrest creates it itself, readable by its own user only) or fix its owner and mode", path.display())]
     UntrustedFile {
         /// What it is.
         what: &'static str,
