@@ -7,6 +7,8 @@
 //!   the idle sockets must be closed at the handshake deadline, and the log must not grow
 //!   with every refusal.
 //! - Defect 8: strings from a header reach the terminal escaped.
+//! - Issue 19, item 5: idle connections from the daemon's own address (127.0.0.1) must not
+//!   lock it out: a newcomer evicts the oldest unauthenticated connection.
 
 mod harness;
 
@@ -195,6 +197,52 @@ fn r10_6_a_batch_over_the_cap_is_refused(env: &Env) {
     assert!(msg.contains("at most 64"), "{msg}");
 }
 
+/// Ten TLS sessions that never ask anything, then 300 raw sockets that never start TLS,
+/// all from 127.0.0.1, which may hold 64 connections and is where the daemon connects
+/// from. "Save and Test" from that address works at once: it evicts the oldest
+/// unauthenticated connection instead of being refused (before, the first 64 held the
+/// address's share until their 5 s deadline), and the evicted ones are closed long
+/// before any deadline.
+fn r19_5_idle_connections_cannot_lock_out_the_daemons_address(env: &Env) {
+    let before = log_lines(&env.kms);
+    let attack = Instant::now();
+    let silent: Vec<RawKmip> = (0..10).map(|_| RawKmip::connect(&env.kms)).collect();
+    let idle: Vec<TcpStream> = (0..300)
+        .filter_map(|_| connect_from([127, 0, 0, 1], env.kms.port).ok())
+        .collect();
+    assert!(
+        idle.len() >= 250,
+        "only {} connections could be opened",
+        idle.len()
+    );
+    let t = save_and_test(&env.kms)
+        .unwrap_or_else(|e| panic!("under 300 idle connections from 127.0.0.1: {e}"));
+    assert!(t < Duration::from_secs(3), "Save and Test took {t:?}");
+    assert!(
+        attack.elapsed() < Duration::from_secs(5),
+        "served only after {:?}, when the handshake deadline may have freed places",
+        attack.elapsed()
+    );
+    // The oldest were evicted: every silent TLS session, and all but the newest raw
+    // sockets, are closed already.
+    for s in &silent {
+        assert!(
+            closed_by_server(s.stream.get_ref(), Duration::from_millis(500)),
+            "a silent TLS session kept its place"
+        );
+    }
+    let open = idle
+        .iter()
+        .filter(|s| !closed_by_server(s, Duration::from_millis(10)))
+        .count();
+    assert!(
+        open < 64,
+        "{open} raw sockets from 127.0.0.1 still held a place"
+    );
+    let added = log_lines(&env.kms) - before;
+    assert!(added < 30, "the attack wrote {added} log lines");
+}
+
 /// An attacker with the disk writes a header whose strings carry terminal escapes; atrest
 /// prints them escaped (or refuses them), never raw.
 fn r10_8_header_strings_reach_the_terminal_escaped(env: &Env) {
@@ -292,6 +340,10 @@ fn main() {
         (
             "r10_6_a_batch_over_the_cap_is_refused",
             r10_6_a_batch_over_the_cap_is_refused,
+        ),
+        (
+            "r19_5_idle_connections_cannot_lock_out_the_daemons_address",
+            r19_5_idle_connections_cannot_lock_out_the_daemons_address,
         ),
         (
             "r10_8_header_strings_reach_the_terminal_escaped",
