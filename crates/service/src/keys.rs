@@ -75,13 +75,32 @@ impl Default for KeyPolicy {
     }
 }
 
+/// What a key is fetched for, which decides the states it may be in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyUse {
+    /// To serve plaintext or produce it (unlock, encrypt, decrypt), or to protect data
+    /// under it (a rekey's new key): the policy applies as it stands.
+    Protect,
+    /// The old key of a rekey: the data only moves off it, to a new Active key, and the
+    /// result is ciphertext. This is the remedy for a revoked or compromised key (NIST
+    /// SP 800-57 lets such a key process data to re-protect it), so any state whose
+    /// material still exists is accepted. A forged rekey record cannot aim it elsewhere:
+    /// the record's tag is under the new key.
+    MoveOff,
+}
+
 impl KeyPolicy {
     /// Whether a key in state `s` may be used.
     pub fn allows(self, s: State) -> bool {
-        if self.require_active {
-            s == State::ACTIVE
-        } else {
-            s != State::DESTROYED && s != State::DESTROYED_COMPROMISED
+        self.allows_for(s, KeyUse::Protect)
+    }
+
+    /// Whether a key in state `s` may be used for `what`.
+    pub fn allows_for(self, s: State, what: KeyUse) -> bool {
+        let exists = s != State::DESTROYED && s != State::DESTROYED_COMPROMISED;
+        match what {
+            KeyUse::Protect if self.require_active => s == State::ACTIVE,
+            _ => exists,
         }
     }
 }
@@ -190,8 +209,17 @@ impl KeyManager {
     /// revoked as Compromised is not brought into memory to unlock a volume, nor to start
     /// or resume a conversion of one.
     pub fn fetch_usable(&mut self, uid: &str) -> Result<Zeroizing<Vec<u8>>, ServiceError> {
+        self.fetch_for(uid, KeyUse::Protect)
+    }
+
+    /// [`Self::fetch_usable`] for `what`.
+    pub fn fetch_for(
+        &mut self,
+        uid: &str,
+        what: KeyUse,
+    ) -> Result<Zeroizing<Vec<u8>>, ServiceError> {
         let state = self.state(uid)?;
-        if !self.policy.allows(state) {
+        if !self.policy.allows_for(state, what) {
             return Err(ServiceError::KeyNotUsable {
                 uid: shown(uid).into_owned(),
                 state: state_name(state),

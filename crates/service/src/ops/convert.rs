@@ -16,7 +16,7 @@ use zeroize::Zeroizing;
 
 use crate::device::{Device, Location};
 use crate::error::ServiceError;
-use crate::keys::{KeyManager, RetiredKey};
+use crate::keys::{KeyManager, KeyUse, RetiredKey};
 use crate::progress::{Event, Observer, Stop};
 
 /// The cipher of a new volume.
@@ -481,7 +481,7 @@ pub fn rekey(
             if !req.deep && key_mode == KeyMode::Direct {
                 return Err(ServiceError::Refused(format!("{} is in direct mode: its KMIP key is the volume key, so a new key means re-encrypting every sector; use `atrest rekey --deep`", loc.path.display())));
             }
-            let old = kms.fetch_usable(&key_uid)?;
+            let old = kms.fetch_for(&key_uid, KeyUse::MoveOff)?;
             let name = req
                 .key_name
                 .clone()
@@ -524,7 +524,7 @@ pub fn rekey(
             resuming(obs, &p);
             let new_uid = p.new_key_uid.clone().unwrap_or_default();
             let old = if p.needs_current {
-                Some(kms.fetch_usable(&p.key_uid)?)
+                Some(kms.fetch_for(&p.key_uid, KeyUse::MoveOff)?)
             } else {
                 None
             };
