@@ -246,52 +246,19 @@ impl Sink {
         self.pending.push_back(line);
     }
 
-    /// Cuts a torn tail back to the last newline.
+    /// Cuts a torn tail back to the last newline. The log is open write-only (append), so
+    /// its tail is read through a second descriptor of the same file; an audit line is far
+    /// shorter than the 1 MiB looked at, and a tail with no newline in it is cut whole.
     fn repair(&mut self) {
+        use std::os::unix::fs::FileExt;
         if !self.torn {
             return;
         }
-        use std::os::unix::fs::FileExt;
         let Ok(len) = self.file.metadata().map(|m| m.len()) else {
             return;
         };
-        if len == 0 {
-            self.torn = false;
-            return;
-        }
-        // Search backwards for the last newline, 64 KiB at a time (an audit line is far
-        // shorter; a tail with none in 1 MiB is cut whole).
-        let mut end = len;
-        let mut cut = None;
-        let mut buf = vec![0u8; 64 << 10];
-        while end > 0 && len - end < (1 << 20) {
-            let start = end.saturating_sub(buf.len() as u64);
-            let n = (end - start) as usize;
-            if self.file.read_at(&mut buf[..n], start).is_err() {
-                // Opened write-only: reopen to read.
-                return self.repair_by_path(len);
-            }
-            if let Some(i) = buf[..n].iter().rposition(|&b| b == b'\n') {
-                cut = Some(start + i as u64 + 1);
-                break;
-            }
-            end = start;
-        }
-        let keep = cut.unwrap_or(0);
-        if keep == len || self.file.set_len(keep).is_ok() {
-            if keep != len {
-                log::warn!("audit log: cut a torn last line ({} bytes)", len - keep);
-            }
-            self.torn = false;
-        }
-    }
-
-    fn repair_by_path(&mut self, len: u64) {
-        use std::os::unix::fs::FileExt;
-        let Ok(reader) = File::open(format!(
-            "/proc/self/fd/{}",
-            std::os::fd::AsRawFd::as_raw_fd(&self.file)
-        )) else {
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&self.file);
+        let Ok(reader) = File::open(format!("/proc/self/fd/{fd}")) else {
             return;
         };
         let from = len.saturating_sub(1 << 20);
@@ -301,7 +268,6 @@ impl Sink {
         }
         let keep = match tail.iter().rposition(|&b| b == b'\n') {
             Some(i) => from + i as u64 + 1,
-            None if from == 0 => 0,
             None => from,
         };
         if keep == len || self.file.set_len(keep).is_ok() {
@@ -435,6 +401,16 @@ mod tests {
         }
     }
 
+    impl Tmpfs {
+        /// Fills the file system to the last KiB; the filler's path, to free it again.
+        fn fill(&self) -> PathBuf {
+            let filler = self.0.path().join("filler");
+            let mut f = File::create(&filler).unwrap();
+            while f.write_all(&[b'x'; 1024]).is_ok() {}
+            filler
+        }
+    }
+
     impl Drop for Tmpfs {
         fn drop(&mut self) {
             let _ = std::process::Command::new("umount")
@@ -459,12 +435,7 @@ mod tests {
         let fs = Tmpfs::new();
         let path = fs.0.path().join("audit.jsonl");
         let audit = Audit::open(&path).unwrap();
-        let filler = fs.0.path().join("filler");
-        // Fill what is left but a little, so the next lines hit ENOSPC mid-way.
-        let mut f = File::create(&filler).unwrap();
-        let chunk = vec![b'x'; 1024];
-        while f.write_all(&chunk).is_ok() {}
-        drop(f);
+        let filler = fs.fill();
         let long = "r".repeat(3000);
         for i in 0..5 {
             audit.event(
@@ -509,10 +480,7 @@ mod tests {
         let fs = Tmpfs::new();
         let path = fs.0.path().join("audit.jsonl");
         let audit = Audit::open(&path).unwrap();
-        let filler = fs.0.path().join("filler");
-        let mut f = File::create(&filler).unwrap();
-        while f.write_all(&[0u8; 1024]).is_ok() {}
-        drop(f);
+        let filler = fs.fill();
         for _ in 0..MAX_PENDING_LINES + 7 {
             audit.event(None, "x", None, "ok");
         }
