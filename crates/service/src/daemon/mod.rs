@@ -70,7 +70,6 @@ pub fn run(
     let mut config = Config::load(config_path)?;
     let audit = Arc::new(Audit::open(&config.serve.audit_log)?);
     let events = Arc::new(Events::default());
-    let kms = Arc::new(Mutex::new(None));
     let kmip = Arc::new(Mutex::new(config.kmip.clone()));
     let shared = Arc::new(api::Shared {
         volumes: Mutex::new(BTreeMap::new()),
@@ -115,7 +114,6 @@ pub fn run(
             audit: audit.clone(),
             status: status.clone(),
             events: events.clone(),
-            kms: kms.clone(),
             stop: vstop.clone(),
         };
         let thread = std::thread::Builder::new()
@@ -162,17 +160,26 @@ pub fn run(
                     audit.event(None, "reload", None, e.to_string());
                 }
                 Ok(mut new) => {
+                    let started: BTreeMap<String, VolumeConfig> = running
+                        .iter()
+                        .map(|(n, r)| (n.clone(), r.cfg.clone()))
+                        .collect();
+                    let plan = reload::plan(&config.serve, &new.serve, &new.volumes, &started);
+                    for line in &plan.notices {
+                        out.line(line);
+                    }
                     // Compared by content: a replaced certificate, key or password counts.
-                    // New KMIP settings do not restart a volume: one that serves keeps its
-                    // key and its exports (a routine certificate rotation must not yank the
-                    // appliance's file systems), its next key check uses the new settings.
-                    // New [serve] settings restart every volume.
+                    // New KMIP settings do not restart a volume (`reload::plan`); its next
+                    // request uses them.
                     let mut kmip_changed = new.kmip != config.kmip;
                     if kmip_changed {
                         // Before new KMIP settings take effect they must still see every
-                        // served volume's key (another client identity locked everything
+                        // kept volume's served key (another client identity locked everything
                         // at its next key check). If not, the old settings stay.
-                        let keys = served_keys(&shared);
+                        let keys: Vec<(String, String)> = served_keys(&shared)
+                            .into_iter()
+                            .filter(|(name, _)| plan.keep.contains(name))
+                            .collect();
                         if let Err(why) = reload::check_settings(&new, &keys) {
                             let text = format!("SIGHUP: the new KMIP settings are not used, the old ones stay: {why}");
                             out.line(&text);
@@ -182,36 +189,7 @@ pub fn run(
                             kmip_changed = false;
                         }
                     }
-                    let serve_changed = new.serve != config.serve;
-                    for (what, old, now) in [
-                        (
-                            "api_socket",
-                            &config.serve.api_socket,
-                            &new.serve.api_socket,
-                        ),
-                        ("audit_log", &config.serve.audit_log, &new.serve.audit_log),
-                    ] {
-                        if old != now {
-                            out.line(&format!(
-                                "SIGHUP: {what} stays {} until atrest serve restarts",
-                                old.display()
-                            ));
-                        }
-                    }
-                    let keep: Vec<String> = running
-                        .iter()
-                        .filter(|(name, r)| {
-                            !serve_changed
-                                && new.volumes.iter().any(|v| &v.name == *name && *v == r.cfg)
-                        })
-                        .map(|(n, _)| n.clone())
-                        .collect();
-                    let gone: Vec<String> = running
-                        .keys()
-                        .filter(|n| !keep.contains(n))
-                        .cloned()
-                        .collect();
-                    for name in &gone {
+                    for name in &plan.stop {
                         if let Some(r) = running.remove(name) {
                             r.end();
                         }
@@ -222,12 +200,11 @@ pub fn run(
                             .remove(name);
                     }
                     if kmip_changed {
+                        // Each volume's connection was made with the old settings: its next
+                        // request connects anew with these.
                         *kmip.lock().unwrap_or_else(|p| p.into_inner()) = new.kmip.clone();
-                        // The shared connection was made with the old settings: the next
-                        // request connects anew.
-                        *kms.lock().unwrap_or_else(|p| p.into_inner()) = None;
                         // A volume waiting for a key server tries again now, with them.
-                        for name in &keep {
+                        for name in &plan.keep {
                             let waiting = shared
                                 .volumes
                                 .lock()
@@ -242,19 +219,14 @@ pub fn run(
                             }
                         }
                     }
-                    let added: Vec<&VolumeConfig> = new
-                        .volumes
-                        .iter()
-                        .filter(|v| !keep.contains(&v.name))
-                        .collect();
-                    for v in &added {
+                    for v in &plan.start {
                         start(v, &new, &mut running);
                     }
                     let text = format!(
                         "SIGHUP: configuration reloaded; {} volume(s) kept, {} stopped, {} started{}",
-                        keep.len(),
-                        gone.len(),
-                        added.len(),
+                        plan.keep.len(),
+                        plan.stop.len(),
+                        plan.start.len(),
                         if kmip_changed {
                             "; new KMIP settings in use from the next request"
                         } else {

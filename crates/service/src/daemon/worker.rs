@@ -113,8 +113,6 @@ pub struct Ctx {
     pub status: Arc<Mutex<VolumeStatus>>,
     /// The event feed.
     pub events: Arc<Events>,
-    /// The key manager the volumes share (made on first use).
-    pub kms: Arc<Mutex<Option<KeyManager>>>,
     /// Set when the daemon stops (a conversion then stops at a safe point).
     pub stop: Stop,
 }
@@ -175,26 +173,11 @@ struct Worker {
     /// conversion writes under a mapping or mount that may still be live, until the
     /// operator asks for an unlock.
     held: Option<Device>,
-}
-
-/// The shared key manager, held for a few requests.
-struct SharedKms<'a>(std::sync::MutexGuard<'a, Option<KeyManager>>);
-
-impl std::ops::Deref for SharedKms<'_> {
-    type Target = KeyManager;
-    fn deref(&self) -> &KeyManager {
-        self.0
-            .as_ref()
-            .unwrap_or_else(|| unreachable!("made in Worker::kms"))
-    }
-}
-
-impl std::ops::DerefMut for SharedKms<'_> {
-    fn deref_mut(&mut self) -> &mut KeyManager {
-        self.0
-            .as_mut()
-            .unwrap_or_else(|| unreachable!("made in Worker::kms"))
-    }
+    /// This volume's own KMIP connection, and the settings it was made with (a reload
+    /// that changes them makes the next request connect anew). Its own, so that one
+    /// volume's request to a server that does not answer never holds another volume's
+    /// key check or fetch for the whole timeout (a mutex shared by the volumes did).
+    kms: Option<(ClientConfig, KeyManager)>,
 }
 
 /// Runs the volume until told to stop.
@@ -203,6 +186,7 @@ pub fn run(ctx: Ctx, rx: Receiver<Command>) {
         ctx,
         rx,
         held: None,
+        kms: None,
     };
     let mut phase = Phase::Start;
     loop {
@@ -290,23 +274,22 @@ impl Worker {
             .clone()
     }
 
-    /// The daemon's key manager, shared by the volumes (one connection, one login on the
-    /// server for all of them), its requests recorded on behalf of this volume.
-    fn kms(&self) -> Result<SharedKms<'_>, ServiceError> {
-        let mut g = self.ctx.kms.lock().unwrap_or_else(|p| p.into_inner());
-        if g.is_none() {
-            *g = Some(
-                KeyManager::for_servers(self.kmip())?
-                    .with_audit(self.ctx.audit.clone(), None)
-                    .with_policy(crate::keys::KeyPolicy {
-                        require_active: self.ctx.serve.require_active_key,
-                    }),
-            );
+    /// This volume's key manager (made on first use, and again when the KMIP settings
+    /// changed), its requests recorded on behalf of this volume.
+    fn kms(&mut self) -> Result<&mut KeyManager, ServiceError> {
+        let now = self.kmip();
+        if self.kms.as_ref().is_none_or(|(made, _)| *made != now) {
+            let k = KeyManager::for_servers(now.clone())?
+                .with_audit(self.ctx.audit.clone(), Some(&self.ctx.cfg.name))
+                .with_policy(crate::keys::KeyPolicy {
+                    require_active: self.ctx.serve.require_active_key,
+                });
+            self.kms = Some((now, k));
         }
-        if let Some(k) = g.as_mut() {
-            k.set_volume(&self.ctx.cfg.name);
+        match self.kms.as_mut() {
+            Some((_, k)) => Ok(k),
+            None => unreachable!("made just above"),
         }
-        Ok(SharedKms(g))
     }
 
     /// Waits up to `d` for a command; `None` when the wait ran out.
@@ -558,7 +541,7 @@ impl Worker {
         uid: &str,
     ) -> Result<(zeroize::Zeroizing<Vec<u8>>, Option<String>), KeyProblem> {
         let require_active = self.ctx.serve.require_active_key;
-        let mut kms = self.kms().map_err(|e| KeyProblem::Fail(e.to_string()))?;
+        let kms = self.kms().map_err(|e| KeyProblem::Fail(e.to_string()))?;
         let gone = |uid: &str| {
             KeyProblem::Lock(format!(
                 "the key {} is not found on the key server for this client identity (destroyed and removed, or owned by another identity): nothing was unlocked",
@@ -775,7 +758,7 @@ impl Worker {
     /// not Active (with `require_active_key`), or its material is gone (always).
     fn check_key(&mut self, uid: &str) -> Option<String> {
         let r = match self.kms() {
-            Ok(mut k) => {
+            Ok(k) => {
                 let r = k.state(uid);
                 (r, k.server())
             }
