@@ -93,10 +93,11 @@ fn open_header(path: &Path, create: bool) -> Result<FileBackend, ServiceError> {
     let size = volume::layout::DATA_OFFSET;
     if b.len().map_err(io("reading the header file", path))? < size {
         if !create {
-            return Err(ServiceError::Refused(format!(
-                "{} is not an atrest header file (smaller than {size} bytes)",
-                path.display()
-            )));
+            return Err(crate::refusal::Refusal::NotAHeaderFile {
+                path: path.to_owned(),
+                size,
+            }
+            .into());
         }
         b.set_len(size)
             .map_err(io("making the header file", path))?;

@@ -56,9 +56,15 @@ pub enum ServiceError {
         /// The policy in force.
         require_active: bool,
     },
-    /// The device is not in a state this operation applies to.
-    #[error("{0}")]
-    Refused(String),
+    /// The operation does not apply to what it was given; nothing was touched.
+    #[error(transparent)]
+    Refused(#[from] crate::refusal::Refusal),
+    /// An export could not be made or closed.
+    #[error(transparent)]
+    Export(#[from] crate::exports::ExportError),
+    /// A runtime path (audit log, socket, mount point) is not one the daemon may use.
+    #[error(transparent)]
+    RuntimePath(#[from] crate::runtime_path::RuntimePathError),
     /// A file or device atrest had to read or write.
     #[error("{what} {}: {error}", path.display())]
     Io {

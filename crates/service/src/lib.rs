@@ -21,6 +21,7 @@ pub mod keys;
 pub mod ops;
 mod private_dir;
 pub mod progress;
+pub mod refusal;
 pub mod runtime_path;
 pub mod trusted;
 

@@ -23,8 +23,6 @@ use std::path::{Path, PathBuf};
 
 use rustix::fs::{Mode, OFlags};
 
-use crate::error::ServiceError;
-
 /// Why a runtime path is refused.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -59,12 +57,6 @@ pub enum RuntimePathError {
         /// The OS error.
         source: std::io::Error,
     },
-}
-
-impl From<RuntimePathError> for ServiceError {
-    fn from(e: RuntimePathError) -> Self {
-        ServiceError::Refused(e.to_string())
-    }
 }
 
 fn euid() -> u32 {

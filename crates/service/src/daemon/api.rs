@@ -140,10 +140,10 @@ impl Api {
         crate::private_dir::create_parent(path, "creating the folder of the API socket")?;
         if path.exists() {
             if std::os::unix::net::UnixStream::connect(path).is_ok() {
-                return Err(ServiceError::Refused(format!(
-                    "{} is in use: another atrest serve is running",
-                    path.display()
-                )));
+                return Err(crate::refusal::Refusal::ApiInUse {
+                    path: path.to_owned(),
+                }
+                .into());
             }
             std::fs::remove_file(path).map_err(|e| io("removing the stale API socket", e))?;
         }

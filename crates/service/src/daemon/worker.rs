@@ -907,7 +907,7 @@ impl Worker {
             ),
         }?;
         if report.stopped.is_some() {
-            return Err(ServiceError::Refused("stopped with the daemon".into()));
+            return Err(crate::refusal::Refusal::DaemonStopping.into());
         }
         self.ctx.audit.event(
             Some(self.name()),

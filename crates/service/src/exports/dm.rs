@@ -11,6 +11,7 @@ use std::process::{Command, Stdio};
 
 use volume::volume::KeyMode;
 
+use super::ExportError;
 use crate::device::{Device, Location};
 use crate::error::ServiceError;
 
@@ -43,16 +44,16 @@ impl DmMapping {
                 Ok(())
             }
             Err(busy) => {
-                run(&close_arguments(&self.name, true)).map_err(|forced| {
-                    ServiceError::Refused(format!(
-                        "{busy}; forcing it failed too: {forced}; the mapping and its key stay in the kernel"
-                    ))
+                run(&close_arguments(&self.name, true)).map_err(|forced| ExportError::DmStuck {
+                    busy: busy.to_string(),
+                    forced: forced.to_string(),
                 })?;
                 self.open = false;
-                Err(ServiceError::Refused(format!(
-                    "{busy}: forced instead (I/O through /dev/mapper/{} now fails; the key is out of the kernel)",
-                    self.name
-                )))
+                Err(ExportError::DmForced {
+                    busy: busy.to_string(),
+                    name: self.name.clone(),
+                }
+                .into())
             }
         }
     }
@@ -119,11 +120,11 @@ fn run(cmd: &[String]) -> Result<(), ServiceError> {
     if out.status.success() {
         return Ok(());
     }
-    Err(ServiceError::Refused(format!(
-        "{}: {}",
-        cmd.join(" "),
-        String::from_utf8_lossy(&out.stderr).trim()
-    )))
+    Err(ExportError::Command {
+        command: cmd.join(" "),
+        why: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+    }
+    .into())
 }
 
 /// Runs cryptsetup with `secret` piped to it.
@@ -150,14 +151,13 @@ fn cryptsetup(args: &[String], secret: &[u8]) -> Result<(), ServiceError> {
     }
     let why = String::from_utf8_lossy(&out.stderr).trim().to_owned();
     if why.contains("device-mapper") || why.contains("dm_mod") {
-        return Err(ServiceError::Refused(format!(
-            "device-mapper is not available on this machine ({why}); use --nbd or --fuse instead"
-        )));
+        return Err(ExportError::NoDeviceMapper(why).into());
     }
-    Err(ServiceError::Refused(format!(
-        "cryptsetup {}: {why}",
-        args[0]
-    )))
+    Err(ExportError::Command {
+        command: format!("cryptsetup {}", args[0]),
+        why,
+    }
+    .into())
 }
 
 /// Opens the volume on `dev` as `/dev/mapper/NAME` with the KMIP `secret`: the secret is
@@ -193,9 +193,7 @@ pub fn open(
     secret: &[u8],
 ) -> Result<DmMapping, ServiceError> {
     if name.is_empty() || name.contains('/') || name.len() > 127 {
-        return Err(ServiceError::Refused(format!(
-            "{name:?} is not a device-mapper name (1 to 127 characters, no '/')"
-        )));
+        return Err(ExportError::DmName(name.to_owned()).into());
     }
     cryptsetup(&arguments(loc, name, mode, false), secret)?;
     Ok(DmMapping {

@@ -7,3 +7,59 @@
 pub mod dm;
 pub mod fuse;
 pub mod nbd;
+
+/// Why an export could not be made or closed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ExportError {
+    /// A command (cryptsetup, dmsetup) failed; its own words.
+    #[error("{command}: {why}")]
+    Command {
+        /// The command line (no secret is ever on it: the key goes on a pipe).
+        command: String,
+        /// Its standard error.
+        why: String,
+    },
+    /// This machine has no device-mapper.
+    #[error("device-mapper is not available on this machine ({0}); use --nbd or --fuse instead")]
+    NoDeviceMapper(String),
+    /// A busy dm-crypt mapping was forced (its users' I/O now fails).
+    #[error("{busy}: forced instead (I/O through /dev/mapper/{name} now fails; the key is out of the kernel)")]
+    DmForced {
+        /// Why the plain close failed.
+        busy: String,
+        /// The mapping.
+        name: String,
+    },
+    /// A busy dm-crypt mapping could not even be forced.
+    #[error("{busy}; forcing it failed too: {forced}; the mapping and its key stay in the kernel")]
+    DmStuck {
+        /// Why the plain close failed.
+        busy: String,
+        /// Why forcing failed.
+        forced: String,
+    },
+    /// Not a device-mapper name.
+    #[error("{0:?} is not a device-mapper name (1 to 127 characters, no '/')")]
+    DmName(String),
+    /// `unix:` without a path.
+    #[error("unix: needs a socket path (unix:/run/atrest/vol.sock)")]
+    NbdNoSocketPath,
+    /// Not an NBD address.
+    #[error("{0:?} is not an NBD address: give unix:PATH or a loopback address with a port (127.0.0.1:10809)")]
+    NbdAddress(String),
+    /// Not a loopback address.
+    #[error("{0} is not a loopback address: NBD carries the plaintext without TLS, so atrest serves it only on a Unix socket or on loopback")]
+    NbdNotLoopback(std::net::SocketAddr),
+    /// The NBD server could not listen.
+    #[error("NBD: {0}")]
+    NbdListen(String),
+    /// The export could not be added.
+    #[error("NBD export {name:?}: {why}")]
+    NbdExport {
+        /// The export's name.
+        name: String,
+        /// Why.
+        why: String,
+    },
+}

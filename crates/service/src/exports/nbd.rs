@@ -13,6 +13,7 @@ use std::thread::JoinHandle;
 use nbd::{BlockExport, BlockSize, ExportConfig, ExportHandle, ListenAddr, Server, ServerOptions};
 use volume::volume::{Unlocked, VolumeError};
 
+use super::ExportError;
 use crate::error::ServiceError;
 
 /// The volume as an NBD export.
@@ -76,21 +77,15 @@ impl BlockExport for VolumeExport {
 pub fn parse_address(s: &str) -> Result<ListenAddr, ServiceError> {
     if let Some(p) = s.strip_prefix("unix:") {
         if p.is_empty() {
-            return Err(ServiceError::Refused(
-                "unix: needs a socket path (unix:/run/atrest/vol.sock)".into(),
-            ));
+            return Err(ExportError::NbdNoSocketPath.into());
         }
         return Ok(ListenAddr::Unix(PathBuf::from(p)));
     }
-    let a: SocketAddr = s.parse().map_err(|_| {
-        ServiceError::Refused(format!(
-            "{s:?} is not an NBD address: give unix:PATH or a loopback address with a port (127.0.0.1:10809)"
-        ))
-    })?;
+    let a: SocketAddr = s
+        .parse()
+        .map_err(|_| ExportError::NbdAddress(s.to_owned()))?;
     if !a.ip().is_loopback() {
-        return Err(ServiceError::Refused(format!(
-            "{a} is not a loopback address: NBD carries the plaintext without TLS, so atrest serves it only on a Unix socket or on loopback"
-        )));
+        return Err(ExportError::NbdNotLoopback(a).into());
     }
     Ok(ListenAddr::Tcp(a))
 }
@@ -165,7 +160,7 @@ pub fn serve(
         );
     }
     let server = Server::bind(&[listen], ServerOptions::default())
-        .map_err(|e| ServiceError::Refused(format!("NBD: {e}")))?;
+        .map_err(|e| ExportError::NbdListen(e.to_string()))?;
     let export = server
         .add_export(
             ExportConfig::new(name)
@@ -173,7 +168,10 @@ pub fn serve(
                 .default_export(),
             Arc::new(VolumeExport::new(vol.clone(), discard)),
         )
-        .map_err(|e| ServiceError::Refused(format!("NBD export {name:?}: {e}")))?;
+        .map_err(|e| ExportError::NbdExport {
+            name: name.to_owned(),
+            why: e.to_string(),
+        })?;
     let server = Arc::new(server);
     let running = server.clone();
     let thread = std::thread::Builder::new()

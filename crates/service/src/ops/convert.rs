@@ -18,6 +18,7 @@ use crate::device::{Device, Location};
 use crate::error::ServiceError;
 use crate::keys::{KeyManager, KeyUse, RetiredKey};
 use crate::progress::{Event, Observer, Stop};
+use crate::refusal::{ForeignAction, Refusal};
 
 /// The cipher of a new volume.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -67,15 +68,10 @@ impl KeySpec {
     /// Refuses combinations that cannot work, before anything is touched.
     pub fn check(&self) -> Result<(), ServiceError> {
         if self.mode == KeyMode::Direct && self.cipher == Cipher::XtsAes256 {
-            return Err(ServiceError::Refused(
-                "direct mode uses the KMIP key as the volume key, and KMIP AES keys are at most 256 bits: XTS-AES-256 needs wrapped mode".into(),
-            ));
+            return Err(Refusal::Aes256NeedsWrapped.into());
         }
         if ![512, 4096].contains(&self.sector_size) {
-            return Err(ServiceError::Refused(format!(
-                "sector size {} (use 512 or 4096)",
-                self.sector_size
-            )));
+            return Err(Refusal::SectorSize(self.sector_size).into());
         }
         Ok(())
     }
@@ -164,12 +160,11 @@ fn options(step: Option<u64>) -> Options {
 }
 
 fn refuse_other(p: &convert::Pending, loc: &Location) -> ServiceError {
-    ServiceError::Refused(format!(
-        "an {} of {} is in progress: run `{}` to finish it first",
-        p.kind.noun(),
-        loc.path.display(),
-        p.kind.command()
-    ))
+    Refusal::ConversionInProgress {
+        path: loc.path.clone(),
+        kind: p.kind,
+    }
+    .into()
 }
 
 /// Runs the conversion in progress on `dev` to its end or to a requested stop.
@@ -255,17 +250,18 @@ pub fn encrypt(
         }
         Found::InProgress(p) => return Err(refuse_other(&p, loc)),
         Found::Volume { key_uid, .. } => {
-            return Err(ServiceError::Refused(format!(
-                "{} is already an atrest volume (KMIP key {}); nothing to encrypt",
-                loc.path.display(),
-                shown(&key_uid)
-            )))
+            return Err(Refusal::AlreadyEncrypted {
+                path: loc.path.clone(),
+                key_uid,
+            }
+            .into())
         }
         Found::OtherLuks => {
-            return Err(ServiceError::Refused(format!(
-                "{} holds a LUKS volume that atrest did not make; it is encrypted already",
-                loc.path.display()
-            )))
+            return Err(Refusal::ForeignLuks {
+                path: loc.path.clone(),
+                action: ForeignAction::Encrypt,
+            }
+            .into())
         }
     };
     let keys = Keys {
@@ -318,33 +314,28 @@ fn start_encrypt(
     let len = dev.data.len().map_err(io)?;
     if loc.header.is_some() {
         if req.reduce_device_size.is_some() {
-            return Err(ServiceError::Refused("--header and --reduce-device-size exclude each other: with a detached header the data stays where it is".into()));
+            return Err(Refusal::HeaderWithReduce.into());
         }
         if volume::luks2::header::read(dev.data.as_ref()).is_ok() {
-            return Err(ServiceError::Refused(format!(
-                "{} holds a LUKS header itself: it is encrypted already",
-                loc.path.display()
-            )));
+            return Err(Refusal::HeaderOnDataDevice {
+                path: loc.path.clone(),
+            }
+            .into());
         }
     } else if req.reduce_device_size.is_none() && !dev.data.resizable() {
-        return Err(ServiceError::Refused(format!(
-            "{} is a block device, which cannot grow: give --reduce-device-size 32M (its last 32 MiB unused: shrink the filesystem first) or --header FILE (a detached header; the data stays where it is)",
-            loc.path.display()
-        )));
+        return Err(Refusal::BlockDeviceCannotGrow {
+            path: loc.path.clone(),
+        }
+        .into());
     }
     let reduce = req.reduce_device_size.unwrap_or(0);
     if reduce >= len {
-        return Err(ServiceError::Refused(format!(
-            "--reduce-device-size {reduce} is not smaller than the device ({len} bytes)"
-        )));
+        return Err(Refusal::ReduceTooLarge { reduce, len }.into());
     }
     let size = len - reduce;
     let ss = req.key.sector_size;
     if !size.is_multiple_of(u64::from(ss)) {
-        return Err(ServiceError::Refused(format!(
-            "{size} bytes of data are not a whole number of {ss}-byte sectors: pad the image (e.g. `truncate -s %{ss}`){}",
-            if ss == 4096 { " or use --sector-size 512" } else { "" }
-        )));
+        return Err(Refusal::NotWholeSectors { size, sector: ss }.into());
     }
     let key = kms.create(&req.key.name_for(dev))?;
     let plan = HeaderPlan {
@@ -394,22 +385,25 @@ pub fn decrypt(
         }
         Found::InProgress(p) => return Err(refuse_other(&p, loc)),
         Found::Plain if loc.header.is_some() => {
-            return Err(ServiceError::Refused(format!(
-                "{} holds no header: nothing to decrypt (a finished decrypt wipes and removes it)",
-                loc.header.as_deref().unwrap_or(&loc.path).display()
-            )))
+            return Err(Refusal::NoHeaderInFile {
+                path: loc.header.clone().unwrap_or_else(|| loc.path.clone()),
+            }
+            .into())
         }
         Found::Plain => {
-            return Err(ServiceError::Refused(format!(
-                "{} is not an atrest volume (no LUKS header): nothing to decrypt",
-                loc.path.display()
-            )))
+            return Err(Refusal::NotAVolume {
+                path: loc.path.clone(),
+                in_header_file: false,
+                action: "decrypt",
+            }
+            .into())
         }
         Found::OtherLuks => {
-            return Err(ServiceError::Refused(format!(
-                "{} holds a LUKS volume that atrest did not make: decrypt it with cryptsetup",
-                loc.path.display()
-            )))
+            return Err(Refusal::ForeignLuks {
+                path: loc.path.clone(),
+                action: ForeignAction::Decrypt,
+            }
+            .into())
         }
     };
     let keys = Keys {
@@ -479,7 +473,10 @@ pub fn rekey(
     let (old_uid, old, new_uid, new) = match convert::inspect(dev.devices())? {
         Found::Volume { key_uid, key_mode } => {
             if !req.deep && key_mode == KeyMode::Direct {
-                return Err(ServiceError::Refused(format!("{} is in direct mode: its KMIP key is the volume key, so a new key means re-encrypting every sector; use `atrest rekey --deep`", loc.path.display())));
+                return Err(Refusal::DirectModeNeedsDeepRekey {
+                    path: loc.path.clone(),
+                }
+                .into());
             }
             let old = kms.fetch_for(&key_uid, KeyUse::MoveOff)?;
             let name = req
@@ -533,16 +530,19 @@ pub fn rekey(
         }
         Found::InProgress(p) => return Err(refuse_other(&p, loc)),
         Found::Plain => {
-            return Err(ServiceError::Refused(format!(
-                "{} is not an atrest volume: nothing to rekey",
-                loc.path.display()
-            )))
+            return Err(Refusal::NotAVolume {
+                path: loc.path.clone(),
+                in_header_file: false,
+                action: "rekey",
+            }
+            .into())
         }
         Found::OtherLuks => {
-            return Err(ServiceError::Refused(format!(
-                "{} holds a LUKS volume that atrest did not make",
-                loc.path.display()
-            )))
+            return Err(Refusal::ForeignLuks {
+                path: loc.path.clone(),
+                action: ForeignAction::Rekey,
+            }
+            .into())
         }
     };
     let keys = Keys {

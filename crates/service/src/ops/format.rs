@@ -8,6 +8,7 @@ use super::convert::KeySpec;
 use crate::device::{Device, Location};
 use crate::error::ServiceError;
 use crate::keys::KeyManager;
+use crate::refusal::Refusal;
 
 /// `format`.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -42,21 +43,24 @@ pub fn format(kms: &mut KeyManager, req: &FormatRequest) -> Result<FormatReport,
     };
     if let Some(what) = volume::probe::existing_content(dev.data.as_ref()).map_err(io)? {
         if !req.force {
-            return Err(ServiceError::Refused(format!(
-                "{} holds {what}; formatting would destroy it. To keep the data, encrypt it in place with `atrest encrypt`; to destroy it, give --force",
-                loc.path.display()
-            )));
+            return Err(Refusal::WouldDestroyData {
+                path: loc.path.clone(),
+                what: what.to_string(),
+            }
+            .into());
         }
     }
     // The geometry is checked before a key is created for it.
     let len = volume::backend::BlockBackend::len(dev.data.as_ref()).map_err(io)?;
     let d = volume::layout::DATA_OFFSET;
     if len <= d || !(len - d).is_multiple_of(u64::from(req.key.sector_size)) {
-        return Err(ServiceError::Refused(format!(
-            "{} holds {len} bytes: an atrest volume needs more than {d} bytes of header area and a data area of whole {}-byte sectors",
-            loc.path.display(),
-            req.key.sector_size
-        )));
+        return Err(Refusal::TooSmall {
+            path: loc.path.clone(),
+            len,
+            header_area: d,
+            sector: req.key.sector_size,
+        }
+        .into());
     }
     let key = kms.create(&req.key.name_for(&dev))?;
     let opts = FormatOptions {

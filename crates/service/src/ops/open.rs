@@ -12,6 +12,7 @@ use volume::volume::{KeyMode, Status, Unlocked};
 use crate::device::{Device, Location};
 use crate::error::ServiceError;
 use crate::keys::KeyManager;
+use crate::refusal::{ForeignAction, Refusal};
 
 /// An unlocked volume and the locked devices under it.
 pub struct OpenVolume {
@@ -41,21 +42,22 @@ pub fn key_of(dev: &Device) -> Result<(String, KeyMode), ServiceError> {
     match convert::inspect(dev.devices())? {
         Found::Volume { key_uid, key_mode } => Ok((key_uid, key_mode)),
         // The daemon finishes these itself; `open` sends the operator to do it.
-        Found::InProgress(p) => Err(ServiceError::Refused(format!(
-            "an {} of {} was interrupted and has not finished: run `{}` to complete it, then open it",
-            p.kind.noun(),
-            loc.path.display(),
-            p.kind.command()
-        ))),
-        Found::Plain => Err(ServiceError::Refused(format!(
-            "{} is not an atrest volume (no LUKS header{}): nothing to open",
-            loc.path.display(),
-            if loc.header.is_some() { " in the header file" } else { "" }
-        ))),
-        Found::OtherLuks => Err(ServiceError::Refused(format!(
-            "{} holds a LUKS volume that atrest did not make (no atrest token naming its KMIP key)",
-            loc.path.display()
-        ))),
+        Found::InProgress(p) => Err(Refusal::ConversionInProgress {
+            path: loc.path.clone(),
+            kind: p.kind,
+        }
+        .into()),
+        Found::Plain => Err(Refusal::NotAVolume {
+            path: loc.path.clone(),
+            in_header_file: loc.header.is_some(),
+            action: "open",
+        }
+        .into()),
+        Found::OtherLuks => Err(Refusal::ForeignLuks {
+            path: loc.path.clone(),
+            action: ForeignAction::Open,
+        }
+        .into()),
     }
 }
 

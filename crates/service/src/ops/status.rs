@@ -2,11 +2,11 @@
 //! is served). A device with no header but a conversion's park record says what to run.
 
 use volume::convert::{Devices, Found};
-use volume::text::shown;
 use volume::volume::Status;
 
 use crate::device::{open_for_reading, Location};
 use crate::error::ServiceError;
+use crate::refusal::Refusal;
 
 /// The facts of the volume at `loc`.
 pub fn status(loc: &Location) -> Result<Status, ServiceError> {
@@ -19,13 +19,12 @@ pub fn status(loc: &Location) -> Result<Status, ServiceError> {
         // No header, but maybe a conversion's park record: say what to run.
         if header.is_none() {
             if let Ok(Found::InProgress(p)) = volume::convert::inspect(Devices::attached(&data)) {
-                return ServiceError::Refused(format!(
-                    "{}: an atrest {} was interrupted while the device had no header (KMIP key {}); run `{}` again to finish it",
-                    loc.path.display(),
-                    p.kind.noun(),
-                    if p.key_uid.is_empty() { "not needed".into() } else { shown(&p.key_uid) },
-                    p.kind.command()
-                ));
+                return Refusal::InterruptedWithoutHeader {
+                    path: loc.path.clone(),
+                    kind: p.kind,
+                    key_uid: p.key_uid,
+                }
+                .into();
             }
         }
         e.into()
