@@ -50,17 +50,7 @@ impl Env {
 }
 
 fn venv_python() -> PathBuf {
-    let v = std::env::var_os("ATREST_PYKMIP_VENV").map_or_else(
-        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv"),
-        PathBuf::from,
-    );
-    let py = v.join("bin/python");
-    assert!(
-        py.exists(),
-        "no virtualenv at {}: run scripts/setup-peers.sh",
-        v.display()
-    );
-    py
+    harness::pykmip::venv().join("bin/python")
 }
 
 /// Runs `atrest args… --json` and kills it with SIGKILL, again and again, until it has

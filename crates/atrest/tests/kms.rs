@@ -698,14 +698,7 @@ fn an_idle_connection_is_closed_after_the_idle_timeout(env: &Env) {
 }
 
 fn main() {
-    let root_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let venv = std::env::var_os("ATREST_PYKMIP_VENV")
-        .map_or_else(|| root_dir.join(".venv"), PathBuf::from);
-    assert!(
-        venv.join("bin/python").exists(),
-        "no virtualenv at {}: run scripts/setup-peers.sh",
-        venv.display()
-    );
+    let venv = harness::pykmip::venv();
     // Scratch space removed when `scratch` drops: after the run, or while unwinding from a
     // panic outside the cases. The servers in `env` are dropped (killed) before it.
     let scratch = harness::scratch("atrest-kms-");

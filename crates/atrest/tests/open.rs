@@ -681,14 +681,7 @@ fn refuses_what_it_cannot_serve_safely(env: &Env) {
 fn main() {
     let scratch = harness::scratch("atrest-open-");
     let dir = scratch.path().to_owned();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let venv =
-        std::env::var_os("ATREST_PYKMIP_VENV").map_or_else(|| root.join(".venv"), PathBuf::from);
-    assert!(
-        venv.join("bin/python").exists(),
-        "no virtualenv at {}: run scripts/setup-peers.sh",
-        venv.display()
-    );
+    let venv = harness::pykmip::venv();
     let pki = Pki::create(&dir.join("pki"));
     let mut pykmip = PyKmip::start("open", &venv, &dir, &pki, "ec", "ec-server");
     pykmip.wait_ready();

@@ -435,14 +435,7 @@ fn a_group_readable_password_file_is_refused_with_the_fix(env: &Env) {
 // ---------------------------------------------------------------------------------------
 
 fn main() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let venv =
-        std::env::var_os("ATREST_PYKMIP_VENV").map_or_else(|| root.join(".venv"), PathBuf::from);
-    assert!(
-        venv.join("bin/pykmip-server").exists(),
-        "PyKMIP is not installed in {}: run scripts/setup-peers.sh",
-        venv.display()
-    );
+    let venv = harness::pykmip::venv();
     // Scratch space removed when `scratch` drops: after the run, or while unwinding from a
     // panic outside the cases. The PyKMIP servers are dropped (stopped) before it.
     let scratch = harness::scratch("atrest-pykmip-");

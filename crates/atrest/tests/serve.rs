@@ -1380,14 +1380,7 @@ fn r19_9_an_image_deleted_while_served_is_reported(env: &Env) {
 fn main() {
     let scratch = harness::scratch("atrest-serve-");
     let dir = scratch.path().to_owned();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let venv =
-        std::env::var_os("ATREST_PYKMIP_VENV").map_or_else(|| root.join(".venv"), PathBuf::from);
-    assert!(
-        venv.join("bin/python").exists(),
-        "no virtualenv at {}: run scripts/setup-peers.sh",
-        venv.display()
-    );
+    let venv = harness::pykmip::venv();
     let pki = Pki::create(&dir.join("pki"));
     let mut pykmip = PyKmip::start("serve", &venv, &dir.join("pki"), &pki, "ec", "ec-server");
     pykmip.wait_ready();

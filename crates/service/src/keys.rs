@@ -118,6 +118,51 @@ pub fn state_name(s: State) -> String {
     }
 }
 
+/// What a serving volume needs of a key server: a key's state and its secret. The daemon's
+/// workers hold their keys through this, so that their state machine can be driven in unit
+/// tests by a double that plays states, silence and refusals in milliseconds (the real
+/// servers are the integration tests' business).
+pub trait KeySource: Send {
+    /// The key's lifecycle state.
+    fn state(&mut self, uid: &str) -> Result<State, ServiceError>;
+    /// The key's secret.
+    fn fetch(&mut self, uid: &str) -> Result<Zeroizing<Vec<u8>>, ServiceError>;
+    /// The server that answered last, if any.
+    fn server(&self) -> Option<String>;
+}
+
+impl KeySource for KeyManager {
+    fn state(&mut self, uid: &str) -> Result<State, ServiceError> {
+        KeyManager::state(self, uid)
+    }
+
+    fn fetch(&mut self, uid: &str) -> Result<Zeroizing<Vec<u8>>, ServiceError> {
+        KeyManager::fetch(self, uid)
+    }
+
+    fn server(&self) -> Option<String> {
+        KeyManager::server(self)
+    }
+}
+
+/// Makes a key source for the KMIP settings in force (again after a reload changes them).
+pub type KeySourceFactory = Arc<
+    dyn Fn(&kmip::client::ClientConfig) -> Result<Box<dyn KeySource>, ServiceError> + Send + Sync,
+>;
+
+/// The daemon's factory: a [`KeyManager`] of the volume's own, audited on its behalf,
+/// with `policy`.
+pub fn kmip_source(audit: Arc<Audit>, volume: &str, policy: KeyPolicy) -> KeySourceFactory {
+    let volume = volume.to_owned();
+    Arc::new(move |cfg| {
+        Ok(Box::new(
+            KeyManager::for_servers(cfg.clone())?
+                .with_audit(audit.clone(), Some(&volume))
+                .with_policy(policy),
+        ) as Box<dyn KeySource>)
+    })
+}
+
 /// A session with the configured key servers.
 pub struct KeyManager {
     client: Client,

@@ -228,3 +228,18 @@ impl Drop for PyKmip {
         let _ = self.child.wait();
     }
 }
+
+/// The virtualenv `scripts/setup-peers.sh` made (`$ATREST_PYKMIP_VENV`, default `.venv` at
+/// the repository's root), with PyKMIP's server in it; a panic naming the fix otherwise.
+pub fn venv() -> PathBuf {
+    let venv = std::env::var_os("ATREST_PYKMIP_VENV").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv"),
+        PathBuf::from,
+    );
+    assert!(
+        venv.join("bin/python").exists() && venv.join("bin/pykmip-server").exists(),
+        "PyKMIP is not installed in {}: run scripts/setup-peers.sh",
+        venv.display()
+    );
+    venv
+}

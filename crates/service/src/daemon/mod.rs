@@ -115,6 +115,13 @@ pub fn run(
             status: status.clone(),
             events: events.clone(),
             stop: vstop.clone(),
+            keys: crate::keys::kmip_source(
+                audit.clone(),
+                &cfg.name,
+                crate::keys::KeyPolicy {
+                    require_active: config.serve.require_active_key,
+                },
+            ),
         };
         let thread = std::thread::Builder::new()
             .name(format!("vol-{}", cfg.name))

@@ -31,7 +31,7 @@ use crate::config::{ServeConfig, VolumeConfig};
 use crate::device::{Device, Location};
 use crate::error::ServiceError;
 use crate::exports::{dm, fuse, nbd};
-use crate::keys::{state_name, KeyManager};
+use crate::keys::{state_name, KeyManager, KeySource};
 use crate::ops::convert::{
     decrypt, encrypt, rekey, DecryptRequest, EncryptRequest, KeySpec, RekeyRequest,
 };
@@ -115,6 +115,8 @@ pub struct Ctx {
     pub events: Arc<Events>,
     /// Set when the daemon stops (a conversion then stops at a safe point).
     pub stop: Stop,
+    /// Where the volume's keys come from ([`crate::keys::kmip_source`] in the daemon).
+    pub keys: crate::keys::KeySourceFactory,
 }
 
 /// An unlocked volume and its exports.
@@ -177,7 +179,7 @@ struct Worker {
     /// that changes them makes the next request connect anew). Its own, so that one
     /// volume's request to a server that does not answer never holds another volume's
     /// key check or fetch for the whole timeout (a mutex shared by the volumes did).
-    kms: Option<(ClientConfig, KeyManager)>,
+    kms: Option<(ClientConfig, Box<dyn KeySource>)>,
 }
 
 /// Runs the volume until told to stop.
@@ -274,20 +276,16 @@ impl Worker {
             .clone()
     }
 
-    /// This volume's key manager (made on first use, and again when the KMIP settings
-    /// changed), its requests recorded on behalf of this volume.
-    fn kms(&mut self) -> Result<&mut KeyManager, ServiceError> {
+    /// This volume's key source (made on first use, and again when the KMIP settings
+    /// changed).
+    fn kms(&mut self) -> Result<&mut dyn KeySource, ServiceError> {
         let now = self.kmip();
         if self.kms.as_ref().is_none_or(|(made, _)| *made != now) {
-            let k = KeyManager::for_servers(now.clone())?
-                .with_audit(self.ctx.audit.clone(), Some(&self.ctx.cfg.name))
-                .with_policy(crate::keys::KeyPolicy {
-                    require_active: self.ctx.serve.require_active_key,
-                });
+            let k = (self.ctx.keys)(&now)?;
             self.kms = Some((now, k));
         }
         match self.kms.as_mut() {
-            Some((_, k)) => Ok(k),
+            Some((_, k)) => Ok(k.as_mut()),
             None => unreachable!("made just above"),
         }
     }
@@ -919,3 +917,6 @@ impl Worker {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,307 @@
+//! The worker's state machine, driven in milliseconds without a key server: a real volume
+//! image (formatted in a temporary folder, unlocked for real), no exports, and a key source
+//! double that plays the server: states, silence, Item Not Found. The double is what lets
+//! "the server is silent" cost no timeout; the real servers are `tests/serve.rs`'s.
+
+use std::sync::mpsc::{channel, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use kmip::client::{ClientConfig, ClientError, Identity, VersionChoice};
+use kmip::enums::{Operation, ResultReason, State as KeyState};
+use zeroize::Zeroizing;
+
+use super::{run, Command, Ctx};
+use crate::audit::Audit;
+use crate::config::{ServeConfig, VolumeConfig};
+use crate::daemon::status::{Events, State, VolumeStatus};
+use crate::error::ServiceError;
+use crate::keys::KeySource;
+use crate::progress::Stop;
+
+const SECRET: [u8; 32] = *b"worker-test-kmip-secret-32-bytes";
+
+/// What the pretend server answers.
+#[derive(Clone, Copy)]
+enum Answer {
+    State(KeyState),
+    Silent,
+    NotFound,
+}
+
+struct Server {
+    answer: Answer,
+    /// Key sources made (one per set of KMIP settings).
+    made: usize,
+    /// Secrets handed out.
+    fetches: usize,
+}
+
+struct Double(Arc<Mutex<Server>>);
+
+fn fault(answer: Answer, op: Operation) -> ServiceError {
+    let error = match answer {
+        Answer::NotFound => ClientError::Rejected {
+            server: "kms.test:5696".into(),
+            operation: op,
+            reason: ResultReason::ITEM_NOT_FOUND,
+            message: None,
+        },
+        _ => ClientError::AllServersFailed(vec![ClientError::Refused {
+            server: "kms.test:5696".into(),
+        }]),
+    };
+    ServiceError::kmip("asking the key server", error)
+}
+
+impl KeySource for Double {
+    fn state(&mut self, _uid: &str) -> Result<KeyState, ServiceError> {
+        match self.0.lock().unwrap().answer {
+            Answer::State(s) => Ok(s),
+            a => Err(fault(a, Operation::GET_ATTRIBUTES)),
+        }
+    }
+
+    fn fetch(&mut self, _uid: &str) -> Result<Zeroizing<Vec<u8>>, ServiceError> {
+        let mut s = self.0.lock().unwrap();
+        match s.answer {
+            Answer::State(_) => {
+                s.fetches += 1;
+                Ok(Zeroizing::new(SECRET.to_vec()))
+            }
+            a => Err(fault(a, Operation::GET)),
+        }
+    }
+
+    fn server(&self) -> Option<String> {
+        Some("kms.test:5696".into())
+    }
+}
+
+fn settings(username: &str) -> ClientConfig {
+    ClientConfig {
+        servers: Vec::new(),
+        ca_pem: Vec::new(),
+        identity: Identity::Pem {
+            cert_pem: Vec::new(),
+            key_pem: Zeroizing::new(Vec::new()),
+            passphrase: None,
+        },
+        username: Some(username.into()),
+        password: None,
+        version: VersionChoice::Auto,
+        connect_timeout: Duration::from_secs(1),
+        request_timeout: Duration::from_secs(1),
+    }
+}
+
+/// One worker on a fresh volume, with the pretend server answering `answer`.
+struct Rig {
+    tx: Sender<Command>,
+    status: Arc<Mutex<VolumeStatus>>,
+    events: Arc<Events>,
+    server: Arc<Mutex<Server>>,
+    kmip: Arc<Mutex<ClientConfig>>,
+    thread: Option<JoinHandle<()>>,
+    stop: Stop,
+    _dir: tempfile::TempDir,
+}
+
+impl Rig {
+    fn new(answer: Answer) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v.img");
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .unwrap();
+        f.set_len(17 << 20).unwrap();
+        let opts = volume::volume::FormatOptions {
+            mode: volume::volume::KeyMode::Wrapped,
+            volume_key_len: 32,
+            sector_size: 512,
+            key_uid: "k-1".into(),
+            server_hint: None,
+            data_size: None,
+            detached: false,
+        };
+        volume::volume::format(&volume::backend::FileBackend::new(f), &SECRET, &opts).unwrap();
+        let server = Arc::new(Mutex::new(Server {
+            answer,
+            made: 0,
+            fetches: 0,
+        }));
+        let made_by = server.clone();
+        let status = Arc::new(Mutex::new(VolumeStatus::new("v", "v.img")));
+        let events = Arc::new(Events::default());
+        let kmip = Arc::new(Mutex::new(settings("appliance")));
+        let stop = Stop::new();
+        let ctx = Ctx {
+            cfg: VolumeConfig {
+                name: "v".into(),
+                path,
+                header: None,
+                nbd: None,
+                fuse: None,
+                dm: None,
+                discard: false,
+            },
+            kmip: kmip.clone(),
+            serve: ServeConfig {
+                key_check_secs: 3600,
+                retry_max_secs: 3600,
+                ..ServeConfig::default()
+            },
+            audit: Arc::new(Audit::none()),
+            status: status.clone(),
+            events: events.clone(),
+            stop: stop.clone(),
+            keys: Arc::new(move |_cfg: &ClientConfig| {
+                made_by.lock().unwrap().made += 1;
+                Ok(Box::new(Double(made_by.clone())) as Box<dyn KeySource>)
+            }),
+        };
+        let (tx, rx) = channel();
+        let thread = std::thread::spawn(move || run(ctx, rx));
+        Self {
+            tx,
+            status,
+            events,
+            server,
+            kmip,
+            thread: Some(thread),
+            stop,
+            _dir: dir,
+        }
+    }
+
+    fn answer(&self, a: Answer) {
+        self.server.lock().unwrap().answer = a;
+    }
+
+    fn status(&self) -> VolumeStatus {
+        self.status.lock().unwrap().clone()
+    }
+
+    /// Waits (on the event feed, not by sleeping) until `done` holds of the status.
+    fn until(&self, what: &str, done: impl Fn(&VolumeStatus) -> bool) -> VolumeStatus {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut seen = 0;
+        loop {
+            let s = self.status();
+            if done(&s) {
+                return s;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(!left.is_zero(), "not {what}: {s:?}");
+            seen = self
+                .events
+                .after(seen, left.min(Duration::from_millis(200)))
+                .1;
+        }
+    }
+
+    fn state(&self, want: State) -> VolumeStatus {
+        self.until(want.name(), |s| s.state == want)
+    }
+}
+
+impl Drop for Rig {
+    fn drop(&mut self) {
+        self.stop.request();
+        let _ = self.tx.send(Command::Stop);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[test]
+fn a_key_that_arrives_unlocks_the_waiting_volume() {
+    let rig = Rig::new(Answer::Silent);
+    let s = rig.state(State::Waiting);
+    assert!(s.reason.unwrap().contains("no KMIP server"));
+    rig.answer(Answer::State(KeyState::ACTIVE));
+    rig.tx.send(Command::Unlock).unwrap();
+    let s = rig.state(State::Unlocked);
+    assert_eq!(s.key_uid.as_deref(), Some("k-1"));
+    assert_eq!(rig.server.lock().unwrap().fetches, 1);
+}
+
+#[test]
+fn a_revoked_key_locks_the_volume_at_the_next_check() {
+    let rig = Rig::new(Answer::State(KeyState::ACTIVE));
+    rig.state(State::Unlocked);
+    rig.answer(Answer::State(KeyState::DEACTIVATED));
+    rig.tx.send(Command::CheckNow).unwrap();
+    let s = rig.state(State::Locked);
+    assert!(s.reason.unwrap().contains("Deactivated"));
+    // An unlock is refused by the key's state, without the key being fetched again.
+    rig.tx.send(Command::Unlock).unwrap();
+    let s = rig.until("refused again", |s| {
+        s.state == State::Locked
+            && s.reason
+                .as_deref()
+                .is_some_and(|r| r.contains("only an Active key"))
+    });
+    assert_eq!(s.state, State::Locked);
+    assert_eq!(rig.server.lock().unwrap().fetches, 1);
+}
+
+#[test]
+fn a_silent_server_while_serving_is_reported_not_a_reason_to_lock() {
+    let rig = Rig::new(Answer::State(KeyState::ACTIVE));
+    rig.state(State::Unlocked);
+    rig.answer(Answer::Silent);
+    rig.tx.send(Command::CheckNow).unwrap();
+    let s = rig.until("reporting the outage", |s| s.server_error.is_some());
+    assert_eq!(s.state, State::Unlocked);
+    // The server back: the next check clears the report.
+    rig.answer(Answer::State(KeyState::ACTIVE));
+    rig.tx.send(Command::CheckNow).unwrap();
+    let s = rig.until("clearing the outage", |s| s.server_error.is_none());
+    assert_eq!(s.state, State::Unlocked);
+}
+
+#[test]
+fn a_key_no_longer_found_locks_and_says_for_which_identity() {
+    let rig = Rig::new(Answer::State(KeyState::ACTIVE));
+    rig.state(State::Unlocked);
+    rig.answer(Answer::NotFound);
+    rig.tx.send(Command::CheckNow).unwrap();
+    let s = rig.state(State::Locked);
+    let why = s.reason.unwrap();
+    assert!(
+        why.contains("no longer found") && why.contains("identity"),
+        "{why}"
+    );
+}
+
+#[test]
+fn a_key_the_policy_refuses_is_never_fetched() {
+    let rig = Rig::new(Answer::State(KeyState::COMPROMISED));
+    let s = rig.state(State::Locked);
+    assert!(s.reason.unwrap().contains("Compromised"));
+    assert_eq!(rig.server.lock().unwrap().fetches, 0);
+}
+
+#[test]
+fn new_kmip_settings_are_used_from_the_next_request() {
+    let rig = Rig::new(Answer::State(KeyState::ACTIVE));
+    rig.state(State::Unlocked);
+    assert_eq!(rig.server.lock().unwrap().made, 1);
+    // The same settings: the source stays.
+    rig.tx.send(Command::CheckNow).unwrap();
+    rig.until("checked", |s| s.last_key_check.is_some());
+    assert_eq!(rig.server.lock().unwrap().made, 1);
+    *rig.kmip.lock().unwrap() = settings("rotated");
+    rig.tx.send(Command::CheckNow).unwrap();
+    rig.until("a new source for the new settings", |_| {
+        rig.server.lock().unwrap().made == 2
+    });
+    assert_eq!(rig.status().state, State::Unlocked);
+}
