@@ -376,6 +376,753 @@ pub(crate) static TAGS: &[(u32, &str)] = &[
     (0x420176, "AsynchronousCorrelationValues"),
 ];
 
+// Every tag as a constant, so that code names a tag by a name the compiler checks
+// instead of a lookup that can fail at run time.
+impl crate::ttlv::Tag {
+    /// `ActivationDate`.
+    pub const ACTIVATION_DATE: Self = Self::spec(0x420001);
+    /// `ApplicationData`.
+    pub const APPLICATION_DATA: Self = Self::spec(0x420002);
+    /// `ApplicationNamespace`.
+    pub const APPLICATION_NAMESPACE: Self = Self::spec(0x420003);
+    /// `ApplicationSpecificInformation`.
+    pub const APPLICATION_SPECIFIC_INFORMATION: Self = Self::spec(0x420004);
+    /// `ArchiveDate`.
+    pub const ARCHIVE_DATE: Self = Self::spec(0x420005);
+    /// `AsynchronousCorrelationValue`.
+    pub const ASYNCHRONOUS_CORRELATION_VALUE: Self = Self::spec(0x420006);
+    /// `AsynchronousIndicator`.
+    pub const ASYNCHRONOUS_INDICATOR: Self = Self::spec(0x420007);
+    /// `Attribute`.
+    pub const ATTRIBUTE: Self = Self::spec(0x420008);
+    /// `AttributeIndex`.
+    pub const ATTRIBUTE_INDEX: Self = Self::spec(0x420009);
+    /// `AttributeName`.
+    pub const ATTRIBUTE_NAME: Self = Self::spec(0x42000A);
+    /// `AttributeValue`.
+    pub const ATTRIBUTE_VALUE: Self = Self::spec(0x42000B);
+    /// `Authentication`.
+    pub const AUTHENTICATION: Self = Self::spec(0x42000C);
+    /// `BatchCount`.
+    pub const BATCH_COUNT: Self = Self::spec(0x42000D);
+    /// `BatchErrorContinuationOption`.
+    pub const BATCH_ERROR_CONTINUATION_OPTION: Self = Self::spec(0x42000E);
+    /// `BatchItem`.
+    pub const BATCH_ITEM: Self = Self::spec(0x42000F);
+    /// `BatchOrderOption`.
+    pub const BATCH_ORDER_OPTION: Self = Self::spec(0x420010);
+    /// `BlockCipherMode`.
+    pub const BLOCK_CIPHER_MODE: Self = Self::spec(0x420011);
+    /// `CancellationResult`.
+    pub const CANCELLATION_RESULT: Self = Self::spec(0x420012);
+    /// `Certificate`.
+    pub const CERTIFICATE: Self = Self::spec(0x420013);
+    /// `CertificateIdentifier`.
+    pub const CERTIFICATE_IDENTIFIER: Self = Self::spec(0x420014);
+    /// `CertificateIssuer`.
+    pub const CERTIFICATE_ISSUER: Self = Self::spec(0x420015);
+    /// `CertificateIssuerAlternativeName`.
+    pub const CERTIFICATE_ISSUER_ALTERNATIVE_NAME: Self = Self::spec(0x420016);
+    /// `CertificateIssuerDistinguishedName`.
+    pub const CERTIFICATE_ISSUER_DISTINGUISHED_NAME: Self = Self::spec(0x420017);
+    /// `CertificateRequest`.
+    pub const CERTIFICATE_REQUEST: Self = Self::spec(0x420018);
+    /// `CertificateRequestType`.
+    pub const CERTIFICATE_REQUEST_TYPE: Self = Self::spec(0x420019);
+    /// `CertificateSubject`.
+    pub const CERTIFICATE_SUBJECT: Self = Self::spec(0x42001A);
+    /// `CertificateSubjectAlternativeName`.
+    pub const CERTIFICATE_SUBJECT_ALTERNATIVE_NAME: Self = Self::spec(0x42001B);
+    /// `CertificateSubjectDistinguishedName`.
+    pub const CERTIFICATE_SUBJECT_DISTINGUISHED_NAME: Self = Self::spec(0x42001C);
+    /// `CertificateType`.
+    pub const CERTIFICATE_TYPE: Self = Self::spec(0x42001D);
+    /// `CertificateValue`.
+    pub const CERTIFICATE_VALUE: Self = Self::spec(0x42001E);
+    /// `CommonTemplateAttribute`.
+    pub const COMMON_TEMPLATE_ATTRIBUTE: Self = Self::spec(0x42001F);
+    /// `CompromiseDate`.
+    pub const COMPROMISE_DATE: Self = Self::spec(0x420020);
+    /// `CompromiseOccurrenceDate`.
+    pub const COMPROMISE_OCCURRENCE_DATE: Self = Self::spec(0x420021);
+    /// `ContactInformation`.
+    pub const CONTACT_INFORMATION: Self = Self::spec(0x420022);
+    /// `Credential`.
+    pub const CREDENTIAL: Self = Self::spec(0x420023);
+    /// `CredentialType`.
+    pub const CREDENTIAL_TYPE: Self = Self::spec(0x420024);
+    /// `CredentialValue`.
+    pub const CREDENTIAL_VALUE: Self = Self::spec(0x420025);
+    /// `CriticalityIndicator`.
+    pub const CRITICALITY_INDICATOR: Self = Self::spec(0x420026);
+    /// `CRTCoefficient`.
+    pub const CRT_COEFFICIENT: Self = Self::spec(0x420027);
+    /// `CryptographicAlgorithm`.
+    pub const CRYPTOGRAPHIC_ALGORITHM: Self = Self::spec(0x420028);
+    /// `CryptographicDomainParameters`.
+    pub const CRYPTOGRAPHIC_DOMAIN_PARAMETERS: Self = Self::spec(0x420029);
+    /// `CryptographicLength`.
+    pub const CRYPTOGRAPHIC_LENGTH: Self = Self::spec(0x42002A);
+    /// `CryptographicParameters`.
+    pub const CRYPTOGRAPHIC_PARAMETERS: Self = Self::spec(0x42002B);
+    /// `CryptographicUsageMask`.
+    pub const CRYPTOGRAPHIC_USAGE_MASK: Self = Self::spec(0x42002C);
+    /// `CustomAttribute`.
+    pub const CUSTOM_ATTRIBUTE: Self = Self::spec(0x42002D);
+    /// `D`.
+    pub const D: Self = Self::spec(0x42002E);
+    /// `DeactivationDate`.
+    pub const DEACTIVATION_DATE: Self = Self::spec(0x42002F);
+    /// `DerivationData`.
+    pub const DERIVATION_DATA: Self = Self::spec(0x420030);
+    /// `DerivationMethod`.
+    pub const DERIVATION_METHOD: Self = Self::spec(0x420031);
+    /// `DerivationParameters`.
+    pub const DERIVATION_PARAMETERS: Self = Self::spec(0x420032);
+    /// `DestroyDate`.
+    pub const DESTROY_DATE: Self = Self::spec(0x420033);
+    /// `Digest`.
+    pub const DIGEST: Self = Self::spec(0x420034);
+    /// `DigestValue`.
+    pub const DIGEST_VALUE: Self = Self::spec(0x420035);
+    /// `EncryptionKeyInformation`.
+    pub const ENCRYPTION_KEY_INFORMATION: Self = Self::spec(0x420036);
+    /// `G`.
+    pub const G: Self = Self::spec(0x420037);
+    /// `HashingAlgorithm`.
+    pub const HASHING_ALGORITHM: Self = Self::spec(0x420038);
+    /// `InitialDate`.
+    pub const INITIAL_DATE: Self = Self::spec(0x420039);
+    /// `InitializationVector`.
+    pub const INITIALIZATION_VECTOR: Self = Self::spec(0x42003A);
+    /// `Issuer`.
+    pub const ISSUER: Self = Self::spec(0x42003B);
+    /// `IterationCount`.
+    pub const ITERATION_COUNT: Self = Self::spec(0x42003C);
+    /// `IVCounterNonce`.
+    pub const IV_COUNTER_NONCE: Self = Self::spec(0x42003D);
+    /// `J`.
+    pub const J: Self = Self::spec(0x42003E);
+    /// `Key`.
+    pub const KEY: Self = Self::spec(0x42003F);
+    /// `KeyBlock`.
+    pub const KEY_BLOCK: Self = Self::spec(0x420040);
+    /// `KeyCompressionType`.
+    pub const KEY_COMPRESSION_TYPE: Self = Self::spec(0x420041);
+    /// `KeyFormatType`.
+    pub const KEY_FORMAT_TYPE: Self = Self::spec(0x420042);
+    /// `KeyMaterial`.
+    pub const KEY_MATERIAL: Self = Self::spec(0x420043);
+    /// `KeyPartIdentifier`.
+    pub const KEY_PART_IDENTIFIER: Self = Self::spec(0x420044);
+    /// `KeyValue`.
+    pub const KEY_VALUE: Self = Self::spec(0x420045);
+    /// `KeyWrappingData`.
+    pub const KEY_WRAPPING_DATA: Self = Self::spec(0x420046);
+    /// `KeyWrappingSpecification`.
+    pub const KEY_WRAPPING_SPECIFICATION: Self = Self::spec(0x420047);
+    /// `LastChangeDate`.
+    pub const LAST_CHANGE_DATE: Self = Self::spec(0x420048);
+    /// `LeaseTime`.
+    pub const LEASE_TIME: Self = Self::spec(0x420049);
+    /// `Link`.
+    pub const LINK: Self = Self::spec(0x42004A);
+    /// `LinkType`.
+    pub const LINK_TYPE: Self = Self::spec(0x42004B);
+    /// `LinkedObjectIdentifier`.
+    pub const LINKED_OBJECT_IDENTIFIER: Self = Self::spec(0x42004C);
+    /// `MACSignature`.
+    pub const MAC_SIGNATURE: Self = Self::spec(0x42004D);
+    /// `MACSignatureKeyInformation`.
+    pub const MAC_SIGNATURE_KEY_INFORMATION: Self = Self::spec(0x42004E);
+    /// `MaximumItems`.
+    pub const MAXIMUM_ITEMS: Self = Self::spec(0x42004F);
+    /// `MaximumResponseSize`.
+    pub const MAXIMUM_RESPONSE_SIZE: Self = Self::spec(0x420050);
+    /// `MessageExtension`.
+    pub const MESSAGE_EXTENSION: Self = Self::spec(0x420051);
+    /// `Modulus`.
+    pub const MODULUS: Self = Self::spec(0x420052);
+    /// `Name`.
+    pub const NAME: Self = Self::spec(0x420053);
+    /// `NameType`.
+    pub const NAME_TYPE: Self = Self::spec(0x420054);
+    /// `NameValue`.
+    pub const NAME_VALUE: Self = Self::spec(0x420055);
+    /// `ObjectGroup`.
+    pub const OBJECT_GROUP: Self = Self::spec(0x420056);
+    /// `ObjectType`.
+    pub const OBJECT_TYPE: Self = Self::spec(0x420057);
+    /// `Offset`.
+    pub const OFFSET: Self = Self::spec(0x420058);
+    /// `OpaqueDataType`.
+    pub const OPAQUE_DATA_TYPE: Self = Self::spec(0x420059);
+    /// `OpaqueDataValue`.
+    pub const OPAQUE_DATA_VALUE: Self = Self::spec(0x42005A);
+    /// `OpaqueObject`.
+    pub const OPAQUE_OBJECT: Self = Self::spec(0x42005B);
+    /// `Operation`.
+    pub const OPERATION: Self = Self::spec(0x42005C);
+    /// `OperationPolicyName`.
+    pub const OPERATION_POLICY_NAME: Self = Self::spec(0x42005D);
+    /// `P`.
+    pub const P: Self = Self::spec(0x42005E);
+    /// `PaddingMethod`.
+    pub const PADDING_METHOD: Self = Self::spec(0x42005F);
+    /// `PrimeExponentP`.
+    pub const PRIME_EXPONENT_P: Self = Self::spec(0x420060);
+    /// `PrimeExponentQ`.
+    pub const PRIME_EXPONENT_Q: Self = Self::spec(0x420061);
+    /// `PrimeFieldSize`.
+    pub const PRIME_FIELD_SIZE: Self = Self::spec(0x420062);
+    /// `PrivateExponent`.
+    pub const PRIVATE_EXPONENT: Self = Self::spec(0x420063);
+    /// `PrivateKey`.
+    pub const PRIVATE_KEY: Self = Self::spec(0x420064);
+    /// `PrivateKeyTemplateAttribute`.
+    pub const PRIVATE_KEY_TEMPLATE_ATTRIBUTE: Self = Self::spec(0x420065);
+    /// `PrivateKeyUniqueIdentifier`.
+    pub const PRIVATE_KEY_UNIQUE_IDENTIFIER: Self = Self::spec(0x420066);
+    /// `ProcessStartDate`.
+    pub const PROCESS_START_DATE: Self = Self::spec(0x420067);
+    /// `ProtectStopDate`.
+    pub const PROTECT_STOP_DATE: Self = Self::spec(0x420068);
+    /// `ProtocolVersion`.
+    pub const PROTOCOL_VERSION: Self = Self::spec(0x420069);
+    /// `ProtocolVersionMajor`.
+    pub const PROTOCOL_VERSION_MAJOR: Self = Self::spec(0x42006A);
+    /// `ProtocolVersionMinor`.
+    pub const PROTOCOL_VERSION_MINOR: Self = Self::spec(0x42006B);
+    /// `PublicExponent`.
+    pub const PUBLIC_EXPONENT: Self = Self::spec(0x42006C);
+    /// `PublicKey`.
+    pub const PUBLIC_KEY: Self = Self::spec(0x42006D);
+    /// `PublicKeyTemplateAttribute`.
+    pub const PUBLIC_KEY_TEMPLATE_ATTRIBUTE: Self = Self::spec(0x42006E);
+    /// `PublicKeyUniqueIdentifier`.
+    pub const PUBLIC_KEY_UNIQUE_IDENTIFIER: Self = Self::spec(0x42006F);
+    /// `PutFunction`.
+    pub const PUT_FUNCTION: Self = Self::spec(0x420070);
+    /// `Q`.
+    pub const Q: Self = Self::spec(0x420071);
+    /// `QString`.
+    pub const Q_STRING: Self = Self::spec(0x420072);
+    /// `Qlength`.
+    pub const QLENGTH: Self = Self::spec(0x420073);
+    /// `QueryFunction`.
+    pub const QUERY_FUNCTION: Self = Self::spec(0x420074);
+    /// `RecommendedCurve`.
+    pub const RECOMMENDED_CURVE: Self = Self::spec(0x420075);
+    /// `ReplacedUniqueIdentifier`.
+    pub const REPLACED_UNIQUE_IDENTIFIER: Self = Self::spec(0x420076);
+    /// `RequestHeader`.
+    pub const REQUEST_HEADER: Self = Self::spec(0x420077);
+    /// `RequestMessage`.
+    pub const REQUEST_MESSAGE: Self = Self::spec(0x420078);
+    /// `RequestPayload`.
+    pub const REQUEST_PAYLOAD: Self = Self::spec(0x420079);
+    /// `ResponseHeader`.
+    pub const RESPONSE_HEADER: Self = Self::spec(0x42007A);
+    /// `ResponseMessage`.
+    pub const RESPONSE_MESSAGE: Self = Self::spec(0x42007B);
+    /// `ResponsePayload`.
+    pub const RESPONSE_PAYLOAD: Self = Self::spec(0x42007C);
+    /// `ResultMessage`.
+    pub const RESULT_MESSAGE: Self = Self::spec(0x42007D);
+    /// `ResultReason`.
+    pub const RESULT_REASON: Self = Self::spec(0x42007E);
+    /// `ResultStatus`.
+    pub const RESULT_STATUS: Self = Self::spec(0x42007F);
+    /// `RevocationMessage`.
+    pub const REVOCATION_MESSAGE: Self = Self::spec(0x420080);
+    /// `RevocationReason`.
+    pub const REVOCATION_REASON: Self = Self::spec(0x420081);
+    /// `RevocationReasonCode`.
+    pub const REVOCATION_REASON_CODE: Self = Self::spec(0x420082);
+    /// `KeyRoleType`.
+    pub const KEY_ROLE_TYPE: Self = Self::spec(0x420083);
+    /// `Salt`.
+    pub const SALT: Self = Self::spec(0x420084);
+    /// `SecretData`.
+    pub const SECRET_DATA: Self = Self::spec(0x420085);
+    /// `SecretDataType`.
+    pub const SECRET_DATA_TYPE: Self = Self::spec(0x420086);
+    /// `SerialNumber`.
+    pub const SERIAL_NUMBER: Self = Self::spec(0x420087);
+    /// `ServerInformation`.
+    pub const SERVER_INFORMATION: Self = Self::spec(0x420088);
+    /// `SplitKey`.
+    pub const SPLIT_KEY: Self = Self::spec(0x420089);
+    /// `SplitKeyMethod`.
+    pub const SPLIT_KEY_METHOD: Self = Self::spec(0x42008A);
+    /// `SplitKeyParts`.
+    pub const SPLIT_KEY_PARTS: Self = Self::spec(0x42008B);
+    /// `SplitKeyThreshold`.
+    pub const SPLIT_KEY_THRESHOLD: Self = Self::spec(0x42008C);
+    /// `State`.
+    pub const STATE: Self = Self::spec(0x42008D);
+    /// `StorageStatusMask`.
+    pub const STORAGE_STATUS_MASK: Self = Self::spec(0x42008E);
+    /// `SymmetricKey`.
+    pub const SYMMETRIC_KEY: Self = Self::spec(0x42008F);
+    /// `Template`.
+    pub const TEMPLATE: Self = Self::spec(0x420090);
+    /// `TemplateAttribute`.
+    pub const TEMPLATE_ATTRIBUTE: Self = Self::spec(0x420091);
+    /// `TimeStamp`.
+    pub const TIME_STAMP: Self = Self::spec(0x420092);
+    /// `UniqueBatchItemID`.
+    pub const UNIQUE_BATCH_ITEM_ID: Self = Self::spec(0x420093);
+    /// `UniqueIdentifier`.
+    pub const UNIQUE_IDENTIFIER: Self = Self::spec(0x420094);
+    /// `UsageLimits`.
+    pub const USAGE_LIMITS: Self = Self::spec(0x420095);
+    /// `UsageLimitsCount`.
+    pub const USAGE_LIMITS_COUNT: Self = Self::spec(0x420096);
+    /// `UsageLimitsTotal`.
+    pub const USAGE_LIMITS_TOTAL: Self = Self::spec(0x420097);
+    /// `UsageLimitsUnit`.
+    pub const USAGE_LIMITS_UNIT: Self = Self::spec(0x420098);
+    /// `Username`.
+    pub const USERNAME: Self = Self::spec(0x420099);
+    /// `ValidityDate`.
+    pub const VALIDITY_DATE: Self = Self::spec(0x42009A);
+    /// `ValidityIndicator`.
+    pub const VALIDITY_INDICATOR: Self = Self::spec(0x42009B);
+    /// `VendorExtension`.
+    pub const VENDOR_EXTENSION: Self = Self::spec(0x42009C);
+    /// `VendorIdentification`.
+    pub const VENDOR_IDENTIFICATION: Self = Self::spec(0x42009D);
+    /// `WrappingMethod`.
+    pub const WRAPPING_METHOD: Self = Self::spec(0x42009E);
+    /// `X`.
+    pub const X: Self = Self::spec(0x42009F);
+    /// `Y`.
+    pub const Y: Self = Self::spec(0x4200A0);
+    /// `Password`.
+    pub const PASSWORD: Self = Self::spec(0x4200A1);
+    /// `DeviceIdentifier`.
+    pub const DEVICE_IDENTIFIER: Self = Self::spec(0x4200A2);
+    /// `EncodingOption`.
+    pub const ENCODING_OPTION: Self = Self::spec(0x4200A3);
+    /// `ExtensionInformation`.
+    pub const EXTENSION_INFORMATION: Self = Self::spec(0x4200A4);
+    /// `ExtensionName`.
+    pub const EXTENSION_NAME: Self = Self::spec(0x4200A5);
+    /// `ExtensionTag`.
+    pub const EXTENSION_TAG: Self = Self::spec(0x4200A6);
+    /// `ExtensionType`.
+    pub const EXTENSION_TYPE: Self = Self::spec(0x4200A7);
+    /// `Fresh`.
+    pub const FRESH: Self = Self::spec(0x4200A8);
+    /// `MachineIdentifier`.
+    pub const MACHINE_IDENTIFIER: Self = Self::spec(0x4200A9);
+    /// `MediaIdentifier`.
+    pub const MEDIA_IDENTIFIER: Self = Self::spec(0x4200AA);
+    /// `NetworkIdentifier`.
+    pub const NETWORK_IDENTIFIER: Self = Self::spec(0x4200AB);
+    /// `ObjectGroupMember`.
+    pub const OBJECT_GROUP_MEMBER: Self = Self::spec(0x4200AC);
+    /// `CertificateLength`.
+    pub const CERTIFICATE_LENGTH: Self = Self::spec(0x4200AD);
+    /// `DigitalSignatureAlgorithm`.
+    pub const DIGITAL_SIGNATURE_ALGORITHM: Self = Self::spec(0x4200AE);
+    /// `CertificateSerialNumber`.
+    pub const CERTIFICATE_SERIAL_NUMBER: Self = Self::spec(0x4200AF);
+    /// `DeviceSerialNumber`.
+    pub const DEVICE_SERIAL_NUMBER: Self = Self::spec(0x4200B0);
+    /// `IssuerAlternativeName`.
+    pub const ISSUER_ALTERNATIVE_NAME: Self = Self::spec(0x4200B1);
+    /// `IssuerDistinguishedName`.
+    pub const ISSUER_DISTINGUISHED_NAME: Self = Self::spec(0x4200B2);
+    /// `SubjectAlternativeName`.
+    pub const SUBJECT_ALTERNATIVE_NAME: Self = Self::spec(0x4200B3);
+    /// `SubjectDistinguishedName`.
+    pub const SUBJECT_DISTINGUISHED_NAME: Self = Self::spec(0x4200B4);
+    /// `X_509CertificateIdentifier`.
+    pub const X_509_CERTIFICATE_IDENTIFIER: Self = Self::spec(0x4200B5);
+    /// `X_509CertificateIssuer`.
+    pub const X_509_CERTIFICATE_ISSUER: Self = Self::spec(0x4200B6);
+    /// `X_509CertificateSubject`.
+    pub const X_509_CERTIFICATE_SUBJECT: Self = Self::spec(0x4200B7);
+    /// `KeyValueLocation`.
+    pub const KEY_VALUE_LOCATION: Self = Self::spec(0x4200B8);
+    /// `KeyValueLocationValue`.
+    pub const KEY_VALUE_LOCATION_VALUE: Self = Self::spec(0x4200B9);
+    /// `KeyValueLocationType`.
+    pub const KEY_VALUE_LOCATION_TYPE: Self = Self::spec(0x4200BA);
+    /// `KeyValuePresent`.
+    pub const KEY_VALUE_PRESENT: Self = Self::spec(0x4200BB);
+    /// `OriginalCreationDate`.
+    pub const ORIGINAL_CREATION_DATE: Self = Self::spec(0x4200BC);
+    /// `PGPKey`.
+    pub const PGP_KEY: Self = Self::spec(0x4200BD);
+    /// `PGPKeyVersion`.
+    pub const PGP_KEY_VERSION: Self = Self::spec(0x4200BE);
+    /// `AlternativeName`.
+    pub const ALTERNATIVE_NAME: Self = Self::spec(0x4200BF);
+    /// `AlternativeNameValue`.
+    pub const ALTERNATIVE_NAME_VALUE: Self = Self::spec(0x4200C0);
+    /// `AlternativeNameType`.
+    pub const ALTERNATIVE_NAME_TYPE: Self = Self::spec(0x4200C1);
+    /// `Data`.
+    pub const DATA: Self = Self::spec(0x4200C2);
+    /// `SignatureData`.
+    pub const SIGNATURE_DATA: Self = Self::spec(0x4200C3);
+    /// `DataLength`.
+    pub const DATA_LENGTH: Self = Self::spec(0x4200C4);
+    /// `RandomIV`.
+    pub const RANDOM_IV: Self = Self::spec(0x4200C5);
+    /// `MACData`.
+    pub const MAC_DATA: Self = Self::spec(0x4200C6);
+    /// `AttestationType`.
+    pub const ATTESTATION_TYPE: Self = Self::spec(0x4200C7);
+    /// `Nonce`.
+    pub const NONCE: Self = Self::spec(0x4200C8);
+    /// `NonceID`.
+    pub const NONCE_ID: Self = Self::spec(0x4200C9);
+    /// `NonceValue`.
+    pub const NONCE_VALUE: Self = Self::spec(0x4200CA);
+    /// `AttestationMeasurement`.
+    pub const ATTESTATION_MEASUREMENT: Self = Self::spec(0x4200CB);
+    /// `AttestationAssertion`.
+    pub const ATTESTATION_ASSERTION: Self = Self::spec(0x4200CC);
+    /// `IVLength`.
+    pub const IV_LENGTH: Self = Self::spec(0x4200CD);
+    /// `TagLength`.
+    pub const TAG_LENGTH: Self = Self::spec(0x4200CE);
+    /// `FixedFieldLength`.
+    pub const FIXED_FIELD_LENGTH: Self = Self::spec(0x4200CF);
+    /// `CounterLength`.
+    pub const COUNTER_LENGTH: Self = Self::spec(0x4200D0);
+    /// `InitialCounterValue`.
+    pub const INITIAL_COUNTER_VALUE: Self = Self::spec(0x4200D1);
+    /// `InvocationFieldLength`.
+    pub const INVOCATION_FIELD_LENGTH: Self = Self::spec(0x4200D2);
+    /// `AttestationCapableIndicator`.
+    pub const ATTESTATION_CAPABLE_INDICATOR: Self = Self::spec(0x4200D3);
+    /// `OffsetItems`.
+    pub const OFFSET_ITEMS: Self = Self::spec(0x4200D4);
+    /// `LocatedItems`.
+    pub const LOCATED_ITEMS: Self = Self::spec(0x4200D5);
+    /// `CorrelationValue`.
+    pub const CORRELATION_VALUE: Self = Self::spec(0x4200D6);
+    /// `InitIndicator`.
+    pub const INIT_INDICATOR: Self = Self::spec(0x4200D7);
+    /// `FinalIndicator`.
+    pub const FINAL_INDICATOR: Self = Self::spec(0x4200D8);
+    /// `RNGParameters`.
+    pub const RNG_PARAMETERS: Self = Self::spec(0x4200D9);
+    /// `RNGAlgorithm`.
+    pub const RNG_ALGORITHM: Self = Self::spec(0x4200DA);
+    /// `DRBGAlgorithm`.
+    pub const DRBG_ALGORITHM: Self = Self::spec(0x4200DB);
+    /// `FIPS186Variation`.
+    pub const FIPS186_VARIATION: Self = Self::spec(0x4200DC);
+    /// `PredictionResistance`.
+    pub const PREDICTION_RESISTANCE: Self = Self::spec(0x4200DD);
+    /// `RandomNumberGenerator`.
+    pub const RANDOM_NUMBER_GENERATOR: Self = Self::spec(0x4200DE);
+    /// `ValidationInformation`.
+    pub const VALIDATION_INFORMATION: Self = Self::spec(0x4200DF);
+    /// `ValidationAuthorityType`.
+    pub const VALIDATION_AUTHORITY_TYPE: Self = Self::spec(0x4200E0);
+    /// `ValidationAuthorityCountry`.
+    pub const VALIDATION_AUTHORITY_COUNTRY: Self = Self::spec(0x4200E1);
+    /// `ValidationAuthorityURI`.
+    pub const VALIDATION_AUTHORITY_URI: Self = Self::spec(0x4200E2);
+    /// `ValidationVersionMajor`.
+    pub const VALIDATION_VERSION_MAJOR: Self = Self::spec(0x4200E3);
+    /// `ValidationVersionMinor`.
+    pub const VALIDATION_VERSION_MINOR: Self = Self::spec(0x4200E4);
+    /// `ValidationType`.
+    pub const VALIDATION_TYPE: Self = Self::spec(0x4200E5);
+    /// `ValidationLevel`.
+    pub const VALIDATION_LEVEL: Self = Self::spec(0x4200E6);
+    /// `ValidationCertificateIdentifier`.
+    pub const VALIDATION_CERTIFICATE_IDENTIFIER: Self = Self::spec(0x4200E7);
+    /// `ValidationCertificateURI`.
+    pub const VALIDATION_CERTIFICATE_URI: Self = Self::spec(0x4200E8);
+    /// `ValidationVendorURI`.
+    pub const VALIDATION_VENDOR_URI: Self = Self::spec(0x4200E9);
+    /// `ValidationProfile`.
+    pub const VALIDATION_PROFILE: Self = Self::spec(0x4200EA);
+    /// `ProfileInformation`.
+    pub const PROFILE_INFORMATION: Self = Self::spec(0x4200EB);
+    /// `ProfileName`.
+    pub const PROFILE_NAME: Self = Self::spec(0x4200EC);
+    /// `ServerURI`.
+    pub const SERVER_URI: Self = Self::spec(0x4200ED);
+    /// `ServerPort`.
+    pub const SERVER_PORT: Self = Self::spec(0x4200EE);
+    /// `StreamingCapability`.
+    pub const STREAMING_CAPABILITY: Self = Self::spec(0x4200EF);
+    /// `AsynchronousCapability`.
+    pub const ASYNCHRONOUS_CAPABILITY: Self = Self::spec(0x4200F0);
+    /// `AttestationCapability`.
+    pub const ATTESTATION_CAPABILITY: Self = Self::spec(0x4200F1);
+    /// `UnwrapMode`.
+    pub const UNWRAP_MODE: Self = Self::spec(0x4200F2);
+    /// `DestroyAction`.
+    pub const DESTROY_ACTION: Self = Self::spec(0x4200F3);
+    /// `ShreddingAlgorithm`.
+    pub const SHREDDING_ALGORITHM: Self = Self::spec(0x4200F4);
+    /// `RNGMode`.
+    pub const RNG_MODE: Self = Self::spec(0x4200F5);
+    /// `ClientRegistrationMethod`.
+    pub const CLIENT_REGISTRATION_METHOD: Self = Self::spec(0x4200F6);
+    /// `CapabilityInformation`.
+    pub const CAPABILITY_INFORMATION: Self = Self::spec(0x4200F7);
+    /// `KeyWrapType`.
+    pub const KEY_WRAP_TYPE: Self = Self::spec(0x4200F8);
+    /// `BatchUndoCapability`.
+    pub const BATCH_UNDO_CAPABILITY: Self = Self::spec(0x4200F9);
+    /// `BatchContinueCapability`.
+    pub const BATCH_CONTINUE_CAPABILITY: Self = Self::spec(0x4200FA);
+    /// `PKCS_12FriendlyName`.
+    pub const PKCS_12_FRIENDLY_NAME: Self = Self::spec(0x4200FB);
+    /// `Description`.
+    pub const DESCRIPTION: Self = Self::spec(0x4200FC);
+    /// `Comment`.
+    pub const COMMENT: Self = Self::spec(0x4200FD);
+    /// `AuthenticatedEncryptionAdditionalData`.
+    pub const AUTHENTICATED_ENCRYPTION_ADDITIONAL_DATA: Self = Self::spec(0x4200FE);
+    /// `AuthenticatedEncryptionTag`.
+    pub const AUTHENTICATED_ENCRYPTION_TAG: Self = Self::spec(0x4200FF);
+    /// `SaltLength`.
+    pub const SALT_LENGTH: Self = Self::spec(0x420100);
+    /// `MaskGenerator`.
+    pub const MASK_GENERATOR: Self = Self::spec(0x420101);
+    /// `MaskGeneratorHashingAlgorithm`.
+    pub const MASK_GENERATOR_HASHING_ALGORITHM: Self = Self::spec(0x420102);
+    /// `PSource`.
+    pub const P_SOURCE: Self = Self::spec(0x420103);
+    /// `TrailerField`.
+    pub const TRAILER_FIELD: Self = Self::spec(0x420104);
+    /// `ClientCorrelationValue`.
+    pub const CLIENT_CORRELATION_VALUE: Self = Self::spec(0x420105);
+    /// `ServerCorrelationValue`.
+    pub const SERVER_CORRELATION_VALUE: Self = Self::spec(0x420106);
+    /// `DigestedData`.
+    pub const DIGESTED_DATA: Self = Self::spec(0x420107);
+    /// `CertificateSubjectCN`.
+    pub const CERTIFICATE_SUBJECT_CN: Self = Self::spec(0x420108);
+    /// `CertificateSubjectO`.
+    pub const CERTIFICATE_SUBJECT_O: Self = Self::spec(0x420109);
+    /// `CertificateSubjectOU`.
+    pub const CERTIFICATE_SUBJECT_OU: Self = Self::spec(0x42010A);
+    /// `CertificateSubjectEmail`.
+    pub const CERTIFICATE_SUBJECT_EMAIL: Self = Self::spec(0x42010B);
+    /// `CertificateSubjectC`.
+    pub const CERTIFICATE_SUBJECT_C: Self = Self::spec(0x42010C);
+    /// `CertificateSubjectST`.
+    pub const CERTIFICATE_SUBJECT_ST: Self = Self::spec(0x42010D);
+    /// `CertificateSubjectL`.
+    pub const CERTIFICATE_SUBJECT_L: Self = Self::spec(0x42010E);
+    /// `CertificateSubjectUID`.
+    pub const CERTIFICATE_SUBJECT_UID: Self = Self::spec(0x42010F);
+    /// `CertificateSubjectSerialNumber`.
+    pub const CERTIFICATE_SUBJECT_SERIAL_NUMBER: Self = Self::spec(0x420110);
+    /// `CertificateSubjectTitle`.
+    pub const CERTIFICATE_SUBJECT_TITLE: Self = Self::spec(0x420111);
+    /// `CertificateSubjectDC`.
+    pub const CERTIFICATE_SUBJECT_DC: Self = Self::spec(0x420112);
+    /// `CertificateSubjectDNQualifier`.
+    pub const CERTIFICATE_SUBJECT_DN_QUALIFIER: Self = Self::spec(0x420113);
+    /// `CertificateIssuerCN`.
+    pub const CERTIFICATE_ISSUER_CN: Self = Self::spec(0x420114);
+    /// `CertificateIssuerO`.
+    pub const CERTIFICATE_ISSUER_O: Self = Self::spec(0x420115);
+    /// `CertificateIssuerOU`.
+    pub const CERTIFICATE_ISSUER_OU: Self = Self::spec(0x420116);
+    /// `CertificateIssuerEmail`.
+    pub const CERTIFICATE_ISSUER_EMAIL: Self = Self::spec(0x420117);
+    /// `CertificateIssuerC`.
+    pub const CERTIFICATE_ISSUER_C: Self = Self::spec(0x420118);
+    /// `CertificateIssuerST`.
+    pub const CERTIFICATE_ISSUER_ST: Self = Self::spec(0x420119);
+    /// `CertificateIssuerL`.
+    pub const CERTIFICATE_ISSUER_L: Self = Self::spec(0x42011A);
+    /// `CertificateIssuerUID`.
+    pub const CERTIFICATE_ISSUER_UID: Self = Self::spec(0x42011B);
+    /// `CertificateIssuerSerialNumber`.
+    pub const CERTIFICATE_ISSUER_SERIAL_NUMBER: Self = Self::spec(0x42011C);
+    /// `CertificateIssuerTitle`.
+    pub const CERTIFICATE_ISSUER_TITLE: Self = Self::spec(0x42011D);
+    /// `CertificateIssuerDC`.
+    pub const CERTIFICATE_ISSUER_DC: Self = Self::spec(0x42011E);
+    /// `CertificateIssuerDNQualifier`.
+    pub const CERTIFICATE_ISSUER_DN_QUALIFIER: Self = Self::spec(0x42011F);
+    /// `Sensitive`.
+    pub const SENSITIVE: Self = Self::spec(0x420120);
+    /// `AlwaysSensitive`.
+    pub const ALWAYS_SENSITIVE: Self = Self::spec(0x420121);
+    /// `Extractable`.
+    pub const EXTRACTABLE: Self = Self::spec(0x420122);
+    /// `NeverExtractable`.
+    pub const NEVER_EXTRACTABLE: Self = Self::spec(0x420123);
+    /// `ReplaceExisting`.
+    pub const REPLACE_EXISTING: Self = Self::spec(0x420124);
+    /// `Attributes`.
+    pub const ATTRIBUTES: Self = Self::spec(0x420125);
+    /// `CommonAttributes`.
+    pub const COMMON_ATTRIBUTES: Self = Self::spec(0x420126);
+    /// `PrivateKeyAttributes`.
+    pub const PRIVATE_KEY_ATTRIBUTES: Self = Self::spec(0x420127);
+    /// `PublicKeyAttributes`.
+    pub const PUBLIC_KEY_ATTRIBUTES: Self = Self::spec(0x420128);
+    /// `ExtensionEnumeration`.
+    pub const EXTENSION_ENUMERATION: Self = Self::spec(0x420129);
+    /// `ExtensionAttribute`.
+    pub const EXTENSION_ATTRIBUTE: Self = Self::spec(0x42012A);
+    /// `ExtensionParentStructureTag`.
+    pub const EXTENSION_PARENT_STRUCTURE_TAG: Self = Self::spec(0x42012B);
+    /// `ExtensionDescription`.
+    pub const EXTENSION_DESCRIPTION: Self = Self::spec(0x42012C);
+    /// `ServerName`.
+    pub const SERVER_NAME: Self = Self::spec(0x42012D);
+    /// `ServerSerialNumber`.
+    pub const SERVER_SERIAL_NUMBER: Self = Self::spec(0x42012E);
+    /// `ServerVersion`.
+    pub const SERVER_VERSION: Self = Self::spec(0x42012F);
+    /// `ServerLoad`.
+    pub const SERVER_LOAD: Self = Self::spec(0x420130);
+    /// `ProductName`.
+    pub const PRODUCT_NAME: Self = Self::spec(0x420131);
+    /// `BuildLevel`.
+    pub const BUILD_LEVEL: Self = Self::spec(0x420132);
+    /// `BuildDate`.
+    pub const BUILD_DATE: Self = Self::spec(0x420133);
+    /// `ClusterInfo`.
+    pub const CLUSTER_INFO: Self = Self::spec(0x420134);
+    /// `AlternateFailoverEndpoints`.
+    pub const ALTERNATE_FAILOVER_ENDPOINTS: Self = Self::spec(0x420135);
+    /// `ShortUniqueIdentifier`.
+    pub const SHORT_UNIQUE_IDENTIFIER: Self = Self::spec(0x420136);
+    /// `Tag`.
+    pub const TAG: Self = Self::spec(0x420138);
+    /// `CertificateRequestUniqueIdentifier`.
+    pub const CERTIFICATE_REQUEST_UNIQUE_IDENTIFIER: Self = Self::spec(0x420139);
+    /// `NISTKeyType`.
+    pub const NIST_KEY_TYPE: Self = Self::spec(0x42013A);
+    /// `AttributeReference`.
+    pub const ATTRIBUTE_REFERENCE: Self = Self::spec(0x42013B);
+    /// `CurrentAttribute`.
+    pub const CURRENT_ATTRIBUTE: Self = Self::spec(0x42013C);
+    /// `NewAttribute`.
+    pub const NEW_ATTRIBUTE: Self = Self::spec(0x42013D);
+    /// `CertificateRequestValue`.
+    pub const CERTIFICATE_REQUEST_VALUE: Self = Self::spec(0x420140);
+    /// `LogMessage`.
+    pub const LOG_MESSAGE: Self = Self::spec(0x420141);
+    /// `ProfileVersion`.
+    pub const PROFILE_VERSION: Self = Self::spec(0x420142);
+    /// `ProfileVersionMajor`.
+    pub const PROFILE_VERSION_MAJOR: Self = Self::spec(0x420143);
+    /// `ProfileVersionMinor`.
+    pub const PROFILE_VERSION_MINOR: Self = Self::spec(0x420144);
+    /// `ProtectionLevel`.
+    pub const PROTECTION_LEVEL: Self = Self::spec(0x420145);
+    /// `ProtectionPeriod`.
+    pub const PROTECTION_PERIOD: Self = Self::spec(0x420146);
+    /// `QuantumSafe`.
+    pub const QUANTUM_SAFE: Self = Self::spec(0x420147);
+    /// `QuantumSafeCapability`.
+    pub const QUANTUM_SAFE_CAPABILITY: Self = Self::spec(0x420148);
+    /// `Ticket`.
+    pub const TICKET: Self = Self::spec(0x420149);
+    /// `TicketType`.
+    pub const TICKET_TYPE: Self = Self::spec(0x42014A);
+    /// `TicketValue`.
+    pub const TICKET_VALUE: Self = Self::spec(0x42014B);
+    /// `RequestCount`.
+    pub const REQUEST_COUNT: Self = Self::spec(0x42014C);
+    /// `Rights`.
+    pub const RIGHTS: Self = Self::spec(0x42014D);
+    /// `Objects`.
+    pub const OBJECTS: Self = Self::spec(0x42014E);
+    /// `Operations`.
+    pub const OPERATIONS: Self = Self::spec(0x42014F);
+    /// `Right`.
+    pub const RIGHT: Self = Self::spec(0x420150);
+    /// `EndpointRole`.
+    pub const ENDPOINT_ROLE: Self = Self::spec(0x420151);
+    /// `DefaultsInformation`.
+    pub const DEFAULTS_INFORMATION: Self = Self::spec(0x420152);
+    /// `ObjectDefaults`.
+    pub const OBJECT_DEFAULTS: Self = Self::spec(0x420153);
+    /// `Ephemeral`.
+    pub const EPHEMERAL: Self = Self::spec(0x420154);
+    /// `ServerHashedPassword`.
+    pub const SERVER_HASHED_PASSWORD: Self = Self::spec(0x420155);
+    /// `OneTimePassword`.
+    pub const ONE_TIME_PASSWORD: Self = Self::spec(0x420156);
+    /// `HashedPassword`.
+    pub const HASHED_PASSWORD: Self = Self::spec(0x420157);
+    /// `AdjustmentType`.
+    pub const ADJUSTMENT_TYPE: Self = Self::spec(0x420158);
+    /// `PKCS_11Interface`.
+    pub const PKCS_11_INTERFACE: Self = Self::spec(0x420159);
+    /// `PKCS_11Function`.
+    pub const PKCS_11_FUNCTION: Self = Self::spec(0x42015A);
+    /// `PKCS_11InputParameters`.
+    pub const PKCS_11_INPUT_PARAMETERS: Self = Self::spec(0x42015B);
+    /// `PKCS_11OutputParameters`.
+    pub const PKCS_11_OUTPUT_PARAMETERS: Self = Self::spec(0x42015C);
+    /// `PKCS_11ReturnCode`.
+    pub const PKCS_11_RETURN_CODE: Self = Self::spec(0x42015D);
+    /// `ProtectionStorageMask`.
+    pub const PROTECTION_STORAGE_MASK: Self = Self::spec(0x42015E);
+    /// `ProtectionStorageMasks`.
+    pub const PROTECTION_STORAGE_MASKS: Self = Self::spec(0x42015F);
+    /// `InteropFunction`.
+    pub const INTEROP_FUNCTION: Self = Self::spec(0x420160);
+    /// `InteropIdentifier`.
+    pub const INTEROP_IDENTIFIER: Self = Self::spec(0x420161);
+    /// `AdjustmentValue`.
+    pub const ADJUSTMENT_VALUE: Self = Self::spec(0x420162);
+    /// `CommonProtectionStorageMasks`.
+    pub const COMMON_PROTECTION_STORAGE_MASKS: Self = Self::spec(0x420163);
+    /// `PrivateProtectionStorageMasks`.
+    pub const PRIVATE_PROTECTION_STORAGE_MASKS: Self = Self::spec(0x420164);
+    /// `PublicProtectionStorageMasks`.
+    pub const PUBLIC_PROTECTION_STORAGE_MASKS: Self = Self::spec(0x420165);
+    /// `ObjectGroups`.
+    pub const OBJECT_GROUPS: Self = Self::spec(0x420166);
+    /// `ObjectTypes`.
+    pub const OBJECT_TYPES: Self = Self::spec(0x420167);
+    /// `Constraints`.
+    pub const CONSTRAINTS: Self = Self::spec(0x420168);
+    /// `Constraint`.
+    pub const CONSTRAINT: Self = Self::spec(0x420169);
+    /// `RotateInterval`.
+    pub const ROTATE_INTERVAL: Self = Self::spec(0x42016A);
+    /// `RotateAutomatic`.
+    pub const ROTATE_AUTOMATIC: Self = Self::spec(0x42016B);
+    /// `RotateOffset`.
+    pub const ROTATE_OFFSET: Self = Self::spec(0x42016C);
+    /// `RotateDate`.
+    pub const ROTATE_DATE: Self = Self::spec(0x42016D);
+    /// `RotateGeneration`.
+    pub const ROTATE_GENERATION: Self = Self::spec(0x42016E);
+    /// `RotateName`.
+    pub const ROTATE_NAME: Self = Self::spec(0x42016F);
+    /// `RotateNameValue`.
+    pub const ROTATE_NAME_VALUE: Self = Self::spec(0x420170);
+    /// `RotateNameType`.
+    pub const ROTATE_NAME_TYPE: Self = Self::spec(0x420171);
+    /// `RotateLatest`.
+    pub const ROTATE_LATEST: Self = Self::spec(0x420172);
+    /// `AsynchronousRequest`.
+    pub const ASYNCHRONOUS_REQUEST: Self = Self::spec(0x420173);
+    /// `SubmissionDate`.
+    pub const SUBMISSION_DATE: Self = Self::spec(0x420174);
+    /// `ProcessingStage`.
+    pub const PROCESSING_STAGE: Self = Self::spec(0x420175);
+    /// `AsynchronousCorrelationValues`.
+    pub const ASYNCHRONOUS_CORRELATION_VALUES: Self = Self::spec(0x420176);
+}
+
 /// An enumeration of the specification, with the tags whose values it names.
 pub(crate) struct EnumTable {
     /// The enumeration's XML name, e.g. `CryptographicAlgorithm`.

@@ -14,7 +14,7 @@ use kmip::message::op::{
 use kmip::message::{Attribute, AttributeName, Attributes, ProtocolVersion};
 use kmip::ttlv::{Tag, Value};
 
-use super::{fail, owned, tags, update, wrong_state, OpError};
+use super::{fail, owned, update, wrong_state, OpError};
 use crate::store::{Record, Store};
 
 /// Attributes only the server sets.
@@ -23,11 +23,11 @@ pub(super) fn server_managed(t: Tag) -> bool {
         Tag::UNIQUE_IDENTIFIER,
         Tag::OBJECT_TYPE,
         Tag::STATE,
-        *tags::INITIAL_DATE,
-        *tags::LAST_CHANGE_DATE,
-        *tags::DESTROY_DATE,
-        *tags::COMPROMISE_DATE,
-        *tags::DIGEST,
+        Tag::INITIAL_DATE,
+        Tag::LAST_CHANGE_DATE,
+        Tag::DESTROY_DATE,
+        Tag::COMPROMISE_DATE,
+        Tag::DIGEST,
     ]
     .contains(&t)
 }
@@ -38,10 +38,10 @@ pub(super) fn multi_valued(name: &AttributeName) -> bool {
         AttributeName::Vendor { .. } => true,
         AttributeName::Standard(t) => [
             Tag::NAME,
-            *tags::LINK,
-            *tags::APPLICATION_SPECIFIC_INFORMATION,
+            Tag::LINK,
+            Tag::APPLICATION_SPECIFIC_INFORMATION,
             Tag::OBJECT_GROUP,
-            *tags::ALTERNATIVE_NAME,
+            Tag::ALTERNATIVE_NAME,
         ]
         .contains(t),
     }
@@ -125,7 +125,7 @@ pub(super) fn delete(
 /// An attribute as version `v` writes it: KMIP 1.0's Digest has no Key Format Type.
 fn for_version(a: &Attribute, v: ProtocolVersion) -> Attribute {
     match &a.value {
-        Value::Structure(c) if v == ProtocolVersion::V1_0 && a.tag() == Some(*tags::DIGEST) => {
+        Value::Structure(c) if v == ProtocolVersion::V1_0 && a.tag() == Some(Tag::DIGEST) => {
             let mut a = a.clone();
             a.value = Value::Structure(
                 c.iter()
@@ -298,8 +298,8 @@ mod tests {
     use kmip::message::{Attribute, AttributeName, ProtocolVersion};
     use kmip::ttlv::{Tag, Value};
 
+    use super::super::lifecycle;
     use super::super::testing::{failure, name, new_key, reason, record, store, ALICE, V1, V2};
-    use super::super::{lifecycle, tags};
     use super::*;
 
     fn names(s: &Store, id: &str) -> Vec<Value> {
@@ -341,12 +341,12 @@ mod tests {
         let e = failure(add(&mut s, ALICE, v, &id, &state));
         assert_eq!(e.reason, read_only);
         assert_eq!(e.message, "State is read-only");
-        let changed = Attribute::new(*tags::LAST_CHANGE_DATE, Value::DateTime(0));
+        let changed = Attribute::new(Tag::LAST_CHANGE_DATE, Value::DateTime(0));
         let e = failure(modify(&mut s, ALICE, v, &id, &modify_req(None, changed)));
         assert_eq!(e.reason, read_only);
         assert_eq!(e.message, "LastChangeDate is read-only");
         for t in [
-            *tags::DIGEST,
+            Tag::DIGEST,
             Tag::UNIQUE_IDENTIFIER,
             Tag::CRYPTOGRAPHIC_ALGORITHM,
         ] {
@@ -545,7 +545,7 @@ mod tests {
                 ALICE,
                 v,
                 &id,
-                &only(vec![AttributeName::Standard(*tags::DIGEST)]),
+                &only(vec![AttributeName::Standard(Tag::DIGEST)]),
             )
             .unwrap();
             match &r.attributes.list[..] {
@@ -566,6 +566,6 @@ mod tests {
             .filter(|n| **n == AttributeName::Standard(Tag::NAME))
             .count();
         assert_eq!(named, 1, "each name once: {list:?}");
-        assert!(list.contains(&AttributeName::Standard(*tags::INITIAL_DATE)));
+        assert!(list.contains(&AttributeName::Standard(Tag::INITIAL_DATE)));
     }
 }

@@ -12,7 +12,7 @@ use kmip::ttlv::{Item, Tag, Value};
 use zeroize::Zeroizing;
 
 use super::attributes::{multi_valued, server_managed};
-use super::{fail, now, store_failed, tags, OpError};
+use super::{fail, now, store_failed, OpError};
 use crate::store::{Record, Store};
 
 /// Create: a new random key of `who`, stored before the answer.
@@ -85,8 +85,8 @@ fn initial_attributes(
         Value::Enumeration(object_type.0),
     ));
     list.push(Attribute::new(Tag::STATE, Value::Enumeration(state.0)));
-    list.push(Attribute::new(*tags::INITIAL_DATE, Value::DateTime(t)));
-    list.push(Attribute::new(*tags::LAST_CHANGE_DATE, Value::DateTime(t)));
+    list.push(Attribute::new(Tag::INITIAL_DATE, Value::DateTime(t)));
+    list.push(Attribute::new(Tag::LAST_CHANGE_DATE, Value::DateTime(t)));
     Ok(Attributes::new(list))
 }
 
@@ -123,10 +123,10 @@ fn new_object(
 fn digest(key: &[u8]) -> Attribute {
     let d = openssl::sha::sha256(key);
     Attribute::new(
-        *tags::DIGEST,
+        Tag::DIGEST,
         Value::Structure(vec![
-            Item::enumeration(*tags::HASHING_ALGORITHM, 6), // SHA-256
-            Item::bytes(*tags::DIGEST_VALUE, d.to_vec()),
+            Item::enumeration(Tag::HASHING_ALGORITHM, 6), // SHA-256
+            Item::bytes(Tag::DIGEST_VALUE, d.to_vec()),
             Item::enumeration(Tag::KEY_FORMAT_TYPE, KeyFormatType::RAW.0),
         ]),
     )
@@ -270,19 +270,16 @@ mod tests {
             value(&s, &a, Tag::OBJECT_TYPE),
             Some(Value::Enumeration(ObjectType::SYMMETRIC_KEY.0))
         );
-        assert!(value(&s, &a, *tags::INITIAL_DATE).is_some());
-        assert!(value(&s, &a, *tags::LAST_CHANGE_DATE).is_some());
+        assert!(value(&s, &a, Tag::INITIAL_DATE).is_some());
+        assert!(value(&s, &a, Tag::LAST_CHANGE_DATE).is_some());
 
         let (ka, kb) = (key_bytes(&s, &a), key_bytes(&s, &b));
         assert_eq!((ka.len(), kb.len()), (32, 16));
         assert_ne!(ka[..16], kb[..], "two keys share their bytes");
-        let Some(Value::Structure(digest)) = value(&s, &a, *tags::DIGEST) else {
+        let Some(Value::Structure(digest)) = value(&s, &a, Tag::DIGEST) else {
             panic!("no Digest");
         };
-        let d = digest
-            .iter()
-            .find(|i| i.tag == *tags::DIGEST_VALUE)
-            .unwrap();
+        let d = digest.iter().find(|i| i.tag == Tag::DIGEST_VALUE).unwrap();
         assert_eq!(
             d.value,
             Value::ByteString(openssl::sha::sha256(&ka).to_vec().into())
@@ -417,7 +414,7 @@ mod tests {
         );
 
         // Other objects are kept as sent, without a Digest.
-        let secret = Item::structure(Tag::from_name("SecretData").unwrap(), vec![]);
+        let secret = Item::structure(Tag::SECRET_DATA, vec![]);
         let r = RegisterRequest {
             object_type: ObjectType::SECRET_DATA,
             attributes: Attributes::default(),
@@ -425,6 +422,6 @@ mod tests {
         };
         let id = register(&mut s, ALICE, &r).unwrap().unique_identifier;
         assert_eq!(s.object(record(&s, &id)).unwrap(), Some(secret));
-        assert!(value(&s, &id, *tags::DIGEST).is_none());
+        assert!(value(&s, &id, Tag::DIGEST).is_none());
     }
 }

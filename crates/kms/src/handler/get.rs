@@ -184,7 +184,7 @@ mod tests {
     #[test]
     fn only_symmetric_keys_are_converted() {
         let (_t, mut s) = store();
-        let secret = Item::structure(Tag::from_name("SecretData").unwrap(), vec![]);
+        let secret = Item::structure(Tag::SECRET_DATA, vec![]);
         let r = RegisterRequest {
             object_type: ObjectType::SECRET_DATA,
             attributes: Attributes::default(),

@@ -10,7 +10,7 @@ use kmip::message::op::{IdResponse, RevokeRequest};
 use kmip::message::ProtocolVersion;
 use kmip::ttlv::{Item, Tag, Value};
 
-use super::{fail, now, tags, update, wrong_state, OpError};
+use super::{fail, now, update, wrong_state, OpError};
 use crate::store::{Record, Store};
 
 /// Activate: a Pre-Active object of `who` becomes Active.
@@ -83,14 +83,14 @@ fn make_revoked(rec: &mut Record, v: ProtocolVersion, r: &RevokeRequest) -> Resu
         RevocationReasonCode::KEY_COMPROMISE | RevocationReasonCode::CA_COMPROMISE
     ) {
         rec.set(Tag::STATE, Value::Enumeration(State::COMPROMISED.0));
-        rec.set(*tags::COMPROMISE_DATE, Value::DateTime(t));
+        rec.set(Tag::COMPROMISE_DATE, Value::DateTime(t));
         rec.set(
             Tag::COMPROMISE_OCCURRENCE_DATE,
             Value::DateTime(r.compromise_occurrence_date.unwrap_or(t)),
         );
     } else if state != State::COMPROMISED {
         rec.set(Tag::STATE, Value::Enumeration(State::DEACTIVATED.0));
-        rec.set(*tags::DEACTIVATION_DATE, Value::DateTime(t));
+        rec.set(Tag::DEACTIVATION_DATE, Value::DateTime(t));
     }
     let mut reason = vec![Item::enumeration(Tag::REVOCATION_REASON_CODE, r.reason.0)];
     if let Some(m) = &r.message {
@@ -121,7 +121,7 @@ fn make_destroyed(rec: &mut Record, v: ProtocolVersion) -> Result<(), OpError> {
         _ => State::DESTROYED,
     };
     rec.set(Tag::STATE, Value::Enumeration(next.0));
-    rec.set(*tags::DESTROY_DATE, Value::DateTime(now()));
+    rec.set(Tag::DESTROY_DATE, Value::DateTime(now()));
     rec.destroy_material();
     Ok(())
 }
@@ -133,8 +133,8 @@ mod tests {
     use kmip::message::{ManagedObject, ProtocolVersion};
     use kmip::ttlv::{Tag, Value};
 
+    use super::super::get;
     use super::super::testing::{failure, new_key, reason, record, state, store, ALICE, V1, V2};
-    use super::super::{get, tags};
     use super::*;
 
     fn revocation(reason: RevocationReasonCode) -> RevokeRequest {
@@ -195,13 +195,13 @@ mod tests {
         let r = revocation(RevocationReasonCode::CESSATION_OF_OPERATION);
         revoke(&mut s, ALICE, v, &id, &r).unwrap();
         assert_eq!(state(&s, &id), State::DEACTIVATED);
-        assert!(has(&s, &id, *tags::DEACTIVATION_DATE));
-        assert!(!has(&s, &id, *tags::COMPROMISE_DATE));
+        assert!(has(&s, &id, Tag::DEACTIVATION_DATE));
+        assert!(!has(&s, &id, Tag::COMPROMISE_DATE));
         assert_eq!(reason(activate(&mut s, ALICE, v, &id)), wrong);
 
         destroy(&mut s, ALICE, v, &id).unwrap();
         assert_eq!(state(&s, &id), State::DESTROYED);
-        assert!(has(&s, &id, *tags::DESTROY_DATE));
+        assert!(has(&s, &id, Tag::DESTROY_DATE));
         assert!(!record(&s, &id).has_material());
 
         let e = failure(get::get(&s, ALICE, &id, &GetRequest::default()));
@@ -241,7 +241,7 @@ mod tests {
         r.compromise_occurrence_date = Some(1_000_000);
         revoke(&mut s, ALICE, V2, &id, &r).unwrap();
         assert_eq!(state(&s, &id), State::COMPROMISED);
-        assert!(has(&s, &id, *tags::COMPROMISE_DATE));
+        assert!(has(&s, &id, Tag::COMPROMISE_DATE));
         assert_eq!(
             record(&s, &id)
                 .attributes
@@ -259,7 +259,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(state(&s, &id), State::COMPROMISED);
-        assert!(!has(&s, &id, *tags::DEACTIVATION_DATE));
+        assert!(!has(&s, &id, Tag::DEACTIVATION_DATE));
         destroy(&mut s, ALICE, V2, &id).unwrap();
         assert_eq!(state(&s, &id), State::DESTROYED_COMPROMISED);
     }

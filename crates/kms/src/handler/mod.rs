@@ -14,7 +14,6 @@ mod get;
 mod lifecycle;
 mod locate;
 mod query;
-mod tags;
 #[cfg(test)]
 mod testing;
 
@@ -26,7 +25,7 @@ use kmip::message::{
     ProtocolVersion, RequestMessage, RequestPayload, ResponseBatchItem, ResponseHeader,
     ResponseMessage, ResponsePayload,
 };
-use kmip::ttlv::{self, Limits, Value};
+use kmip::ttlv::{self, Limits, Tag, Value};
 
 use crate::auth::Users;
 use crate::store::{Record, Store};
@@ -399,7 +398,7 @@ fn owned<'a>(store: &'a Store, who: &str, uid: &str) -> Result<&'a Record, OpErr
 }
 
 fn touch(rec: &mut Record) {
-    rec.set(*tags::LAST_CHANGE_DATE, Value::DateTime(now()));
+    rec.set(Tag::LAST_CHANGE_DATE, Value::DateTime(now()));
 }
 
 #[cfg(test)]
