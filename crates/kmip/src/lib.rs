@@ -17,7 +17,8 @@
 pub mod client;
 pub mod enums;
 pub mod error;
-#[doc(hidden)]
+/// The fuzz targets' properties, for `fuzz/` and the tests; not in a shipped build.
+#[cfg(feature = "test-support")]
 pub mod fuzzing;
 pub mod message;
 pub mod registry;

@@ -55,8 +55,9 @@ impl ReadTimeout for &[u8] {
 /// Sees each request header as it is parsed (the fuzz checker pairs replies with them).
 pub(crate) type Observer<'a> = Option<&'a (dyn Fn(&Request) + Sync)>;
 
-/// What a connection used, for tests and the fuzz checker.
+/// What a connection used, for tests and the fuzz checker (a shipped build only counts).
 #[derive(Clone, Copy, Debug, Default)]
+#[cfg_attr(not(any(test, feature = "test-support")), allow(dead_code))]
 pub(crate) struct ConnStats {
     pub(crate) requests: u64,
     /// Largest single request buffer.
@@ -78,8 +79,10 @@ pub(crate) enum Ended {
     Error(TransmissionError),
 }
 
-/// How a connection ended.
+/// How a connection ended (the fuzz checker and the tests read the details; a shipped
+/// build logs at the point of failure).
 #[derive(Debug)]
+#[cfg_attr(not(any(test, feature = "test-support")), allow(dead_code))]
 pub(crate) enum Outcome {
     Handshake(HandshakeError),
     Transmission(Ended, ConnStats),

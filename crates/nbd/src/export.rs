@@ -2,7 +2,6 @@
 //! export for tests and the fuzz target.
 
 use std::io;
-use std::sync::RwLock;
 
 use crate::limits::{MAX_PAYLOAD, WRITE_ZEROES_CHUNK};
 
@@ -128,20 +127,22 @@ pub trait BlockExport: Send + Sync + 'static {
     }
 }
 
-/// An export held in memory: for tests and the fuzz target.
+/// An export held in memory: for tests and the fuzz target (feature `test-support`).
+#[cfg(any(test, feature = "test-support"))]
 #[derive(Debug)]
 pub struct MemExport {
-    data: RwLock<Vec<u8>>,
+    data: std::sync::RwLock<Vec<u8>>,
     block_size: BlockSize,
     read_only: bool,
     can_trim: bool,
 }
 
+#[cfg(any(test, feature = "test-support"))]
 impl MemExport {
     /// A zero-filled export of `size` bytes with `sector`-sized minimum blocks.
     pub fn new(size: usize, sector: u32) -> Self {
         MemExport {
-            data: RwLock::new(vec![0; size]),
+            data: std::sync::RwLock::new(vec![0; size]),
             block_size: BlockSize::for_sector(sector),
             read_only: false,
             can_trim: false,
@@ -187,6 +188,7 @@ impl MemExport {
     }
 }
 
+#[cfg(any(test, feature = "test-support"))]
 impl BlockExport for MemExport {
     fn size(&self) -> u64 {
         self.data.read().unwrap_or_else(|e| e.into_inner()).len() as u64

@@ -38,7 +38,8 @@ mod conn;
 mod dispatch;
 pub mod error;
 mod export;
-#[doc(hidden)]
+/// The fuzz target's checker, for `fuzz/` and the tests; not in a shipped build.
+#[cfg(feature = "test-support")]
 pub mod fuzzing;
 mod handshake;
 pub mod limits;
@@ -51,7 +52,9 @@ pub mod wire;
 pub use error::{
     ExportError, HandshakeError, ListenError, ServerError, TransmissionError, WireError,
 };
-pub use export::{BlockExport, BlockSize, MemExport};
+pub use export::{BlockExport, BlockSize};
+#[cfg(any(test, feature = "test-support"))]
+pub use export::MemExport;
 pub use listen::ListenAddr;
 pub use registry::ExportConfig;
 pub use server::{ExportHandle, Server, ServerOptions, StopHandle};

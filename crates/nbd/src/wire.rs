@@ -6,7 +6,8 @@
 //! we do not know and answer them (`NBD_REP_ERR_UNSUP`, `NBD_EINVAL`) instead of failing to
 //! parse. Decoders take fixed arrays or bounded slices and return errors, never panic: the
 //! fuzz target feeds them arbitrary bytes. Both directions are here (the server only needs
-//! half of them) so that tests and the fuzz checker can play the client with the same code.
+//! half of them) so that tests and the fuzz checker can play the client with the same code;
+//! the client's half is built only for them (feature `test-support`).
 
 use std::fmt;
 
@@ -372,6 +373,7 @@ pub fn encode_greeting(handshake_flags: u16) -> [u8; GREETING_LEN] {
 }
 
 /// Decodes a server greeting (client side), returning the handshake flags.
+#[cfg(any(test, feature = "test-support"))]
 pub fn decode_greeting(b: &[u8; GREETING_LEN]) -> Result<u16, WireError> {
     let mut c = Cursor::new(b);
     let magic = c.u64().ok_or(WireError::Truncated)?;
@@ -405,6 +407,7 @@ impl OptionHeader {
     }
 
     /// Encodes the header (client side).
+    #[cfg(any(test, feature = "test-support"))]
     pub fn encode(&self) -> [u8; OPTION_HEADER_LEN] {
         let mut b = [0u8; OPTION_HEADER_LEN];
         b[0..8].copy_from_slice(&IHAVEOPT.to_be_bytes());
@@ -437,6 +440,7 @@ impl OptionReplyHeader {
     }
 
     /// Decodes a header (client side).
+    #[cfg(any(test, feature = "test-support"))]
     pub fn decode(b: &[u8; OPTION_REPLY_HEADER_LEN]) -> Result<Self, WireError> {
         let mut c = Cursor::new(b);
         let magic = c.u64().ok_or(WireError::Truncated)?;
@@ -554,6 +558,7 @@ impl<'a> InfoRequest<'a> {
     }
 
     /// Encodes the option data (client side).
+    #[cfg(any(test, feature = "test-support"))]
     pub fn encode(&self) -> Vec<u8> {
         let mut b = Vec::with_capacity(6 + self.name.len() + 2 * self.requests.len());
         b.extend_from_slice(&(self.name.len() as u32).to_be_bytes());
@@ -599,6 +604,7 @@ impl Request {
     }
 
     /// Encodes the header (client side).
+    #[cfg(any(test, feature = "test-support"))]
     pub fn encode(&self) -> [u8; REQUEST_LEN] {
         let mut b = [0u8; REQUEST_LEN];
         b[0..4].copy_from_slice(&REQUEST_MAGIC.to_be_bytes());
@@ -642,6 +648,7 @@ impl SimpleReply {
     }
 
     /// Decodes a header (client side).
+    #[cfg(any(test, feature = "test-support"))]
     pub fn decode(b: &[u8; SIMPLE_REPLY_LEN]) -> Result<Self, WireError> {
         let mut c = Cursor::new(b);
         let magic = c.u32().ok_or(WireError::Truncated)?;
