@@ -12,6 +12,10 @@ use std::sync::{Condvar, Mutex, MutexGuard};
 pub struct RangeLock {
     held: Mutex<Vec<(u64, u64)>>,
     freed: Condvar,
+    /// Writers blocked on an overlapping range now (what a test waits on to know that a
+    /// writer is waiting, instead of sleeping and hoping).
+    #[cfg(test)]
+    waiting: std::sync::atomic::AtomicUsize,
 }
 
 /// A held range; released on drop.
@@ -31,7 +35,13 @@ impl RangeLock {
     pub fn lock(&self, start: u64, end: u64) -> Held<'_> {
         let mut held = self.ranges();
         while held.iter().any(|&(s, e)| s < end && start < e) {
+            #[cfg(test)]
+            self.waiting
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             held = self.freed.wait(held).unwrap_or_else(|p| p.into_inner());
+            #[cfg(test)]
+            self.waiting
+                .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
         }
         held.push((start, end));
         Held {
@@ -71,7 +81,17 @@ mod tests {
                 inside.store(1, Ordering::SeqCst);
             })
         };
-        std::thread::sleep(std::time::Duration::from_millis(50));
+        // The overlapping writer is blocked inside `lock` (counted while it waits on the
+        // condition variable, under the list's mutex), not merely not scheduled yet.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while lock.waiting.load(Ordering::SeqCst) == 0 {
+            assert!(
+                inside.load(Ordering::SeqCst) == 0,
+                "an overlapping range did not wait"
+            );
+            assert!(std::time::Instant::now() < deadline, "the writer never waited");
+            std::thread::yield_now();
+        }
         assert_eq!(
             inside.load(Ordering::SeqCst),
             0,
