@@ -1,0 +1,89 @@
+#![allow(unsafe_code)] // The allocation watcher below is a GlobalAlloc, which is unsafe to implement.
+//! The codec's "without allocating" claims, measured: a TTLV length field of 4 GiB, or a
+//! structure whose children claim more than their parent holds, is refused before
+//! anything the length sizes is allocated. A counting allocator watches the largest
+//! single allocation while the hostile bytes are decoded.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use kmip::ttlv::decode;
+use kmip::DecodeError;
+
+struct Watching;
+static WATCH: AtomicBool = AtomicBool::new(false);
+static LARGEST: AtomicUsize = AtomicUsize::new(0);
+/// One watched section at a time (the test harness runs tests on several threads).
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+unsafe impl GlobalAlloc for Watching {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if WATCH.load(Ordering::Relaxed) {
+            LARGEST.fetch_max(layout.size(), Ordering::Relaxed);
+        }
+        // SAFETY: forwards the caller's layout to the system allocator unchanged.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: `ptr` came from `System.alloc` with this layout.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static ALLOC: Watching = Watching;
+
+/// The largest single allocation `f` makes.
+fn largest(f: impl FnOnce()) -> usize {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    LARGEST.store(0, Ordering::SeqCst);
+    WATCH.store(true, Ordering::SeqCst);
+    f();
+    WATCH.store(false, Ordering::SeqCst);
+    LARGEST.swap(0, Ordering::SeqCst)
+}
+
+fn unhex(s: &str) -> Vec<u8> {
+    hex::decode(s.split_whitespace().collect::<String>()).unwrap()
+}
+
+#[test]
+fn a_four_gigabyte_length_is_refused_without_allocating_it() {
+    let b = unhex("420020 08 FFFFFFF0 00");
+    let big = largest(|| {
+        assert!(matches!(decode(&b), Err(DecodeError::Truncated { .. })));
+    });
+    assert!(
+        big < 4096,
+        "decoding a hostile length allocated {big} bytes at once"
+    );
+}
+
+#[test]
+fn nested_structures_claiming_more_than_they_hold_allocate_little() {
+    // 64 nested Structures, each claiming 2 GiB.
+    let mut b = Vec::new();
+    for _ in 0..64 {
+        b.extend_from_slice(&unhex("420020 01 7FFFFFF0"));
+    }
+    let big = largest(|| {
+        assert!(decode(&b).is_err());
+    });
+    assert!(big < 64 << 10, "{big} bytes at once");
+}
+
+#[test]
+fn the_watcher_sees_an_allocation() {
+    // The control: a decode that must allocate its 512 KiB byte string is seen as such.
+    let mut b = unhex("420020 08 00080000");
+    b.resize(8 + (512 << 10), 0xab);
+    let big = largest(|| {
+        let item = decode(&b).unwrap();
+        std::hint::black_box(item);
+    });
+    assert!(
+        big >= 512 << 10,
+        "the watcher missed a 512 KiB allocation: {big}"
+    );
+}
