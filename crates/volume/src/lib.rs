@@ -17,6 +17,7 @@ pub mod luks2;
 pub mod probe;
 pub mod random;
 pub mod range_lock;
+mod rewrap;
 pub mod text;
 pub mod volume;
 pub mod xts;

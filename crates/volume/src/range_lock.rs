@@ -89,7 +89,10 @@ mod tests {
                 inside.load(Ordering::SeqCst) == 0,
                 "an overlapping range did not wait"
             );
-            assert!(std::time::Instant::now() < deadline, "the writer never waited");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the writer never waited"
+            );
             std::thread::yield_now();
         }
         assert_eq!(

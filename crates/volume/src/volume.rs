@@ -362,10 +362,10 @@ fn status_of(
             .as_ref()
             .map(|r| r.mandatory.iter().map(|x| shown(x).into_owned()).collect())
             .unwrap_or_default(),
-        conversion: layout.conversion().map(|c| ConversionStatus {
-            kind: c.kind,
-            done: c.done,
-            total: c.size,
+        conversion: layout.conversion().map(|s| ConversionStatus {
+            kind: s.conversion.kind(),
+            done: s.conversion.done(),
+            total: s.conversion.size(),
         }),
         damaged_copy: read.damaged.map(|(w, why)| format!("{w}: {why}")),
         seqid: read.header.binary.seqid,

@@ -32,7 +32,7 @@ use zeroize::Zeroizing;
 use super::ConvertError;
 use crate::luks2::header::Header;
 use crate::luks2::metadata::Segment;
-use crate::luks2::token::{self, State};
+use crate::luks2::token::{self, Conversion, State};
 
 /// Domain separation: a tag made for one kind of record never verifies as another.
 const LABEL: &[u8] = b"atrest conversion record key v1";
@@ -129,15 +129,15 @@ impl RecordKey {
         }
     }
 
-    /// The tag of the conversion state `s` in header `h`: binds the state to this header's
+    /// The tag of the conversion state `c` in header `h`: binds the state to this header's
     /// UUID, key, segment and digests.
-    pub fn tag_state(&self, h: &Header, s: &State) -> Result<String, ConvertError> {
-        self.tag(RecordKind::Header, &Bound::of(h, s)?)
+    pub fn tag_state(&self, h: &Header, c: &Conversion) -> Result<String, ConvertError> {
+        self.tag(RecordKind::Header, &Bound::of(h, c)?)
     }
 
-    /// Verifies the conversion state of header `h`.
+    /// Verifies the conversion state `s` of header `h`.
     pub fn verify_state(&self, h: &Header, s: &State) -> Result<(), ConvertError> {
-        self.verify(RecordKind::Header, &Bound::of(h, s)?, &s.mac)
+        self.verify(RecordKind::Header, &Bound::of(h, &s.conversion)?, &s.mac)
     }
 }
 
@@ -151,11 +151,12 @@ struct Bound<'a> {
     key_mode: &'static str,
     segment: Option<&'a Segment>,
     segment_digests: Vec<&'a str>,
+    /// Serialised as the token holds it, `mac` left out.
     state: State,
 }
 
 impl<'a> Bound<'a> {
-    fn of(h: &'a Header, s: &State) -> Result<Self, ConvertError> {
+    fn of(h: &'a Header, c: &Conversion) -> Result<Self, ConvertError> {
         let t = token::read(&h.metadata)?;
         let m = &h.metadata;
         Ok(Self {
@@ -170,10 +171,7 @@ impl<'a> Bound<'a> {
                 .filter(|(_, d)| d.segments.iter().any(|s| s == "0"))
                 .map(|(id, _)| id.as_str())
                 .collect(),
-            state: State {
-                mac: String::new(),
-                ..s.clone()
-            },
+            state: State::untagged(c.clone()),
         })
     }
 }

@@ -3,7 +3,7 @@
 //! new volume key), each crash-safe and resumable. `docs/journal.md` states the design; in
 //! short, the invariants every step keeps are:
 //!
-//! 1. What the header commits (`State::done`) is always true of the durable data: every
+//! 1. What the header commits ([`state::Conversion::done`]) is always true of the durable data: every
 //!    converted byte is durable in its new place before `done` counts it.
 //! 2. Nothing that a redo of the next step needs is overwritten before that step starts:
 //!    encrypt and decrypt move data by the header area (16 MiB) in chunks no larger than
@@ -19,17 +19,33 @@
 //!    and atrest's own [`crate::volume::unlock`] sends the operator back to finish it.
 //!
 //! Stopping (Ctrl-C) happens only between steps, at a committed point.
+//!
+//! Where things are: [`inspect()`] says what a device holds; `begin` starts each kind;
+//! [`run()`] resumes whatever runs and hands it to its loop (`moving`: encrypt and decrypt
+//! by moving the data; `in_place`: the journaled loop, and encrypt and decrypt with a
+//! detached header; `rekey`), each feeding its chunks through `pipeline`. The records the
+//! loops rely on are [`state`] (the header's), [`park`] and [`journal`], all tagged by
+//! [`auth`]. A rewrap, which moves no data, lives with the keyslot code (`crate::rewrap`)
+//! and is re-exported here.
 
 pub mod auth;
+mod begin;
+pub(crate) mod disk;
+mod in_place;
+pub(crate) mod inspect;
 pub mod journal;
+mod moving;
 pub mod park;
+mod pipeline;
 pub mod record;
+mod rekey;
 mod run;
 pub mod state;
 
-pub use run::{
-    begin_decrypt, begin_encrypt, begin_encrypt_in_place, begin_rekey, inspect, rewrap, run,
-};
+pub use crate::rewrap::rewrap;
+pub use begin::{begin_decrypt, begin_encrypt, begin_encrypt_in_place, begin_rekey};
+pub use inspect::inspect;
+pub use run::run;
 pub use state::Kind;
 
 use crate::backend::BlockBackend;

@@ -1,7 +1,8 @@
 //! atrest's token in the LUKS2 JSON (`"type": "atrest-kmip"`): the KMIP key's Unique
 //! Identifier, the key mode, a hint of the server it came from, and while a conversion
-//! runs, its committed progress. These are the on-disk types; [`super::validate`] checks
-//! their values against the device before anything uses them.
+//! runs, its committed progress (typed in [`super::conversion`]). These are the on-disk
+//! types; [`super::validate`] checks their values against the device before anything uses
+//! them.
 //!
 //! ```json
 //! {"type":"atrest-kmip","keyslots":[],"key_uid":"…","key_mode":"wrapped",
@@ -11,7 +12,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::metadata::{string_u64, Metadata, Requirements, Token};
+pub use super::conversion::{Conversion, Park, Parked, State};
+use super::metadata::{Metadata, Requirements, Token};
 use super::{Luks2Error, TOKEN_TYPE};
 
 /// The requirement written while a conversion runs. Unknown to cryptsetup, so it refuses
@@ -85,68 +87,6 @@ impl Kind {
             Self::Encrypt => "atrest encrypt",
             Self::Decrypt => "atrest decrypt",
             Self::Rekey => "atrest rekey --deep",
-        }
-    }
-}
-
-/// Where the first bytes of the plaintext wait while the header occupies their place.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Park {
-    /// Byte offset of the parked copy.
-    #[serde(with = "string_u64")]
-    pub offset: u64,
-    /// Its length.
-    #[serde(with = "string_u64")]
-    pub len: u64,
-    /// SHA-256 of the parked plaintext, hex; empty until it is written (decrypt).
-    #[serde(default)]
-    pub sha256: String,
-}
-
-/// The committed progress of a conversion.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct State {
-    /// What runs.
-    pub kind: Kind,
-    /// Plaintext bytes (the volume's logical size).
-    #[serde(with = "string_u64")]
-    pub size: u64,
-    /// Bytes converted and durable. Encrypt converts from the end down (the converted part
-    /// is `[size - done, size)`); decrypt and rekey from the start up (`[0, done)`).
-    #[serde(with = "string_u64")]
-    pub done: u64,
-    /// Encrypt and decrypt: the parked first bytes.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub park: Option<Park>,
-    /// Rekey: the new KMIP key.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub new_key_uid: Option<String>,
-    /// Rekey: the digest of the new volume key (segment 0 stays with the old one until the end).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub new_digest: Option<String>,
-    /// The data is converted where it is, each hot zone journaled (a rekey; an encrypt or
-    /// decrypt with a detached header), instead of moved by the header area.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub in_place: bool,
-    /// HMAC-SHA256 tag (hex) over this state and the header facts it steers, under a key
-    /// derived from the KMIP secret the conversion needs ([`crate::convert::auth`]). Empty
-    /// only while a state is being built; a committed state without one is refused.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub mac: String,
-}
-
-impl State {
-    /// A conversion of `size` bytes at its start, with nothing parked and no new key.
-    pub fn start(kind: Kind, size: u64, in_place: bool) -> Self {
-        Self {
-            kind,
-            size,
-            done: 0,
-            park: None,
-            new_key_uid: None,
-            new_digest: None,
-            in_place,
-            mac: String::new(),
         }
     }
 }
@@ -235,9 +175,8 @@ pub fn read(m: &Metadata) -> Result<Option<AtrestToken>, Luks2Error> {
     }
     let conversion = raw
         .conversion
-        .map(serde_json::from_value::<State>)
-        .transpose()
-        .map_err(|e| corrupt(&field("conversion"), "(record)", e))?;
+        .map(|v| State::parse(&field("conversion"), v))
+        .transpose()?;
     Ok(Some(AtrestToken {
         key_uid: raw.key_uid,
         key_mode,

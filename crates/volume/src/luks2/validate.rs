@@ -22,7 +22,7 @@ use base64::Engine;
 use super::header::Header;
 use super::keys::{DIGEST_LEN, MAX_ITERATIONS, MIN_ITERATIONS, SALT_LENS, STRIPES};
 use super::metadata::{Digest, Keyslot};
-use super::token::{self, AtrestToken, Kind, State, REQUIREMENT};
+use super::token::{self, AtrestToken, Conversion, Kind, State, REQUIREMENT};
 use super::Luks2Error;
 use crate::layout::{park_len, JOURNAL_END, JOURNAL_OFFSET, RECORD_LEN};
 
@@ -95,7 +95,7 @@ impl Layout {
     /// What kind of conversion fences the volume, if one does: refuse ordinary use.
     pub fn in_progress(&self) -> Option<Option<Kind>> {
         match self.conversion() {
-            Some(s) => Some(Some(s.kind)),
+            Some(s) => Some(Some(s.conversion.kind())),
             None if self.fenced => Some(None),
             None => None,
         }
@@ -230,7 +230,7 @@ pub fn validate(h: &Header, g: Geometry) -> Result<Layout, Luks2Error> {
 
     let token = token::read(m)?;
     if let Some(s) = token.as_ref().and_then(|t| t.conversion.as_ref()) {
-        check_state(s, &data, g, m, &digest)?;
+        check_state(&s.conversion, &data, g, m, &digest)?;
     }
     Ok(Layout {
         data,
@@ -508,8 +508,11 @@ fn check_digest(id: &str, d: &Digest, m: &super::metadata::Metadata) -> Result<(
     Ok(())
 }
 
+/// Checks a conversion state against the device. Which fields go together is settled by
+/// parsing ([`super::conversion`]); what is left are the numbers and names the device and
+/// the other metadata must bear out.
 fn check_state(
-    s: &State,
+    s: &Conversion,
     data: &DataArea,
     g: Geometry,
     m: &super::metadata::Metadata,
@@ -517,39 +520,43 @@ fn check_state(
 ) -> Result<(), Luks2Error> {
     let f = |x: &str| format!("conversion.{x}");
     let ss = u64::from(data.sector_size);
-    if s.size != data.size {
+    let (size, done) = (s.size(), s.done());
+    if size != data.size {
         return Err(corrupt(
             &f("size"),
-            s.size,
+            size,
             format!(
                 "the data segment holds {} bytes: the device changed size during the conversion",
                 data.size
             ),
         ));
     }
-    if s.done > s.size || !s.done.is_multiple_of(ss) {
+    if done > size || !done.is_multiple_of(ss) {
         return Err(corrupt(
             &f("done"),
-            s.done,
-            format!(
-                "must be a multiple of {ss} no larger than the size {}",
-                s.size
-            ),
+            done,
+            format!("must be a multiple of {ss} no larger than the size {size}"),
         ));
     }
-    let in_place_expected = s.kind == Kind::Rekey || g.detached;
-    if s.in_place != in_place_expected {
-        return Err(corrupt(
-            &f("in_place"),
-            s.in_place,
-            if g.detached {
-                "a detached-header conversion works in place"
-            } else {
-                "an attached encrypt or decrypt moves the data"
-            },
-        ));
+    let in_place = s.in_place();
+    match s {
+        Conversion::Encrypt { .. } | Conversion::Decrypt { .. } if g.detached => {
+            return Err(corrupt(
+                &f("in_place"),
+                false,
+                "a detached-header conversion works in place",
+            ))
+        }
+        Conversion::EncryptInPlace { .. } | Conversion::DecryptInPlace { .. } if !g.detached => {
+            return Err(corrupt(
+                &f("in_place"),
+                true,
+                "an attached encrypt or decrypt moves the data",
+            ))
+        }
+        _ => {}
     }
-    if s.in_place {
+    if in_place {
         // The journal lives in the header device's keyslots area.
         let room = if g.detached {
             g.header_len
@@ -573,97 +580,49 @@ fn check_state(
             }
         }
     }
-    match (s.kind, &s.park) {
-        (Kind::Rekey, Some(_)) => {
-            return Err(corrupt(&f("park"), "(present)", "a rekey parks nothing"))
-        }
-        (Kind::Encrypt | Kind::Decrypt, None) if !s.in_place => {
+    if let Some(p) = s.park() {
+        if p.len != park_len(size) {
             return Err(corrupt(
-                &f("park"),
-                "(missing)",
-                "an attached encrypt or decrypt needs its park",
-            ))
+                &f("park.len"),
+                p.len,
+                format!("must be {} for a {size}-byte volume", park_len(size)),
+            ));
         }
-        (_, Some(p)) => {
-            if p.len != park_len(s.size) {
-                return Err(corrupt(
-                    &f("park.len"),
-                    p.len,
-                    format!("must be {} for a {}-byte volume", park_len(s.size), s.size),
-                ));
-            }
-            // Once an encrypt has converted everything, its last steps drop the file's
-            // tail with the park; a crash between that and the final commit leaves a
-            // header that names a park beyond the end. Nothing reads it any more.
-            let tail_dropped = s.kind == Kind::Encrypt && s.done == s.size;
-            p.offset
-                .checked_add(p.len)
-                .and_then(|e| e.checked_add(RECORD_LEN))
-                .filter(|&e| tail_dropped || e <= g.data_len)
-                .ok_or_else(|| {
-                    corrupt(
-                        &f("park.offset"),
-                        p.offset,
-                        format!(
-                            "the park and its record must fit in the device's {} bytes",
-                            g.data_len
-                        ),
-                    )
-                })?;
-            if p.offset < data.offset + data.size {
-                return Err(corrupt(
+        // Once an encrypt has converted everything, its last steps drop the file's tail
+        // with the park; a crash between that and the final commit leaves a header that
+        // names a park beyond the end. Nothing reads it any more.
+        let tail_dropped = matches!(s, Conversion::Encrypt { .. }) && done == size;
+        p.offset
+            .checked_add(p.len)
+            .and_then(|e| e.checked_add(RECORD_LEN))
+            .filter(|&e| tail_dropped || e <= g.data_len)
+            .ok_or_else(|| {
+                corrupt(
                     &f("park.offset"),
                     p.offset,
-                    "the park would overlap the data",
-                ));
-            }
-            let hex_ok = p.sha256.len() == 64 && p.sha256.bytes().all(|b| b.is_ascii_hexdigit());
-            let may_be_empty = s.kind == Kind::Decrypt && s.done == 0;
-            if !(hex_ok || (may_be_empty && p.sha256.is_empty())) {
-                return Err(corrupt(
-                    &f("park.sha256"),
-                    &p.sha256,
-                    "not a SHA-256 in hex",
-                ));
-            }
+                    format!(
+                        "the park and its record must fit in the device's {} bytes",
+                        g.data_len
+                    ),
+                )
+            })?;
+        if p.offset < data.offset + data.size {
+            return Err(corrupt(
+                &f("park.offset"),
+                p.offset,
+                "the park would overlap the data",
+            ));
         }
-        _ => {}
     }
-    match s.kind {
-        Kind::Rekey => {
-            let uid = s.new_key_uid.as_deref().ok_or_else(|| {
-                corrupt(
-                    &f("new_key_uid"),
-                    "(missing)",
-                    "a rekey records its new key",
-                )
-            })?;
-            token::check_uid(&f("new_key_uid"), uid)?;
-            let nd = s.new_digest.as_deref().ok_or_else(|| {
-                corrupt(
-                    &f("new_digest"),
-                    "(missing)",
-                    "a rekey records its new digest",
-                )
-            })?;
-            match m.digests.get(nd) {
-                Some(d) if nd != segment_digest && d.segments.is_empty() => {}
-                _ => {
-                    return Err(corrupt(
-                        &f("new_digest"),
-                        nd,
-                        "must name a digest bound to no segment",
-                    ))
-                }
-            }
-        }
-        _ => {
-            if s.new_key_uid.is_some() || s.new_digest.is_some() {
+    if let Conversion::Rekey { new_digest, .. } = s {
+        match m.digests.get(new_digest) {
+            Some(d) if new_digest != segment_digest && d.segments.is_empty() => {}
+            _ => {
                 return Err(corrupt(
-                    &f("new_key_uid"),
-                    "(present)",
-                    "only a rekey has a new key",
-                ));
+                    &f("new_digest"),
+                    new_digest,
+                    "must name a digest bound to no segment",
+                ))
             }
         }
     }
