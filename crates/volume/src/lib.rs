@@ -10,7 +10,8 @@
 
 pub mod backend;
 pub mod convert;
-#[doc(hidden)]
+/// The fuzz targets' properties, for `fuzz/` and the tests; not in a shipped build.
+#[cfg(feature = "test-support")]
 pub mod fuzzing;
 pub mod layout;
 pub mod luks2;
