@@ -190,20 +190,72 @@ impl Daemon {
             .unwrap_or(Value::Null)
     }
 
-    /// Waits until `name` is in `state`; its status then.
-    fn wait_state(&self, name: &str, state: &str, limit: Duration) -> Value {
+    /// Waits until `done` holds of the daemon's status, woken by the daemon's event feed
+    /// (a long poll), not by a timer; the status then.
+    fn until(&self, what: &str, limit: Duration, done: impl Fn(&Value) -> bool) -> Value {
         let t = Instant::now();
+        let mut last = 0;
         loop {
-            let v = self.volume(name);
-            if v["state"] == state {
-                return v;
+            let s = self.status();
+            if done(&s) {
+                return s;
             }
+            assert!(t.elapsed() < limit, "not {what} within {limit:?}: {s}");
+            let (_, feed) = self.call("GET", &format!("/v1/events?after={last}&wait=1"), None);
+            last = feed["last"].as_u64().unwrap_or(last);
+        }
+    }
+
+    /// Where the event feed stands now.
+    fn feed_position(&self) -> u64 {
+        let (_, feed) = self.call("GET", "/v1/events?after=0&wait=0", None);
+        feed["last"].as_u64().unwrap_or(0)
+    }
+
+    /// Waits for `n` events that `pick` selects, counted from now; the last of them.
+    fn events(&self, n: usize, limit: Duration, pick: impl Fn(&Value) -> bool) -> Value {
+        self.events_from(self.feed_position(), n, limit, pick)
+    }
+
+    /// Waits for `n` events that `pick` selects after feed position `from`.
+    fn events_from(
+        &self,
+        from: u64,
+        n: usize,
+        limit: Duration,
+        pick: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let t = Instant::now();
+        let mut last = from;
+        let mut seen = Vec::new();
+        while seen.len() < n {
             assert!(
                 t.elapsed() < limit,
-                "{name} not {state} within {limit:?}: {v}"
+                "{} of {n} events within {limit:?}: {seen:?}",
+                seen.len()
             );
-            std::thread::sleep(Duration::from_millis(50));
+            let (_, feed) = self.call("GET", &format!("/v1/events?after={last}&wait=1"), None);
+            last = feed["last"].as_u64().unwrap_or(last);
+            for e in feed["events"].as_array().into_iter().flatten() {
+                if pick(e) {
+                    seen.push(e.clone());
+                }
+            }
         }
+        seen.pop().unwrap_or(Value::Null)
+    }
+
+    /// Waits until `name` is in `state`; its status then.
+    fn wait_state(&self, name: &str, state: &str, limit: Duration) -> Value {
+        let pick = |s: &Value| {
+            s["volumes"]
+                .as_array()
+                .and_then(|v| v.iter().find(|v| v["name"] == name).cloned())
+                .unwrap_or(Value::Null)
+        };
+        pick(&self.until(&format!("{name} {state}"), limit, |s| {
+            pick(s)["state"] == state
+        }))
     }
 
     fn export(&self, name: &str, kind: &str) -> String {
@@ -444,7 +496,14 @@ fn an_outage_at_start_ends_within_the_backoff_cap(env: &Env) {
             "{why}"
         );
     }
-    std::thread::sleep(Duration::from_secs(6)); // the backoff reaches its cap
+    // Until each volume's third wait, whose nominal length is the cap (1, 2, 4 s).
+    daemon.until("backing off at the cap", Duration::from_secs(30), |s| {
+        s["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|v| v["attempts"].as_u64().unwrap_or(0) >= 3)
+    });
     let up = Instant::now();
     *env.kms.borrow_mut() = Kms::start(&env.dir.join("kms"), env.kms_port);
     for n in ["a", "b", "c"] {
@@ -839,7 +898,12 @@ fn without_require_active_key_only_a_destroyed_key_locks(env: &Env) {
     let uid = v["key_uid"].as_str().unwrap().to_owned();
     remember_key(env, &kconf, &uid);
     atrest_ok(&["kmip", "revoke", "--config", kconf.to_str().unwrap(), &uid]);
-    std::thread::sleep(Duration::from_millis(2500)); // two checks
+    // Two key checks that saw the revocation.
+    daemon.events(2, Duration::from_secs(10), |e| {
+        e["event"] == "key_check"
+            && e["volume"] == "v"
+            && e["result"].as_str().unwrap_or("").contains("Deactivated")
+    });
     let v = daemon.volume("v");
     assert_eq!(v["state"], "unlocked", "{v}");
     assert!(
@@ -1038,8 +1102,12 @@ fn sighup_adds_and_removes_volumes(env: &Env) {
         std::thread::sleep(Duration::from_millis(50));
     }
     daemon.wait_state("third", "unlocked", Duration::from_secs(10));
+    let from = daemon.feed_position();
     assert_eq!(daemon.call("POST", "/v1/volumes/second/check", None).0, 202);
-    std::thread::sleep(Duration::from_millis(500));
+    let checked = daemon.events_from(from, 1, Duration::from_secs(10), |e| {
+        e["event"] == "key_check" && e["volume"] == "second"
+    });
+    assert_eq!(checked["result"], "Active", "{checked}");
     let v = daemon.volume("second");
     assert_eq!(v["state"], "unlocked", "{v}");
     assert!(
@@ -1339,7 +1407,9 @@ fn r19_6_a_reload_that_cannot_see_the_keys_keeps_the_old_settings(env: &Env) {
         std::thread::sleep(Duration::from_millis(100));
     }
     // Three key checks later (1 s apart) it still serves, with the old settings.
-    std::thread::sleep(Duration::from_secs(3));
+    daemon.events(3, Duration::from_secs(10), |e| {
+        e["event"] == "key_check" && e["volume"] == "vol" && e["result"] == "Active"
+    });
     let st = daemon.volume("vol");
     assert_eq!(st["state"], "unlocked", "{st}");
     assert!(qemu_io(&uri, "read -P 0x42 0 1M").status.success());

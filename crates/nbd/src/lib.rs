@@ -52,9 +52,9 @@ pub mod wire;
 pub use error::{
     ExportError, HandshakeError, ListenError, ServerError, TransmissionError, WireError,
 };
-pub use export::{BlockExport, BlockSize};
 #[cfg(any(test, feature = "test-support"))]
 pub use export::MemExport;
+pub use export::{BlockExport, BlockSize};
 pub use listen::ListenAddr;
 pub use registry::ExportConfig;
 pub use server::{ExportHandle, Server, ServerOptions, StopHandle};

@@ -365,10 +365,14 @@ impl Worker {
                         s.next_retry_secs = Some((d.as_secs_f64() * 10.0).round() / 10.0);
                     }
                     self.set(State::Waiting, Some(reason));
-                    {
+                    let (attempts, next) = {
                         let mut s = self.status();
                         s.next_retry_secs = Some((d.as_secs_f64() * 10.0).round() / 10.0);
-                    }
+                        (s.attempts, s.next_retry_secs)
+                    };
+                    // Each retry is an event, so a client (ctl, the web page, a test)
+                    // follows the backoff without polling the status.
+                    self.ctx.events.push(json!({"event": "retry", "volume": self.name(), "attempts": attempts, "next_retry_secs": next}));
                     match self.wait(d) {
                         None | Some(Command::Unlock | Command::CheckNow) => {}
                         Some(Command::Stop) => return Phase::Exit,
@@ -767,6 +771,9 @@ impl Worker {
             Ok(s) => state_name(*s),
             Err(e) => e.to_string(),
         };
+        self.ctx
+            .events
+            .push(json!({"event": "key_check", "volume": self.name(), "result": text.clone()}));
         {
             let mut st = self.status();
             st.last_key_check = Some(KeyCheck {
