@@ -62,7 +62,7 @@ const MAX_PENDING_BYTES: usize = 4 << 20;
 const ERROR_LOG_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Whether the audit log takes lines, as the status reports it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct AuditHealth {
     /// Every line so far is in the file.
     pub ok: bool,

@@ -59,6 +59,7 @@ use hyper::{Method, Request, Response, StatusCode, Uri};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::{json, Value};
 
+use super::feed::{DaemonStatus, Feed, Hardening, StatusReport};
 use super::status::{Events, VolumeStatus};
 use super::worker::{Command, Job};
 use crate::error::ServiceError;
@@ -552,7 +553,11 @@ pub fn route(shared: &Shared, method: &Method, uri: &Uri, body: &[u8]) -> (Statu
             };
             let (events, last) = shared.events.after(after, Duration::from_secs(wait));
             drop(poll);
-            (StatusCode::OK, json!({"events": events, "last": last}))
+            let feed = Feed { events, last };
+            (
+                StatusCode::OK,
+                serde_json::to_value(feed).unwrap_or_default(),
+            )
         }
         ("POST", ["v1", "volumes", name, action]) => volume_command(shared, name, action, body),
         (_, ["v1", ..]) => (
@@ -567,26 +572,27 @@ pub fn route(shared: &Shared, method: &Method, uri: &Uri, body: &[u8]) -> (Statu
 }
 
 fn status(shared: &Shared) -> Value {
-    let volumes: Vec<Value> = shared
+    let volumes = shared
         .volumes
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .values()
-        .map(|(_, s)| {
-            serde_json::to_value(&*s.lock().unwrap_or_else(|p| p.into_inner())).unwrap_or_default()
-        })
+        .map(|(_, s)| s.lock().unwrap_or_else(|p| p.into_inner()).clone())
         .collect();
-    json!({
-        "daemon": {
-            "pid": std::process::id(),
-            "config": shared.config_path,
-            "started": shared.started,
-            "ready": shared.ready.load(Ordering::SeqCst),
-            "hardening": {"dumpable": secmem::is_dumpable()},
-            "audit": shared.audit.health(),
+    let report = StatusReport {
+        daemon: DaemonStatus {
+            pid: std::process::id(),
+            config: shared.config_path.clone(),
+            started: shared.started.clone(),
+            ready: shared.ready.load(Ordering::SeqCst),
+            hardening: Hardening {
+                dumpable: secmem::is_dumpable(),
+            },
+            audit: shared.audit.health(),
         },
-        "volumes": volumes,
-    })
+        volumes,
+    };
+    serde_json::to_value(report).unwrap_or_default()
 }
 
 fn volume_command(shared: &Shared, name: &str, action: &str, body: &[u8]) -> (StatusCode, Value) {

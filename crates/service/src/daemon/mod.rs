@@ -15,6 +15,7 @@
 pub mod api;
 pub mod backoff;
 pub mod client;
+pub mod feed;
 pub mod notify;
 mod reload;
 pub mod status;

@@ -5,12 +5,13 @@ use std::collections::VecDeque;
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
-use serde_json::Value;
+use serde::{Deserialize, Serialize};
+
+use super::feed::{Event, Logged};
 use volume::convert::Kind;
 
 /// Where a volume stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum State {
     /// Reading the header.
@@ -48,7 +49,7 @@ impl State {
 }
 
 /// A conversion's progress.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Progress {
     /// What runs.
     pub kind: Kind,
@@ -59,16 +60,16 @@ pub struct Progress {
 }
 
 /// One export of an unlocked volume.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Export {
     /// nbd, fuse or dm.
-    pub kind: &'static str,
+    pub kind: String,
     /// Where: an NBD URI, the FUSE file, the mapped device.
     pub at: String,
 }
 
 /// The last key-state check.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyCheck {
     /// When (RFC 3339).
     pub time: String,
@@ -79,7 +80,7 @@ pub struct KeyCheck {
 }
 
 /// A volume, as the API shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct VolumeStatus {
     /// Its name in the configuration.
     pub name: String,
@@ -144,7 +145,7 @@ impl VolumeStatus {
 /// The feed of events, numbered, the newest kept (bounded: a client that falls behind
 /// misses the oldest, and says so by the gap in the numbers).
 pub struct Events {
-    inner: Mutex<(u64, VecDeque<(u64, Value)>)>,
+    inner: Mutex<(u64, VecDeque<Logged>)>,
     more: Condvar,
 }
 
@@ -161,16 +162,16 @@ impl Default for Events {
 }
 
 impl Events {
-    /// Adds an event (a JSON object; its number and time are added).
-    pub fn push(&self, mut e: Value) {
+    /// Adds an event, numbered and timed.
+    pub fn push(&self, event: Event) {
         let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let seq = g.0;
         g.0 += 1;
-        if let Value::Object(m) = &mut e {
-            m.insert("seq".into(), seq.into());
-            m.insert("time".into(), crate::audit::now().into());
-        }
-        g.1.push_back((seq, e));
+        g.1.push_back(Logged {
+            seq,
+            time: crate::audit::now(),
+            event,
+        });
         while g.1.len() > KEPT {
             g.1.pop_front();
         }
@@ -180,15 +181,11 @@ impl Events {
 
     /// The events numbered above `after`, waiting up to `wait` for one to arrive; and the
     /// number to ask after next time.
-    pub fn after(&self, after: u64, wait: Duration) -> (Vec<Value>, u64) {
+    pub fn after(&self, after: u64, wait: Duration) -> (Vec<Logged>, u64) {
         let deadline = Instant::now() + wait;
         let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         loop {
-            let out: Vec<Value> =
-                g.1.iter()
-                    .filter(|(s, _)| *s > after)
-                    .map(|(_, v)| v.clone())
-                    .collect();
+            let out: Vec<Logged> = g.1.iter().filter(|e| e.seq > after).cloned().collect();
             let left = deadline.saturating_duration_since(Instant::now());
             if !out.is_empty() || left.is_zero() {
                 return (out, g.0 - 1);

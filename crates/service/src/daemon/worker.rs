@@ -19,12 +19,12 @@ use std::time::{Duration, Instant};
 
 use kmip::client::{ClientConfig, ClientError};
 use kmip::enums::{ResultReason, State as KeyState};
-use serde_json::json;
 use volume::convert::{self, Found, Kind};
 use volume::text::shown;
 use volume::volume::Unlocked;
 
 use super::backoff::Backoff;
+use super::feed::{Event as FeedEvent, JobResult};
 use super::status::{Events, Export, KeyCheck, Progress, State, VolumeStatus};
 use crate::audit::Audit;
 use crate::config::{ServeConfig, VolumeConfig};
@@ -254,9 +254,11 @@ impl Worker {
         }
         drop(s);
         if changed {
-            self.ctx.events.push(
-                json!({"event": "state", "volume": self.name(), "state": state, "reason": reason}),
-            );
+            self.ctx.events.push(FeedEvent::State {
+                volume: self.name().into(),
+                state,
+                reason,
+            });
         }
     }
 
@@ -316,9 +318,11 @@ impl Worker {
             let s = self.status();
             (s.state, s.reason.clone())
         };
-        self.ctx.events.push(
-            json!({"event": "state", "volume": self.name(), "state": state, "reason": reason}),
-        );
+        self.ctx.events.push(FeedEvent::State {
+            volume: self.name().into(),
+            state,
+            reason,
+        });
     }
 
     /// Commands that arrived while the worker could not read them (a conversion, a slow
@@ -372,7 +376,11 @@ impl Worker {
                     };
                     // Each retry is an event, so a client (ctl, the web page, a test)
                     // follows the backoff without polling the status.
-                    self.ctx.events.push(json!({"event": "retry", "volume": self.name(), "attempts": attempts, "next_retry_secs": next}));
+                    self.ctx.events.push(FeedEvent::Retry {
+                        volume: self.name().into(),
+                        attempts,
+                        next_retry_secs: next,
+                    });
                     match self.wait(d) {
                         None | Some(Command::Unlock | Command::CheckNow) => {}
                         Some(Command::Stop) => return Phase::Exit,
@@ -584,7 +592,7 @@ impl Worker {
             if let Some(addr) = &cfg.nbd {
                 let server = nbd::serve(vol.clone(), addr, &cfg.name, cfg.discard)?;
                 exports.push(Export {
-                    kind: "nbd",
+                    kind: "nbd".into(),
                     at: server.uri(),
                 });
                 s.nbd = Some(server);
@@ -592,7 +600,7 @@ impl Worker {
             if let Some(dir) = &cfg.fuse {
                 let f = fuse::mount(vol, dir, &cfg.name)?;
                 exports.push(Export {
-                    kind: "fuse",
+                    kind: "fuse".into(),
                     at: f.file().display().to_string(),
                 });
                 s.fuse = Some(f);
@@ -600,7 +608,7 @@ impl Worker {
         }
         if let Some(m) = &s.dm {
             exports.push(Export {
-                kind: "dm",
+                kind: "dm".into(),
                 at: m.device().display().to_string(),
             });
         }
@@ -750,9 +758,10 @@ impl Worker {
             Some(&s.key_uid),
             why.clone(),
         );
-        self.ctx
-            .events
-            .push(json!({"event": "device_deleted", "volume": self.name(), "error": why.clone()}));
+        self.ctx.events.push(FeedEvent::DeviceDeleted {
+            volume: self.name().into(),
+            error: why.clone(),
+        });
         self.status().device_error = Some(why);
     }
 
@@ -771,9 +780,10 @@ impl Worker {
             Ok(s) => state_name(*s),
             Err(e) => e.to_string(),
         };
-        self.ctx
-            .events
-            .push(json!({"event": "key_check", "volume": self.name(), "result": text.clone()}));
+        self.ctx.events.push(FeedEvent::KeyCheck {
+            volume: self.name().into(),
+            result: text.clone(),
+        });
         {
             let mut st = self.status();
             st.last_key_check = Some(KeyCheck {
@@ -807,7 +817,7 @@ impl Worker {
             // No answer, or a refusal the server's operator may lift, is no reason to lock:
             // the key is in memory. It is in the status and the feed.
             Err(e) => {
-                self.ctx.events.push(json!({"event": "key_check_failed", "volume": self.name(), "error": e.to_string()}));
+                self.ctx.events.push(FeedEvent::KeyCheckFailed { volume: self.name().into(), error: e.to_string() });
                 None
             }
         }
@@ -826,7 +836,12 @@ impl Worker {
     }
 
     fn refuse_job(&self, j: &Job, why: &str) {
-        self.ctx.events.push(json!({"event": "job", "volume": self.name(), "operation": j.kind().as_str(), "result": "refused", "message": why}));
+        self.ctx.events.push(FeedEvent::Job {
+            volume: self.name().into(),
+            operation: j.kind(),
+            result: JobResult::Refused,
+            message: Some(why.into()),
+        });
     }
 
     fn job(&mut self, j: Job) -> Phase {
@@ -834,7 +849,12 @@ impl Worker {
             Ok(()) => Phase::Start,
             Err(_) if self.ctx.stop.requested() => Phase::Exit,
             Err(e) => {
-                self.ctx.events.push(json!({"event": "job", "volume": self.name(), "operation": j.kind().as_str(), "result": "failed", "message": e.to_string()}));
+                self.ctx.events.push(FeedEvent::Job {
+                    volume: self.name().into(),
+                    operation: j.kind(),
+                    result: JobResult::Failed,
+                    message: Some(e.to_string()),
+                });
                 self.ctx
                     .audit
                     .event(Some(self.name()), j.kind().as_str(), None, e.to_string());
@@ -848,7 +868,16 @@ impl Worker {
     fn convert(&mut self, j: &Job, resuming: bool) -> Result<(), ServiceError> {
         self.set(State::Converting, None);
         let kind = j.kind();
-        self.ctx.events.push(json!({"event": "job", "volume": self.name(), "operation": kind.as_str(), "result": if resuming { "resuming" } else { "started" }}));
+        self.ctx.events.push(FeedEvent::Job {
+            volume: self.name().into(),
+            operation: kind,
+            result: if resuming {
+                JobResult::Resuming
+            } else {
+                JobResult::Started
+            },
+            message: None,
+        });
         let loc = self.location();
         let status = self.ctx.status.clone();
         let events = self.ctx.events.clone();
@@ -863,7 +892,12 @@ impl Worker {
                 });
                 if last_event.elapsed() >= Duration::from_millis(500) || done == total {
                     last_event = Instant::now();
-                    events.push(json!({"event": "progress", "volume": name, "operation": kind.as_str(), "done": done, "total": total}));
+                    events.push(FeedEvent::Progress {
+                        volume: name.clone(),
+                        operation: *kind,
+                        done: *done,
+                        total: *total,
+                    });
                 }
             }
         };
@@ -920,7 +954,12 @@ impl Worker {
             report.status.as_ref().map(|s| s.key_uid.as_str()),
             "ok",
         );
-        self.ctx.events.push(json!({"event": "job", "volume": self.name(), "operation": kind.as_str(), "result": "finished", "message": report.message}));
+        self.ctx.events.push(FeedEvent::Job {
+            volume: self.name().into(),
+            operation: kind,
+            result: JobResult::Finished,
+            message: Some(report.message),
+        });
         Ok(())
     }
 }

@@ -5,6 +5,8 @@ use std::time::{Duration, Instant};
 use anyhow::bail;
 use serde_json::{json, Value};
 use service::daemon::client::call;
+use service::daemon::feed::{Event, Feed, JobResult, StatusReport};
+use service::daemon::status::State;
 
 use crate::cli::args::{CtlArgs, CtlCommand};
 
@@ -16,7 +18,11 @@ pub fn run(a: CtlArgs) -> anyhow::Result<()> {
     match &a.command {
         CtlCommand::Status => {
             let (_, s) = call(&socket, "GET", "/v1/status", None)?;
-            print_status(&s, a.json);
+            if a.json {
+                println!("{s}");
+            } else {
+                print_status(&serde_json::from_value(s)?);
+            }
             Ok(())
         }
         CtlCommand::Test { probe_key } => {
@@ -39,19 +45,31 @@ pub fn run(a: CtlArgs) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        CtlCommand::Lock { volume } => {
-            command(&socket, volume, "lock", json!({}), &a, false, "locked")
-        }
-        CtlCommand::Unlock { volume } => {
-            command(&socket, volume, "unlock", json!({}), &a, false, "unlocked")
-        }
+        CtlCommand::Lock { volume } => command(
+            &socket,
+            volume,
+            "lock",
+            json!({}),
+            &a,
+            false,
+            Until::State(State::Locked),
+        ),
+        CtlCommand::Unlock { volume } => command(
+            &socket,
+            volume,
+            "unlock",
+            json!({}),
+            &a,
+            false,
+            Until::State(State::Unlocked),
+        ),
         CtlCommand::Encrypt {
             volume,
             key,
             no_wait,
         } => {
             let body = json!({"key": serde_json::to_value(key.spec())?});
-            command(&socket, volume, "encrypt", body, &a, *no_wait, "job")
+            command(&socket, volume, "encrypt", body, &a, *no_wait, Until::Job)
         }
         CtlCommand::Decrypt {
             volume,
@@ -64,7 +82,7 @@ pub fn run(a: CtlArgs) -> anyhow::Result<()> {
             json!({"keep_old": old.keep_old}),
             &a,
             *no_wait,
-            "job",
+            Until::Job,
         ),
         CtlCommand::Rekey {
             volume,
@@ -78,9 +96,18 @@ pub fn run(a: CtlArgs) -> anyhow::Result<()> {
             json!({"deep": deep, "keep_old": old.keep_old}),
             &a,
             *no_wait,
-            "job",
+            Until::Job,
         ),
     }
+}
+
+/// What `command` waits for after the daemon accepted it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Until {
+    /// The volume reaches this state (or one that says it will not come).
+    State(State),
+    /// The job ends.
+    Job,
 }
 
 /// Sends `action` for `volume`, then follows the event feed until it has an outcome.
@@ -91,10 +118,18 @@ fn command(
     body: Value,
     a: &CtlArgs,
     no_wait: bool,
-    until: &str,
+    until: Until,
 ) -> anyhow::Result<()> {
-    let (_, e) = call(socket, "GET", "/v1/events?after=0&wait=0", None)?;
-    let mut after = e["last"].as_u64().unwrap_or(0);
+    let feed = |after: u64, wait: u64| -> anyhow::Result<Feed> {
+        let (_, e) = call(
+            socket,
+            "GET",
+            &format!("/v1/events?after={after}&wait={wait}"),
+            None,
+        )?;
+        Ok(serde_json::from_value(e)?)
+    };
+    let mut after = feed(0, 0)?.last;
     let (code, r) = call(
         socket,
         "POST",
@@ -115,62 +150,71 @@ fn command(
         );
         return Ok(());
     }
-    let deadline =
-        Instant::now() + Duration::from_secs(if until == "job" { 7 * 24 * 3600 } else { 120 });
+    let deadline = Instant::now()
+        + Duration::from_secs(if until == Until::Job {
+            7 * 24 * 3600
+        } else {
+            120
+        });
     while Instant::now() < deadline {
-        let (_, e) = call(
-            socket,
-            "GET",
-            &format!("/v1/events?after={after}&wait=10"),
-            None,
-        )?;
-        after = e["last"].as_u64().unwrap_or(after);
-        for ev in e["events"].as_array().into_iter().flatten() {
-            if ev["volume"] != volume {
+        let f = feed(after, 10)?;
+        after = f.last;
+        for logged in f.events {
+            if logged.event.volume() != volume {
                 continue;
             }
             if a.json {
-                println!("{ev}");
+                println!("{}", serde_json::to_string(&logged)?);
             }
-            let kind = ev["event"].as_str().unwrap_or("");
-            match (kind, until) {
-                ("progress", _) if !a.json => eprintln!(
-                    "{volume}: {} {} of {} bytes",
-                    ev["operation"].as_str().unwrap_or(""),
-                    ev["done"],
-                    ev["total"]
-                ),
-                ("job", "job") => match ev["result"].as_str() {
-                    Some("finished") => {
+            match (logged.event, until) {
+                (
+                    Event::Progress {
+                        operation,
+                        done,
+                        total,
+                        ..
+                    },
+                    _,
+                ) if !a.json => {
+                    eprintln!("{volume}: {} {done} of {total} bytes", operation.as_str())
+                }
+                (
+                    Event::Job {
+                        result, message, ..
+                    },
+                    Until::Job,
+                ) => match result {
+                    JobResult::Finished => {
                         if !a.json {
-                            println!("{volume}: {}", ev["message"].as_str().unwrap_or("done"));
+                            println!("{volume}: {}", message.as_deref().unwrap_or("done"));
                         }
                         return Ok(());
                     }
-                    Some("failed" | "refused") => {
-                        bail!("{volume}: {}", ev["message"].as_str().unwrap_or("failed"))
+                    JobResult::Failed | JobResult::Refused => {
+                        bail!("{volume}: {}", message.as_deref().unwrap_or("failed"))
                     }
-                    _ => {}
+                    JobResult::Started | JobResult::Resuming => {}
                 },
-                ("state", _) if until != "job" => {
-                    let state = ev["state"].as_str().unwrap_or("");
+                (Event::State { state, reason, .. }, Until::State(want)) => {
                     // The state asked for, or one that says it will not come.
-                    if state == until
-                        || (until == "unlocked"
-                            && matches!(state, "locked" | "failed" | "waiting" | "plaintext"))
-                        || (until == "locked" && matches!(state, "failed" | "plaintext"))
-                    {
+                    let settled = state == want
+                        || (want == State::Unlocked
+                            && matches!(
+                                state,
+                                State::Locked | State::Failed | State::Waiting | State::Plaintext
+                            ))
+                        || (want == State::Locked
+                            && matches!(state, State::Failed | State::Plaintext));
+                    if settled {
                         if !a.json {
                             println!(
-                                "{volume}: {state}{}",
-                                ev["reason"]
-                                    .as_str()
-                                    .map(|r| format!(" ({r})"))
-                                    .unwrap_or_default()
+                                "{volume}: {}{}",
+                                state.name(),
+                                reason.map(|r| format!(" ({r})")).unwrap_or_default()
                             );
                         }
-                        if state != until {
-                            bail!("{volume} is not {until}");
+                        if state != want {
+                            bail!("{volume} is not {}", want.name());
                         }
                         return Ok(());
                     }
@@ -182,68 +226,64 @@ fn command(
     bail!("no outcome from the daemon in time")
 }
 
-fn print_status(s: &Value, as_json: bool) {
-    if as_json {
-        println!("{s}");
-        return;
-    }
-    let d = &s["daemon"];
+fn print_status(s: &StatusReport) {
+    let d = &s.daemon;
     println!(
         "atrest serve, pid {}, started {}, {}",
-        d["pid"],
-        d["started"].as_str().unwrap_or(""),
-        if d["ready"].as_bool() == Some(true) {
-            "ready"
-        } else {
-            "starting"
-        }
+        d.pid,
+        d.started,
+        if d.ready { "ready" } else { "starting" }
     );
-    for v in s["volumes"].as_array().into_iter().flatten() {
-        println!();
+    if !d.audit.ok {
         println!(
-            "{}  {}",
-            v["name"].as_str().unwrap_or(""),
-            v["state"].as_str().unwrap_or("").to_uppercase()
+            "  AUDIT LOG FAILING since {}: {} ({} line(s) waiting, {} lost)",
+            d.audit.failing_since.as_deref().unwrap_or("?"),
+            d.audit.error.as_deref().unwrap_or("?"),
+            d.audit.pending,
+            d.audit.lost
         );
-        println!("  device       {}", v["path"].as_str().unwrap_or(""));
-        if let Some(r) = v["reason"].as_str() {
+    }
+    for v in &s.volumes {
+        println!();
+        println!("{}  {}", v.name, v.state.name().to_uppercase());
+        println!("  device       {}", v.path);
+        if let Some(r) = &v.reason {
             println!("  why          {r}");
         }
-        if let Some(k) = v["key_uid"].as_str() {
+        if let Some(e) = &v.device_error {
+            println!("  DEVICE       {e}");
+        }
+        if let Some(k) = &v.key_uid {
             println!("  KMIP key     {k}");
         }
-        for e in v["exports"].as_array().into_iter().flatten() {
-            println!(
-                "  export       {} {}",
-                e["kind"].as_str().unwrap_or(""),
-                e["at"].as_str().unwrap_or("")
-            );
+        for e in &v.exports {
+            println!("  export       {} {}", e.kind, e.at);
         }
-        if let Some(p) = v["progress"].as_object() {
+        if let Some(p) = &v.progress {
             println!(
                 "  converting   {} {} of {} bytes",
-                p["kind"].as_str().unwrap_or(""),
-                p["done"],
-                p["total"]
+                p.kind.as_str(),
+                p.done,
+                p.total
             );
         }
-        if let Some(c) = v["last_key_check"].as_object() {
+        if let Some(c) = &v.last_key_check {
             println!(
                 "  key check    {} at {}{}",
-                c["result"].as_str().unwrap_or(""),
-                c["time"].as_str().unwrap_or(""),
-                c["server"]
-                    .as_str()
+                c.result,
+                c.time,
+                c.server
+                    .as_deref()
                     .map(|s| format!(" ({s})"))
                     .unwrap_or_default()
             );
         }
-        if let Some(e) = v["server_error"].as_str() {
+        if let Some(e) = &v.server_error {
             println!("  server       unreachable: {e} (the volume keeps serving)");
         }
-        if let Some(n) = v["next_retry_secs"].as_f64() {
-            println!("  next try     in {n:.1} s (attempt {})", v["attempts"]);
+        if let Some(n) = v.next_retry_secs {
+            println!("  next try     in {n:.1} s (attempt {})", v.attempts);
         }
-        println!("  since        {}", v["since"].as_str().unwrap_or(""));
+        println!("  since        {}", v.since);
     }
 }
