@@ -507,8 +507,8 @@ fn main() {
             sigterm_does_not_wait_for_clients,
         ),
     ];
-    let (passed, failed) = harness::run(cases, &env);
-    if failed > 0 {
+    let (conclusion, env) = harness::run(cases, env);
+    if conclusion.has_failed() {
         harness::print_logs(&dir);
     }
     if let Some(mut c) = env.daemon.borrow_mut().take() {
@@ -517,8 +517,5 @@ fn main() {
     }
     drop(env);
     drop(scratch);
-    println!("{passed} passed, {failed} failed");
-    if failed > 0 {
-        std::process::exit(1);
-    }
+    conclusion.exit();
 }

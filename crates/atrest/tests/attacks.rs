@@ -350,9 +350,7 @@ fn main() {
             r10_8_header_strings_reach_the_terminal_escaped,
         ),
     ];
-    let (passed, failed) = harness::run(cases, &env);
-    println!("{passed} passed, {failed} failed");
-    if failed > 0 {
-        std::process::exit(1);
-    }
+    let (conclusion, env) = harness::run(cases, env);
+    drop(env);
+    conclusion.exit();
 }

@@ -627,19 +627,16 @@ fn main() {
             direct_4096,
         ),
     ];
-    let (passed, failed) = harness::run(cases, &env);
+    let (conclusion, env) = harness::run(cases, env);
     println!(
         "SIGKILLs in all: {}, every run resumed to the original data",
         env.total.get()
     );
-    if failed > 0 {
+    if conclusion.has_failed() {
         harness::print_logs(&dir);
     }
     // The servers stop and the scratch folder goes before exit, which runs no destructors.
     drop(env);
     drop(scratch);
-    println!("\ntest result: {passed} passed; {failed} failed");
-    if failed > 0 {
-        std::process::exit(101);
-    }
+    conclusion.exit();
 }

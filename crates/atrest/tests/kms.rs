@@ -751,13 +751,12 @@ fn main() {
             oasis_sklc_and_bl_test_cases_replay,
         ),
     ];
-    let (passed, failed) = harness::run(cases, &env);
+    let (conclusion, env) = harness::run(cases, env);
     drop(env);
-    if failed > 0 {
+    if conclusion.has_failed() {
         harness::print_logs(scratch.path());
     }
-    // `process::exit` runs no destructors: remove the scratch space first.
+    // `exit` runs no destructors: remove the scratch space first.
     drop(scratch);
-    println!("{passed} passed, {failed} failed");
-    std::process::exit(i32::from(failed > 0));
+    conclusion.exit();
 }

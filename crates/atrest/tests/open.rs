@@ -730,14 +730,11 @@ fn main() {
             refuses_what_it_cannot_serve_safely,
         ),
     ];
-    let (passed, failed) = harness::run(cases, &env);
-    if failed > 0 {
+    let (conclusion, env) = harness::run(cases, env);
+    if conclusion.has_failed() {
         harness::print_logs(&dir);
     }
     drop(env);
     drop(scratch);
-    println!("{passed} passed, {failed} failed");
-    if failed > 0 {
-        std::process::exit(1);
-    }
+    conclusion.exit();
 }

@@ -527,14 +527,13 @@ fn main() {
             a_group_readable_password_file_is_refused_with_the_fix,
         ),
     ];
-    let (passed, failed) = harness::run(cases, &env);
+    let (conclusion, env) = harness::run(cases, env);
     drop(servers);
-    if failed > 0 {
+    if conclusion.has_failed() {
         harness::print_logs(scratch.path());
     }
-    // `process::exit` runs no destructors: remove the scratch space first.
+    // `exit` runs no destructors: remove the scratch space first.
     drop(env);
     drop(scratch);
-    println!("{passed} passed, {failed} failed");
-    std::process::exit(i32::from(failed > 0));
+    conclusion.exit();
 }

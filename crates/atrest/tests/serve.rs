@@ -1524,14 +1524,11 @@ fn main() {
         ),
         ("no_key_reached_a_disk", no_key_reached_a_disk),
     ];
-    let (passed, failed) = harness::run(cases, &env);
-    if failed > 0 {
+    let (conclusion, env) = harness::run(cases, env);
+    if conclusion.has_failed() {
         harness::print_logs(&dir);
     }
     drop(env);
     drop(scratch);
-    println!("{passed} passed, {failed} failed");
-    if failed > 0 {
-        std::process::exit(1);
-    }
+    conclusion.exit();
 }

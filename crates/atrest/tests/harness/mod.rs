@@ -1,7 +1,7 @@
 //! The runner shared by the test binaries that set up real servers once (harness = false):
-//! runs named cases in order, each caught on panic, with an optional name filter as the
-//! first argument; prints one line per case and `N passed, M failed`. Also their scratch
-//! space, which goes when the run ends, whether it passed or not.
+//! named cases over one environment, run in order by libtest-mimic (so the command line and
+//! the summary are the standard harness's). Also their scratch space, which goes when the
+//! run ends, whether it passed or not.
 
 pub mod kms;
 pub mod pykmip;
@@ -12,30 +12,38 @@ use std::process::{Command, Output};
 /// A named case over an environment `E`.
 pub type Case<E> = (&'static str, fn(&E));
 
-/// Runs `cases` against `env`; returns how many passed and failed.
-pub fn run<E>(cases: &[Case<E>], env: &E) -> (usize, usize) {
-    let filter = std::env::args().nth(1).filter(|a| !a.starts_with('-'));
-    let (mut passed, mut failed) = (0, 0);
-    for (name, case) in cases {
-        if filter.as_deref().is_some_and(|f| !name.contains(f)) {
-            continue;
-        }
-        let started = std::time::Instant::now();
-        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| case(env))) {
-            Ok(()) => {
-                passed += 1;
-                println!(
-                    "test {name} ... ok ({:.1} s)",
-                    started.elapsed().as_secs_f64()
-                );
-            }
-            Err(_) => {
-                failed += 1;
-                println!("test {name} ... FAILED");
-            }
-        }
-    }
-    (passed, failed)
+/// Runs `cases` against `env` through libtest-mimic (the standard test harness's
+/// command line: a name filter, `--exact`, `--list`, `--nocapture`; and its summary line),
+/// one at a time and in order, since they share the servers in `env`; `env` comes back
+/// with the conclusion.
+pub fn run<E: Send + 'static>(cases: &[Case<E>], env: E) -> (libtest_mimic::Conclusion, E) {
+    let mut args = libtest_mimic::Arguments::from_args();
+    args.test_threads = Some(1);
+    let env = std::sync::Arc::new(std::sync::Mutex::new(env));
+    let trials = cases
+        .iter()
+        .map(|&(name, case)| {
+            let env = env.clone();
+            libtest_mimic::Trial::test(name, move || {
+                let env = env.lock().unwrap_or_else(|p| p.into_inner());
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| case(&env))).map_err(|p| {
+                    p.downcast_ref::<String>()
+                        .cloned()
+                        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                        .unwrap_or_else(|| "panicked".into())
+                        .into()
+                })
+            })
+        })
+        .collect();
+    let conclusion = libtest_mimic::run(&args, trials);
+    // The trials, and with them every other handle on `env`, are gone.
+    let env = std::sync::Arc::try_unwrap(env)
+        .ok()
+        .expect("the trials are done")
+        .into_inner()
+        .unwrap_or_else(|p| p.into_inner());
+    (conclusion, env)
 }
 
 /// Runs `cmd` and asserts it succeeded; on failure the panic shows its whole output.
