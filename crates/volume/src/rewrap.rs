@@ -6,6 +6,8 @@
 //! with the conversions' (a rewrap is refused while one runs), and `volume::convert::rewrap`
 //! remains its path.
 
+use zeroize::Zeroizing;
+
 use crate::backend::BlockBackend;
 use crate::convert::disk::{sync, zero};
 use crate::convert::inspect::{read_layout, refuse_running};
@@ -27,15 +29,9 @@ pub fn rewrap(
     new_key_uid: &str,
 ) -> Result<(), ConvertError> {
     let dev = d.header;
-    let (mut h, l) = read_layout(d)?;
-    refuse_running(&l)?;
-    if l.token.as_ref().ok_or(VolumeError::NoToken)?.key_mode == KeyMode::Direct {
-        return Err(ConvertError::Refused(
-            "a direct-mode volume: its KMIP key is the volume key, so a new key means re-encrypting every sector (use --deep)".into(),
-        ));
-    }
-    token::check_uid("new key identifier", new_key_uid)?;
-    let vk = volume_key(dev, &h.metadata, &l.digest, old_secret)?;
+    let Rekeying {
+        mut h, l, key: vk, ..
+    } = open_for_rekey(d, old_secret, new_key_uid, false)?;
     let id = add_keyslot(dev, &mut h, &l, &vk, new_secret)?;
     let m = &mut h.metadata;
     let old: Vec<String> = m.digests[&l.digest].keyslots.clone();
@@ -53,6 +49,38 @@ pub fn rewrap(
         zero(dev, at, at + len)?;
     }
     sync(dev)
+}
+
+/// A volume opened for a rekey.
+pub(crate) struct Rekeying {
+    /// Its header, to be changed and committed.
+    pub(crate) h: Header,
+    pub(crate) l: Layout,
+    pub(crate) mode: KeyMode,
+    /// The volume key, opened with the old secret.
+    pub(crate) key: Zeroizing<Vec<u8>>,
+}
+
+/// What a rekey of either kind does first: reads the header (refused while a conversion
+/// runs, and in direct mode unless `deep`, as there the KMIP key is the volume key), checks
+/// the new identifier, and opens the volume key with the old secret.
+pub(crate) fn open_for_rekey(
+    d: Devices<'_>,
+    old_secret: &[u8],
+    new_key_uid: &str,
+    deep: bool,
+) -> Result<Rekeying, ConvertError> {
+    let (h, l) = read_layout(d)?;
+    refuse_running(&l)?;
+    let mode = l.token.as_ref().ok_or(VolumeError::NoToken)?.key_mode;
+    if !deep && mode == KeyMode::Direct {
+        return Err(ConvertError::Refused(
+            "a direct-mode volume: its KMIP key is the volume key, so a new key means re-encrypting every sector (use --deep)".into(),
+        ));
+    }
+    token::check_uid("new key identifier", new_key_uid)?;
+    let key = volume_key(d.header, &h.metadata, &l.digest, old_secret)?;
+    Ok(Rekeying { h, l, mode, key })
 }
 
 /// The lowest decimal id not in `used` (keyslot and digest ids are decimal strings).

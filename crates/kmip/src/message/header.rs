@@ -5,6 +5,7 @@ use std::fmt;
 use zeroize::Zeroizing;
 
 use super::fields::{Fields, PushOpt};
+use super::frame;
 use crate::enums::{BatchErrorContinuationOption, CredentialType};
 use crate::error::MessageError;
 use crate::ttlv::{Item, Tag};
@@ -214,8 +215,21 @@ impl RequestHeader {
             extra: Vec::new(),
         }
     }
+}
 
-    pub(crate) fn to_item(&self, batch_count: i32) -> Item {
+impl frame::Header for RequestHeader {
+    const MESSAGE: Tag = Tag::REQUEST_MESSAGE;
+    const TAG: Tag = Tag::REQUEST_HEADER;
+
+    fn version(&self) -> ProtocolVersion {
+        self.protocol_version
+    }
+
+    fn batch_count(&self) -> i32 {
+        self.batch_count
+    }
+
+    fn to_item(&self, batch_count: i32) -> Item {
         let mut v = vec![self.protocol_version.to_item()];
         v.push_opt(self.maximum_response_size, |x| {
             Item::integer(Tag::MAXIMUM_RESPONSE_SIZE, x)
@@ -250,7 +264,7 @@ impl RequestHeader {
         Item::structure(Tag::REQUEST_HEADER, v)
     }
 
-    pub(crate) fn from_item(item: &Item) -> Result<Self, MessageError> {
+    fn from_item(item: &Item) -> Result<Self, MessageError> {
         let mut f = Fields::of(item)?;
         let protocol_version = ProtocolVersion::from_item(f.required(Tag::PROTOCOL_VERSION)?)?;
         let authentication = match f.take(Tag::AUTHENTICATION) {
@@ -308,8 +322,21 @@ impl ResponseHeader {
             extra: Vec::new(),
         }
     }
+}
 
-    pub(crate) fn to_item(&self, batch_count: i32) -> Item {
+impl frame::Header for ResponseHeader {
+    const MESSAGE: Tag = Tag::RESPONSE_MESSAGE;
+    const TAG: Tag = Tag::RESPONSE_HEADER;
+
+    fn version(&self) -> ProtocolVersion {
+        self.protocol_version
+    }
+
+    fn batch_count(&self) -> i32 {
+        self.batch_count
+    }
+
+    fn to_item(&self, batch_count: i32) -> Item {
         let mut v = vec![self.protocol_version.to_item()];
         v.push_opt(self.time_stamp, |x| Item::date_time(Tag::TIME_STAMP, x));
         v.extend(self.extra.iter().cloned());
@@ -323,7 +350,7 @@ impl ResponseHeader {
         Item::structure(Tag::RESPONSE_HEADER, v)
     }
 
-    pub(crate) fn from_item(item: &Item) -> Result<Self, MessageError> {
+    fn from_item(item: &Item) -> Result<Self, MessageError> {
         let mut f = Fields::of(item)?;
         Ok(Self {
             protocol_version: ProtocolVersion::from_item(f.required(Tag::PROTOCOL_VERSION)?)?,

@@ -9,6 +9,7 @@
 
 mod attribute;
 pub(crate) mod fields;
+mod frame;
 mod header;
 mod object;
 pub mod op;

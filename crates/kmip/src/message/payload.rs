@@ -60,44 +60,35 @@ macro_rules! payload_enum {
     };
 }
 
-payload_enum! {
-    /// The payload of a request batch item.
-    RequestPayload {
-        DiscoverVersions(DiscoverVersionsRequest) = DISCOVER_VERSIONS,
-        Query(QueryRequest) = QUERY,
-        Create(CreateRequest) = CREATE,
-        Register(RegisterRequest) = REGISTER,
-        Get(GetRequest) = GET,
-        GetAttributes(GetAttributesRequest) = GET_ATTRIBUTES,
-        GetAttributeList(IdRequest) = GET_ATTRIBUTE_LIST,
-        AddAttribute(AddAttributeRequest) = ADD_ATTRIBUTE,
-        ModifyAttribute(ModifyAttributeRequest) = MODIFY_ATTRIBUTE,
-        DeleteAttribute(DeleteAttributeRequest) = DELETE_ATTRIBUTE,
-        Activate(IdRequest) = ACTIVATE,
-        Revoke(RevokeRequest) = REVOKE,
-        Destroy(IdRequest) = DESTROY,
-        Locate(LocateRequest) = LOCATE,
-        Check(CheckPayload) = CHECK,
-    }
+/// One table of the typed operations, so that an operation is typed in both directions or
+/// in neither: each row is the variant, its request and response payloads, the operation.
+macro_rules! payloads {
+    ($($variant:ident($req:ty, $resp:ty) = $op:ident,)*) => {
+        payload_enum! {
+            /// The payload of a request batch item.
+            RequestPayload { $($variant($req) = $op,)* }
+        }
+        payload_enum! {
+            /// The payload of a successful response batch item.
+            ResponsePayload { $($variant($resp) = $op,)* }
+        }
+    };
 }
 
-payload_enum! {
-    /// The payload of a successful response batch item.
-    ResponsePayload {
-        DiscoverVersions(DiscoverVersionsResponse) = DISCOVER_VERSIONS,
-        Query(QueryResponse) = QUERY,
-        Create(CreateResponse) = CREATE,
-        Register(RegisterResponse) = REGISTER,
-        Get(GetResponse) = GET,
-        GetAttributes(GetAttributesResponse) = GET_ATTRIBUTES,
-        GetAttributeList(GetAttributeListResponse) = GET_ATTRIBUTE_LIST,
-        AddAttribute(AttributeResponse) = ADD_ATTRIBUTE,
-        ModifyAttribute(AttributeResponse) = MODIFY_ATTRIBUTE,
-        DeleteAttribute(AttributeResponse) = DELETE_ATTRIBUTE,
-        Activate(IdResponse) = ACTIVATE,
-        Revoke(IdResponse) = REVOKE,
-        Destroy(IdResponse) = DESTROY,
-        Locate(LocateResponse) = LOCATE,
-        Check(CheckPayload) = CHECK,
-    }
+payloads! {
+    DiscoverVersions(DiscoverVersionsRequest, DiscoverVersionsResponse) = DISCOVER_VERSIONS,
+    Query(QueryRequest, QueryResponse) = QUERY,
+    Create(CreateRequest, CreateResponse) = CREATE,
+    Register(RegisterRequest, RegisterResponse) = REGISTER,
+    Get(GetRequest, GetResponse) = GET,
+    GetAttributes(GetAttributesRequest, GetAttributesResponse) = GET_ATTRIBUTES,
+    GetAttributeList(IdRequest, GetAttributeListResponse) = GET_ATTRIBUTE_LIST,
+    AddAttribute(AddAttributeRequest, AttributeResponse) = ADD_ATTRIBUTE,
+    ModifyAttribute(ModifyAttributeRequest, AttributeResponse) = MODIFY_ATTRIBUTE,
+    DeleteAttribute(DeleteAttributeRequest, AttributeResponse) = DELETE_ATTRIBUTE,
+    Activate(IdRequest, IdResponse) = ACTIVATE,
+    Revoke(RevokeRequest, IdResponse) = REVOKE,
+    Destroy(IdRequest, IdResponse) = DESTROY,
+    Locate(LocateRequest, LocateResponse) = LOCATE,
+    Check(CheckPayload, CheckPayload) = CHECK,
 }

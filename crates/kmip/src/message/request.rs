@@ -1,7 +1,8 @@
 //! Request Message: a header and one or more batch items.
 
 use super::fields::{as_bytes, Fields, PushOpt};
-use super::header::RequestHeader;
+use super::frame;
+use super::header::{ProtocolVersion, RequestHeader};
 use super::payload::RequestPayload;
 use crate::enums::Operation;
 use crate::error::MessageError;
@@ -46,24 +47,54 @@ impl RequestBatchItem {
     }
 }
 
+impl RequestBatchItem {
+    fn to_fields(&self, v: ProtocolVersion) -> Vec<Item> {
+        let mut b = vec![Item::enumeration(Tag::OPERATION, self.operation().0)];
+        b.push_opt(self.unique_batch_item_id.clone(), |id| {
+            Item::bytes(Tag::UNIQUE_BATCH_ITEM_ID, id)
+        });
+        let mut p = Vec::new();
+        self.payload.write(v, &mut p);
+        p.extend(self.extra.iter().cloned());
+        b.push(Item::structure(Tag::REQUEST_PAYLOAD, p));
+        b.push_opt(self.message_extension.clone(), |m| m);
+        b
+    }
+
+    fn read(b: &mut Fields<'_>, v: ProtocolVersion) -> Result<Self, MessageError> {
+        let op = Operation(b.enumeration(Tag::OPERATION)?);
+        let unique_batch_item_id = b
+            .take(Tag::UNIQUE_BATCH_ITEM_ID)
+            .map(as_bytes)
+            .transpose()?;
+        let (payload, extra) = match b.take(Tag::REQUEST_PAYLOAD) {
+            Some(p) => {
+                let mut pf = Fields::of(p)?;
+                let payload = RequestPayload::read(op, &mut pf, v)?;
+                (payload, pf.extra()?)
+            }
+            None => (
+                RequestPayload::read(
+                    op,
+                    &mut Fields::of(&Item::structure(Tag::REQUEST_PAYLOAD, vec![]))?,
+                    v,
+                )?,
+                Vec::new(),
+            ),
+        };
+        Ok(Self {
+            unique_batch_item_id,
+            payload,
+            extra,
+            message_extension: b.take(Tag::MESSAGE_EXTENSION).cloned(),
+        })
+    }
+}
+
 impl RequestMessage {
     /// The message as a TTLV item tree.
     pub fn to_item(&self) -> Item {
-        let v = self.header.protocol_version;
-        let mut c = vec![self.header.to_item(self.items.len() as i32)];
-        for bi in &self.items {
-            let mut b = vec![Item::enumeration(Tag::OPERATION, bi.operation().0)];
-            b.push_opt(bi.unique_batch_item_id.clone(), |id| {
-                Item::bytes(Tag::UNIQUE_BATCH_ITEM_ID, id)
-            });
-            let mut p = Vec::new();
-            bi.payload.write(v, &mut p);
-            p.extend(bi.extra.iter().cloned());
-            b.push(Item::structure(Tag::REQUEST_PAYLOAD, p));
-            b.push_opt(bi.message_extension.clone(), |m| m);
-            c.push(Item::structure(Tag::BATCH_ITEM, b));
-        }
-        Item::structure(Tag::REQUEST_MESSAGE, c)
+        frame::to_item(&self.header, &self.items, RequestBatchItem::to_fields)
     }
 
     /// The message encoded as TTLV.
@@ -73,51 +104,7 @@ impl RequestMessage {
 
     /// Reads a Request Message from its item tree.
     pub fn from_item(item: &Item) -> Result<Self, MessageError> {
-        if item.tag != Tag::REQUEST_MESSAGE {
-            return Err(MessageError::WrongMessage {
-                expected: Tag::REQUEST_MESSAGE,
-                found: item.tag,
-            });
-        }
-        let mut f = Fields::of(item)?;
-        let header = RequestHeader::from_item(f.required(Tag::REQUEST_HEADER)?)?;
-        let v = header.protocol_version;
-        let mut items = Vec::new();
-        for bi in f.take_all(Tag::BATCH_ITEM) {
-            let mut b = Fields::of(bi)?;
-            let op = Operation(b.enumeration(Tag::OPERATION)?);
-            let unique_batch_item_id = b
-                .take(Tag::UNIQUE_BATCH_ITEM_ID)
-                .map(as_bytes)
-                .transpose()?;
-            let (payload, extra) = match b.take(Tag::REQUEST_PAYLOAD) {
-                Some(p) => {
-                    let mut pf = Fields::of(p)?;
-                    let payload = RequestPayload::read(op, &mut pf, v)?;
-                    (payload, pf.extra()?)
-                }
-                None => (
-                    RequestPayload::read(
-                        op,
-                        &mut Fields::of(&Item::structure(Tag::REQUEST_PAYLOAD, vec![]))?,
-                        v,
-                    )?,
-                    Vec::new(),
-                ),
-            };
-            items.push(RequestBatchItem {
-                unique_batch_item_id,
-                payload,
-                extra,
-                message_extension: b.take(Tag::MESSAGE_EXTENSION).cloned(),
-            });
-        }
-        if header.batch_count as usize != items.len() {
-            return Err(MessageError::BatchCountMismatch {
-                declared: header.batch_count,
-                actual: items.len(),
-            });
-        }
+        let (header, items) = frame::from_item(item, RequestBatchItem::read)?;
         Ok(Self { header, items })
     }
 }

@@ -1,7 +1,8 @@
 //! Response Message: a header and one batch item per request item, each with a result.
 
 use super::fields::{as_bytes, Fields, PushOpt};
-use super::header::ResponseHeader;
+use super::frame;
+use super::header::{ProtocolVersion, ResponseHeader};
 use super::payload::ResponsePayload;
 use crate::enums::{Operation, ResultReason, ResultStatus};
 use crate::error::MessageError;
@@ -75,39 +76,76 @@ impl ResponseBatchItem {
     }
 }
 
+impl ResponseBatchItem {
+    fn to_fields(&self, v: ProtocolVersion) -> Vec<Item> {
+        let mut b = Vec::new();
+        b.push_opt(self.operation, |o| Item::enumeration(Tag::OPERATION, o.0));
+        b.push_opt(self.unique_batch_item_id.clone(), |id| {
+            Item::bytes(Tag::UNIQUE_BATCH_ITEM_ID, id)
+        });
+        b.push(Item::enumeration(Tag::RESULT_STATUS, self.result_status.0));
+        b.push_opt(self.result_reason, |r| {
+            Item::enumeration(Tag::RESULT_REASON, r.0)
+        });
+        b.push_opt(self.result_message.clone(), |m| {
+            Item::text(Tag::RESULT_MESSAGE, m)
+        });
+        b.push_opt(self.asynchronous_correlation_value.clone(), |a| {
+            Item::bytes(Tag::ASYNCHRONOUS_CORRELATION_VALUE, a)
+        });
+        if self.payload.is_some() || !self.extra.is_empty() {
+            let mut p = Vec::new();
+            if let Some(payload) = &self.payload {
+                payload.write(v, &mut p);
+            }
+            p.extend(self.extra.iter().cloned());
+            b.push(Item::structure(Tag::RESPONSE_PAYLOAD, p));
+        }
+        b.push_opt(self.message_extension.clone(), |m| m);
+        b
+    }
+
+    fn read(b: &mut Fields<'_>, v: ProtocolVersion) -> Result<Self, MessageError> {
+        let operation = b.opt_enum(Tag::OPERATION)?.map(Operation);
+        let unique_batch_item_id = b
+            .take(Tag::UNIQUE_BATCH_ITEM_ID)
+            .map(as_bytes)
+            .transpose()?;
+        let result_status = ResultStatus(b.enumeration(Tag::RESULT_STATUS)?);
+        let result_reason = b.opt_enum(Tag::RESULT_REASON)?.map(ResultReason);
+        let result_message = b.opt_text(Tag::RESULT_MESSAGE)?;
+        let asynchronous_correlation_value = b
+            .take(Tag::ASYNCHRONOUS_CORRELATION_VALUE)
+            .map(as_bytes)
+            .transpose()?;
+        let (payload, extra) = match (b.take(Tag::RESPONSE_PAYLOAD), operation) {
+            (Some(p), Some(op)) if result_status == ResultStatus::SUCCESS => {
+                let mut pf = Fields::of(p)?;
+                let payload = ResponsePayload::read(op, &mut pf, v)?;
+                (Some(payload), pf.extra()?)
+            }
+            // Without an operation (or on failure) the payload cannot be typed: keep it.
+            (Some(p), _) => (None, p.children().to_vec()),
+            (None, _) => (None, Vec::new()),
+        };
+        Ok(Self {
+            operation,
+            unique_batch_item_id,
+            result_status,
+            result_reason,
+            result_message,
+            asynchronous_correlation_value,
+            payload,
+            extra,
+            message_extension: b.take(Tag::MESSAGE_EXTENSION).cloned(),
+        })
+    }
+}
+
 impl ResponseMessage {
     /// The message as a TTLV item tree.
     pub fn to_item(&self) -> Item {
-        let v = self.header.protocol_version;
-        let mut c = vec![self.header.to_item(self.items.len() as i32)];
-        for bi in &self.items {
-            let mut b = Vec::new();
-            b.push_opt(bi.operation, |o| Item::enumeration(Tag::OPERATION, o.0));
-            b.push_opt(bi.unique_batch_item_id.clone(), |id| {
-                Item::bytes(Tag::UNIQUE_BATCH_ITEM_ID, id)
-            });
-            b.push(Item::enumeration(Tag::RESULT_STATUS, bi.result_status.0));
-            b.push_opt(bi.result_reason, |r| {
-                Item::enumeration(Tag::RESULT_REASON, r.0)
-            });
-            b.push_opt(bi.result_message.clone(), |m| {
-                Item::text(Tag::RESULT_MESSAGE, m)
-            });
-            b.push_opt(bi.asynchronous_correlation_value.clone(), |a| {
-                Item::bytes(Tag::ASYNCHRONOUS_CORRELATION_VALUE, a)
-            });
-            if bi.payload.is_some() || !bi.extra.is_empty() {
-                let mut p = Vec::new();
-                if let Some(payload) = &bi.payload {
-                    payload.write(v, &mut p);
-                }
-                p.extend(bi.extra.iter().cloned());
-                b.push(Item::structure(Tag::RESPONSE_PAYLOAD, p));
-            }
-            b.push_opt(bi.message_extension.clone(), |m| m);
-            c.push(Item::structure(Tag::BATCH_ITEM, b));
-        }
-        Item::structure(Tag::RESPONSE_MESSAGE, c)
+        frame::to_item(&self.header, &self.items, ResponseBatchItem::to_fields)
     }
 
     /// The message encoded as TTLV.
@@ -117,58 +155,7 @@ impl ResponseMessage {
 
     /// Reads a Response Message from its item tree.
     pub fn from_item(item: &Item) -> Result<Self, MessageError> {
-        if item.tag != Tag::RESPONSE_MESSAGE {
-            return Err(MessageError::WrongMessage {
-                expected: Tag::RESPONSE_MESSAGE,
-                found: item.tag,
-            });
-        }
-        let mut f = Fields::of(item)?;
-        let header = ResponseHeader::from_item(f.required(Tag::RESPONSE_HEADER)?)?;
-        let v = header.protocol_version;
-        let mut items = Vec::new();
-        for bi in f.take_all(Tag::BATCH_ITEM) {
-            let mut b = Fields::of(bi)?;
-            let operation = b.opt_enum(Tag::OPERATION)?.map(Operation);
-            let unique_batch_item_id = b
-                .take(Tag::UNIQUE_BATCH_ITEM_ID)
-                .map(as_bytes)
-                .transpose()?;
-            let result_status = ResultStatus(b.enumeration(Tag::RESULT_STATUS)?);
-            let result_reason = b.opt_enum(Tag::RESULT_REASON)?.map(ResultReason);
-            let result_message = b.opt_text(Tag::RESULT_MESSAGE)?;
-            let asynchronous_correlation_value = b
-                .take(Tag::ASYNCHRONOUS_CORRELATION_VALUE)
-                .map(as_bytes)
-                .transpose()?;
-            let (payload, extra) = match (b.take(Tag::RESPONSE_PAYLOAD), operation) {
-                (Some(p), Some(op)) if result_status == ResultStatus::SUCCESS => {
-                    let mut pf = Fields::of(p)?;
-                    let payload = ResponsePayload::read(op, &mut pf, v)?;
-                    (Some(payload), pf.extra()?)
-                }
-                // Without an operation (or on failure) the payload cannot be typed: keep it.
-                (Some(p), _) => (None, p.children().to_vec()),
-                (None, _) => (None, Vec::new()),
-            };
-            items.push(ResponseBatchItem {
-                operation,
-                unique_batch_item_id,
-                result_status,
-                result_reason,
-                result_message,
-                asynchronous_correlation_value,
-                payload,
-                extra,
-                message_extension: b.take(Tag::MESSAGE_EXTENSION).cloned(),
-            });
-        }
-        if header.batch_count as usize != items.len() {
-            return Err(MessageError::BatchCountMismatch {
-                declared: header.batch_count,
-                actual: items.len(),
-            });
-        }
+        let (header, items) = frame::from_item(item, ResponseBatchItem::read)?;
         Ok(Self { header, items })
     }
 }

@@ -85,6 +85,18 @@ pub struct Shared {
     pub polls: AtomicUsize,
 }
 
+impl Shared {
+    /// Every volume's status as it is now, in name order.
+    pub fn statuses(&self) -> Vec<VolumeStatus> {
+        self.volumes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .map(|(_, s)| s.lock().unwrap_or_else(|p| p.into_inner()).clone())
+            .collect()
+    }
+}
+
 /// Largest request body: the largest real one is a job's options, a few hundred bytes. A
 /// larger declared length is refused before reading; a body without one (chunked) is cut
 /// when it passes this.
@@ -572,13 +584,7 @@ pub fn route(shared: &Shared, method: &Method, uri: &Uri, body: &[u8]) -> (Statu
 }
 
 fn status(shared: &Shared) -> Value {
-    let volumes = shared
-        .volumes
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .values()
-        .map(|(_, s)| s.lock().unwrap_or_else(|p| p.into_inner()).clone())
-        .collect();
+    let volumes = shared.statuses();
     let report = StatusReport {
         daemon: DaemonStatus {
             pid: std::process::id(),

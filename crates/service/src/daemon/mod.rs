@@ -116,6 +116,7 @@ pub fn run(
             status: status.clone(),
             events: events.clone(),
             stop: vstop.clone(),
+            exporter: Arc::new(crate::exports::Exports),
             keys: crate::keys::kmip_source(
                 audit.clone(),
                 &cfg.name,
@@ -248,13 +249,7 @@ pub fn run(
             }
         }
         // READY once every volume is unlocked or has its reason; STATUS as it changes.
-        let statuses: Vec<VolumeStatus> = shared
-            .volumes
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .map(|(_, s)| s.lock().unwrap_or_else(|p| p.into_inner()).clone())
-            .collect();
+        let statuses = shared.statuses();
         let settled = statuses.iter().all(VolumeStatus::settled);
         let states: Vec<(String, State)> =
             statuses.iter().map(|s| (s.name.clone(), s.state)).collect();

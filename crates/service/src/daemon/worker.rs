@@ -30,7 +30,7 @@ use crate::audit::Audit;
 use crate::config::{ServeConfig, VolumeConfig};
 use crate::device::{Device, Location};
 use crate::error::ServiceError;
-use crate::exports::{dm, fuse, nbd};
+use crate::exports::{dm, Exporter, RunningExport};
 use crate::keys::{state_name, KeyManager, KeySource};
 use crate::ops::convert::{
     decrypt, encrypt, rekey, DecryptRequest, EncryptRequest, KeySpec, RekeyRequest,
@@ -117,6 +117,8 @@ pub struct Ctx {
     pub stop: Stop,
     /// Where the volume's keys come from ([`crate::keys::kmip_source`] in the daemon).
     pub keys: crate::keys::KeySourceFactory,
+    /// What starts its NBD and FUSE exports ([`crate::exports::Exports`] in the daemon).
+    pub exporter: Arc<dyn Exporter>,
 }
 
 /// An unlocked volume and its exports.
@@ -124,8 +126,8 @@ struct Serving {
     key_uid: String,
     /// The volume behind NBD and FUSE; none for dm-crypt, where the kernel holds the key.
     volume: Option<Arc<Unlocked>>,
-    nbd: Option<nbd::NbdServer>,
-    fuse: Option<fuse::FuseExport>,
+    /// NBD and FUSE, closed in this order.
+    exports: Vec<Box<dyn RunningExport>>,
     dm: Option<dm::DmMapping>,
     // Held for its locks, dropped after the exports.
     _device: Option<Device>,
@@ -493,8 +495,7 @@ impl Worker {
             Serving {
                 key_uid: uid.clone(),
                 volume: None,
-                nbd: None,
-                fuse: None,
+                exports: Vec::new(),
                 dm: Some(mapping),
                 _device: Some(held),
                 next_check,
@@ -511,8 +512,7 @@ impl Worker {
             Serving {
                 key_uid: uid.clone(),
                 volume: Some(Arc::new(unlocked)),
-                nbd: None,
-                fuse: None,
+                exports: Vec::new(),
                 dm: None,
                 _device: Some(dev),
                 next_check,
@@ -586,24 +586,14 @@ impl Worker {
     /// Starts NBD and FUSE over the unlocked volume (dm-crypt is open already) and
     /// records every export.
     fn start_exports(&self, s: &mut Serving) -> Result<(), ServiceError> {
-        let cfg = &self.ctx.cfg;
         let mut exports = Vec::new();
         if let Some(vol) = s.volume.clone() {
-            if let Some(addr) = &cfg.nbd {
-                let server = nbd::serve(vol.clone(), addr, &cfg.name, cfg.discard)?;
+            s.exports = self.ctx.exporter.start(vol, &self.ctx.cfg)?;
+            for e in &s.exports {
                 exports.push(Export {
-                    kind: "nbd".into(),
-                    at: server.uri(),
+                    kind: e.kind().into(),
+                    at: e.at(),
                 });
-                s.nbd = Some(server);
-            }
-            if let Some(dir) = &cfg.fuse {
-                let f = fuse::mount(vol, dir, &cfg.name)?;
-                exports.push(Export {
-                    kind: "fuse".into(),
-                    at: f.file().display().to_string(),
-                });
-                s.fuse = Some(f);
             }
         }
         if let Some(m) = &s.dm {
@@ -629,14 +619,14 @@ impl Worker {
     /// cannot be closed is named in the error; the device lock is then kept (`held`).
     fn take_down(&mut self, mut s: Serving) -> Result<(), String> {
         let mut problems = Vec::new();
-        if let Some(n) = s.nbd.take() {
-            if let Err(e) = n.stop() {
-                problems.push(format!("NBD: {e}"));
-            }
-        }
-        if let Some(mut f) = s.fuse.take() {
-            if let Err(e) = f.close() {
-                problems.push(format!("FUSE: {e}"));
+        for mut e in s.exports.drain(..) {
+            if let Err(why) = e.close() {
+                let kind = match e.kind() {
+                    "nbd" => "NBD",
+                    "fuse" => "FUSE",
+                    other => other,
+                };
+                problems.push(format!("{kind}: {why}"));
             }
         }
         if let Some(mut m) = s.dm.take() {

@@ -366,6 +366,20 @@ fn unescape_mountinfo(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+impl super::RunningExport for FuseExport {
+    fn kind(&self) -> &'static str {
+        "fuse"
+    }
+
+    fn at(&self) -> String {
+        self.file().display().to_string()
+    }
+
+    fn close(&mut self) -> Result<(), ServiceError> {
+        FuseExport::close(self)
+    }
+}
+
 impl Drop for FuseExport {
     fn drop(&mut self) {
         let _ = self.close();

@@ -8,6 +8,62 @@ pub mod dm;
 pub mod fuse;
 pub mod nbd;
 
+use std::sync::Arc;
+
+use volume::volume::Unlocked;
+
+use crate::config::VolumeConfig;
+use crate::error::ServiceError;
+
+/// A running export of an unlocked volume: what it is, where, and how to take it back.
+pub trait RunningExport: Send {
+    /// `nbd`, `fuse`.
+    fn kind(&self) -> &'static str;
+    /// Where clients reach it.
+    fn at(&self) -> String;
+    /// Closes it; its users' I/O fails from then on. Called once.
+    fn close(&mut self) -> Result<(), ServiceError>;
+}
+
+/// Starts the exports a volume's table asks for over its unlocked volume (dm-crypt is not
+/// one of them: the kernel opens it with the key, before any unlock here). The daemon's
+/// worker starts its exports through this, so that its state machine can be tested with a
+/// double (exports that will not close, or not start).
+pub trait Exporter: Send + Sync {
+    /// The exports of `cfg` over `vol`, in the order they are to be closed.
+    fn start(
+        &self,
+        vol: Arc<Unlocked>,
+        cfg: &VolumeConfig,
+    ) -> Result<Vec<Box<dyn RunningExport>>, ServiceError>;
+}
+
+/// NBD and FUSE, as the configuration asks.
+pub struct Exports;
+
+impl Exporter for Exports {
+    fn start(
+        &self,
+        vol: Arc<Unlocked>,
+        cfg: &VolumeConfig,
+    ) -> Result<Vec<Box<dyn RunningExport>>, ServiceError> {
+        let mut out: Vec<Box<dyn RunningExport>> = Vec::new();
+        if let Some(addr) = &cfg.nbd {
+            out.push(Box::new(nbd::Running(Some(nbd::serve(
+                vol.clone(),
+                addr,
+                &cfg.name,
+                cfg.discard,
+            )?))));
+        }
+        if let Some(dir) = &cfg.fuse {
+            // Those started so far are dropped (closed) if this one fails.
+            out.push(Box::new(fuse::mount(vol, dir, &cfg.name)?));
+        }
+        Ok(out)
+    }
+}
+
 /// Why an export could not be made or closed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

@@ -140,6 +140,26 @@ impl Drop for NbdServer {
     }
 }
 
+/// An NBD server as a [`super::RunningExport`] (stopping consumes the server).
+pub struct Running(pub Option<NbdServer>);
+
+impl super::RunningExport for Running {
+    fn kind(&self) -> &'static str {
+        "nbd"
+    }
+
+    fn at(&self) -> String {
+        self.0.as_ref().map(NbdServer::uri).unwrap_or_default()
+    }
+
+    fn close(&mut self) -> Result<(), ServiceError> {
+        match self.0.take() {
+            Some(s) => s.stop(),
+            None => Ok(()),
+        }
+    }
+}
+
 /// Serves `vol` as export `name` (also the default export) at `addr`.
 pub fn serve(
     vol: Arc<Unlocked>,

@@ -78,10 +78,13 @@ impl KeySpec {
 
     /// The key's Name for a device.
     pub fn name_for(&self, dev: &Device) -> String {
-        self.key_name
-            .clone()
-            .unwrap_or_else(|| format!("atrest-{}", dev.name()))
+        key_name(self.key_name.as_deref(), dev)
     }
+}
+
+/// A new key's Name on the server: the one asked for, else atrest-<device file name>.
+fn key_name(asked: Option<&str>, dev: &Device) -> String {
+    asked.map_or_else(|| format!("atrest-{}", dev.name()), str::to_owned)
 }
 
 /// `encrypt`.
@@ -167,28 +170,36 @@ fn refuse_other(p: &convert::Pending, loc: &Location) -> ServiceError {
     .into()
 }
 
-/// Runs the conversion in progress on `dev` to its end or to a requested stop.
-fn drive(
-    dev: &Device,
-    keys: Keys<'_>,
-    step: Option<u64>,
-    obs: &mut dyn Observer,
-    stop: &Stop,
-) -> Result<Option<StoppedAt>, ServiceError> {
-    let out = convert::run(dev.devices(), keys, options(step), stop.flag(), &mut |p| {
-        obs.event(&Event::Progress {
-            kind: p.kind,
-            done: p.done,
-            total: p.total,
-        })
-    })?;
-    Ok(match out {
-        Outcome::Finished => None,
-        Outcome::Stopped(p) => Some(StoppedAt {
-            done: p.done,
-            total: p.total,
-        }),
-    })
+fn refuse_foreign(loc: &Location, action: ForeignAction) -> ServiceError {
+    Refusal::ForeignLuks {
+        path: loc.path.clone(),
+        action,
+    }
+    .into()
+}
+
+/// Plaintext where `decrypt` or `rekey` needs a volume.
+fn refuse_plain(loc: &Location, action: &'static str) -> ServiceError {
+    Refusal::NotAVolume {
+        path: loc.path.clone(),
+        in_header_file: false,
+        action,
+    }
+    .into()
+}
+
+/// The old key once a rekey of either kind has put the volume under the new one.
+fn retire_replaced(
+    kms: &mut KeyManager,
+    uid: &str,
+    keep_old: bool,
+) -> Result<RetiredKey, ServiceError> {
+    kms.retire(
+        uid,
+        RevocationReasonCode::SUPERSEDED,
+        "atrest rekey: replaced",
+        keep_old,
+    )
 }
 
 fn resuming(obs: &mut dyn Observer, p: &convert::Pending) {
@@ -201,34 +212,76 @@ fn resuming(obs: &mut dyn Observer, p: &convert::Pending) {
     });
 }
 
-fn report(
-    operation: Kind,
-    dev: &Device,
-    stopped: Option<StoppedAt>,
+/// One conversion of one device, as its reports describe it.
+struct Run<'a> {
+    kind: Kind,
+    dev: &'a Device,
     started: Instant,
-    message: String,
-    status: Option<Status>,
-    retired: Option<RetiredKey>,
-) -> ConvertReport {
-    ConvertReport {
-        operation,
-        device: dev.location.path.clone(),
-        stopped,
-        seconds: started.elapsed().as_secs_f64(),
-        message,
-        status,
-        retired,
-    }
 }
 
-fn stopped_message(kind: Kind, s: StoppedAt) -> String {
-    format!(
-        "{} stopped at a safe point, {} of {} bytes done; run `{}` again to continue",
-        kind.noun(),
-        s.done,
-        s.total,
-        kind.command()
-    )
+impl<'a> Run<'a> {
+    fn new(kind: Kind, dev: &'a Device, started: Instant) -> Self {
+        Self { kind, dev, started }
+    }
+
+    /// Runs the conversion in progress to its end (`None`) or to a requested stop (the
+    /// report that says where it stopped and how to go on).
+    fn drive(
+        &self,
+        keys: Keys<'_>,
+        step: Option<u64>,
+        obs: &mut dyn Observer,
+        stop: &Stop,
+    ) -> Result<Option<ConvertReport>, ServiceError> {
+        let out = convert::run(
+            self.dev.devices(),
+            keys,
+            options(step),
+            stop.flag(),
+            &mut |p| {
+                obs.event(&Event::Progress {
+                    kind: p.kind,
+                    done: p.done,
+                    total: p.total,
+                })
+            },
+        )?;
+        Ok(match out {
+            Outcome::Finished => None,
+            Outcome::Stopped(p) => {
+                let s = StoppedAt {
+                    done: p.done,
+                    total: p.total,
+                };
+                let message = format!(
+                    "{} stopped at a safe point, {} of {} bytes done; run `{}` again to continue",
+                    self.kind.noun(),
+                    s.done,
+                    s.total,
+                    self.kind.command()
+                );
+                Some(self.report(Some(s), message, None, None))
+            }
+        })
+    }
+
+    fn report(
+        &self,
+        stopped: Option<StoppedAt>,
+        message: String,
+        status: Option<Status>,
+        retired: Option<RetiredKey>,
+    ) -> ConvertReport {
+        ConvertReport {
+            operation: self.kind,
+            device: self.dev.location.path.clone(),
+            stopped,
+            seconds: self.started.elapsed().as_secs_f64(),
+            message,
+            status,
+            retired,
+        }
+    }
 }
 
 /// Encrypts existing data in place, or finishes an interrupted encryption.
@@ -242,6 +295,7 @@ pub fn encrypt(
     req.key.check()?;
     let loc = &req.location;
     let dev = Device::open(loc, true)?;
+    let run = Run::new(Kind::Encrypt, &dev, started);
     let secret: Zeroizing<Vec<u8>> = match convert::inspect(dev.devices())? {
         Found::Plain => start_encrypt(&dev, kms, req)?,
         Found::InProgress(p) if p.kind == Kind::Encrypt => {
@@ -256,28 +310,14 @@ pub fn encrypt(
             }
             .into())
         }
-        Found::OtherLuks => {
-            return Err(Refusal::ForeignLuks {
-                path: loc.path.clone(),
-                action: ForeignAction::Encrypt,
-            }
-            .into())
-        }
+        Found::OtherLuks => return Err(refuse_foreign(loc, ForeignAction::Encrypt)),
     };
     let keys = Keys {
         current: Some(&secret),
         new: None,
     };
-    if let Some(s) = drive(&dev, keys, req.step, obs, stop)? {
-        return Ok(report(
-            Kind::Encrypt,
-            &dev,
-            Some(s),
-            started,
-            stopped_message(Kind::Encrypt, s),
-            None,
-            None,
-        ));
+    if let Some(stopped) = run.drive(keys, req.step, obs, stop)? {
+        return Ok(stopped);
     }
     let s = dev.status()?;
     let message = format!(
@@ -287,15 +327,7 @@ pub fn encrypt(
         s.key_mode,
         s.key_uid
     );
-    Ok(report(
-        Kind::Encrypt,
-        &dev,
-        None,
-        started,
-        message,
-        Some(s),
-        None,
-    ))
+    Ok(run.report(None, message, Some(s), None))
 }
 
 /// Checks a plaintext device, creates the key and records it (park record or header file)
@@ -368,6 +400,7 @@ pub fn decrypt(
     let started = Instant::now();
     let loc = &req.location;
     let dev = Device::open(loc, false)?;
+    let run = Run::new(Kind::Decrypt, &dev, started);
     let (uid, secret) = match convert::inspect(dev.devices())? {
         Found::Volume { key_uid, .. } => {
             let secret = kms.fetch_usable(&key_uid)?;
@@ -390,36 +423,15 @@ pub fn decrypt(
             }
             .into())
         }
-        Found::Plain => {
-            return Err(Refusal::NotAVolume {
-                path: loc.path.clone(),
-                in_header_file: false,
-                action: "decrypt",
-            }
-            .into())
-        }
-        Found::OtherLuks => {
-            return Err(Refusal::ForeignLuks {
-                path: loc.path.clone(),
-                action: ForeignAction::Decrypt,
-            }
-            .into())
-        }
+        Found::Plain => return Err(refuse_plain(loc, "decrypt")),
+        Found::OtherLuks => return Err(refuse_foreign(loc, ForeignAction::Decrypt)),
     };
     let keys = Keys {
         current: secret.as_deref().map(|s| &s[..]),
         new: None,
     };
-    if let Some(s) = drive(&dev, keys, req.step, obs, stop)? {
-        return Ok(report(
-            Kind::Decrypt,
-            &dev,
-            Some(s),
-            started,
-            stopped_message(Kind::Decrypt, s),
-            None,
-            None,
-        ));
+    if let Some(stopped) = run.drive(keys, req.step, obs, stop)? {
+        return Ok(stopped);
     }
     if let Some(h) = &loc.header {
         // Wiped by the decryption; the file itself goes too.
@@ -448,15 +460,7 @@ pub fn decrypt(
         ),
         None => "decrypted: the device holds plaintext again".into(),
     };
-    Ok(report(
-        Kind::Decrypt,
-        &dev,
-        None,
-        started,
-        message,
-        None,
-        retired,
-    ))
+    Ok(run.report(None, message, None, retired))
 }
 
 /// Puts a volume under a new KMIP key (rewrap, or `deep`: every sector re-encrypted), or
@@ -470,6 +474,7 @@ pub fn rekey(
     let started = Instant::now();
     let loc = &req.location;
     let dev = Device::open(loc, false)?;
+    let run = Run::new(Kind::Rekey, &dev, started);
     let (old_uid, old, new_uid, new) = match convert::inspect(dev.devices())? {
         Found::Volume { key_uid, key_mode } => {
             if !req.deep && key_mode == KeyMode::Direct {
@@ -479,11 +484,7 @@ pub fn rekey(
                 .into());
             }
             let old = kms.fetch_for(&key_uid, KeyUse::MoveOff)?;
-            let name = req
-                .key_name
-                .clone()
-                .unwrap_or_else(|| format!("atrest-{}", dev.name()));
-            let new = kms.create(&name)?;
+            let new = kms.create(&key_name(req.key_name.as_deref(), &dev))?;
             let r = if req.deep {
                 convert::begin_rekey(dev.devices(), &old, &new.secret, &new.uid)
             } else {
@@ -493,27 +494,14 @@ pub fn rekey(
                 return Err(kms.discard(&new.uid, e.into()));
             }
             if !req.deep {
-                let retired = kms.retire(
-                    &key_uid,
-                    RevocationReasonCode::SUPERSEDED,
-                    "atrest rekey: replaced",
-                    req.keep_old,
-                )?;
+                let retired = retire_replaced(kms, &key_uid, req.keep_old)?;
                 let ms = started.elapsed().as_millis();
                 let message = format!(
                     "rekeyed in {ms} ms: the volume key is now wrapped under KMIP key {}; {}",
                     shown(&new.uid),
                     retired.sentence()
                 );
-                return Ok(report(
-                    Kind::Rekey,
-                    &dev,
-                    None,
-                    started,
-                    message,
-                    dev.status().ok(),
-                    Some(retired),
-                ));
+                return Ok(run.report(None, message, dev.status().ok(), Some(retired)));
             }
             (key_uid, Some(old), new.uid.clone(), new.secret)
         }
@@ -529,55 +517,21 @@ pub fn rekey(
             (p.key_uid, old, new_uid, new)
         }
         Found::InProgress(p) => return Err(refuse_other(&p, loc)),
-        Found::Plain => {
-            return Err(Refusal::NotAVolume {
-                path: loc.path.clone(),
-                in_header_file: false,
-                action: "rekey",
-            }
-            .into())
-        }
-        Found::OtherLuks => {
-            return Err(Refusal::ForeignLuks {
-                path: loc.path.clone(),
-                action: ForeignAction::Rekey,
-            }
-            .into())
-        }
+        Found::Plain => return Err(refuse_plain(loc, "rekey")),
+        Found::OtherLuks => return Err(refuse_foreign(loc, ForeignAction::Rekey)),
     };
     let keys = Keys {
         current: old.as_deref().map(|s| &s[..]),
         new: Some(&new),
     };
-    if let Some(s) = drive(&dev, keys, req.step, obs, stop)? {
-        return Ok(report(
-            Kind::Rekey,
-            &dev,
-            Some(s),
-            started,
-            stopped_message(Kind::Rekey, s),
-            None,
-            None,
-        ));
+    if let Some(stopped) = run.drive(keys, req.step, obs, stop)? {
+        return Ok(stopped);
     }
-    let retired = kms.retire(
-        &old_uid,
-        RevocationReasonCode::SUPERSEDED,
-        "atrest rekey: replaced",
-        req.keep_old,
-    )?;
+    let retired = retire_replaced(kms, &old_uid, req.keep_old)?;
     let message = format!(
         "rekeyed: every sector re-encrypted under a new volume key, KMIP key {}; {}",
         shown(&new_uid),
         retired.sentence()
     );
-    Ok(report(
-        Kind::Rekey,
-        &dev,
-        None,
-        started,
-        message,
-        dev.status().ok(),
-        Some(retired),
-    ))
+    Ok(run.report(None, message, dev.status().ok(), Some(retired)))
 }

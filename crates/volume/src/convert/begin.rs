@@ -14,9 +14,9 @@ use super::{ConvertError, Devices};
 use crate::backend::BlockBackend;
 use crate::layout::{park_len, park_offset, DATA_OFFSET, RECORD_LEN};
 use crate::luks2::keys;
-use crate::luks2::token::{self, KeyMode};
+use crate::luks2::token::KeyMode;
 use crate::luks2::validate::DataArea;
-use crate::rewrap::{add_keyslot, free_id};
+use crate::rewrap::{add_keyslot, free_id, open_for_rekey, Rekeying};
 use crate::volume::{new_header, volume_key, FormatOptions, VolumeError};
 
 /// Checks a header plan before anything is written for it.
@@ -55,6 +55,28 @@ pub(super) fn plan_options(
     }
 }
 
+/// Makes `dev` at least `need` bytes long for a park at its end, growing a file (a block
+/// device must have the room already; `hint` says what to do when it has not), and returns
+/// its length.
+fn make_room(
+    dev: &dyn BlockBackend,
+    need: u64,
+    hint: impl FnOnce() -> String,
+) -> Result<u64, ConvertError> {
+    let have = dev.len().map_err(io(0))?;
+    if have < need {
+        if !dev.resizable() {
+            return Err(ConvertError::NoRoom {
+                need,
+                have,
+                hint: hint(),
+            });
+        }
+        dev.set_len(need).map_err(io(need))?;
+    }
+    dev.len().map_err(io(0))
+}
+
 /// Starts `atrest encrypt` on a plaintext device whose first `size` bytes are the data:
 /// makes room at the end (growing a file; a block device must have it), parks the first
 /// bytes there behind a record naming the key, and makes both durable. Nothing of the
@@ -75,24 +97,12 @@ pub fn begin_encrypt(
     }
     let park_len = park_len(size);
     let need = size + DATA_OFFSET + park_len + RECORD_LEN;
-    let have = dev.len().map_err(io(0))?;
-    if have < need {
-        if !dev.resizable() {
-            return Err(ConvertError::NoRoom {
-                need,
-                have,
-                hint: format!(
-                    "a block device keeps its size, so leave its last {} bytes unused (shrink the filesystem) and give --reduce-device-size",
-                    need - size
-                ),
-            });
-        }
-        dev.set_len(need).map_err(|source| ConvertError::Io {
-            offset: need,
-            source,
-        })?;
-    }
-    let len = dev.len().map_err(io(0))?;
+    let len = make_room(dev, need, || {
+        format!(
+            "a block device keeps its size, so leave its last {} bytes unused (shrink the filesystem) and give --reduce-device-size",
+            need - size
+        )
+    })?;
     let first = read(dev, park_len, 0)?;
     let at = park_offset(len, park_len).ok_or(ConvertError::NoRoom {
         need,
@@ -133,18 +143,9 @@ pub fn begin_decrypt(d: Devices<'_>, secret: &[u8]) -> Result<(), ConvertError> 
     }
     let park_len = park_len(size);
     let need = offset + size + park_len + RECORD_LEN;
-    let have = dev.len().map_err(io(0))?;
-    if have < need {
-        if !dev.resizable() {
-            return Err(ConvertError::NoRoom {
-                need,
-                have,
-                hint: "the data fills the block device; copy it out with `atrest` reads instead, or decrypt an image file".into(),
-            });
-        }
-        dev.set_len(need).map_err(io(need))?;
-    }
-    let len = dev.len().map_err(io(0))?;
+    let len = make_room(dev, need, || {
+        "the data fills the block device; copy it out with `atrest` reads instead, or decrypt an image file".into()
+    })?;
     // The size is fixed from now on: a growing device must not grow the volume.
     if let Some(seg) = h.metadata.segments.get_mut("0") {
         seg.size = size.to_string();
@@ -193,11 +194,12 @@ pub fn begin_rekey(
     new_key_uid: &str,
 ) -> Result<(), ConvertError> {
     let dev = d.header;
-    let (mut h, l) = read_layout(d)?;
-    refuse_running(&l)?;
-    let mode = l.token.as_ref().ok_or(VolumeError::NoToken)?.key_mode;
-    token::check_uid("new key identifier", new_key_uid)?;
-    let old_key = volume_key(dev, &h.metadata, &l.digest, old_secret)?;
+    let Rekeying {
+        mut h,
+        l,
+        mode,
+        key: old_key,
+    } = open_for_rekey(d, old_secret, new_key_uid, true)?;
     let new_digest = free_id(h.metadata.digests.keys());
     let (new_key, slots) = match mode {
         KeyMode::Direct => (Zeroizing::new(new_secret.to_vec()), Vec::new()),

@@ -11,7 +11,8 @@ use service::device::Location;
 use service::keys::KeyManager;
 use service::ops;
 use service::ops::convert::{ConvertReport, DecryptRequest, EncryptRequest, KeySpec, RekeyRequest};
-use service::progress::{Quiet, Stop};
+use service::progress::{Observer, Quiet, Stop};
+use service::ServiceError;
 
 use crate::cli::args::ConfigArg;
 
@@ -76,9 +77,6 @@ fn volume_story(dir: &Path, config: &ConfigArg) -> anyhow::Result<()> {
         path: img.clone(),
         header: None,
     };
-    let load = || Config::load(&config.config);
-    let stop = Stop::new();
-    let show = |r: ConvertReport| println!("   {}", r.message);
     println!();
     println!(
         "3. Encrypt in place: {} (64 MiB: configuration text, audit lines, recordings)",
@@ -90,19 +88,17 @@ fn volume_story(dir: &Path, config: &ConfigArg) -> anyhow::Result<()> {
         reduce_device_size: None,
         step: None,
     };
-    show(ops::convert::encrypt(
-        &mut KeyManager::new(load()?)?,
-        &req,
-        &mut Quiet,
-        &stop,
-    )?);
+    convert(config, ops::convert::encrypt, &req)?;
     println!();
     println!("4. What the header says (no key needed):");
     super::status::run(&img, None, false)?;
     println!();
     // What `atrest open` and `atrest serve` do at every start: the key fetched again by
     // the identifier in the header, proven, kept only as a locked key schedule.
-    let opened = ops::open::open(&mut KeyManager::new(load()?)?, &location)?;
+    let opened = ops::open::open(
+        &mut KeyManager::new(Config::load(&config.config)?)?,
+        &location,
+    )?;
     let mut back = vec![0u8; opened.volume.size() as usize];
     opened.volume.read_at(&mut back, 0)?;
     anyhow::ensure!(
@@ -124,12 +120,7 @@ fn volume_story(dir: &Path, config: &ConfigArg) -> anyhow::Result<()> {
             key_name: None,
             step: None,
         };
-        show(ops::convert::rekey(
-            &mut KeyManager::new(load()?)?,
-            &req,
-            &mut Quiet,
-            &stop,
-        )?);
+        convert(config, ops::convert::rekey, &req)?;
     }
     println!();
     println!("7. Decrypt in place, back to the original file:");
@@ -138,16 +129,24 @@ fn volume_story(dir: &Path, config: &ConfigArg) -> anyhow::Result<()> {
         keep_old: false,
         step: None,
     };
-    show(ops::convert::decrypt(
-        &mut KeyManager::new(load()?)?,
-        &req,
-        &mut Quiet,
-        &stop,
-    )?);
+    convert(config, ops::convert::decrypt, &req)?;
     anyhow::ensure!(
         openssl::sha::sha256(&std::fs::read(&img)?) == want,
         "the decrypted image differs from the original"
     );
     println!("   {} is byte for byte the original again.", img.display());
+    Ok(())
+}
+
+/// A conversion as its own command would run it: a key manager of its own, no progress
+/// shown, never stopped; prints the report's sentence.
+fn convert<R>(
+    config: &ConfigArg,
+    op: fn(&mut KeyManager, &R, &mut dyn Observer, &Stop) -> Result<ConvertReport, ServiceError>,
+    req: &R,
+) -> anyhow::Result<()> {
+    let mut kms = KeyManager::new(Config::load(&config.config)?)?;
+    let report = op(&mut kms, req, &mut Quiet, &Stop::new())?;
+    println!("   {}", report.message);
     Ok(())
 }

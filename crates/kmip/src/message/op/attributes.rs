@@ -93,6 +93,36 @@ fn wrapped(tag: Tag, a: &Attribute, v: ProtocolVersion) -> Item {
     Item::structure(tag, vec![a.to_item(v)])
 }
 
+/// The attribute being set: in New Attribute from 2.0, bare before.
+fn new_attribute(a: &Attribute, v: ProtocolVersion) -> Item {
+    if v.uses_v2_attributes() {
+        wrapped(Tag::NEW_ATTRIBUTE, a, v)
+    } else {
+        a.to_item(v)
+    }
+}
+
+/// The attribute being set, in either form whatever the version.
+fn read_new_attribute(f: &mut Fields<'_>) -> Result<Attribute, MessageError> {
+    match f.take(Tag::NEW_ATTRIBUTE) {
+        Some(n) => unwrap_attribute(n),
+        None => Attribute::from_item(f.required(Tag::ATTRIBUTE)?),
+    }
+}
+
+/// 2.x only: the value being replaced or deleted, in Current Attribute.
+fn write_current(current: Option<&Attribute>, v: ProtocolVersion, out: &mut Vec<Item>) {
+    if v.uses_v2_attributes() {
+        out.push_opt(current, |c| wrapped(Tag::CURRENT_ATTRIBUTE, c, v));
+    }
+}
+
+fn read_current(f: &mut Fields<'_>) -> Result<Option<Attribute>, MessageError> {
+    f.take(Tag::CURRENT_ATTRIBUTE)
+        .map(unwrap_attribute)
+        .transpose()
+}
+
 fn unwrap_attribute(item: &Item) -> Result<Attribute, MessageError> {
     match item.children() {
         [only] => Attribute::from_item(only),
@@ -160,18 +190,11 @@ impl Payload for AddAttributeRequest {
         out.push_opt(self.unique_identifier.clone(), |u| {
             Item::text(Tag::UNIQUE_IDENTIFIER, u)
         });
-        out.push(if v.uses_v2_attributes() {
-            wrapped(Tag::NEW_ATTRIBUTE, &self.attribute, v)
-        } else {
-            self.attribute.to_item(v)
-        });
+        out.push(new_attribute(&self.attribute, v));
     }
     fn read(f: &mut Fields<'_>, _: ProtocolVersion) -> Result<Self, MessageError> {
         let unique_identifier = f.opt_text(Tag::UNIQUE_IDENTIFIER)?;
-        let attribute = match f.take(Tag::NEW_ATTRIBUTE) {
-            Some(n) => unwrap_attribute(n)?,
-            None => Attribute::from_item(f.required(Tag::ATTRIBUTE)?)?,
-        };
+        let attribute = read_new_attribute(f)?;
         Ok(Self {
             unique_identifier,
             attribute,
@@ -184,25 +207,13 @@ impl Payload for ModifyAttributeRequest {
         out.push_opt(self.unique_identifier.clone(), |u| {
             Item::text(Tag::UNIQUE_IDENTIFIER, u)
         });
-        if v.uses_v2_attributes() {
-            out.push_opt(self.current.as_ref(), |c| {
-                wrapped(Tag::CURRENT_ATTRIBUTE, c, v)
-            });
-            out.push(wrapped(Tag::NEW_ATTRIBUTE, &self.new, v));
-        } else {
-            out.push(self.new.to_item(v));
-        }
+        write_current(self.current.as_ref(), v, out);
+        out.push(new_attribute(&self.new, v));
     }
     fn read(f: &mut Fields<'_>, _: ProtocolVersion) -> Result<Self, MessageError> {
         let unique_identifier = f.opt_text(Tag::UNIQUE_IDENTIFIER)?;
-        let current = f
-            .take(Tag::CURRENT_ATTRIBUTE)
-            .map(unwrap_attribute)
-            .transpose()?;
-        let new = match f.take(Tag::NEW_ATTRIBUTE) {
-            Some(n) => unwrap_attribute(n)?,
-            None => Attribute::from_item(f.required(Tag::ATTRIBUTE)?)?,
-        };
+        let current = read_current(f)?;
+        let new = read_new_attribute(f)?;
         Ok(Self {
             unique_identifier,
             current,
@@ -216,11 +227,7 @@ impl Payload for DeleteAttributeRequest {
         out.push_opt(self.unique_identifier.clone(), |u| {
             Item::text(Tag::UNIQUE_IDENTIFIER, u)
         });
-        if v.uses_v2_attributes() {
-            out.push_opt(self.current.as_ref(), |c| {
-                wrapped(Tag::CURRENT_ATTRIBUTE, c, v)
-            });
-        }
+        write_current(self.current.as_ref(), v, out);
         out.push_opt(self.name.as_ref(), |n| n.to_reference(v));
         if !v.uses_v2_attributes() {
             out.push_opt(self.index, |i| Item::integer(Tag::ATTRIBUTE_INDEX, i));
@@ -228,10 +235,7 @@ impl Payload for DeleteAttributeRequest {
     }
     fn read(f: &mut Fields<'_>, _: ProtocolVersion) -> Result<Self, MessageError> {
         let unique_identifier = f.opt_text(Tag::UNIQUE_IDENTIFIER)?;
-        let current = f
-            .take(Tag::CURRENT_ATTRIBUTE)
-            .map(unwrap_attribute)
-            .transpose()?;
+        let current = read_current(f)?;
         let name = read_names(f)?.into_iter().next();
         Ok(Self {
             unique_identifier,

@@ -65,6 +65,22 @@ fn required_attributes(f: &mut Fields<'_>) -> Result<Attributes, MessageError> {
     })
 }
 
+/// What Create and Register answer alike: the new object's identifier and, 1.x only, the
+/// attributes the server set implicitly.
+fn write_created(
+    unique_identifier: &str,
+    attributes: Option<&Attributes>,
+    v: ProtocolVersion,
+    out: &mut Vec<Item>,
+) {
+    out.push(Item::text(Tag::UNIQUE_IDENTIFIER, unique_identifier));
+    out.push_opt(attributes, |a| a.to_container(v, Tag::TEMPLATE_ATTRIBUTE));
+}
+
+fn read_created(f: &mut Fields<'_>) -> Result<(String, Option<Attributes>), MessageError> {
+    Ok((f.text(Tag::UNIQUE_IDENTIFIER)?, read_attributes(f)?))
+}
+
 impl Payload for CreateRequest {
     fn write(&self, v: ProtocolVersion, out: &mut Vec<Item>) {
         out.push(Item::enumeration(Tag::OBJECT_TYPE, self.object_type.0));
@@ -81,19 +97,15 @@ impl Payload for CreateRequest {
 impl Payload for CreateResponse {
     fn write(&self, v: ProtocolVersion, out: &mut Vec<Item>) {
         out.push(Item::enumeration(Tag::OBJECT_TYPE, self.object_type.0));
-        out.push(Item::text(
-            Tag::UNIQUE_IDENTIFIER,
-            self.unique_identifier.as_str(),
-        ));
-        out.push_opt(self.attributes.as_ref(), |a| {
-            a.to_container(v, Tag::TEMPLATE_ATTRIBUTE)
-        });
+        write_created(&self.unique_identifier, self.attributes.as_ref(), v, out);
     }
     fn read(f: &mut Fields<'_>, _: ProtocolVersion) -> Result<Self, MessageError> {
+        let object_type = ObjectType(f.enumeration(Tag::OBJECT_TYPE)?);
+        let (unique_identifier, attributes) = read_created(f)?;
         Ok(Self {
-            object_type: ObjectType(f.enumeration(Tag::OBJECT_TYPE)?),
-            unique_identifier: f.text(Tag::UNIQUE_IDENTIFIER)?,
-            attributes: read_attributes(f)?,
+            object_type,
+            unique_identifier,
+            attributes,
         })
     }
 }
@@ -118,18 +130,13 @@ impl Payload for RegisterRequest {
 
 impl Payload for RegisterResponse {
     fn write(&self, v: ProtocolVersion, out: &mut Vec<Item>) {
-        out.push(Item::text(
-            Tag::UNIQUE_IDENTIFIER,
-            self.unique_identifier.as_str(),
-        ));
-        out.push_opt(self.attributes.as_ref(), |a| {
-            a.to_container(v, Tag::TEMPLATE_ATTRIBUTE)
-        });
+        write_created(&self.unique_identifier, self.attributes.as_ref(), v, out);
     }
     fn read(f: &mut Fields<'_>, _: ProtocolVersion) -> Result<Self, MessageError> {
+        let (unique_identifier, attributes) = read_created(f)?;
         Ok(Self {
-            unique_identifier: f.text(Tag::UNIQUE_IDENTIFIER)?,
-            attributes: read_attributes(f)?,
+            unique_identifier,
+            attributes,
         })
     }
 }

@@ -1,8 +1,10 @@
 //! The worker's state machine, driven in milliseconds without a key server: a real volume
-//! image (formatted in a temporary folder, unlocked for real), no exports, and a key source
-//! double that plays the server: states, silence, Item Not Found. The double is what lets
-//! "the server is silent" cost no timeout; the real servers are `tests/serve.rs`'s.
+//! image (formatted in a temporary folder, unlocked for real), a key source double that
+//! plays the server (states, silence, Item Not Found), and an export double that records
+//! its closing or refuses it. The doubles are what let "the server is silent" and "a client
+//! holds the export" cost no timeout; the real peers are `tests/serve.rs`'s.
 
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{channel, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -17,6 +19,7 @@ use crate::audit::Audit;
 use crate::config::{ServeConfig, VolumeConfig};
 use crate::daemon::status::{Events, State, VolumeStatus};
 use crate::error::ServiceError;
+use crate::exports::{Exporter, RunningExport};
 use crate::keys::KeySource;
 use crate::progress::Stop;
 
@@ -79,6 +82,45 @@ impl KeySource for Double {
     }
 }
 
+/// Exports that count their closing, or refuse it while `stuck`.
+#[derive(Clone, Default)]
+struct Exports {
+    stuck: Arc<AtomicBool>,
+    closed: Arc<AtomicUsize>,
+}
+
+impl Exporter for Exports {
+    fn start(
+        &self,
+        _vol: Arc<volume::volume::Unlocked>,
+        _cfg: &VolumeConfig,
+    ) -> Result<Vec<Box<dyn RunningExport>>, ServiceError> {
+        Ok(vec![Box::new(self.clone())])
+    }
+}
+
+impl RunningExport for Exports {
+    fn kind(&self) -> &'static str {
+        "nbd"
+    }
+
+    fn at(&self) -> String {
+        "nbd+unix:///v?socket=/run/test.sock".into()
+    }
+
+    fn close(&mut self) -> Result<(), ServiceError> {
+        if self.stuck.load(Ordering::SeqCst) {
+            return Err(ServiceError::Io {
+                what: "closing",
+                path: "/run/test.sock".into(),
+                error: std::io::Error::other("a client holds it"),
+            });
+        }
+        self.closed.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
 fn settings(username: &str) -> ClientConfig {
     ClientConfig {
         servers: Vec::new(),
@@ -103,6 +145,7 @@ struct Rig {
     events: Arc<Events>,
     server: Arc<Mutex<Server>>,
     kmip: Arc<Mutex<ClientConfig>>,
+    exports: Exports,
     thread: Option<JoinHandle<()>>,
     stop: Stop,
     _dir: tempfile::TempDir,
@@ -140,6 +183,7 @@ impl Rig {
         let events = Arc::new(Events::default());
         let kmip = Arc::new(Mutex::new(settings("appliance")));
         let stop = Stop::new();
+        let exports = Exports::default();
         let ctx = Ctx {
             cfg: VolumeConfig {
                 name: "v".into(),
@@ -160,6 +204,7 @@ impl Rig {
             status: status.clone(),
             events: events.clone(),
             stop: stop.clone(),
+            exporter: Arc::new(exports.clone()),
             keys: Arc::new(move |_cfg: &ClientConfig| {
                 made_by.lock().unwrap().made += 1;
                 Ok(Box::new(Double(made_by.clone())) as Box<dyn KeySource>)
@@ -173,6 +218,7 @@ impl Rig {
             events,
             server,
             kmip,
+            exports,
             thread: Some(thread),
             stop,
             _dir: dir,
@@ -304,4 +350,31 @@ fn new_kmip_settings_are_used_from_the_next_request() {
         rig.server.lock().unwrap().made == 2
     });
     assert_eq!(rig.status().state, State::Unlocked);
+}
+
+#[test]
+fn a_lock_closes_the_exports_before_it_reports_locked() {
+    let rig = Rig::new(Answer::State(KeyState::ACTIVE));
+    let s = rig.state(State::Unlocked);
+    assert_eq!(s.exports.len(), 1);
+    rig.tx.send(Command::Lock).unwrap();
+    let s = rig.state(State::Locked);
+    assert_eq!(rig.exports.closed.load(Ordering::SeqCst), 1);
+    assert!(s.exports.is_empty());
+}
+
+#[test]
+fn an_export_that_will_not_close_makes_the_volume_failed_not_locked() {
+    let rig = Rig::new(Answer::State(KeyState::ACTIVE));
+    rig.state(State::Unlocked);
+    rig.exports.stuck.store(true, Ordering::SeqCst);
+    rig.answer(Answer::State(KeyState::DEACTIVATED));
+    rig.tx.send(Command::CheckNow).unwrap();
+    let s = rig.state(State::Failed);
+    let why = s.reason.unwrap();
+    assert!(
+        why.contains("Deactivated") && why.contains("not every export closed"),
+        "{why}"
+    );
+    assert_eq!(rig.exports.closed.load(Ordering::SeqCst), 0);
 }
