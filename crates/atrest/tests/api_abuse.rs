@@ -14,11 +14,11 @@ use std::io::{ErrorKind, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use harness::atrest_ok;
 use harness::kms::{atrest_bin, free_port, Kms};
+use harness::{assert_success, atrest_ok, qemu_io};
 use serde_json::Value;
 use service::daemon::api;
 
@@ -104,22 +104,9 @@ impl Env {
         }
         let took = started.elapsed();
         let out = c.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "atrest ctl {args:?}: {}{}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_success(format_args!("atrest ctl {args:?}"), &out);
         took
     }
-}
-
-fn qemu_io(uri: &str, cmd: &str) -> Output {
-    Command::new("qemu-io")
-        .args(["-f", "raw", uri, "-c", cmd])
-        .output()
-        .unwrap()
 }
 
 /// A raw connection to the API, with a read timeout so that no case can hang on it.
@@ -508,14 +495,9 @@ fn main() {
         ),
     ];
     let (conclusion, env) = harness::run(cases, env);
-    if conclusion.has_failed() {
-        harness::print_logs(&dir);
-    }
     if let Some(mut c) = env.daemon.borrow_mut().take() {
         let _ = c.kill();
         let _ = c.wait();
     }
-    drop(env);
-    drop(scratch);
-    conclusion.exit();
+    harness::finish(conclusion, env, scratch);
 }

@@ -164,20 +164,9 @@ fn r10_6_one_address_holds_at_most_its_share(env: &Env) {
 
 fn r10_6_a_batch_over_the_cap_is_refused(env: &Env) {
     let mut s = RawKmip::connect(&env.kms);
-    let item = r#"<BatchItem><Operation type="Enumeration" value="Query"/><RequestPayload>
-        <QueryFunction type="Enumeration" value="QueryOperations"/></RequestPayload></BatchItem>"#;
     let password = std::fs::read_to_string(env.kms.dir.join("kmip.pass")).unwrap();
     let call = |s: &mut RawKmip, n: usize| -> Item {
-        let text = format!(
-            r#"<RequestMessage><RequestHeader><ProtocolVersion><ProtocolVersionMajor type="Integer" value="1"/>
-            <ProtocolVersionMinor type="Integer" value="4"/></ProtocolVersion>
-            <Authentication><Credential><CredentialType type="Enumeration" value="UsernameAndPassword"/>
-            <CredentialValue><Username type="TextString" value="appliance"/><Password type="TextString" value="{}"/>
-            </CredentialValue></Credential></Authentication><BatchCount type="Integer" value="{n}"/>
-            </RequestHeader>{}</RequestMessage>"#,
-            password.trim(),
-            item.repeat(n)
-        );
+        let text = testkit::kms::query_request("appliance", password.trim(), n);
         s.call(&xml::from_xml(&text).unwrap())
     };
     let ok = call(&mut s, 64);

@@ -24,6 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use harness::kms::{atrest_bin, free_port, Kms};
+use harness::{assert_success, succeed};
 use kmip::client::Client;
 use volume::backend::{BlockBackend, FileBackend};
 
@@ -99,20 +100,12 @@ fn kill_repeatedly(env: &Env, args: &[&str], done: &dyn Fn() -> bool) -> u32 {
             }
         }
         let out = child.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_success(format_args!("{args:?}"), &out);
         return killed;
     }
     if !done() {
         let out = Command::new(atrest_bin()).args(args).output().unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?} after {killed} kills: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_success(format_args!("{args:?} after {killed} kills"), &out);
     }
     killed
 }
@@ -195,22 +188,17 @@ with open(img, "rb") as f:
         h.update(d.update(f.read(ss)) + d.finalize())
 sys.exit(0 if h.hexdigest() == want else "pyca's plaintext differs: " + h.hexdigest())
 "#;
-    let out = Command::new(venv_python())
-        .args(["-c", script])
-        .arg(img)
-        .args([
-            s["data_offset"].to_string(),
-            s["data_size"].to_string(),
-            s["sector_size"].to_string(),
-            hex::encode(&volume_key),
-            hex::encode(openssl::sha::sha256(&want)),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    succeed(
+        Command::new(venv_python())
+            .args(["-c", script])
+            .arg(img)
+            .args([
+                s["data_offset"].to_string(),
+                s["data_size"].to_string(),
+                s["sector_size"].to_string(),
+                hex::encode(&volume_key),
+                hex::encode(openssl::sha::sha256(&want)),
+            ]),
     );
 }
 
@@ -381,11 +369,7 @@ fn ctrl_c_stops_safely_and_cryptsetup_refuses_the_half_converted_volume(env: &En
     // change or use the fenced volume.
     let secret = secret(env, s["key_uid"].as_str().unwrap());
     let out = cryptsetup_with_secret(&["open", "--test-passphrase"], &img, &secret);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success("cryptsetup open --test-passphrase", &out);
     let extra = env.dir.join("extra-pass");
     std::fs::write(&extra, b"another passphrase").unwrap();
     let out = Command::new("cryptsetup")
@@ -422,11 +406,7 @@ fn ctrl_c_stops_safely_and_cryptsetup_refuses_the_half_converted_volume(env: &En
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("conversion is in progress"));
     let out = atrest(env, &["encrypt"], &img);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success("atrest encrypt", &out);
     assert!(String::from_utf8_lossy(&out.stderr).contains("resuming"));
     let out = cryptsetup_with_secret(&["open", "--test-passphrase"], &img, &secret);
     assert!(out.status.success());
@@ -445,24 +425,15 @@ fn ctrl_c_stops_safely_and_cryptsetup_refuses_the_half_converted_volume(env: &En
 fn a_key_gone_from_the_server_is_a_clear_error_and_changes_nothing(env: &Env) {
     let (img, _) = random_image(env, "gone", 64 << 20);
     let out = atrest(env, &["encrypt"], &img);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success("atrest encrypt", &out);
     let uid = status(&img)["key_uid"].as_str().unwrap().to_owned();
     let before = sha(&img);
     for op in ["revoke", "destroy"] {
-        let out = Command::new(atrest_bin())
-            .args(["kmip", op, "-c"])
-            .arg(env.kms.dir.join("client.toml"))
-            .arg(&uid)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        succeed(
+            Command::new(atrest_bin())
+                .args(["kmip", op, "-c"])
+                .arg(env.kms.dir.join("client.toml"))
+                .arg(&uid),
         );
     }
     for cmd in [&["decrypt"][..], &["rekey"], &["rekey", "--deep"]] {
@@ -538,11 +509,7 @@ fn a_detached_header_converts_in_place_under_sigkill(env: &Env) {
         .unwrap();
     c.stdin.take().unwrap().write_all(&secret).unwrap();
     let out = c.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success("cryptsetup open --test-passphrase --header", &out);
     let h = FileBackend::new(
         std::fs::OpenOptions::new()
             .read(true)
@@ -632,11 +599,5 @@ fn main() {
         "SIGKILLs in all: {}, every run resumed to the original data",
         env.total.get()
     );
-    if conclusion.has_failed() {
-        harness::print_logs(&dir);
-    }
-    // The servers stop and the scratch folder goes before exit, which runs no destructors.
-    drop(env);
-    drop(scratch);
-    conclusion.exit();
+    harness::finish(conclusion, env, scratch);
 }

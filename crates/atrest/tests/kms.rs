@@ -752,11 +752,5 @@ fn main() {
         ),
     ];
     let (conclusion, env) = harness::run(cases, env);
-    drop(env);
-    if conclusion.has_failed() {
-        harness::print_logs(scratch.path());
-    }
-    // `exit` runs no destructors: remove the scratch space first.
-    drop(scratch);
-    conclusion.exit();
+    harness::finish(conclusion, env, scratch);
 }

@@ -11,11 +11,14 @@ use std::io::{BufRead, BufReader, Read};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use harness::kms::{atrest_bin, free_port, Kms};
 use harness::pykmip::{Pki, PyKmip};
-use harness::{atrest_ok, succeed, Loop};
+use harness::{
+    atrest_ok, format_volume, kill_if_running, qemu_img_read, random, signal, succeed, wait_for,
+    Loop,
+};
 
 struct Env {
     dir: PathBuf,
@@ -40,12 +43,7 @@ fn text(o: &Output) -> String {
 /// A new, formatted volume of `data_mib` MiB of data space under `config`.
 fn volume(env: &Env, name: &str, data_mib: u64, config: &Path, extra: &[&str]) -> PathBuf {
     let img = env.dir.join(name);
-    let f = std::fs::File::create(&img).unwrap();
-    f.set_len((16 + data_mib) << 20).unwrap();
-    let mut args = vec!["format", "--config", config.to_str().unwrap()];
-    args.extend_from_slice(extra);
-    args.push(img.to_str().unwrap());
-    atrest_ok(&args);
+    format_volume(config, &img, data_mib, extra);
     img
 }
 
@@ -136,33 +134,12 @@ impl Served {
 
 impl Drop for Served {
     fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-fn signal(pid: u32, sig: &str) {
-    let _ = Command::new("kill")
-        .args([&format!("-{sig}"), &pid.to_string()])
-        .status();
-}
-
-fn wait_for(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            return s;
-        }
-        assert!(Instant::now() < deadline, "still running after {limit:?}");
-        std::thread::sleep(Duration::from_millis(50));
+        kill_if_running(&mut self.child);
     }
 }
 
 fn random_file(path: &Path, len: usize) -> Vec<u8> {
-    let mut data = vec![0u8; len];
-    openssl::rand::rand_bytes(&mut data).unwrap();
+    let data = random(len);
     std::fs::write(path, &data).unwrap();
     data
 }
@@ -235,15 +212,7 @@ fn nbd_serves_qemu_nbdcopy_and_fio_and_keeps_data_across_reopen(env: &Env) {
     // Opened again (the key fetched again by its identifier): qemu-img reads it back.
     let served = Served::start(&conf, &img, &["--nbd", &addr]);
     let out = env.dir.join("nbd.out");
-    succeed(Command::new("qemu-img").args([
-        "convert",
-        "-f",
-        "raw",
-        "-O",
-        "raw",
-        &served.at,
-        out.to_str().unwrap(),
-    ]));
+    qemu_img_read(&served.at, &out);
     let back = std::fs::read(&out).unwrap();
     assert_eq!(back.len(), 272 << 20);
     assert!(back[..1000].iter().all(|&b| b == 0xab));
@@ -757,10 +726,5 @@ fn main() {
         ),
     ];
     let (conclusion, env) = harness::run(cases, env);
-    if conclusion.has_failed() {
-        harness::print_logs(&dir);
-    }
-    drop(env);
-    drop(scratch);
-    conclusion.exit();
+    harness::finish(conclusion, env, scratch);
 }

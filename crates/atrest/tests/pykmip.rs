@@ -529,11 +529,5 @@ fn main() {
     ];
     let (conclusion, env) = harness::run(cases, env);
     drop(servers);
-    if conclusion.has_failed() {
-        harness::print_logs(scratch.path());
-    }
-    // `exit` runs no destructors: remove the scratch space first.
-    drop(env);
-    drop(scratch);
-    conclusion.exit();
+    harness::finish(conclusion, env, scratch);
 }

@@ -10,12 +10,15 @@ use std::os::unix::fs::FileExt;
 use std::os::unix::net::UnixDatagram;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use harness::kms::{atrest_bin, free_port, Kms};
 use harness::pykmip::{Pki, PyKmip};
-use harness::{atrest_ok, succeed, Loop};
+use harness::{
+    atrest_ok, format_volume, kill_if_running, qemu_img_read, qemu_io, random, signal, succeed,
+    wait_for, Loop,
+};
 use serde_json::Value;
 
 struct Env {
@@ -273,9 +276,7 @@ impl Daemon {
 
     /// SIGTERM: exports closed, exit 0.
     fn stop(mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
+        self.signal("TERM");
         let s = wait_for(&mut self.child, Duration::from_secs(60));
         assert!(s.success(), "atrest serve exited with {s} after SIGTERM");
     }
@@ -286,55 +287,14 @@ impl Daemon {
     }
 
     fn signal(&self, sig: &str) {
-        let _ = Command::new("kill")
-            .args([&format!("-{sig}"), &self.child.id().to_string()])
-            .status();
+        signal(self.child.id(), sig);
     }
 }
 
 impl Drop for Daemon {
     fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        kill_if_running(&mut self.child);
     }
-}
-
-fn wait_for(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            return s;
-        }
-        assert!(Instant::now() < deadline, "still running after {limit:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn random(len: usize) -> Vec<u8> {
-    let mut d = vec![0u8; len];
-    openssl::rand::rand_bytes(&mut d).unwrap();
-    d
-}
-
-/// A formatted volume of `mib` MiB of data space.
-fn formatted(conf_of_kmip: &Path, path: &Path, mib: u64, extra: &[&str]) {
-    std::fs::File::create(path)
-        .unwrap()
-        .set_len((16 + mib) << 20)
-        .unwrap();
-    let mut a = vec!["format", "--config", conf_of_kmip.to_str().unwrap()];
-    a.extend_from_slice(extra);
-    a.push(path.to_str().unwrap());
-    atrest_ok(&a);
-}
-
-fn qemu_io(uri: &str, cmd: &str) -> Output {
-    Command::new("qemu-io")
-        .args(["-f", "raw", uri, "-c", cmd])
-        .output()
-        .unwrap()
 }
 
 fn remember_key(env: &Env, kmip_conf: &Path, uid: &str) {
@@ -361,8 +321,8 @@ fn reboot(env: &Env, case_name: &str, kmip: &str) {
     let kconf = case.dir.join("kmip.toml");
     std::fs::write(&kconf, kmip).unwrap();
     let d = &case.dir;
-    formatted(&kconf, &d.join("config.img"), 24, &[]);
-    formatted(&kconf, &d.join("audit.img"), 48, &["--sector-size", "4096"]);
+    format_volume(&kconf, &d.join("config.img"), 24, &[]);
+    format_volume(&kconf, &d.join("audit.img"), 48, &["--sector-size", "4096"]);
     let recordings = random(40 << 20);
     std::fs::write(d.join("recordings.img"), &recordings).unwrap();
     atrest_ok(&[
@@ -460,7 +420,7 @@ fn reboot_against_pykmip(env: &Env) {
 fn one_volume(case: &Case, kmip: &str, name: &str, key_check: u64, retry_max: u64) -> String {
     let kconf = case.dir.join("kmip.toml");
     std::fs::write(&kconf, kmip).unwrap();
-    formatted(&kconf, &case.dir.join(format!("{name}.img")), 8, &[]);
+    format_volume(&kconf, &case.dir.join(format!("{name}.img")), 8, &[]);
     let v = format!(
         "[[volume]]\nname = \"{name}\"\npath = \"{name}.img\"\nnbd = \"unix:run/{name}.sock\"\n"
     );
@@ -477,7 +437,7 @@ fn an_outage_at_start_ends_within_the_backoff_cap(env: &Env) {
     std::fs::write(&kconf, &kmip).unwrap();
     let mut volumes = Vec::new();
     for n in ["a", "b", "c"] {
-        formatted(&kconf, &case.dir.join(format!("{n}.img")), 8, &[]);
+        format_volume(&kconf, &case.dir.join(format!("{n}.img")), 8, &[]);
         volumes.push(format!(
             "[[volume]]\nname = \"{n}\"\npath = \"{n}.img\"\nnbd = \"unix:run/{n}.sock\"\n"
         ));
@@ -569,7 +529,7 @@ fn a_lock_cuts_off_a_fuse_export_held_open(env: &Env) {
     let kmip = kms_kmip(env, None, 5);
     let kconf = case.dir.join("kmip.toml");
     std::fs::write(&kconf, &kmip).unwrap();
-    formatted(&kconf, &case.dir.join("f.img"), 8, &[]);
+    format_volume(&kconf, &case.dir.join("f.img"), 8, &[]);
     let mnt = case.dir.join("mnt");
     case.write(
         &kmip,
@@ -665,7 +625,7 @@ fn revoking_a_key_locks_only_that_volume_until_a_rekey(env: &Env) {
     std::fs::write(&kconf, &kmip).unwrap();
     let mut volumes = Vec::new();
     for n in ["keep", "gone"] {
-        formatted(&kconf, &case.dir.join(format!("{n}.img")), 8, &[]);
+        format_volume(&kconf, &case.dir.join(format!("{n}.img")), 8, &[]);
         volumes.push(format!(
             "[[volume]]\nname = \"{n}\"\npath = \"{n}.img\"\nnbd = \"unix:run/{n}.sock\"\n"
         ));
@@ -791,15 +751,7 @@ fn a_crash_during_an_api_encrypt_is_finished_at_start(env: &Env) {
         .unwrap();
     assert!(resumed < finished && finished < unlocked, "{events:?}");
     let out = case.dir.join("read.raw");
-    succeed(Command::new("qemu-img").args([
-        "convert",
-        "-f",
-        "raw",
-        "-O",
-        "raw",
-        &daemon.export("plain", "nbd"),
-        out.to_str().unwrap(),
-    ]));
+    qemu_img_read(&daemon.export("plain", "nbd"), &out);
     assert!(
         std::fs::read(&out).unwrap() == data,
         "the volume does not serve the original data"
@@ -1022,7 +974,7 @@ fn sighup_adds_and_removes_volumes(env: &Env) {
     );
     let first = one_volume(&case, &kmip, "first", 300, 5);
     let kconf = case.dir.join("kmip.toml");
-    formatted(&kconf, &case.dir.join("second.img"), 8, &[]);
+    format_volume(&kconf, &case.dir.join("second.img"), 8, &[]);
     let second =
         "[[volume]]\nname = \"second\"\npath = \"second.img\"\nnbd = \"unix:run/second.sock\"\n"
             .to_owned();
@@ -1525,10 +1477,5 @@ fn main() {
         ("no_key_reached_a_disk", no_key_reached_a_disk),
     ];
     let (conclusion, env) = harness::run(cases, env);
-    if conclusion.has_failed() {
-        harness::print_logs(&dir);
-    }
-    drop(env);
-    drop(scratch);
-    conclusion.exit();
+    harness::finish(conclusion, env, scratch);
 }

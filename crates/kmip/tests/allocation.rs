@@ -1,48 +1,14 @@
-#![allow(unsafe_code)] // The allocation watcher below is a GlobalAlloc, which is unsafe to implement.
 //! The codec's "without allocating" claims, measured: a TTLV length field of 4 GiB, or a
 //! structure whose children claim more than their parent holds, is refused before
-//! anything the length sizes is allocated. A counting allocator watches the largest
-//! single allocation while the hostile bytes are decoded.
-
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Mutex;
+//! anything the length sizes is allocated. The counting allocator (`testkit::alloc`)
+//! watches the largest single allocation while the hostile bytes are decoded.
 
 use kmip::ttlv::decode;
 use kmip::DecodeError;
-
-struct Watching;
-static WATCH: AtomicBool = AtomicBool::new(false);
-static LARGEST: AtomicUsize = AtomicUsize::new(0);
-/// One watched section at a time (the test harness runs tests on several threads).
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-
-unsafe impl GlobalAlloc for Watching {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if WATCH.load(Ordering::Relaxed) {
-            LARGEST.fetch_max(layout.size(), Ordering::Relaxed);
-        }
-        // SAFETY: forwards the caller's layout to the system allocator unchanged.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: `ptr` came from `System.alloc` with this layout.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
+use testkit::alloc::{largest, Watching};
 
 #[global_allocator]
 static ALLOC: Watching = Watching;
-
-/// The largest single allocation `f` makes.
-fn largest(f: impl FnOnce()) -> usize {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    LARGEST.store(0, Ordering::SeqCst);
-    WATCH.store(true, Ordering::SeqCst);
-    f();
-    WATCH.store(false, Ordering::SeqCst);
-    LARGEST.swap(0, Ordering::SeqCst)
-}
 
 fn unhex(s: &str) -> Vec<u8> {
     hex::decode(s.split_whitespace().collect::<String>()).unwrap()

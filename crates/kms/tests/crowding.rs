@@ -4,7 +4,7 @@
 //! test runs the real server and attacks it over real sockets on 127.0.0.1; the client is
 //! OpenSSL with the directory's client certificate, sending a KMIP Query.
 
-use std::io::{ErrorKind, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use kmip::ttlv::{self, xml, Item, Tag, Value};
 use kms::server::{Options, Server, Stopper};
-use openssl::ssl::{SslConnector, SslFiletype, SslMethod, SslStream, SslVerifyMode};
+use openssl::ssl::SslStream;
+use testkit::kms::{query_request, tls_session};
+use testkit::net::{closed_now, wait_closed};
 
 /// A development KMS on a free loopback port, stopped on drop.
 struct Kms {
@@ -50,17 +52,7 @@ impl Kms {
 
     /// A TLS session with the client certificate, as the daemon opens it.
     fn tls(&self) -> SslStream<TcpStream> {
-        let pki = self.dir.join("pki");
-        let mut b = SslConnector::builder(SslMethod::tls_client()).unwrap();
-        b.set_ca_file(pki.join("ca.crt")).unwrap();
-        b.set_certificate_file(pki.join("client.crt"), SslFiletype::PEM)
-            .unwrap();
-        b.set_private_key_file(pki.join("client.key"), SslFiletype::PEM)
-            .unwrap();
-        b.set_verify(SslVerifyMode::PEER);
-        let tcp = TcpStream::connect(self.addr).unwrap();
-        tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        b.build().connect("localhost", tcp).unwrap()
+        tls_session(&self.dir, self.addr)
     }
 }
 
@@ -76,18 +68,7 @@ impl Drop for Kms {
 /// Sends a Query with the directory's Credential on `s`; true when it succeeded.
 fn query(dir: &Path, s: &mut SslStream<TcpStream>) -> bool {
     let password = std::fs::read_to_string(dir.join("kmip.pass")).unwrap();
-    let text = format!(
-        r#"<RequestMessage><RequestHeader><ProtocolVersion><ProtocolVersionMajor type="Integer" value="1"/>
-        <ProtocolVersionMinor type="Integer" value="4"/></ProtocolVersion>
-        <Authentication><Credential><CredentialType type="Enumeration" value="UsernameAndPassword"/>
-        <CredentialValue><Username type="TextString" value="{}"/><Password type="TextString" value="{}"/>
-        </CredentialValue></Credential></Authentication><BatchCount type="Integer" value="1"/>
-        </RequestHeader><BatchItem><Operation type="Enumeration" value="Query"/><RequestPayload>
-        <QueryFunction type="Enumeration" value="QueryOperations"/></RequestPayload></BatchItem>
-        </RequestMessage>"#,
-        kms::setup::USERNAME,
-        password.trim()
-    );
+    let text = query_request(kms::setup::USERNAME, password.trim(), 1);
     if s.write_all(&ttlv::encode(&xml::from_xml(&text).unwrap()))
         .is_err()
     {
@@ -107,40 +88,6 @@ fn query(dir: &Path, s: &mut SslStream<TcpStream>) -> bool {
         .and_then(|i| i.child(Tag::RESULT_STATUS))
         .map(|s| s.value.clone());
     status == Some(Value::Enumeration(0))
-}
-
-/// Reads until the server closes `s` or `within` passes; returns when it closed.
-fn wait_closed(s: &mut TcpStream, within: Duration) -> Option<Instant> {
-    let until = Instant::now() + within;
-    let mut b = [0u8; 4096];
-    loop {
-        let left = until.checked_duration_since(Instant::now())?;
-        s.set_read_timeout(Some(left.max(Duration::from_millis(1))))
-            .unwrap();
-        match s.read(&mut b) {
-            Ok(0) => return Some(Instant::now()),
-            Ok(_) => {}
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-            Err(_) => return Some(Instant::now()),
-        }
-    }
-}
-
-/// Whether the server has closed `s`, from what has already arrived; never waits.
-fn closed_now(s: &TcpStream) -> bool {
-    s.set_nonblocking(true).unwrap();
-    let mut b = [0u8; 4096];
-    let mut r = s;
-    // Bounded: nothing is sent to a socket that never started TLS.
-    for _ in 0..16 {
-        match r.read(&mut b) {
-            Ok(0) => return true,
-            Ok(_) => {}
-            Err(e) if e.kind() == ErrorKind::WouldBlock => return false,
-            Err(_) => return true,
-        }
-    }
-    false
 }
 
 /// The attack of issue 19: twenty TLS sessions that never ask anything, then 300 raw

@@ -8,9 +8,9 @@ mod common;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{tool, Client, FaultExport, TestServer, FAULT_SECTOR};
+use common::{tool, wait_for, Client, FaultExport, TestServer, FAULT_SECTOR};
 use nbd::limits::MAX_PAYLOAD;
 use nbd::wire::{
     Command, CommandFlags, ErrorCode, InfoRequest, InfoType, OptionType, ReplyType, Request,
@@ -19,14 +19,6 @@ use nbd::wire::{
 use nbd::{ExportConfig, MemExport, ServerOptions};
 
 const SIZE: u64 = 1 << 20;
-
-fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let until = Instant::now() + Duration::from_secs(20);
-    while !cond() {
-        assert!(Instant::now() < until, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 #[test]
 fn options_answered_with_the_right_errors() {

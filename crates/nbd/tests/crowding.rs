@@ -5,15 +5,16 @@
 
 mod common;
 
-use std::io::{ErrorKind, Read, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{pattern, Client, GateExport, TestServer};
+use common::{pattern, wait_for, Client, GateExport, TestServer};
 use nbd::limits::{DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_CONNECTIONS};
 use nbd::wire::{Command, ErrorCode, OptionHeader, OptionType, Request};
 use nbd::{BlockExport, ExportConfig, ListenAddr, MemExport, ServerOptions};
+use testkit::net::{closed_now, wait_closed};
 
 const SIZE: usize = 1 << 20;
 
@@ -37,49 +38,6 @@ fn serve(options: ServerOptions) -> TestServer {
 fn idle_socket(s: &TestServer) -> Option<TcpStream> {
     let addr = SocketAddr::from(([127, 0, 0, 1], s.tcp_port()));
     TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()
-}
-
-/// Whether the server has closed `s`: what it sent (a greeting, or nothing) is followed by
-/// end of file or a reset. Only looks at what has already arrived, never waits.
-fn closed_by_server(s: &TcpStream) -> bool {
-    s.set_nonblocking(true).unwrap();
-    let mut b = [0u8; 64];
-    let mut r = s;
-    // Bounded: the server sends an 18-byte greeting and nothing more to a silent peer.
-    for _ in 0..16 {
-        match r.read(&mut b) {
-            Ok(0) => return true,
-            Ok(_) => {}
-            Err(e) if e.kind() == ErrorKind::WouldBlock => return false,
-            Err(_) => return true,
-        }
-    }
-    false
-}
-
-/// Reads until the server closes `s` or `within` passes; returns when it closed.
-fn wait_closed(s: &mut TcpStream, within: Duration) -> Option<Instant> {
-    let until = Instant::now() + within;
-    let mut b = [0u8; 4096];
-    loop {
-        let left = until.checked_duration_since(Instant::now())?;
-        s.set_read_timeout(Some(left.max(Duration::from_millis(1))))
-            .unwrap();
-        match s.read(&mut b) {
-            Ok(0) => return Some(Instant::now()),
-            Ok(_) => {}
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-            Err(_) => return Some(Instant::now()),
-        }
-    }
-}
-
-fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let until = Instant::now() + Duration::from_secs(20);
-    while !cond() {
-        assert!(Instant::now() < until, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// The attack of issue 19: 300 silent sockets on the TCP export, far more than its 64
@@ -119,7 +77,7 @@ fn three_hundred_idle_tcp_sockets_cannot_lock_the_owner_out() {
         );
     }
     assert!(
-        !idle[evicted..].iter().any(closed_by_server),
+        !idle[evicted..].iter().any(closed_now),
         "a newer silent socket was evicted before an older one"
     );
     assert!(attack.elapsed() < DEFAULT_HANDSHAKE_TIMEOUT);

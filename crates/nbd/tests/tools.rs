@@ -5,6 +5,8 @@
 mod common;
 
 use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Command;
 use std::sync::Arc;
 
 use common::{pattern, run_ok, tool, write_file, TestServer};
@@ -14,6 +16,46 @@ fn field<'a>(info: &'a str, key: &str) -> &'a str {
     info.lines()
         .find_map(|l| l.trim().strip_prefix(key)?.strip_prefix(": "))
         .unwrap_or_else(|| panic!("nbdinfo shows no {key}:\n{info}"))
+}
+
+/// `qemu-io` on the raw image at `uri`, running `commands` (each a `-c`) in order.
+fn qemu_io(uri: &str, commands: &[&str]) -> Command {
+    let mut c = tool("qemu-io");
+    c.args(["-f", "raw", uri]);
+    for command in commands {
+        c.args(["-c", command]);
+    }
+    c
+}
+
+/// `qemu-img convert -n`: writes the raw file `input` onto the export at `uri`.
+fn qemu_img_write(input: &Path, uri: &str) {
+    run_ok(
+        tool("qemu-img")
+            .args(["convert", "-n", "-f", "raw", "-O", "raw"])
+            .arg(input)
+            .arg(uri),
+    );
+}
+
+/// fio's libnbd engine on `uri`: random 4 KiB reads and writes, 32 in flight, over `size`
+/// bytes, every block verified (crc32c) and the first mismatch fatal.
+fn fio_randrw_verified(uri: &str, size: &str) -> Command {
+    let mut c = tool("fio");
+    c.args([
+        "--name=randrw",
+        "--ioengine=nbd",
+        &format!("--uri={uri}"),
+        "--rw=randrw",
+        "--bs=4k",
+        "--iodepth=32",
+        &format!("--size={size}"),
+        "--verify=crc32c",
+        "--verify_fatal=1",
+        "--verify_state_save=0",
+        "--do_verify=1",
+    ]);
+    c
 }
 
 #[test]
@@ -68,8 +110,7 @@ fn nbdinfo_lists_exports_read_only_and_trim() {
     let out = tool("nbdinfo").arg(s.uri()).output().unwrap();
     assert!(!out.status.success());
     // Writing to the read-only export fails cleanly.
-    let out = tool("qemu-io")
-        .args(["-f", "raw", &s.uri_of("ro"), "-c", "write -P 1 0 4k"])
+    let out = qemu_io(&s.uri_of("ro"), &["write -P 1 0 4k"])
         .output()
         .unwrap();
     let text =
@@ -80,41 +121,27 @@ fn nbdinfo_lists_exports_read_only_and_trim() {
 #[test]
 fn qemu_io_aligned_and_unaligned() {
     let (s, e) = TestServer::mem(16 << 20, 512);
-    let out = run_ok(tool("qemu-io").args([
-        "-f",
-        "raw",
+    let out = run_ok(&mut qemu_io(
         &s.uri(),
-        "-c",
-        "write -P 0xab 0 1M",
-        "-c",
-        "read -P 0xab 0 1M",
-        // Unaligned: qemu's block layer does the read-modify-write around our 512-byte
-        // minimum block size.
-        "-c",
-        "write -P 0xcd 1000 3000",
-        "-c",
-        "read -P 0xcd 1000 3000",
-        "-c",
-        "read -P 0xab 0 1000",
-        "-c",
-        "read -P 0xab 4000 1044480",
-        "-c",
-        "write -z 65536 65536",
-        "-c",
-        "read -P 0 65536 65536",
-        "-c",
-        "flush",
-        "-c",
-        "aio_write -P 0x11 2M 512k",
-        "-c",
-        "aio_write -P 0x22 3M 512k",
-        "-c",
-        "aio_flush",
-        "-c",
-        "read -P 0x11 2M 512k",
-        "-c",
-        "read -P 0x22 3M 512k",
-    ]));
+        &[
+            "write -P 0xab 0 1M",
+            "read -P 0xab 0 1M",
+            // Unaligned: qemu's block layer does the read-modify-write around our 512-byte
+            // minimum block size.
+            "write -P 0xcd 1000 3000",
+            "read -P 0xcd 1000 3000",
+            "read -P 0xab 0 1000",
+            "read -P 0xab 4000 1044480",
+            "write -z 65536 65536",
+            "read -P 0 65536 65536",
+            "flush",
+            "aio_write -P 0x11 2M 512k",
+            "aio_write -P 0x22 3M 512k",
+            "aio_flush",
+            "read -P 0x11 2M 512k",
+            "read -P 0x22 3M 512k",
+        ],
+    ));
     assert!(!out.contains("Pattern verification failed"), "{out}");
     assert!(!out.contains("failed"), "{out}");
     let c = e.contents();
@@ -147,12 +174,7 @@ fn qemu_img_convert_both_ways() {
     let input = s.dir.path().join("in.raw");
     let data2 = pattern(size, 2);
     write_file(&input, &data2);
-    run_ok(
-        tool("qemu-img")
-            .args(["convert", "-n", "-f", "raw", "-O", "raw"])
-            .arg(&input)
-            .arg(s.uri()),
-    );
+    qemu_img_write(&input, &s.uri());
     assert!(e.contents() == data2, "qemu-img wrote other bytes");
 }
 
@@ -187,19 +209,7 @@ fn nbdcopy_64mib_both_ways() {
 #[test]
 fn fio_randrw_depth_32_verifies() {
     let (s, _e) = TestServer::mem(64 << 20, 512);
-    let out = run_ok(tool("fio").args([
-        "--name=randrw",
-        "--ioengine=nbd",
-        &format!("--uri={}", s.uri()),
-        "--rw=randrw",
-        "--bs=4k",
-        "--iodepth=32",
-        "--size=64M",
-        "--verify=crc32c",
-        "--verify_fatal=1",
-        "--verify_state_save=0",
-        "--do_verify=1",
-    ]));
+    let out = run_ok(&mut fio_randrw_verified(&s.uri(), "64M"));
     // fio exits non-zero on a verify mismatch (verify_fatal); check it also said so.
     assert!(out.contains("err= 0"), "{out}");
     assert!(
@@ -220,15 +230,10 @@ fn tcp_loopback_and_non_loopback_refused() {
     let uri = format!("nbd://127.0.0.1:{}/tcp", s.tcp_port());
     let info = run_ok(tool("nbdinfo").arg(&uri));
     assert_eq!(field(&info, "export-size"), "4194304 (4M)");
-    run_ok(tool("qemu-io").args([
-        "-f",
-        "raw",
+    run_ok(&mut qemu_io(
         &uri,
-        "-c",
-        "write -P 0x5a 512 64k",
-        "-c",
-        "read -P 0x5a 512 64k",
-    ]));
+        &["write -P 0x5a 512 64k", "read -P 0x5a 512 64k"],
+    ));
     assert!(e.contents()[512..512 + 65536].iter().all(|&b| b == 0x5a));
 
     for bad in ["0.0.0.0:0", "[::]:0", "192.0.2.1:10809"] {
@@ -259,12 +264,7 @@ fn export_with_small_maximum_is_honoured() {
     let data = pattern(4 << 20, 9);
     let input = s.dir.path().join("in.raw");
     write_file(&input, &data);
-    run_ok(
-        tool("qemu-img")
-            .args(["convert", "-n", "-f", "raw", "-O", "raw"])
-            .arg(&input)
-            .arg(s.uri()),
-    );
+    qemu_img_write(&input, &s.uri());
     assert!(e.contents() == data);
 }
 
@@ -297,22 +297,7 @@ impl nbd::BlockExport for Corrupting {
 fn fio_verify_catches_corruption() {
     let e = Arc::new(Corrupting(MemExport::new(8 << 20, 512)));
     let s = TestServer::start(vec![(ExportConfig::new("bad").default_export(), e)]);
-    let out = tool("fio")
-        .args([
-            "--name=randrw",
-            "--ioengine=nbd",
-            &format!("--uri={}", s.uri()),
-            "--rw=randrw",
-            "--bs=4k",
-            "--iodepth=32",
-            "--size=8M",
-            "--verify=crc32c",
-            "--verify_fatal=1",
-            "--verify_state_save=0",
-            "--do_verify=1",
-        ])
-        .output()
-        .unwrap();
+    let out = fio_randrw_verified(&s.uri(), "8M").output().unwrap();
     assert!(
         !out.status.success(),
         "fio did not notice: {}",

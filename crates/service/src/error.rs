@@ -47,14 +47,16 @@ pub enum ServiceError {
     #[error(transparent)]
     Convert(#[from] ConvertError),
     /// The key's state on the server is one the key policy does not use.
-    #[error("the key {uid} is {state} on the key server, and {}: nothing was read or written", if *require_active { "only an Active key is used (require_active_key)" } else { "its material is gone" })]
+    #[error(
+        "the KMIP key {uid} is {state} on the key server, and {why}: nothing was read or written"
+    )]
     KeyNotUsable {
         /// The key (shown safely).
         uid: String,
         /// Its state, in words.
         state: String,
-        /// The policy in force.
-        require_active: bool,
+        /// Why that state is refused.
+        why: &'static str,
     },
     /// The operation does not apply to what it was given; nothing was touched.
     #[error(transparent)]

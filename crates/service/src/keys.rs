@@ -265,10 +265,15 @@ impl KeyManager {
     ) -> Result<Zeroizing<Vec<u8>>, ServiceError> {
         let state = self.state(uid)?;
         if !self.policy.allows_for(state, what) {
+            let gone = state == State::DESTROYED || state == State::DESTROYED_COMPROMISED;
             return Err(ServiceError::KeyNotUsable {
                 uid: shown(uid).into_owned(),
                 state: state_name(state),
-                require_active: self.policy.require_active,
+                why: if gone {
+                    "its material is gone"
+                } else {
+                    "only an Active key is used (require_active_key)"
+                },
             });
         }
         self.fetch(uid)

@@ -32,6 +32,18 @@ impl Tmp {
         p
     }
 
+    /// A wrapped volume with 4 MiB of data space, formatted by atrest (secret `[7; 32]`).
+    fn formatted(&self, name: &str) -> PathBuf {
+        let img = self.file(name, DATA_OFFSET + (4 << 20));
+        format(
+            backend(&img).as_ref(),
+            &[7; 32],
+            &opts(KeyMode::Wrapped, 32, 512),
+        )
+        .unwrap();
+        img
+    }
+
     fn secret(&self, name: &str, bytes: &[u8]) -> PathBuf {
         let p = self.0.path().join(name);
         std::fs::write(&p, bytes).unwrap();
@@ -39,10 +51,12 @@ impl Tmp {
     }
 }
 
+fn file_backend(p: &Path) -> FileBackend {
+    FileBackend::new(OpenOptions::new().read(true).write(true).open(p).unwrap())
+}
+
 fn backend(p: &Path) -> Arc<dyn BlockBackend> {
-    Arc::new(FileBackend::new(
-        OpenOptions::new().read(true).write(true).open(p).unwrap(),
-    ))
+    Arc::new(file_backend(p))
 }
 
 fn cryptsetup(args: &[&str]) -> Output {
@@ -50,6 +64,49 @@ fn cryptsetup(args: &[&str]) -> Output {
         .args(args)
         .output()
         .expect("cryptsetup is installed by scripts/setup-peers.sh")
+}
+
+/// Asserts that a cryptsetup run succeeded, showing what it wrote to stderr if not.
+fn assert_ok(out: &Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `cryptsetup open --test-passphrase` of `img` with the key given by `key_args`: exit 0
+/// when the key opens it, 2 when it does not.
+fn test_passphrase(key_args: &[&str], img: &Path) -> Output {
+    let mut a = vec!["open", "--test-passphrase"];
+    a.extend_from_slice(key_args);
+    a.push(img.to_str().unwrap());
+    cryptsetup(&a)
+}
+
+/// `cryptsetup <command>` making a LUKS2 XTS-AES-128 volume (256-bit key) of `img` with
+/// `sector_size`, its keyslot opened by `key_file` (PBKDF2, 1000 iterations: fast).
+fn cryptsetup_luks2(command: &[&str], sector_size: &str, key_file: &Path, img: &Path) -> Output {
+    let mut a = command.to_vec();
+    a.extend_from_slice(&[
+        "--type",
+        "luks2",
+        "--batch-mode",
+        "--cipher",
+        "aes-xts-plain64",
+        "--key-size",
+        "256",
+        "--sector-size",
+        sector_size,
+        "--pbkdf",
+        "pbkdf2",
+        "--pbkdf-force-iterations",
+        "1000",
+        "--key-file",
+        key_file.to_str().unwrap(),
+        img.to_str().unwrap(),
+    ]);
+    cryptsetup(&a)
 }
 
 fn random(n: usize) -> Vec<u8> {
@@ -135,26 +192,12 @@ fn cryptsetup_accepts_wrapped_volumes_and_agrees_on_the_volume_key() {
         );
         assert!(text.contains("atrest-kmip"), "{text}");
 
-        let ok = cryptsetup(&[
-            "open",
-            "--test-passphrase",
-            "--key-file",
-            secret_file.to_str().unwrap(),
-            img.to_str().unwrap(),
-        ]);
-        assert!(
-            ok.status.success(),
-            "{}",
-            String::from_utf8_lossy(&ok.stderr)
-        );
+        assert_ok(&test_passphrase(
+            &["--key-file", secret_file.to_str().unwrap()],
+            &img,
+        ));
         let wrong = t.secret("wrong.secret", &random(32));
-        let bad = cryptsetup(&[
-            "open",
-            "--test-passphrase",
-            "--key-file",
-            wrong.to_str().unwrap(),
-            img.to_str().unwrap(),
-        ]);
+        let bad = test_passphrase(&["--key-file", wrong.to_str().unwrap()], &img);
         assert_eq!(bad.status.code(), Some(2), "a wrong secret must be refused");
 
         // Data written through atrest decrypts with the key cryptsetup extracts.
@@ -185,30 +228,20 @@ fn cryptsetup_accepts_direct_volumes_by_volume_key() {
     let key_file = t.secret("vk", &key);
     let dev = backend(&img);
     format(dev.as_ref(), &key, &opts(KeyMode::Direct, 32, 512)).unwrap();
-    let ok = cryptsetup(&[
-        "open",
-        "--test-passphrase",
-        "--key-size",
-        "256",
-        "--volume-key-file",
-        key_file.to_str().unwrap(),
-        img.to_str().unwrap(),
-    ]);
-    assert!(
-        ok.status.success(),
-        "{}",
-        String::from_utf8_lossy(&ok.stderr)
-    );
+    let by_volume_key = |f: &Path| {
+        test_passphrase(
+            &[
+                "--key-size",
+                "256",
+                "--volume-key-file",
+                f.to_str().unwrap(),
+            ],
+            &img,
+        )
+    };
+    assert_ok(&by_volume_key(&key_file));
     let wrong = t.secret("wrong", &random(32));
-    let bad = cryptsetup(&[
-        "open",
-        "--test-passphrase",
-        "--key-size",
-        "256",
-        "--volume-key-file",
-        wrong.to_str().unwrap(),
-        img.to_str().unwrap(),
-    ]);
+    let bad = by_volume_key(&wrong);
     assert_eq!(bad.status.code(), Some(2));
     let s = status(dev.as_ref()).unwrap();
     assert_eq!(s.key_mode, KeyMode::Direct);
@@ -238,30 +271,12 @@ fn atrest_opens_a_volume_cryptsetup_formatted() {
     let img = t.file("c.img", 20 << 20);
     let secret = random(32);
     let secret_file = t.secret("s", &secret);
-    let out = cryptsetup(&[
-        "luksFormat",
-        "--type",
-        "luks2",
-        "--batch-mode",
-        "--cipher",
-        "aes-xts-plain64",
-        "--key-size",
-        "256",
-        "--sector-size",
+    assert_ok(&cryptsetup_luks2(
+        &["luksFormat"],
         "4096",
-        "--pbkdf",
-        "pbkdf2",
-        "--pbkdf-force-iterations",
-        "1000",
-        "--key-file",
-        secret_file.to_str().unwrap(),
-        img.to_str().unwrap(),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        &secret_file,
+        &img,
+    ));
     let dev = backend(&img);
     let vol = unlock(dev.clone(), &secret).unwrap();
     assert_eq!(vol.sector_size(), 4096);
@@ -302,34 +317,18 @@ fn atrest_reads_what_cryptsetup_reencrypt_encrypt_wrote() {
     std::fs::write(&img, [plain.clone(), vec![0u8; 40 << 20]].concat()).unwrap();
     let secret = random(32);
     let secret_file = t.secret("s", &secret);
-    let out = cryptsetup(&[
-        "reencrypt",
-        "--encrypt",
-        "--type",
-        "luks2",
-        "--batch-mode",
-        "--force-offline-reencrypt",
-        "--reduce-device-size",
-        "32M",
-        "--cipher",
-        "aes-xts-plain64",
-        "--key-size",
-        "256",
-        "--sector-size",
+    assert_ok(&cryptsetup_luks2(
+        &[
+            "reencrypt",
+            "--encrypt",
+            "--force-offline-reencrypt",
+            "--reduce-device-size",
+            "32M",
+        ],
         "512",
-        "--pbkdf",
-        "pbkdf2",
-        "--pbkdf-force-iterations",
-        "1000",
-        "--key-file",
-        secret_file.to_str().unwrap(),
-        img.to_str().unwrap(),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        &secret_file,
+        &img,
+    ));
     let vol = unlock(backend(&img), &secret).unwrap();
     let mut back = vec![0u8; plain.len()];
     vol.read_at(&mut back, 0).unwrap();
@@ -346,13 +345,7 @@ fn atrest_reads_what_cryptsetup_reencrypt_encrypt_wrote() {
 fn cryptsetup_reads_a_volume_that_atrest_holds() {
     use volume::backend::{Access, OpenError};
     let t = Tmp::new("held");
-    let img = t.file("held.img", DATA_OFFSET + (4 << 20));
-    format(
-        backend(&img).as_ref(),
-        &[7; 32],
-        &opts(KeyMode::Wrapped, 32, 512),
-    )
-    .unwrap();
+    let img = t.formatted("held.img");
     let held = FileBackend::open(&img, Access::Exclusive).unwrap();
     let started = std::time::Instant::now();
     let out = Command::new("timeout")
@@ -401,22 +394,9 @@ fn cryptsetup_reads_a_volume_that_atrest_holds() {
 #[test]
 fn atrest_waits_for_cryptsetups_metadata_lock_and_changes_nothing() {
     let t = Tmp::new("mdlock");
-    let img = t.file("mdlock.img", DATA_OFFSET + (4 << 20));
-    format(
-        backend(&img).as_ref(),
-        &[7; 32],
-        &opts(KeyMode::Wrapped, 32, 512),
-    )
-    .unwrap();
+    let img = t.formatted("mdlock.img");
     let before = std::fs::read(&img).unwrap();
-    let dev = FileBackend::new(
-        OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&img)
-            .unwrap(),
-    )
-    .with_metadata_wait(std::time::Duration::from_millis(500));
+    let dev = file_backend(&img).with_metadata_wait(std::time::Duration::from_millis(500));
     let mut h = volume::luks2::header::read(&dev).unwrap().header;
     let mut holder = Command::new("flock")
         .args([

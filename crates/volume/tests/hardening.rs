@@ -1,4 +1,3 @@
-#![allow(unsafe_code)] // The allocation watcher below is a GlobalAlloc, which is unsafe to implement.
 //! Issue 10: a volume header is attacker-writable, so each defect the review found is
 //! reproduced here with a header whose checksums are valid (written by atrest's own
 //! header writer after the JSON was changed), and the fix is held to it:
@@ -10,11 +9,11 @@
 //! 4. features atrest does not implement are refused by name, and `iv_tweak` is honoured;
 //! 5. a device shorter than its header's segment is refused before anything is written.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use openssl::symm::{Cipher, Crypter, Mode};
+use testkit::alloc::{watch, Watching};
 use volume::backend::{BlockBackend, MemBackend};
 use volume::convert::park::HeaderPlan;
 use volume::convert::{self, Devices, Keys, Options, Outcome};
@@ -24,25 +23,7 @@ use volume::luks2::metadata::Metadata;
 use volume::luks2::Luks2Error;
 use volume::volume::{format, status, unlock, FormatOptions, KeyMode, VolumeError};
 
-/// The largest single allocation made while `WATCH` is set (process-wide).
-struct Watching;
-static WATCH: AtomicBool = AtomicBool::new(false);
-static LARGEST: AtomicUsize = AtomicUsize::new(0);
-
-unsafe impl GlobalAlloc for Watching {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if WATCH.load(Ordering::Relaxed) {
-            LARGEST.fetch_max(layout.size(), Ordering::Relaxed);
-        }
-        // SAFETY: forwards the caller's layout to the system allocator unchanged.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: `ptr` came from `System.alloc` with this layout.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
+/// The allocation watcher: hostile headers are held to [`ALLOCATION_BOUND`] with it.
 #[global_allocator]
 static ALLOC: Watching = Watching;
 
@@ -114,6 +95,27 @@ fn keys(current: &[u8]) -> Keys<'_> {
     }
 }
 
+/// `plain` as a growable image whose encryption in place has begun (wrapped, 32-byte key,
+/// 512-byte sectors) and not yet run.
+fn encryption_begun(plain: &[u8]) -> FixedSize {
+    let dev = FixedSize::growable(plain.to_vec());
+    convert::begin_encrypt(
+        &dev,
+        &plan(KeyMode::Wrapped, 32, 512),
+        plain.len() as u64,
+        &KEY,
+    )
+    .unwrap();
+    dev
+}
+
+/// `plain` as a growable image, encrypted in place to the end.
+fn encrypted(plain: &[u8]) -> FixedSize {
+    let dev = encryption_begun(plain);
+    run(Devices::attached(&dev), keys(&KEY)).unwrap();
+    dev
+}
+
 /// Every offset outside `seg` at which `needle` occurs in `image`.
 fn found_outside(image: &[u8], seg: std::ops::Range<usize>, needle: &[u8]) -> Vec<usize> {
     image
@@ -177,15 +179,7 @@ fn r10_1_encrypt_leaves_no_plaintext_outside_the_segment() {
 #[test]
 fn r10_1_deep_rekey_leaves_no_old_ciphertext_in_the_journal() {
     let plain = text(3 << 20);
-    let dev = FixedSize::growable(plain.clone());
-    convert::begin_encrypt(
-        &dev,
-        &plan(KeyMode::Wrapped, 32, 512),
-        plain.len() as u64,
-        &KEY,
-    )
-    .unwrap();
-    run(Devices::attached(&dev), keys(&KEY)).unwrap();
+    let dev = encrypted(&plain);
     let before = dev.0.contents();
     let d = DATA_OFFSET as usize;
     convert::begin_rekey(Devices::attached(&dev), &KEY, &NEW, "uid-8").unwrap();
@@ -256,34 +250,34 @@ fn tamper(dev: &dyn BlockBackend, edit: impl FnOnce(&mut Metadata)) {
 fn refused_everywhere(dev: &MemBackend) -> String {
     let before = dev.contents();
     let shared: Arc<dyn BlockBackend> = Arc::new(MemBackend::from_bytes(before.clone()));
-    WATCH.store(true, Ordering::SeqCst);
-    let st = status(dev).map(|_| ()).unwrap_err().to_string();
-    let un = unlock(shared.clone(), &KEY)
+    let ((st, un, wrong, dec, rew, rek, res), largest) = watch(|| {
+        let st = status(dev).map(|_| ()).unwrap_err().to_string();
+        let un = unlock(shared.clone(), &KEY)
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        let wrong = unlock(shared, &WRONG).map(|_| ()).unwrap_err().to_string();
+        let d = Devices::attached(dev);
+        let dec = convert::begin_decrypt(d, &KEY).unwrap_err().to_string();
+        let rew = convert::rewrap(d, &KEY, &NEW, "uid-8")
+            .unwrap_err()
+            .to_string();
+        let rek = convert::begin_rekey(d, &KEY, &NEW, "uid-8")
+            .unwrap_err()
+            .to_string();
+        let res = run(
+            d,
+            Keys {
+                current: Some(&KEY),
+                new: Some(&NEW),
+            },
+        )
         .map(|_| ())
         .unwrap_err()
         .to_string();
-    let wrong = unlock(shared, &WRONG).map(|_| ()).unwrap_err().to_string();
-    let d = Devices::attached(dev);
-    let dec = convert::begin_decrypt(d, &KEY).unwrap_err().to_string();
-    let rew = convert::rewrap(d, &KEY, &NEW, "uid-8")
-        .unwrap_err()
-        .to_string();
-    let rek = convert::begin_rekey(d, &KEY, &NEW, "uid-8")
-        .unwrap_err()
-        .to_string();
-    let res = run(
-        d,
-        Keys {
-            current: Some(&KEY),
-            new: Some(&NEW),
-        },
-    )
-    .map(|_| ())
-    .unwrap_err()
-    .to_string();
-    let _ = convert::inspect(d);
-    WATCH.store(false, Ordering::SeqCst);
-    let largest = LARGEST.swap(0, Ordering::SeqCst);
+        let _ = convert::inspect(d);
+        (st, un, wrong, dec, rew, rek, res)
+    });
     assert!(
         largest <= ALLOCATION_BOUND,
         "a hostile header made atrest allocate {largest} bytes at once"
@@ -407,15 +401,7 @@ fn r10_2_hostile_kdf_and_keyslot_parameters_are_refused_without_a_panic() {
 
 /// A volume in the middle of an encryption, stopped after its first committed step.
 fn half_encrypted() -> FixedSize {
-    let plain = text(3 << 20);
-    let dev = FixedSize::growable(plain.clone());
-    convert::begin_encrypt(
-        &dev,
-        &plan(KeyMode::Wrapped, 32, 512),
-        plain.len() as u64,
-        &KEY,
-    )
-    .unwrap();
+    let dev = encryption_begun(&text(3 << 20));
     let stop = AtomicBool::new(false);
     let out = convert::run(
         Devices::attached(&dev),
@@ -463,21 +449,20 @@ fn r10_2_hostile_conversion_records_are_refused_and_no_retry_panics() {
         let dev = half_encrypted();
         tamper(&dev, |m| edit_conversion(m, field, value.clone()));
         let before = dev.0.contents();
-        WATCH.store(true, Ordering::SeqCst);
-        for _ in 0..2 {
-            // Twice: a refused run must leave nothing that panics the next one.
-            let e = run(Devices::attached(&dev), keys(&KEY))
-                .unwrap_err()
-                .to_string();
-            assert!(
-                e.contains("conversion.") || e.contains("segments.0.size"),
-                "{field} = {value}: {e}"
-            );
-            assert!(status(&dev).is_err());
-            let _ = convert::inspect(Devices::attached(&dev));
-        }
-        WATCH.store(false, Ordering::SeqCst);
-        let largest = LARGEST.swap(0, Ordering::SeqCst);
+        let ((), largest) = watch(|| {
+            for _ in 0..2 {
+                // Twice: a refused run must leave nothing that panics the next one.
+                let e = run(Devices::attached(&dev), keys(&KEY))
+                    .unwrap_err()
+                    .to_string();
+                assert!(
+                    e.contains("conversion.") || e.contains("segments.0.size"),
+                    "{field} = {value}: {e}"
+                );
+                assert!(status(&dev).is_err());
+                let _ = convert::inspect(Devices::attached(&dev));
+            }
+        });
         assert!(
             largest <= ALLOCATION_BOUND,
             "{field}: allocated {largest} bytes at once"
@@ -617,16 +602,7 @@ fn r10_4_a_nonzero_iv_tweak_is_honoured_as_dm_crypt_honours_it() {
 
 #[test]
 fn r10_5_a_truncated_image_is_refused_before_anything_is_written() {
-    let plain = text(3 << 20);
-    let dev = FixedSize::growable(plain.clone());
-    convert::begin_encrypt(
-        &dev,
-        &plan(KeyMode::Wrapped, 32, 512),
-        plain.len() as u64,
-        &KEY,
-    )
-    .unwrap();
-    run(Devices::attached(&dev), keys(&KEY)).unwrap();
+    let dev = encrypted(&text(3 << 20));
     // The image loses its last MiB (a copy cut short, a full disk).
     let full = dev.0.contents();
     let cut = FixedSize::growable(full[..full.len() - (1 << 20)].to_vec());

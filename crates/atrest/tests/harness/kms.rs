@@ -117,19 +117,8 @@ pub struct RawKmip {
 
 impl RawKmip {
     pub fn connect(kms: &Kms) -> Self {
-        use openssl::ssl::{SslConnector, SslFiletype, SslMethod, SslVerifyMode};
-        let pki = kms.dir.join("pki");
-        let mut b = SslConnector::builder(SslMethod::tls_client()).unwrap();
-        b.set_ca_file(pki.join("ca.crt")).unwrap();
-        b.set_certificate_file(pki.join("client.crt"), SslFiletype::PEM)
-            .unwrap();
-        b.set_private_key_file(pki.join("client.key"), SslFiletype::PEM)
-            .unwrap();
-        b.set_verify(SslVerifyMode::PEER);
-        let tcp = TcpStream::connect(("127.0.0.1", kms.port)).unwrap();
-        tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         Self {
-            stream: b.build().connect("localhost", tcp).unwrap(),
+            stream: testkit::kms::tls_session(&kms.dir, ("127.0.0.1", kms.port)),
         }
     }
 

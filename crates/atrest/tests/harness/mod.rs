@@ -7,7 +7,8 @@ pub mod kms;
 pub mod pykmip;
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::{Child, Command, ExitStatus, Output};
+use std::time::{Duration, Instant};
 
 /// A named case over an environment `E`.
 pub type Case<E> = (&'static str, fn(&E));
@@ -46,17 +47,37 @@ pub fn run<E: Send + 'static>(cases: &[Case<E>], env: E) -> (libtest_mimic::Conc
     (conclusion, env)
 }
 
-/// Runs `cmd` and asserts it succeeded; on failure the panic shows its whole output.
+/// Ends a binary's run: stops the servers in `env` (dropping it, so their logs are
+/// complete), prints their logs if a case failed, removes `scratch`, and exits with the
+/// run's status (`exit` runs no destructors, hence the drops first).
 #[allow(dead_code)]
-pub fn succeed(cmd: &mut Command) -> Output {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+pub fn finish<E>(conclusion: libtest_mimic::Conclusion, env: E, scratch: tempfile::TempDir) -> ! {
+    drop(env);
+    if conclusion.has_failed() {
+        print_logs(scratch.path());
+    }
+    drop(scratch);
+    conclusion.exit()
+}
+
+/// Asserts that `out`, the output of `what`, is a success; on failure the panic shows its
+/// exit status and its whole output.
+#[allow(dead_code)]
+pub fn assert_success(what: impl std::fmt::Display, out: &Output) {
     assert!(
         out.status.success(),
-        "{cmd:?} failed ({}):\n{}{}",
+        "{what} failed ({}):\n{}{}",
         out.status,
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Runs `cmd` and asserts it succeeded; on failure the panic shows its whole output.
+#[allow(dead_code)]
+pub fn succeed(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert_success(format_args!("{cmd:?}"), &out);
     out
 }
 
@@ -64,6 +85,78 @@ pub fn succeed(cmd: &mut Command) -> Output {
 #[allow(dead_code)]
 pub fn atrest_ok(args: &[&str]) -> Output {
     succeed(Command::new(kms::atrest_bin()).args(args))
+}
+
+/// Formats `img`, made anew with room for a header and `data_mib` MiB of data, with
+/// `atrest format --config config [extra]`.
+#[allow(dead_code)]
+pub fn format_volume(config: &Path, img: &Path, data_mib: u64, extra: &[&str]) {
+    std::fs::File::create(img)
+        .unwrap()
+        .set_len((16 + data_mib) << 20)
+        .unwrap();
+    let mut args = vec!["format", "--config", config.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    args.push(img.to_str().unwrap());
+    atrest_ok(&args);
+}
+
+/// Sends signal `sig` (a name: "TERM", "KILL", "HUP") to process `pid`.
+#[allow(dead_code)]
+pub fn signal(pid: u32, sig: &str) {
+    let _ = Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .status();
+}
+
+/// Waits for `child` to exit, failing the test after `limit`; its exit status.
+#[allow(dead_code)]
+pub fn wait_for(child: &mut Child, limit: Duration) -> ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "still running after {limit:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Kills `child` unless it has exited (for `Drop`: also while unwinding from a panic).
+#[allow(dead_code)]
+pub fn kill_if_running(child: &mut Child) {
+    if let Ok(None) = child.try_wait() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+/// `len` random bytes.
+#[allow(dead_code)]
+pub fn random(len: usize) -> Vec<u8> {
+    let mut d = vec![0u8; len];
+    openssl::rand::rand_bytes(&mut d).unwrap();
+    d
+}
+
+/// `qemu-io -c cmd` on the raw image at `uri` (an NBD export).
+#[allow(dead_code)]
+pub fn qemu_io(uri: &str, cmd: &str) -> Output {
+    Command::new("qemu-io")
+        .args(["-f", "raw", uri, "-c", cmd])
+        .output()
+        .unwrap()
+}
+
+/// Copies the raw image at `uri` (an NBD export) into the file `out` with
+/// `qemu-img convert`, and asserts it succeeded.
+#[allow(dead_code)]
+pub fn qemu_img_read(uri: &str, out: &Path) {
+    succeed(
+        Command::new("qemu-img")
+            .args(["convert", "-f", "raw", "-O", "raw", uri])
+            .arg(out),
+    );
 }
 
 /// The volume key of the LUKS2 image `img`, as stock cryptsetup recovers it with the
@@ -134,7 +227,7 @@ pub fn scratch(prefix: &str) -> tempfile::TempDir {
 /// The last lines of every `*.log` under `dir` (the servers' logs), printed after a failed
 /// run so that the failure can be read from the output once the scratch folder is gone.
 #[allow(dead_code)]
-pub fn print_logs(dir: &Path) {
+fn print_logs(dir: &Path) {
     const LINES: usize = 40;
     let mut logs = Vec::new();
     let mut todo = vec![dir.to_owned()];

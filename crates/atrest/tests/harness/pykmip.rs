@@ -18,22 +18,6 @@ use kms::pki::{Issued, KeyKind, Role};
 use openssl::pkcs12::Pkcs12;
 use openssl::symm::Cipher;
 
-pub fn issue(
-    cn: &str,
-    role: Role<'_>,
-    ec: bool,
-    issuer: Option<&Issued>,
-    from: i64,
-    until: i64,
-) -> Issued {
-    let kind = if ec {
-        KeyKind::EcP256
-    } else {
-        KeyKind::Rsa2048
-    };
-    kms::pki::issue(cn, role, kind, issuer, from, until).unwrap()
-}
-
 pub fn write(path: &Path, bytes: &[u8], mode: u32) {
     std::fs::write(path, bytes).unwrap();
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
@@ -59,28 +43,24 @@ impl Pki {
             );
         };
         let servers = &["localhost", "127.0.0.1"][..];
-        for (alg, ec) in [("ec", true), ("rsa", false)] {
-            let ca = issue(
-                &format!("atrest test CA ({alg})"),
-                Role::Ca,
-                ec,
-                None,
-                -1,
-                3650,
-            );
+        for (alg, kind) in [("ec", KeyKind::EcP256), ("rsa", KeyKind::Rsa2048)] {
+            // A certificate of this algorithm, valid from `from` to `until` days from now.
+            let issue = |cn: &str, role: Role<'_>, issuer: Option<&Issued>, from, until| {
+                kms::pki::issue(cn, role, kind, issuer, from, until).unwrap()
+            };
+            let ca = issue(&format!("atrest test CA ({alg})"), Role::Ca, None, -1, 3650);
             save(&format!("{alg}-ca"), &ca);
-            let srv = issue("localhost", Role::Server(servers), ec, Some(&ca), -1, 825);
+            let srv = issue("localhost", Role::Server(servers), Some(&ca), -1, 825);
             save(&format!("{alg}-server"), &srv);
-            let cli = issue("kmip-client", Role::Client, ec, Some(&ca), -1, 825);
+            let cli = issue("kmip-client", Role::Client, Some(&ca), -1, 825);
             save(&format!("{alg}-client"), &cli);
-            if ec {
+            if kind == KeyKind::EcP256 {
                 // Expired a day ago; and valid but for another host.
-                let old = issue("localhost", Role::Server(servers), ec, Some(&ca), -30, -1);
+                let old = issue("localhost", Role::Server(servers), Some(&ca), -30, -1);
                 save("ec-server-expired", &old);
                 let other = issue(
                     "other.example",
                     Role::Server(&["other.example"]),
-                    ec,
                     Some(&ca),
                     -1,
                     825,
@@ -115,9 +95,11 @@ impl Pki {
                 write(&dir.join("kmip.pass"), b"s3cret\n", 0o600);
             }
         }
-        let foreign = issue("some other CA", Role::Ca, true, None, -1, 3650);
+        let ec = KeyKind::EcP256;
+        let foreign = kms::pki::issue("some other CA", Role::Ca, ec, None, -1, 3650).unwrap();
         save("foreign-ca", &foreign);
-        let stranger = issue("kmip-client", Role::Client, true, Some(&foreign), -1, 825);
+        let stranger =
+            kms::pki::issue("kmip-client", Role::Client, ec, Some(&foreign), -1, 825).unwrap();
         save("foreign-client", &stranger);
         Self {
             dir: dir.to_owned(),
