@@ -1184,9 +1184,9 @@ fn longest_run(hay: &[u8], byte: u8) -> usize {
 
 /// Item 1, the attack as written: with the daemon stopped, someone who can write the disk
 /// but holds no key makes the header say "decrypt in progress" (checksums valid) and grows
-/// the image to match. At the next start nothing may be decrypted: first with the key still
-/// Active (the record's tag does not verify), then with the key revoked as Compromised
-/// (the key-state policy refuses before the key is fetched).
+/// the image to match. The operator's `atrest decrypt` refuses it (the record's tag does
+/// not verify); the daemon finishes no decryption on its own, with the key Active or
+/// revoked as Compromised. Nothing on disk changes.
 fn r19_1_a_forged_decrypt_record_decrypts_nothing_at_start(env: &Env) {
     let case = Case::new(env, "forged");
     let kmip = kms_kmip(env, None, 5);
@@ -1227,7 +1227,24 @@ fn r19_1_a_forged_decrypt_record_decrypts_nothing_at_start(env: &Env) {
     drop(f);
     let forged = std::fs::read(&img).unwrap();
     let kconf = case.dir.join("kmip.toml");
-    for (round, expect) in [(0, "does not verify"), (1, "Compromised")] {
+    // The operator's own `atrest decrypt` refuses the forged record, nothing changed.
+    let out = Command::new(atrest_bin())
+        .args(["decrypt", "--config", kconf.to_str().unwrap()])
+        .arg(&img)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("does not verify"), "{err}");
+    assert!(
+        std::fs::read(&img).unwrap() == forged,
+        "a refused decrypt wrote"
+    );
+    // The daemon does not finish a decryption on its own, whatever the key's state.
+    for (round, expect) in [
+        (0, "does not finish a decryption on its own"),
+        (1, "does not finish a decryption on its own"),
+    ] {
         if round == 1 {
             atrest_ok(&[
                 "kmip",
@@ -1259,6 +1276,84 @@ fn r19_1_a_forged_decrypt_record_decrypts_nothing_at_start(env: &Env) {
 /// Item 4: runtime paths in a folder other users can write, a FIFO at the audit path, a
 /// symlink for the FUSE mount point. Each is refused at once with the reason; nothing is
 /// written to what they point at.
+/// Found by the outside run after the fix above: the tag binds the key and the header, so
+/// an authentic interrupted decryption of one copy of a volume (a backup, a clone) planted
+/// on another copy verifies. The daemon must not finish it: the copy's own data stays
+/// encrypted.
+fn r19_1_another_copys_interrupted_decryption_is_not_finished(env: &Env) {
+    let case = Case::new(env, "replay");
+    let kmip = kms_kmip(env, None, 5);
+    one_volume(&case, &kmip, "vol", 300, 5);
+    let img = case.dir.join("vol.img");
+    let mut daemon = Daemon::start(&case);
+    daemon.ready(Duration::from_secs(30));
+    let uid = daemon.volume("vol")["key_uid"].as_str().unwrap().to_owned();
+    daemon.stop();
+    // Copy A: a decryption stopped after its first step, run with the real key.
+    let copy = case.dir.join("copy.img");
+    std::fs::copy(&img, &copy).unwrap();
+    let kconf = case.dir.join("kmip.toml");
+    let secret = atrest_ok(&[
+        "kmip",
+        "get",
+        "--raw",
+        "--config",
+        kconf.to_str().unwrap(),
+        &uid,
+    ])
+    .stdout;
+    let dev = volume::backend::FileBackend::new(
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&copy)
+            .unwrap(),
+    );
+    let d = volume::convert::Devices::attached(&dev);
+    volume::convert::begin_decrypt(d, &secret).unwrap();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let out = volume::convert::run(
+        d,
+        volume::convert::Keys {
+            current: Some(&secret),
+            new: None,
+        },
+        volume::convert::Options { chunk: 1 << 20 },
+        &stop,
+        &mut |p| {
+            if p.done > 0 {
+                stop.store(true, std::sync::atomic::Ordering::SeqCst)
+            }
+        },
+    )
+    .unwrap();
+    assert!(matches!(out, volume::convert::Outcome::Stopped(_)));
+    drop(dev);
+    // Copy B (the served image) gets A's header area and tail, as a disk writer can do.
+    let a = std::fs::read(&copy).unwrap();
+    let mut b = std::fs::read(&img).unwrap();
+    let header_area = 16usize << 20;
+    b[..header_area].copy_from_slice(&a[..header_area]);
+    b.extend_from_slice(&a[b.len()..]);
+    std::fs::write(&img, &b).unwrap();
+    let planted = std::fs::read(&img).unwrap();
+    let mut daemon = Daemon::start(&case);
+    daemon.ready(Duration::from_secs(30));
+    let v = daemon.wait_state("vol", "failed", Duration::from_secs(30));
+    assert!(
+        v["reason"]
+            .as_str()
+            .unwrap()
+            .contains("does not finish a decryption on its own"),
+        "{v}"
+    );
+    daemon.stop();
+    assert!(
+        std::fs::read(&img).unwrap() == planted,
+        "the daemon wrote to the planted copy"
+    );
+}
+
 fn r19_4_runtime_paths_are_opened_safely(env: &Env) {
     use std::os::unix::fs::PermissionsExt;
     let case = Case::new(env, "paths");
@@ -1461,6 +1556,10 @@ fn main() {
         (
             "r19_1_a_forged_decrypt_record_decrypts_nothing_at_start",
             r19_1_a_forged_decrypt_record_decrypts_nothing_at_start,
+        ),
+        (
+            "r19_1_another_copys_interrupted_decryption_is_not_finished",
+            r19_1_another_copys_interrupted_decryption_is_not_finished,
         ),
         (
             "r19_4_runtime_paths_are_opened_safely",

@@ -437,6 +437,24 @@ impl Worker {
                         .into(),
                 ))
             }
+            Found::InProgress(p) if p.kind == Kind::Decrypt => {
+                // A decryption writes plaintext, and the disk alone cannot prove that it was
+                // started for this volume: the record's tag binds the key and the header, and
+                // a copy of the same volume (a backup, a clone) has both, so another copy's
+                // interrupted decryption planted here verifies (found by an outside run). An
+                // encryption or a rekey writes only ciphertext and is finished at start; a
+                // decryption waits for the operator's word.
+                self.status().key_uid = Some(p.key_uid.clone());
+                return Err(self.fail(
+                    State::Failed,
+                    format!(
+                        "an interrupted decryption was found ({} of {} bytes done); atrest serve does not finish a decryption on its own, since the disk alone cannot prove it was started for this volume. If you started it, finish it with `atrest ctl decrypt {}` (or `atrest decrypt`); if not, someone who can write the disk planted it: restore the device from a backup",
+                        p.done,
+                        p.size,
+                        self.name()
+                    ),
+                ));
+            }
             Found::InProgress(p) => {
                 // Finished here, before anything is exported; then the volume starts again.
                 drop(dev);
@@ -446,13 +464,15 @@ impl Worker {
                         key: None,
                         step: None,
                     },
-                    // Whether the operator asked to keep the old key is not recorded on the
-                    // volume: keeping it is the choice that can be undone (`atrest kmip
-                    // revoke`).
+                    // Not reached (above); were it, keeping the key is the choice that can
+                    // be undone.
                     Kind::Decrypt => Job::Decrypt {
                         keep_old: true,
                         step: None,
                     },
+                    // Whether the operator asked to keep the old key is not recorded on the
+                    // volume: keeping it is the choice that can be undone (`atrest kmip
+                    // revoke`).
                     Kind::Rekey => Job::Rekey {
                         deep: true,
                         keep_old: true,
