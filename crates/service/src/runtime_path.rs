@@ -131,6 +131,14 @@ pub fn trusted_folder(path: &Path, what: &'static str) -> Result<OwnedFd, Runtim
             mode & 0o7777
         )));
     }
+    // Every folder above counts too: whoever can rename one can swap the whole tree.
+    if let Some((above, why)) = crate::trusted::untrusted_folder_on_path(&dir) {
+        return Err(RuntimePathError::UntrustedFolder {
+            what,
+            dir: above,
+            why,
+        });
+    }
     Ok(fd)
 }
 
@@ -152,6 +160,21 @@ pub fn open_append(path: &Path, what: &'static str) -> Result<File, RuntimePathE
         Mode::from_raw_mode(0o600),
     )
     .map_err(|e| match e {
+        // A symlink another user planted in a sticky folder: the kernel's
+        // protected_symlinks answers "permission denied" before O_NOFOLLOW is looked at.
+        rustix::io::Errno::ACCESS
+            if rustix::fs::statat(&dir, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW).is_ok_and(
+                |st| {
+                    rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Symlink
+                },
+            ) =>
+        {
+            RuntimePathError::UntrustedFile {
+                what,
+                path: path.to_owned(),
+                why: "a symbolic link".into(),
+            }
+        }
         rustix::io::Errno::LOOP => RuntimePathError::UntrustedFile {
             what,
             path: path.to_owned(),
@@ -298,6 +321,30 @@ mod tests {
         std::fs::set_permissions(&loose, std::fs::Permissions::from_mode(0o666)).unwrap();
         let e = open_append(&loose, "audit log").unwrap_err();
         assert!(e.to_string().contains("writable by others"), "{e}");
+    }
+
+    #[test]
+    fn a_trusted_folder_inside_a_world_writable_one_is_refused() {
+        // The outside run's setup: a 0700 folder of root's inside a 0777 one, where any
+        // user can rename the inner folder away and put their own in its place.
+        let open = dir(0o777);
+        let inner = open.path().join("sub");
+        std::fs::create_dir(&inner).unwrap();
+        std::fs::set_permissions(&inner, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let e = check_socket(&inner.join("n.sock"), "NBD socket").unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.contains(open.path().to_str().unwrap()) && text.contains("writable by everyone"),
+            "{text}"
+        );
+        let e = open_append(&inner.join("audit.jsonl"), "audit log").unwrap_err();
+        assert!(e.to_string().contains("writable by everyone"), "{e}");
+        assert!(!inner.join("audit.jsonl").exists());
+        // Sticky above (as /tmp is) is fine: others cannot rename what is ours there.
+        let sticky = dir(0o1777);
+        let inner = sticky.path().join("sub");
+        std::fs::create_dir(&inner).unwrap();
+        check_socket(&inner.join("n.sock"), "NBD socket").unwrap();
     }
 
     #[test]

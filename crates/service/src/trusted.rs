@@ -72,6 +72,42 @@ fn kind_of(m: &Metadata) -> &'static str {
     }
 }
 
+/// The first folder on the way to `dir` (itself included) that a user other than root or
+/// the one atrest runs as could change: owned by another user, or writable by group or
+/// others without the sticky bit. Every ancestor counts, not only the last folder: whoever
+/// can rename a folder anywhere above can put a tree of their own in its place (found by an
+/// outside run: a 0700 folder inside a 0777 one was accepted). Both the path as written and
+/// the one its symbolic links lead to are checked.
+pub fn untrusted_folder_on_path(dir: &Path) -> Option<(std::path::PathBuf, String)> {
+    let abs = if dir.is_absolute() {
+        dir.to_owned()
+    } else {
+        std::env::current_dir().ok()?.join(dir)
+    };
+    let mut folders: Vec<std::path::PathBuf> = abs.ancestors().map(Path::to_owned).collect();
+    if let Ok(real) = std::fs::canonicalize(&abs) {
+        folders.extend(real.ancestors().map(Path::to_owned));
+    }
+    for f in folders {
+        let Ok(m) = std::fs::metadata(&f) else {
+            continue;
+        };
+        if !owner_ok(m.uid()) {
+            return Some((f, format!("owned by user {}", m.uid())));
+        }
+        let mode = m.mode();
+        if mode & 0o022 != 0 && mode & 0o1000 == 0 {
+            let who = if mode & 0o002 != 0 {
+                "everyone"
+            } else {
+                "its group"
+            };
+            return Some((f, format!("writable by {who} (mode {:o})", mode & 0o7777)));
+        }
+    }
+    None
+}
+
 /// Checks the folder relative paths of a configuration at `path` resolve against.
 pub fn check_folder(path: &Path) -> Result<(), ConfigError> {
     let dir = match path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -104,6 +140,12 @@ pub fn check_folder(path: &Path) -> Result<(), ConfigError> {
         return Err(untrusted(format!(
             "it is writable by group or others (mode {:03o}): they could replace the files the configuration names; keep the configuration in a folder only its owner can change",
             m.mode() & 0o777
+        )));
+    }
+    if let Some((above, why)) = untrusted_folder_on_path(&dir) {
+        return Err(untrusted(format!(
+            "the folder {} above it is {why}: whoever can change it could replace this whole folder and the files the configuration names",
+            above.display()
         )));
     }
     Ok(())
