@@ -315,6 +315,7 @@ impl<'a, W: Write + Send> Shared<'a, W> {
                 q.in_flight += 1;
                 q.bytes += cost;
                 q.peak_bytes = q.peak_bytes.max(q.bytes);
+                self.ctl.request_started();
                 return Some(q.in_flight);
             }
             q = self.room.wait(q).unwrap_or_else(|e| e.into_inner());
@@ -328,6 +329,7 @@ impl<'a, W: Write + Send> Shared<'a, W> {
         q.in_flight -= 1;
         q.bytes -= cost;
         drop(q);
+        self.ctl.request_ended();
         self.room.notify_one();
     }
 

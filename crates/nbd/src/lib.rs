@@ -28,8 +28,9 @@
 //! Untrusted peers: on loopback TCP any local account can connect, so a connection that
 //! has not finished its handshake holds its slot only until its deadline
 //! ([`ServerOptions::handshake_timeout`]), and when every slot is taken a newcomer evicts
-//! the oldest such connection rather than being refused; a connection serving a client is
-//! never evicted.
+//! the oldest such connection rather than being refused; when every slot serves a client,
+//! the one with nothing in flight that was active least recently goes (silent clients past
+//! the handshake held the owner out otherwise). A request in flight is never cut.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

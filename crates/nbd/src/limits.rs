@@ -37,9 +37,9 @@ pub const MAX_OPTIONS: u32 = 256;
 /// When the table is full, a new connection evicts the oldest one that has not finished
 /// its handshake (issue 19: on loopback TCP any local account can connect, and 64 silent
 /// sockets used to lock the export's owner out until their deadline). A client's
-/// handshake takes a few milliseconds, so only stalled ones are ever evicted. A connection
-/// in transmission is never evicted: when every slot serves a client, the newcomer is
-/// closed at once.
+/// handshake takes a few milliseconds, so only stalled ones are evicted first. When every
+/// slot serves a client, the idle one active least recently goes; the newcomer is closed
+/// only when every slot has a request in flight.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 64;
 
 /// Connections the server has cut (evicted, or past their handshake deadline) whose

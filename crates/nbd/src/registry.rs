@@ -84,6 +84,20 @@ pub(crate) struct ConnCtl {
     pub(crate) id: u64,
     closing: AtomicBool,
     shutdown: Option<ShutdownFn>,
+    /// Requests read and not yet answered.
+    in_flight: std::sync::atomic::AtomicUsize,
+    /// When a request last came in or a reply went out, in nanoseconds after [`epoch`].
+    last_active_ns: std::sync::atomic::AtomicU64,
+}
+
+/// The instant activity times count from (one for the process).
+fn epoch() -> Instant {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+fn now_ns() -> u64 {
+    u64::try_from(epoch().elapsed().as_nanos()).unwrap_or(u64::MAX)
 }
 
 impl ConnCtl {
@@ -105,6 +119,23 @@ impl ConnCtl {
             f(how);
         }
     }
+
+    /// A request came in.
+    pub(crate) fn request_started(&self) {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.last_active_ns.store(now_ns(), Ordering::Release);
+    }
+
+    /// A request was answered (or given up).
+    pub(crate) fn request_ended(&self) {
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.last_active_ns.store(now_ns(), Ordering::Release);
+    }
+
+    /// Nothing in flight: a client that is only holding its connection open.
+    fn idle(&self) -> bool {
+        self.in_flight.load(Ordering::Acquire) == 0
+    }
 }
 
 /// Where a connection is in its life, as far as its slot is concerned.
@@ -113,7 +144,8 @@ enum Phase {
     /// Not yet in transmission: evictable, and cut at the deadline (if any) by the accept
     /// loop.
     Handshake { deadline: Option<Instant> },
-    /// Serving an export: never evicted.
+    /// Serving an export: evicted only when the table is full of them, and then the one
+    /// with nothing in flight that was active least recently.
     Transmission,
     /// Evicted or past its deadline, its socket shut down, its thread not yet ended: it
     /// no longer holds a slot (see [`MAX_CUT_CONNECTIONS`]).
@@ -277,8 +309,13 @@ impl Registry {
     /// Registers a new connection. When every slot is taken, the oldest connection still
     /// in its handshake is cut to make room: it is either stalled (a real client's
     /// handshake takes milliseconds) or will be cut at its deadline anyway, whereas the
-    /// newcomer may be the export's owner. Refused only when every slot serves a client,
-    /// when too many cut connections have not ended yet, or when the server is stopping.
+    /// newcomer may be the export's owner. When every slot serves a client, the one with
+    /// nothing in flight that was active least recently goes: otherwise 64 connections
+    /// that finish the handshake and then sit silent (any local account can make them on
+    /// a TCP export) locked the owner out for good (found by an outside run). A client in
+    /// the middle of a request is never cut. Refused only when every slot has a request in
+    /// flight, when too many cut connections have not ended yet, or when the server is
+    /// stopping.
     pub(crate) fn register(
         &self,
         shutdown: Option<ShutdownFn>,
@@ -308,19 +345,31 @@ impl Registry {
         }
         let mut evicted = None;
         if st.count(|p| *p != Phase::Cut) >= self.max_connections {
-            let oldest = st
+            let handshaking = st
                 .conns
-                .values_mut()
+                .values()
                 .find(|e| matches!(e.phase, Phase::Handshake { .. }))
-                .ok_or(Refused::AtCapacity)?;
-            oldest.cut();
-            evicted = Some(oldest.ctl.id);
+                .map(|e| e.ctl.id);
+            let quiet = || {
+                st.conns
+                    .values()
+                    .filter(|e| e.phase == Phase::Transmission && e.ctl.idle())
+                    .min_by_key(|e| e.ctl.last_active_ns.load(Ordering::Acquire))
+                    .map(|e| e.ctl.id)
+            };
+            let id = handshaking.or_else(quiet).ok_or(Refused::AtCapacity)?;
+            if let Some(e) = st.conns.get_mut(&id) {
+                e.cut();
+            }
+            evicted = Some(id);
         }
         st.next_id += 1;
         let ctl = Arc::new(ConnCtl {
             id: st.next_id,
             closing: AtomicBool::new(false),
             shutdown,
+            in_flight: Default::default(),
+            last_active_ns: now_ns().into(),
         });
         st.conns.insert(
             ctl.id,

@@ -154,15 +154,26 @@ fn a_full_table_evicts_handshakes_never_clients_being_served() {
             c
         })
         .collect();
-    // Every slot serves a client: a newcomer is closed at once, without a greeting.
-    let mut refused = idle_socket(&s).unwrap();
-    assert!(wait_closed(&mut refused, Duration::from_secs(5)).is_some());
+    // Every slot serves a client, all idle: the newcomer takes the slot of the one that
+    // was active least recently (the first: the others read just now). Before, a table of
+    // idle clients (64 silent ones made by any local account) refused the owner for good.
+    for c in &mut served[1..] {
+        assert_eq!(c.read_at(512, 512), pattern(SIZE, 19)[512..1024]);
+    }
+    let mut newcomer = Client::tcp(&s);
+    newcomer.go("mem");
+    let mut first = served.remove(0);
+    assert!(
+        first.closed_by_server(),
+        "the least recently active client kept its slot"
+    );
+    served.push(newcomer);
     for c in &mut served {
         assert_eq!(c.read_at(512, 512), pattern(SIZE, 19)[512..1024]);
     }
 
     // One client leaves; silent sockets now take turns in the free slot, each evicting
-    // the one before it.
+    // the one before it (a handshake is cut before any client in transmission).
     served.pop();
     wait_for("the client's connection to end", || {
         s.server.connections() == 3
@@ -183,6 +194,31 @@ fn a_full_table_evicts_handshakes_never_clients_being_served() {
     for c in served.iter_mut().chain(std::iter::once(&mut owner)) {
         assert_eq!(c.read_at(0, 512), pattern(SIZE, 19)[..512]);
     }
+}
+
+/// A client in the middle of a request is never cut to make room: with the only slot
+/// held by a read the export has not answered yet, a newcomer is closed instead, and the
+/// read is answered once the export lets it through.
+#[test]
+fn a_client_with_a_request_in_flight_is_never_evicted() {
+    let gate = Arc::new(GateExport::new(SIZE, 4096));
+    let s = TestServer::start_with(
+        vec![(ExportConfig::new("mem").default_export(), gate.clone())],
+        ServerOptions {
+            max_connections: 1,
+            ..ServerOptions::default()
+        },
+        &[tcp_any()],
+    );
+    let mut busy = Client::tcp(&s);
+    busy.go("mem");
+    busy.request(Command::READ, 0, 9, 4096, 512);
+    gate.wait_entered();
+    let mut refused = idle_socket(&s).unwrap();
+    assert!(wait_closed(&mut refused, Duration::from_secs(5)).is_some());
+    gate.open();
+    let (r, _) = busy.reply(512);
+    assert_eq!((r.cookie, r.error), (9, ErrorCode::OK));
 }
 
 /// The optional transmission idle timeout closes a connection that has nothing in flight
@@ -241,4 +277,25 @@ fn the_idle_timeout_spares_slow_requests() {
     let (reply, _) = slow.reply(512);
     assert_eq!((reply.error, reply.cookie), (ErrorCode::OK, 8));
     assert_eq!(slow.simple(Command::FLUSH, 0, 0, 0), ErrorCode::OK);
+}
+
+/// The outside run's attack on the first fix: 100 connections that finish the handshake
+/// and then sit silent (no credential is needed on a TCP export) held all 64 slots, and
+/// the owner was closed on accept for as long as they stayed. Now each newcomer takes the
+/// slot of the least recently active idle client, and the owner reads.
+#[test]
+fn silent_clients_past_the_handshake_cannot_lock_the_owner_out() {
+    let s = serve(ServerOptions::default());
+    let squatters: Vec<Client<TcpStream>> = (0..DEFAULT_MAX_CONNECTIONS + 36)
+        .map(|_| {
+            let mut c = Client::tcp(&s);
+            c.go("mem");
+            c
+        })
+        .collect();
+    let mut owner = Client::tcp(&s);
+    owner.go("mem");
+    assert_eq!(owner.read_at(0, 512), pattern(SIZE, 19)[..512]);
+    assert!(s.server.connections() <= DEFAULT_MAX_CONNECTIONS);
+    drop(squatters);
 }
