@@ -686,6 +686,12 @@ fn revoking_a_key_locks_only_that_volume_until_a_rekey(env: &Env) {
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
+    // The revoked key is not revoked a second time (that would replace its reason).
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("already and is left as it is"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     let v = daemon.wait_state("gone", "unlocked", Duration::from_secs(10));
     assert_ne!(v["key_uid"], uid.as_str());
     remember_key(env, &kconf, v["key_uid"].as_str().unwrap());

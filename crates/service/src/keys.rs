@@ -36,15 +36,25 @@ impl std::fmt::Debug for NewKey {
 pub struct RetiredKey {
     /// Its identifier.
     pub uid: String,
-    /// `revoked` or `kept` (still Active, `--keep-old`).
+    /// `revoked`, `kept` (still Active, `--keep-old`) or `already` (not Active before:
+    /// left as it was, so a "Key Compromise" revocation is never overwritten).
     pub fate: &'static str,
     /// The revocation reason, if revoked.
     pub reason: Option<&'static str>,
+    /// Its state, when it was not Active already.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
 }
 
 impl RetiredKey {
     /// One sentence about it.
     pub fn sentence(&self) -> String {
+        if let Some(state) = &self.state {
+            return format!(
+                "the old key {} was {state} already and is left as it is",
+                shown(&self.uid)
+            );
+        }
         match self.reason {
             Some(r) => format!(
                 "the old key {} is revoked ({r}; it can still be fetched to read old backups)",
@@ -339,7 +349,21 @@ impl KeyManager {
                 uid: uid.to_owned(),
                 fate: "kept",
                 reason: None,
+                state: None,
             });
+        }
+        // Never revoke a key twice: a second revocation replaces the first one's reason on
+        // the server ("Key Compromise" became "Cessation of Operation" after a decrypt).
+        match self.state(uid) {
+            Ok(State::ACTIVE) | Err(_) => {}
+            Ok(s) => {
+                return Ok(RetiredKey {
+                    uid: uid.to_owned(),
+                    fate: "already",
+                    reason: None,
+                    state: Some(state_name(s)),
+                })
+            }
         }
         self.audited("revoke", Some(uid), |c| {
             c.revoke(uid, reason, Some(message))
@@ -347,6 +371,7 @@ impl KeyManager {
         .map_err(|e| ServiceError::kmip(format!("revoking the old key {}", shown(uid)), e))?;
         Ok(RetiredKey {
             uid: uid.to_owned(),
+            state: None,
             fate: "revoked",
             reason: Some(if reason == RevocationReasonCode::SUPERSEDED {
                 "Superseded"
