@@ -1497,6 +1497,28 @@ fn r19_9_an_image_deleted_while_served_is_reported(env: &Env) {
         .audit_lines()
         .iter()
         .any(|l| l["operation"] == "device_deleted"));
+    // `ctl status` shows it, and a reader that stops early (`| head`, here `| true`) ends it quietly
+    // (found by the outside run: a panic with a backtrace on the broken pipe).
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            // `true` has exited long before ctl writes (ctl first asks the daemon).
+            "'{}' ctl --socket '{}' status | true; echo \"${{PIPESTATUS[0]}}\" >&2",
+            atrest_bin(),
+            case.socket().display()
+        ))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(err.trim(), "0", "ctl status under head: {err}");
+    let full = succeed(Command::new(atrest_bin()).args([
+        "ctl",
+        "--socket",
+        case.socket().to_str().unwrap(),
+        "status",
+    ]));
+    assert!(String::from_utf8_lossy(&full.stdout).contains("DEVICE "));
     daemon.stop();
 }
 

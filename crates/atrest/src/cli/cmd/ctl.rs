@@ -1,5 +1,6 @@
 //! `atrest ctl`: the control API of a running `atrest serve`, from the command line.
 
+use std::io::Write;
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
@@ -18,10 +19,11 @@ pub fn run(a: CtlArgs) -> anyhow::Result<()> {
     match &a.command {
         CtlCommand::Status => {
             let (_, s) = call(&socket, "GET", "/v1/status", None)?;
+            let mut out = std::io::stdout().lock();
             if a.json {
-                println!("{s}");
+                writeln!(out, "{s}")?;
             } else {
-                print_status(&serde_json::from_value(s)?);
+                print_status(&mut out, &serde_json::from_value(s)?)?;
             }
             Ok(())
         }
@@ -226,49 +228,55 @@ fn command(
     bail!("no outcome from the daemon in time")
 }
 
-fn print_status(s: &StatusReport) {
+/// Writes the status for a person; a closed pipe (`| head`) is an error the caller treats
+/// as the end of the output, not a panic.
+fn print_status(out: &mut impl std::io::Write, s: &StatusReport) -> std::io::Result<()> {
     let d = &s.daemon;
-    println!(
+    writeln!(
+        out,
         "atrest serve, pid {}, started {}, {}",
         d.pid,
         d.started,
         if d.ready { "ready" } else { "starting" }
-    );
+    )?;
     if !d.audit.ok {
-        println!(
+        writeln!(
+            out,
             "  AUDIT LOG FAILING since {}: {} ({} line(s) waiting, {} lost)",
             d.audit.failing_since.as_deref().unwrap_or("?"),
             d.audit.error.as_deref().unwrap_or("?"),
             d.audit.pending,
             d.audit.lost
-        );
+        )?;
     }
     for v in &s.volumes {
-        println!();
-        println!("{}  {}", v.name, v.state.name().to_uppercase());
-        println!("  device       {}", v.path);
+        writeln!(out,)?;
+        writeln!(out, "{}  {}", v.name, v.state.name().to_uppercase())?;
+        writeln!(out, "  device       {}", v.path)?;
         if let Some(r) = &v.reason {
-            println!("  why          {r}");
+            writeln!(out, "  why          {r}")?;
         }
         if let Some(e) = &v.device_error {
-            println!("  DEVICE       {e}");
+            writeln!(out, "  DEVICE       {e}")?;
         }
         if let Some(k) = &v.key_uid {
-            println!("  KMIP key     {k}");
+            writeln!(out, "  KMIP key     {k}")?;
         }
         for e in &v.exports {
-            println!("  export       {} {}", e.kind, e.at);
+            writeln!(out, "  export       {} {}", e.kind, e.at)?;
         }
         if let Some(p) = &v.progress {
-            println!(
+            writeln!(
+                out,
                 "  converting   {} {} of {} bytes",
                 p.kind.as_str(),
                 p.done,
                 p.total
-            );
+            )?;
         }
         if let Some(c) = &v.last_key_check {
-            println!(
+            writeln!(
+                out,
                 "  key check    {} at {}{}",
                 c.result,
                 c.time,
@@ -276,14 +284,18 @@ fn print_status(s: &StatusReport) {
                     .as_deref()
                     .map(|s| format!(" ({s})"))
                     .unwrap_or_default()
-            );
+            )?;
         }
         if let Some(e) = &v.server_error {
-            println!("  server       unreachable: {e} (the volume keeps serving)");
+            writeln!(
+                out,
+                "  server       unreachable: {e} (the volume keeps serving)"
+            )?;
         }
         if let Some(n) = v.next_retry_secs {
-            println!("  next try     in {n:.1} s (attempt {})", v.attempts);
+            writeln!(out, "  next try     in {n:.1} s (attempt {})", v.attempts)?;
         }
-        println!("  since        {}", v.since);
+        writeln!(out, "  since        {}", v.since)?;
     }
+    Ok(())
 }
