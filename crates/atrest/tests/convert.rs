@@ -445,6 +445,42 @@ fn a_key_gone_from_the_server_is_a_clear_error_and_changes_nothing(env: &Env) {
     }
 }
 
+/// A compromised key is handled as one: a rewrap would keep the volume key the compromise
+/// may have exposed, so only a deep rekey is allowed, and the compromised key is not
+/// revoked a second time (which would replace "Key Compromise" on the server).
+fn a_compromised_key_is_only_rekeyed_deep(env: &Env) {
+    let (img, data) = random_image(env, "compromised", 16 << 20);
+    let out = atrest(env, &["encrypt"], &img);
+    assert_success("atrest encrypt", &out);
+    let uid = status(&img)["key_uid"].as_str().unwrap().to_owned();
+    succeed(
+        Command::new(atrest_bin())
+            .args(["kmip", "revoke", "--reason", "key-compromise", "-c"])
+            .arg(env.kms.dir.join("client.toml"))
+            .arg(&uid),
+    );
+    let before = sha(&img);
+    let out = atrest(env, &["rekey"], &img);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("Compromised") && err.contains("--deep"),
+        "{err}"
+    );
+    assert_eq!(sha(&img), before, "a refused rewrap changed the device");
+    let out = atrest(env, &["rekey", "--deep"], &img);
+    assert_success("atrest rekey --deep", &out);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("already and is left as it is"), "{said}");
+    assert_ne!(status(&img)["key_uid"].as_str().unwrap(), uid);
+    let out = atrest(env, &["decrypt"], &img);
+    assert_success("atrest decrypt", &out);
+    assert!(
+        std::fs::read(&img).unwrap() == data,
+        "not the original data"
+    );
+}
+
 fn a_file_that_cannot_grow_is_refused_before_any_data_moves(env: &Env) {
     let (img, data) = random_image(env, "nospace", 64 << 20);
     // A real limit from the kernel: RLIMIT_FSIZE (KiB) at the image's size, SIGXFSZ ignored, so
@@ -576,6 +612,10 @@ fn main() {
         (
             "a_key_gone_from_the_server_is_a_clear_error_and_changes_nothing",
             a_key_gone_from_the_server_is_a_clear_error_and_changes_nothing,
+        ),
+        (
+            "a_compromised_key_is_only_rekeyed_deep",
+            a_compromised_key_is_only_rekeyed_deep,
         ),
         (
             "a_file_that_cannot_grow_is_refused_before_any_data_moves",

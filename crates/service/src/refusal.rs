@@ -78,6 +78,14 @@ pub enum Refusal {
         /// The device.
         path: PathBuf,
     },
+    /// A rewrap away from a compromised key.
+    #[error("the KMIP key {} of {} is Compromised: a rewrap would keep the volume key it protected, which the compromise may have exposed; use `atrest rekey --deep` (every sector re-encrypted under a new volume key)", shown(key_uid), path.display())]
+    CompromisedNeedsDeepRekey {
+        /// The device.
+        path: PathBuf,
+        /// The compromised key.
+        key_uid: String,
+    },
     /// XTS-AES-256 in direct mode.
     #[error("direct mode uses the KMIP key as the volume key, and KMIP AES keys are at most 256 bits: XTS-AES-256 needs wrapped mode")]
     Aes256NeedsWrapped,

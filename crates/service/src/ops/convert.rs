@@ -483,6 +483,16 @@ pub fn rekey(
                 }
                 .into());
             }
+            // A rewrap keeps the volume key, which a compromised KMIP key may have exposed
+            // (whoever had the KMIP key could open the keyslot): only a deep rekey, which
+            // makes a new volume key, answers a compromise.
+            if !req.deep && kms.state(&key_uid)? == kmip::enums::State::COMPROMISED {
+                return Err(Refusal::CompromisedNeedsDeepRekey {
+                    path: loc.path.clone(),
+                    key_uid,
+                }
+                .into());
+            }
             let old = kms.fetch_for(&key_uid, KeyUse::MoveOff)?;
             let new = kms.create(&key_name(req.key_name.as_deref(), &dev))?;
             let r = if req.deep {
