@@ -10,12 +10,21 @@ use testkit::alloc::{largest, Watching};
 #[global_allocator]
 static ALLOC: Watching = Watching;
 
+/// The watcher counts every thread's allocations, so the tests of this binary run one at a
+/// time, setup included: another test building its input must not be counted in this one.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 fn unhex(s: &str) -> Vec<u8> {
     hex::decode(s.split_whitespace().collect::<String>()).unwrap()
 }
 
 #[test]
 fn a_four_gigabyte_length_is_refused_without_allocating_it() {
+    let _serial = serial();
     let b = unhex("420020 08 FFFFFFF0 00");
     let big = largest(|| {
         assert!(matches!(decode(&b), Err(DecodeError::Truncated { .. })));
@@ -28,6 +37,7 @@ fn a_four_gigabyte_length_is_refused_without_allocating_it() {
 
 #[test]
 fn nested_structures_claiming_more_than_they_hold_allocate_little() {
+    let _serial = serial();
     // 64 nested Structures, each claiming 2 GiB.
     let mut b = Vec::new();
     for _ in 0..64 {
@@ -41,6 +51,7 @@ fn nested_structures_claiming_more_than_they_hold_allocate_little() {
 
 #[test]
 fn the_watcher_sees_an_allocation() {
+    let _serial = serial();
     // The control: a decode that must allocate its 512 KiB byte string is seen as such.
     let mut b = unhex("420020 08 00080000");
     b.resize(8 + (512 << 10), 0xab);
