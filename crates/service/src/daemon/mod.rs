@@ -299,16 +299,11 @@ const AUDIT_RETRY: Duration = Duration::from_secs(5);
 /// The key of every volume that has one in memory now (unlocked, serving), by volume.
 fn served_keys(shared: &api::Shared) -> Vec<(String, String)> {
     shared
-        .volumes
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .iter()
-        .filter_map(|(name, (_, s))| {
-            let s = s.lock().unwrap_or_else(|p| p.into_inner());
-            match (&s.key_uid, s.state) {
-                (Some(uid), State::Unlocked) => Some((name.clone(), uid.clone())),
-                _ => None,
-            }
+        .statuses()
+        .into_iter()
+        .filter_map(|s| match (s.key_uid, s.state) {
+            (Some(uid), State::Unlocked) => Some((s.name, uid)),
+            _ => None,
         })
         .collect()
 }

@@ -810,11 +810,11 @@ impl Worker {
                 }
             }
         }
-        let destroyed =
-            |s: KeyState| s == KeyState::DESTROYED || s == KeyState::DESTROYED_COMPROMISED;
+        let policy = crate::keys::KeyPolicy {
+            require_active: self.ctx.serve.require_active_key,
+        };
         match result {
-            Ok(KeyState::ACTIVE) => None,
-            Ok(s) if self.ctx.serve.require_active_key || destroyed(s) => Some(format!(
+            Ok(s) if !policy.allows(s) => Some(format!(
                 "the key {} became {} on the key server",
                 shown(uid),
                 state_name(s)
