@@ -36,6 +36,9 @@ pub struct Entry<'a> {
     /// How long it took, for requests.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub latency_ms: Option<f64>,
+    /// Who asked, for what came through the web page: `user@address`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<&'a str>,
 }
 
 /// Opens `path` for appending with the checks of [`crate::runtime_path::open_append`]: a
@@ -209,6 +212,28 @@ impl Audit {
             key_uid,
             result: result.into(),
             latency_ms: None,
+            source: None,
+        });
+    }
+
+    /// Something done (or refused) on the web page: a login, a failed login, a change,
+    /// an action on a volume; `source` names who and from where.
+    pub fn admin(
+        &self,
+        source: &str,
+        volume: Option<&str>,
+        operation: &str,
+        result: impl Into<String>,
+    ) {
+        self.record(&Entry {
+            time: now(),
+            volume,
+            server: None,
+            operation,
+            key_uid: None,
+            result: result.into(),
+            latency_ms: None,
+            source: Some(source),
         });
     }
 
@@ -230,6 +255,7 @@ impl Audit {
             key_uid,
             result: result.into(),
             latency_ms: Some((latency.as_secs_f64() * 10_000.0).round() / 10.0),
+            source: None,
         });
     }
 }
@@ -314,6 +340,7 @@ impl Sink {
                     key_uid: None,
                     result: format!("{lost} audit line(s) could not be written and were lost"),
                     latency_ms: None,
+                    source: None,
                 };
                 let mut line = serde_json::to_vec(&e).unwrap_or_default();
                 line.push(b'\n');

@@ -138,6 +138,8 @@ struct File {
     serve: ServeConfig,
     #[serde(default)]
     volume: Vec<VolumeConfig>,
+    #[serde(default)]
+    web: WebConfig,
 }
 
 #[derive(Debug, Deserialize)]
@@ -179,6 +181,10 @@ pub struct ServeConfig {
     /// Unlock only with a key the server reports Active (a Deactivated, Compromised or
     /// Destroyed key leaves the volume locked: the operator's crypto-erase).
     pub require_active_key: bool,
+    /// The most MiB a second a conversion the daemon runs (encrypt, decrypt, deep rekey)
+    /// may move, so that the appliance's own disk traffic keeps its share while a volume
+    /// converts in the background; 0: as fast as the disk goes.
+    pub convert_max_mib_per_sec: u64,
 }
 
 impl Default for ServeConfig {
@@ -189,7 +195,141 @@ impl Default for ServeConfig {
             key_check_secs: 300,
             retry_max_secs: 30,
             require_active_key: true,
+            convert_max_mib_per_sec: 0,
         }
+    }
+}
+
+/// The `[web]` table: the HTTPS admin page that `atrest serve` runs beside its API.
+///
+/// ```toml
+/// [web]
+/// listen = "0.0.0.0:8443"          # no listen: no web page
+/// cert = "web.crt"                 # optional, with key; otherwise a self-signed ECDSA
+/// key = "web.key"                  #   P-256 pair is made beside the configuration
+/// admin_password_hash = "$argon2id$v=19$..."   # set by `atrest admin set-password`
+/// session_idle_mins = 15
+/// session_max_hours = 8
+/// ```
+/// The hash is not a secret in the sense of the KMIP password (it cannot be sent anywhere
+/// in its place), but it lets a reader try passwords offline: the file is read under the
+/// same trust rules as the rest.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebConfig {
+    /// Where the page listens (`ADDR:PORT`); none: no page.
+    pub listen: Option<std::net::SocketAddr>,
+    /// The server certificate (PEM chain), resolved against the configuration's folder.
+    pub cert: Option<PathBuf>,
+    /// Its private key (PEM), a secret file.
+    pub key: Option<PathBuf>,
+    /// The admin account's name.
+    pub admin_user: String,
+    /// The admin password as an argon2id PHC string.
+    pub admin_password_hash: Option<String>,
+    /// A session unused this long ends.
+    pub session_idle_mins: u64,
+    /// A session ends this long after its login, used or not.
+    pub session_max_hours: u64,
+}
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            cert: None,
+            key: None,
+            admin_user: "admin".into(),
+            admin_password_hash: None,
+            session_idle_mins: 15,
+            session_max_hours: 8,
+        }
+    }
+}
+
+/// Only the `[web]` table, for what reads it again while serving (a login checks the
+/// password hash that `atrest admin set-password` may have changed a minute ago).
+#[derive(Debug, Deserialize)]
+struct WebOnly {
+    #[serde(default)]
+    web: WebConfig,
+}
+
+impl WebConfig {
+    /// The `[web]` table of the configuration at `path` as it is on disk now, paths
+    /// resolved; the rest of the file is not checked.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        trusted::check_folder(path)?;
+        let bytes = trusted::read("configuration file", path, Role::Trusted)?;
+        let text = std::str::from_utf8(&bytes).map_err(|_| ConfigError::Read {
+            what: "configuration file",
+            path: path.to_owned(),
+            error: std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text"),
+        })?;
+        // Everything but [web] is ignored here: a table the full parse would refuse is
+        // refused by the daemon's own reload, not by a login.
+        let table: toml::Table = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: path.to_owned(),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+        let mut only = toml::Table::new();
+        if let Some(w) = table.get("web") {
+            only.insert("web".into(), w.clone());
+        }
+        let w: WebOnly = only
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Syntax {
+                path: path.to_owned(),
+                message: e.to_string().trim_end().to_owned(),
+            })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Ok(w.web.resolved(base))
+    }
+
+    fn resolved(self, base: &Path) -> Self {
+        Self {
+            cert: self.cert.map(|p| base.join(p)),
+            key: self.key.map(|p| base.join(p)),
+            ..self
+        }
+    }
+
+    fn check(&self) -> Result<(), (&'static str, String, String)> {
+        if self.cert.is_some() != self.key.is_some() {
+            return Err((
+                "cert",
+                self.cert
+                    .as_deref()
+                    .unwrap_or(Path::new(""))
+                    .display()
+                    .to_string(),
+                "give both cert and key, or neither (a self-signed pair is then made)".into(),
+            ));
+        }
+        if let Some(h) = &self.admin_password_hash {
+            if !h.starts_with("$argon2id$") {
+                return Err((
+                    "admin_password_hash",
+                    "(not shown)".into(),
+                    "not an argon2id hash: set it with `atrest admin set-password`".into(),
+                ));
+            }
+        }
+        if !(1..=24 * 60).contains(&self.session_idle_mins) {
+            return Err((
+                "session_idle_mins",
+                self.session_idle_mins.to_string(),
+                "must be between 1 and 1440 minutes".into(),
+            ));
+        }
+        if !(1..=24 * 7).contains(&self.session_max_hours) {
+            return Err((
+                "session_max_hours",
+                self.session_max_hours.to_string(),
+                "must be between 1 and 168 hours".into(),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -229,6 +369,8 @@ pub struct Config {
     pub serve: ServeConfig,
     /// Volumes for the daemon.
     pub volumes: Vec<VolumeConfig>,
+    /// The admin web page.
+    pub web: WebConfig,
 }
 
 impl Config {
@@ -330,6 +472,9 @@ impl Config {
         }
         check_serve(&file.serve, &file.volume)
             .map_err(|(key, value, why)| invalid(key, value, why))?;
+        file.web
+            .check()
+            .map_err(|(key, value, why)| invalid(key, value, why))?;
         let timeout = Duration::from_secs(k.timeout_secs);
         Ok(Self {
             path: path.to_owned(),
@@ -362,6 +507,7 @@ impl Config {
                     ..v
                 })
                 .collect(),
+            web: file.web.resolved(base),
         })
     }
 }

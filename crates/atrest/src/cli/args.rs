@@ -96,6 +96,9 @@ pub enum Command {
     },
     /// Talk to a running `atrest serve` through its control API.
     Ctl(CtlArgs),
+    /// The admin web page's account.
+    #[command(subcommand)]
+    Admin(AdminCommand),
     /// Translate KMIP messages between TTLV (binary or hex) and the OASIS XML form.
     #[command(subcommand)]
     Ttlv(TtlvCommand),
@@ -615,4 +618,21 @@ mod tests {
         assert!(e.binary);
         assert_eq!(e.input.input.unwrap(), PathBuf::from("x.xml"));
     }
+}
+
+/// `atrest admin ...`
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Set the web page's admin password: its argon2id hash goes into `[web]
+    /// admin_password_hash` of the configuration (the rest of the file is kept as it is).
+    ///
+    /// Asks twice on a terminal; with --password-stdin reads one line from standard input.
+    /// A running daemon uses the new password from the next login.
+    SetPassword {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Read the password from standard input (one line) instead of asking.
+        #[arg(long)]
+        password_stdin: bool,
+    },
 }

@@ -25,6 +25,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Open(a) => cmd::open::run(a),
         Command::Serve { config } => cmd::serve::run(&config.config),
         Command::Ctl(a) => cmd::ctl::run(a),
+        Command::Admin(c) => cmd::admin::run(c),
         Command::Ttlv(c) => cmd::ttlv::run(c),
     }
 }

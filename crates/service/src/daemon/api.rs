@@ -83,9 +83,22 @@ pub struct Shared {
     pub audit: Arc<crate::audit::Audit>,
     /// Long polls of the feed waiting now.
     pub polls: AtomicUsize,
+    /// Set to have the daemon reread its configuration (as SIGHUP does): the web page,
+    /// after it saved new KMIP settings.
+    pub reload: Arc<AtomicBool>,
 }
 
 impl Shared {
+    /// Whether `new` (a configuration not yet in use) still reaches the key of every volume
+    /// served now, as a reload demands before it takes new KMIP settings; the first
+    /// failure in words.
+    pub fn new_settings_reach_served_keys(
+        &self,
+        new: &crate::config::Config,
+    ) -> Result<(), String> {
+        super::reload::check_settings(new, &super::served_keys(self))
+    }
+
     /// Every volume's status as it is now, in name order.
     pub fn statuses(&self) -> Vec<VolumeStatus> {
         self.volumes
@@ -686,6 +699,7 @@ mod tests {
             ready: AtomicBool::new(true),
             audit: Arc::new(crate::audit::Audit::none()),
             polls: AtomicUsize::new(0),
+            reload: Arc::new(AtomicBool::new(false)),
         });
         let api = Api::start(&path, shared).unwrap();
         (dir, path, api, rx)

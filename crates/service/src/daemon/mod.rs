@@ -60,13 +60,24 @@ pub trait Reporter {
     fn line(&mut self, text: &str);
 }
 
+/// A front end started beside the control API (the admin web page, from the `admin`
+/// crate, which depends on this one): given the daemon's shared state and its
+/// configuration, it returns what keeps it running (dropped when the daemon stops), or
+/// why it could not start. The daemon serves its volumes either way.
+pub type FrontEnd<'a> = &'a dyn Fn(
+    Arc<api::Shared>,
+    &Config,
+    &mut dyn Reporter,
+) -> Result<Option<Box<dyn std::any::Any>>, String>;
+
 /// Serves the volumes of the configuration at `config_path` until `stop` is requested;
-/// `reload` set (SIGHUP) rereads the configuration.
+/// `reload` set (SIGHUP) rereads the configuration. `front` starts the web page.
 pub fn run(
     config_path: &Path,
     stop: Stop,
     reload: Arc<AtomicBool>,
     out: &mut dyn Reporter,
+    front: Option<FrontEnd<'_>>,
 ) -> Result<(), ServiceError> {
     let mut config = Config::load(config_path)?;
     let audit = Arc::new(Audit::open(&config.serve.audit_log)?);
@@ -80,9 +91,22 @@ pub fn run(
         ready: AtomicBool::new(false),
         audit: audit.clone(),
         polls: Default::default(),
+        reload: reload.clone(),
     });
     crate::runtime_path::check_socket(&config.serve.api_socket, "API socket")?;
     let _api = api::Api::start(&config.serve.api_socket, shared.clone())?;
+    // The page is a convenience beside the volumes: one that cannot start is said loudly
+    // (log, audit) and the volumes are served all the same.
+    let _front = match front.map(|f| f(shared.clone(), &config, out)) {
+        None | Some(Ok(None)) => None,
+        Some(Ok(Some(running))) => Some(running),
+        Some(Err(why)) => {
+            let text = format!("the web page is not served: {why}");
+            log::error!("{text}");
+            audit.event(None, "web_failed", None, text);
+            None
+        }
+    };
     audit.event(
         None,
         "started",
@@ -289,6 +313,7 @@ pub fn run(
     for (_, r) in running {
         let _ = r.thread.join();
     }
+    drop(_front);
     audit.event(None, "stopped", None, "ok");
     Ok(())
 }
@@ -297,7 +322,7 @@ pub fn run(
 const AUDIT_RETRY: Duration = Duration::from_secs(5);
 
 /// The key of every volume that has one in memory now (unlocked, serving), by volume.
-fn served_keys(shared: &api::Shared) -> Vec<(String, String)> {
+pub(crate) fn served_keys(shared: &api::Shared) -> Vec<(String, String)> {
     shared
         .statuses()
         .into_iter()

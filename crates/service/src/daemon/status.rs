@@ -49,7 +49,7 @@ impl State {
 }
 
 /// A conversion's progress.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Progress {
     /// What runs.
     pub kind: Kind,
@@ -57,6 +57,59 @@ pub struct Progress {
     pub done: u64,
     /// Bytes in all.
     pub total: u64,
+    /// Bytes a second since this run of the job started (none in its first second).
+    #[serde(default)]
+    pub bytes_per_sec: Option<f64>,
+    /// Seconds left at that rate.
+    #[serde(default)]
+    pub eta_secs: Option<f64>,
+}
+
+impl Progress {
+    /// Progress at `done` of `total`, `done_at_start` bytes having been done when this run
+    /// of the job began `elapsed` ago (a resumed job's earlier bytes are not counted in
+    /// its rate).
+    pub fn measured(
+        kind: Kind,
+        done: u64,
+        total: u64,
+        done_at_start: u64,
+        elapsed: Duration,
+    ) -> Self {
+        let secs = elapsed.as_secs_f64();
+        let rate =
+            (secs >= 1.0 && done > done_at_start).then(|| (done - done_at_start) as f64 / secs);
+        Self {
+            kind,
+            done,
+            total,
+            bytes_per_sec: rate,
+            eta_secs: rate.map(|r| total.saturating_sub(done) as f64 / r),
+        }
+    }
+
+    /// Percent done, 0 to 100.
+    pub fn percent(&self) -> f64 {
+        if self.total == 0 {
+            100.0
+        } else {
+            self.done as f64 * 100.0 / self.total as f64
+        }
+    }
+}
+
+/// The newest conversion job of a volume and how it stands (a failure stays visible after
+/// the volume went back to its earlier state).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastJob {
+    /// Which conversion.
+    pub operation: Kind,
+    /// How it stands.
+    pub result: super::feed::JobResult,
+    /// The outcome in words.
+    pub message: Option<String>,
+    /// When it got there (RFC 3339).
+    pub time: String,
 }
 
 /// One export of an unlocked volume.
@@ -94,6 +147,9 @@ pub struct VolumeStatus {
     pub since: String,
     /// The KMIP key's identifier, once read from the header.
     pub key_uid: Option<String>,
+    /// The cipher by its standard name (`XTS-AES-128`), once read from the header.
+    #[serde(default)]
+    pub cipher: Option<String>,
     /// A conversion's progress.
     pub progress: Option<Progress>,
     /// The exports while unlocked.
@@ -110,6 +166,9 @@ pub struct VolumeStatus {
     pub next_retry_secs: Option<f64>,
     /// Attempts made while waiting.
     pub attempts: u32,
+    /// The newest conversion job.
+    #[serde(default)]
+    pub last_job: Option<LastJob>,
 }
 
 impl VolumeStatus {
@@ -122,6 +181,7 @@ impl VolumeStatus {
             reason: None,
             since: crate::audit::now(),
             key_uid: None,
+            cipher: None,
             progress: None,
             exports: Vec::new(),
             last_key_check: None,
@@ -130,6 +190,7 @@ impl VolumeStatus {
             device_error: None,
             next_retry_secs: None,
             attempts: 0,
+            last_job: None,
         }
     }
 

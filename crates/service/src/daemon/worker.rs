@@ -426,7 +426,11 @@ impl Worker {
         };
         let (uid, mode) = match found {
             Found::Plain => {
-                self.status().key_uid = None;
+                {
+                    let mut s = self.status();
+                    s.key_uid = None;
+                    s.cipher = None;
+                }
                 self.set(State::Plaintext, None);
                 return Err(Halt::Idle);
             }
@@ -488,7 +492,12 @@ impl Worker {
             }
             Found::Volume { key_uid, key_mode } => (key_uid, key_mode),
         };
-        self.status().key_uid = Some(uid.clone());
+        let cipher = dev.status().ok().map(|s| s.cipher_name);
+        {
+            let mut s = self.status();
+            s.key_uid = Some(uid.clone());
+            s.cipher = cipher;
+        }
         // A lock asked for during a conversion (or before this attempt) wins.
         if let Some(h) = self.pending() {
             return Err(h);
@@ -846,11 +855,22 @@ impl Worker {
     }
 
     fn refuse_job(&self, j: &Job, why: &str) {
+        self.job_event(j.kind(), JobResult::Refused, Some(why.into()));
+    }
+
+    /// A job's news: on the feed, and in the status as its newest job.
+    fn job_event(&self, operation: Kind, result: JobResult, message: Option<String>) {
+        self.status().last_job = Some(super::status::LastJob {
+            operation,
+            result,
+            message: message.clone(),
+            time: crate::audit::now(),
+        });
         self.ctx.events.push(FeedEvent::Job {
             volume: self.name().into(),
-            operation: j.kind(),
-            result: JobResult::Refused,
-            message: Some(why.into()),
+            operation,
+            result,
+            message,
         });
     }
 
@@ -859,12 +879,7 @@ impl Worker {
             Ok(()) => Phase::Start,
             Err(_) if self.ctx.stop.requested() => Phase::Exit,
             Err(e) => {
-                self.ctx.events.push(FeedEvent::Job {
-                    volume: self.name().into(),
-                    operation: j.kind(),
-                    result: JobResult::Failed,
-                    message: Some(e.to_string()),
-                });
+                self.job_event(j.kind(), JobResult::Failed, Some(e.to_string()));
                 self.ctx
                     .audit
                     .event(Some(self.name()), j.kind().as_str(), None, e.to_string());
@@ -878,28 +893,31 @@ impl Worker {
     fn convert(&mut self, j: &Job, resuming: bool) -> Result<(), ServiceError> {
         self.set(State::Converting, None);
         let kind = j.kind();
-        self.ctx.events.push(FeedEvent::Job {
-            volume: self.name().into(),
-            operation: kind,
-            result: if resuming {
+        self.job_event(
+            kind,
+            if resuming {
                 JobResult::Resuming
             } else {
                 JobResult::Started
             },
-            message: None,
-        });
+            None,
+        );
         let loc = self.location();
         let status = self.ctx.status.clone();
         let events = self.ctx.events.clone();
         let name = self.ctx.cfg.name.clone();
         let mut last_event = Instant::now() - Duration::from_secs(10);
+        let began = Instant::now();
+        let mut done_at_start = None;
+        let rate = self.ctx.serve.convert_max_mib_per_sec;
+        let pace_stop = self.ctx.stop.clone();
         let mut observer = |e: &Event| {
             if let Event::Progress { kind, done, total } = e {
-                status.lock().unwrap_or_else(|p| p.into_inner()).progress = Some(Progress {
-                    kind: *kind,
-                    done: *done,
-                    total: *total,
-                });
+                let from = *done_at_start.get_or_insert(*done);
+                status.lock().unwrap_or_else(|p| p.into_inner()).progress = Some(
+                    Progress::measured(*kind, *done, *total, from, began.elapsed()),
+                );
+                pace(rate, done - from, began, &pace_stop);
                 if last_event.elapsed() >= Duration::from_millis(500) || done == total {
                     last_event = Instant::now();
                     events.push(FeedEvent::Progress {
@@ -964,13 +982,21 @@ impl Worker {
             report.status.as_ref().map(|s| s.key_uid.as_str()),
             "ok",
         );
-        self.ctx.events.push(FeedEvent::Job {
-            volume: self.name().into(),
-            operation: kind,
-            result: JobResult::Finished,
-            message: Some(report.message),
-        });
+        self.job_event(kind, JobResult::Finished, Some(report.message));
         Ok(())
+    }
+}
+
+/// Holds a conversion back after a committed step until `moved` bytes since `began` are
+/// within `mib_per_sec` (`[serve] convert_max_mib_per_sec`; 0: no limit). Waits in short
+/// slices, so that a stop is not delayed by more than one of them.
+fn pace(mib_per_sec: u64, moved: u64, began: Instant, stop: &Stop) {
+    if mib_per_sec == 0 {
+        return;
+    }
+    let due = Duration::from_secs_f64(moved as f64 / (mib_per_sec as f64 * 1048576.0));
+    while began.elapsed() < due && !stop.requested() {
+        std::thread::sleep((due - began.elapsed()).min(Duration::from_millis(50)));
     }
 }
 

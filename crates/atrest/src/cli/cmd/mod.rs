@@ -1,5 +1,6 @@
 //! One file per subcommand: glue between arguments and the library crates.
 
+pub mod admin;
 pub mod convert;
 pub mod ctl;
 pub mod decrypt;

@@ -28,7 +28,7 @@ pub fn run(config: &Path) -> anyhow::Result<()> {
     let reload = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGHUP, reload.clone())
         .context("installing the SIGHUP handler")?;
-    service::daemon::run(config, stop, reload, &mut Lines)?;
+    service::daemon::run(config, stop, reload, &mut Lines, Some(&admin::start))?;
     log::info!("stopped");
     Ok(())
 }

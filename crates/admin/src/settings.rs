@@ -1,0 +1,743 @@
+//! The KMIP settings as the Storage › Encryption page shows and changes them.
+//!
+//! Saving follows the configuration file's rules and never leaves a half state: the new
+//! files (uploads, typed secrets, and copies of the unchanged ones) go into a fresh folder
+//! `web-kmip/GENERATION/` beside the configuration (0700, files 0600), a candidate
+//! configuration naming them is tested there (Save and Test, plus a check that the served
+//! volumes' keys are still reachable with it), and only a passing candidate replaces the
+//! configuration, by a rename; the daemon then rereads it as on SIGHUP. A failing one is
+//! deleted and the old settings stay in force. Secrets go to files, never into the TOML.
+
+use std::path::{Path, PathBuf};
+
+use kmip::client::ServerAddr;
+use openssl::pkcs12::Pkcs12;
+use openssl::x509::X509;
+use service::config::Config;
+use service::ops::test::TestReport;
+use service::trusted::{self, Role};
+use toml_edit::{value, Array, DocumentMut, Item};
+use zeroize::Zeroizing;
+
+use crate::error::AdminError;
+use crate::files;
+
+/// The folder (beside the configuration) that holds the settings saved from the page.
+pub const FOLDER: &str = "web-kmip";
+
+/// A file chosen in a form.
+#[derive(Clone)]
+pub struct Upload {
+    /// The name the browser sent (shown back, never used as a path).
+    pub filename: String,
+    /// Its bytes.
+    pub bytes: Zeroizing<Vec<u8>>,
+}
+
+/// A form's change to the settings: what is `None` stays as it is.
+#[derive(Default)]
+pub struct Draft {
+    /// Servers, in order.
+    pub servers: Vec<String>,
+    /// A new CA certificate.
+    pub ca_cert: Option<Upload>,
+    /// A new client certificate (PKCS#12 or PEM).
+    pub client_cert: Option<Upload>,
+    /// A new client key (PEM, with a PEM certificate).
+    pub client_key: Option<Upload>,
+    /// A new passphrase.
+    pub passphrase: Option<Zeroizing<String>>,
+    /// The KMIP user name (empty: none).
+    pub username: String,
+    /// A new KMIP password.
+    pub password: Option<Zeroizing<String>>,
+}
+
+/// A field of the form, for errors shown next to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Field {
+    /// The server list.
+    Servers,
+    /// The CA upload.
+    CaCert,
+    /// The client certificate upload.
+    ClientCert,
+    /// The client key upload.
+    ClientKey,
+    /// The passphrase.
+    Passphrase,
+    /// The user name.
+    Username,
+    /// The password.
+    Password,
+    /// The settings as a whole.
+    General,
+}
+
+impl Field {
+    /// The form field's name (and the HTML id of its error).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Servers => "servers",
+            Self::CaCert => "ca_cert",
+            Self::ClientCert => "client_cert",
+            Self::ClientKey => "client_key",
+            Self::Passphrase => "passphrase",
+            Self::Username => "username",
+            Self::Password => "password",
+            Self::General => "general",
+        }
+    }
+}
+
+/// A problem with a field, in words for the operator.
+#[derive(Debug, Clone)]
+pub struct FieldError {
+    /// Which field.
+    pub field: Field,
+    /// What to fix.
+    pub message: String,
+}
+
+fn field_error(field: Field, message: impl Into<String>) -> FieldError {
+    FieldError {
+        field,
+        message: message.into(),
+    }
+}
+
+/// A certificate file as the page describes it (never its key).
+#[derive(Debug, Clone)]
+pub struct CertInfo {
+    /// The file.
+    pub path: String,
+    /// Its first certificate's subject, when readable without a passphrase.
+    pub subject: Option<String>,
+    /// Its expiry.
+    pub not_after: Option<String>,
+}
+
+/// The settings in force, as the form shows them: no secret, only whether one is set.
+#[derive(Debug, Clone, Default)]
+pub struct Current {
+    /// Servers, in order.
+    pub servers: Vec<String>,
+    /// The CA certificate.
+    pub ca_cert: Option<CertInfo>,
+    /// The client certificate.
+    pub client_cert: Option<CertInfo>,
+    /// The client key file, with a PEM certificate.
+    pub client_key: Option<String>,
+    /// Whether a passphrase file is set.
+    pub passphrase_set: bool,
+    /// The KMIP user name.
+    pub username: String,
+    /// Whether a password file is set.
+    pub password_set: bool,
+}
+
+fn kmip_table(doc: &DocumentMut) -> Option<&toml_edit::Table> {
+    doc.get("kmip").and_then(Item::as_table)
+}
+
+fn str_of<'a>(t: &'a toml_edit::Table, k: &str) -> Option<&'a str> {
+    t.get(k).and_then(Item::as_str)
+}
+
+fn read_doc(config: &Path) -> Result<DocumentMut, AdminError> {
+    trusted::check_folder(config)?;
+    let bytes = trusted::read("configuration file", config, Role::Trusted)?;
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    text.parse::<DocumentMut>().map_err(|e| {
+        AdminError::Config(service::config::ConfigError::Syntax {
+            path: config.to_owned(),
+            message: e.to_string(),
+        })
+    })
+}
+
+fn describe(path: &Path) -> CertInfo {
+    let first = std::fs::read(path).ok().and_then(|b| {
+        X509::stack_from_pem(&b)
+            .ok()
+            .and_then(|s| s.into_iter().next())
+            .or_else(|| X509::from_der(&b).ok())
+    });
+    CertInfo {
+        path: path.display().to_string(),
+        subject: first.as_deref().map(subject_of),
+        not_after: first.as_ref().map(|c| c.not_after().to_string()),
+    }
+}
+
+/// A certificate's subject as `CN=…, O=…`.
+pub fn subject_of(c: &openssl::x509::X509Ref) -> String {
+    c.subject_name()
+        .entries()
+        .map(|e| {
+            format!(
+                "{}={}",
+                e.object().nid().short_name().unwrap_or("?"),
+                e.data().to_string().unwrap_or_default()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The settings in force in the configuration at `config`.
+pub fn current(config: &Path) -> Result<Current, AdminError> {
+    let doc = read_doc(config)?;
+    let base = config.parent().unwrap_or(Path::new("."));
+    let Some(t) = kmip_table(&doc) else {
+        return Ok(Current::default());
+    };
+    let servers = t
+        .get("servers")
+        .and_then(Item::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    let client_cert = str_of(t, "client_cert").map(|p| {
+        let path = base.join(p);
+        let mut info = describe(&path);
+        if info.subject.is_none() {
+            // PKCS#12: its certificate is readable with the passphrase the daemon has.
+            if let Some(pass) = str_of(t, "passphrase_file")
+                .and_then(|p| trusted::read("passphrase_file", &base.join(p), Role::Secret).ok())
+            {
+                let pass = String::from_utf8_lossy(&pass);
+                let pass = pass.trim_end_matches(['\n', '\r']);
+                if let Some(cert) = std::fs::read(&path)
+                    .ok()
+                    .and_then(|d| Pkcs12::from_der(&d).ok())
+                    .and_then(|p| p.parse2(pass).ok())
+                    .and_then(|p| p.cert)
+                {
+                    info.subject = Some(subject_of(&cert));
+                    info.not_after = Some(cert.not_after().to_string());
+                }
+            }
+        }
+        info
+    });
+    Ok(Current {
+        servers,
+        ca_cert: str_of(t, "ca_cert").map(|p| describe(&base.join(p))),
+        client_cert,
+        client_key: str_of(t, "client_key").map(|p| base.join(p).display().to_string()),
+        passphrase_set: str_of(t, "passphrase_file").is_some(),
+        username: str_of(t, "username").unwrap_or_default().to_owned(),
+        password_set: str_of(t, "password_file").is_some(),
+    })
+}
+
+/// The digest of the settings in force: the configuration file and every file its
+/// `[kmip]` table names. A test passed for one digest does not count for another.
+pub fn fingerprint(config: &Path) -> [u8; 32] {
+    let mut h = openssl::sha::Sha256::new();
+    let bytes = std::fs::read(config).unwrap_or_default();
+    h.update(&bytes);
+    if let Ok(doc) = String::from_utf8_lossy(&bytes).parse::<DocumentMut>() {
+        let base = config.parent().unwrap_or(Path::new("."));
+        if let Some(t) = kmip_table(&doc) {
+            for k in [
+                "ca_cert",
+                "client_cert",
+                "client_key",
+                "passphrase_file",
+                "password_file",
+            ] {
+                if let Some(p) = str_of(t, k) {
+                    let f = Zeroizing::new(std::fs::read(base.join(p)).unwrap_or_default());
+                    h.update(k.as_bytes());
+                    h.update(&(f.len() as u64).to_le_bytes());
+                    h.update(&f);
+                }
+            }
+        }
+    }
+    h.finish()
+}
+
+/// What a PEM or DER upload holds, checked: the CA as PEM.
+fn ca_pem(u: &Upload) -> Result<Vec<u8>, FieldError> {
+    if let Ok(stack) = X509::stack_from_pem(&u.bytes) {
+        if !stack.is_empty() {
+            return Ok(u.bytes.to_vec());
+        }
+    }
+    if let Ok(c) = X509::from_der(&u.bytes) {
+        return c
+            .to_pem()
+            .map_err(|e| field_error(Field::CaCert, e.to_string()));
+    }
+    Err(field_error(
+        Field::CaCert,
+        format!(
+            "{} is not a certificate: upload the CA certificate that signed the KMIP server's certificate, in PEM (-----BEGIN CERTIFICATE-----) or DER form",
+            shown_name(&u.filename)
+        ),
+    ))
+}
+
+fn shown_name(name: &str) -> String {
+    let n: String = name.chars().filter(|c| !c.is_control()).take(80).collect();
+    if n.is_empty() {
+        "the uploaded file".into()
+    } else {
+        format!("\u{201c}{n}\u{201d}")
+    }
+}
+
+/// The client certificate's form: PKCS#12 or PEM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ClientForm {
+    Pkcs12,
+    Pem,
+}
+
+fn client_form(u: &Upload) -> Result<ClientForm, FieldError> {
+    if X509::stack_from_pem(&u.bytes).is_ok_and(|s| !s.is_empty()) {
+        return Ok(ClientForm::Pem);
+    }
+    if Pkcs12::from_der(&u.bytes).is_ok() {
+        return Ok(ClientForm::Pkcs12);
+    }
+    Err(field_error(
+        Field::ClientCert,
+        format!(
+            "{} is neither a PKCS#12 file (.p12, .pfx) nor a PEM certificate: upload the appliance's client certificate",
+            shown_name(&u.filename)
+        ),
+    ))
+}
+
+/// Checks a draft against what it changes, before anything is written: every problem
+/// found, each by its field.
+pub fn check(draft: &Draft, now: &Current) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    if draft.servers.is_empty() {
+        errors.push(field_error(Field::Servers, "name at least one KMIP server (host name or address, port 5696 unless given as host:port)"));
+    }
+    for s in &draft.servers {
+        if let Err(why) = ServerAddr::parse(s) {
+            errors.push(field_error(Field::Servers, format!("{s:?}: {why}")));
+        }
+    }
+    if let Some(u) = &draft.ca_cert {
+        if let Err(e) = ca_pem(u) {
+            errors.push(e);
+        }
+    } else if now.ca_cert.is_none() {
+        errors.push(field_error(
+            Field::CaCert,
+            "upload the CA certificate of the KMIP server",
+        ));
+    }
+    let form = match &draft.client_cert {
+        Some(u) => match client_form(u) {
+            Ok(f) => Some(f),
+            Err(e) => {
+                errors.push(e);
+                None
+            }
+        },
+        None if now.client_cert.is_none() => {
+            errors.push(field_error(
+                Field::ClientCert,
+                "upload the client certificate (PKCS#12, or PEM with its key)",
+            ));
+            None
+        }
+        None => Some(if now.client_key.is_some() {
+            ClientForm::Pem
+        } else {
+            ClientForm::Pkcs12
+        }),
+    };
+    if let Some(k) = &draft.client_key {
+        if PKeyPem::looks_like(&k.bytes).is_none() {
+            errors.push(field_error(
+                Field::ClientKey,
+                format!(
+                    "{} is not a PEM private key (-----BEGIN … PRIVATE KEY-----)",
+                    shown_name(&k.filename)
+                ),
+            ));
+        } else if form == Some(ClientForm::Pkcs12) {
+            errors.push(field_error(Field::ClientKey, "a PKCS#12 certificate holds its key: leave the key empty, or upload a PEM certificate with it"));
+        }
+    } else if form == Some(ClientForm::Pem)
+        && now.client_key.is_none()
+        && draft.client_cert.is_some()
+    {
+        errors.push(field_error(
+            Field::ClientKey,
+            "a PEM client certificate needs its private key: upload it too",
+        ));
+    }
+    if form == Some(ClientForm::Pkcs12) && draft.passphrase.is_none() && !now.passphrase_set {
+        errors.push(field_error(
+            Field::Passphrase,
+            "a PKCS#12 certificate is opened with a passphrase: type it",
+        ));
+    }
+    if draft.password.is_some() && draft.username.trim().is_empty() {
+        errors.push(field_error(Field::Username, "a password needs a user name"));
+    }
+    if draft.username.len() > 256 || draft.username.chars().any(char::is_control) {
+        errors.push(field_error(
+            Field::Username,
+            "a user name is up to 256 printable characters",
+        ));
+    }
+    errors
+}
+
+/// Recognises PEM private keys (encrypted or not) without opening them: a passphrase may
+/// be needed, which the test supplies.
+struct PKeyPem;
+
+impl PKeyPem {
+    fn looks_like(b: &[u8]) -> Option<()> {
+        let t = std::str::from_utf8(b).ok()?;
+        (t.contains("-----BEGIN ") && t.contains("PRIVATE KEY-----")).then_some(())
+    }
+}
+
+/// A draft written out and not yet in force.
+pub struct Staged {
+    /// Its folder (`web-kmip/GENERATION`).
+    pub dir: PathBuf,
+    /// The candidate configuration in it.
+    pub candidate: PathBuf,
+    /// The configuration text to put in place if the candidate passes.
+    final_text: String,
+}
+
+impl Staged {
+    /// Deletes it (the test failed): the old settings stay.
+    pub fn discard(self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+
+    /// Puts it in force: the configuration replaced by a rename, the candidate removed,
+    /// and earlier generations (now named by nothing) deleted.
+    pub fn commit(self, config: &Path) -> Result<(), AdminError> {
+        files::replace(config, self.final_text.as_bytes(), 0o600)?;
+        let _ = std::fs::remove_file(&self.candidate);
+        if let Some(parent) = self.dir.parent() {
+            if let Ok(entries) = std::fs::read_dir(parent) {
+                for e in entries.flatten() {
+                    if e.path() != self.dir && e.file_type().is_ok_and(|t| t.is_dir()) {
+                        let _ = std::fs::remove_dir_all(e.path());
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Writes a checked draft into a new generation folder with a candidate configuration.
+pub fn stage(config: &Path, draft: &Draft) -> Result<Staged, AdminError> {
+    let mut doc = read_doc(config)?;
+    let base = config.parent().unwrap_or(Path::new(".")).to_owned();
+    let root = base.join(FOLDER);
+    if !root.exists() {
+        std::fs::create_dir(&root).map_err(|error| AdminError::Io {
+            what: "creating",
+            path: root.clone(),
+            error,
+        })?;
+    }
+    std::fs::set_permissions(&root, std::os::unix::fs::PermissionsExt::from_mode(0o700)).map_err(
+        |error| AdminError::Io {
+            what: "restricting",
+            path: root.clone(),
+            error,
+        },
+    )?;
+    let time = time::OffsetDateTime::now_utc();
+    let generation = format!(
+        "{:04}{:02}{:02}T{:02}{:02}{:02}-{}",
+        time.year(),
+        time.month() as u8,
+        time.day(),
+        time.hour(),
+        time.minute(),
+        time.second(),
+        &crate::sessions::token()[..8]
+    );
+    let dir = root.join(&generation);
+    std::fs::create_dir(&dir).map_err(|error| AdminError::Io {
+        what: "creating",
+        path: dir.clone(),
+        error,
+    })?;
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700)).map_err(
+        |error| AdminError::Io {
+            what: "restricting",
+            path: dir.clone(),
+            error,
+        },
+    )?;
+    let result = write_generation(&mut doc, &base, &dir, &generation, draft);
+    let (candidate_doc, final_doc) = match result {
+        Ok(x) => x,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(e);
+        }
+    };
+    let candidate = dir.join("candidate.toml");
+    if let Err(e) = files::create(&candidate, candidate_doc.to_string().as_bytes(), 0o600) {
+        let _ = std::fs::remove_dir_all(&dir);
+        return Err(e);
+    }
+    Ok(Staged {
+        dir,
+        candidate,
+        final_text: final_doc.to_string(),
+    })
+}
+
+/// Writes the files of the generation and returns the candidate document (absolute paths,
+/// for a test from inside the folder) and the final one (paths relative to the
+/// configuration's folder).
+fn write_generation(
+    doc: &mut DocumentMut,
+    base: &Path,
+    dir: &Path,
+    generation: &str,
+    draft: &Draft,
+) -> Result<(DocumentMut, DocumentMut), AdminError> {
+    let old = kmip_table(doc).cloned().unwrap_or_default();
+    let old_path = |k: &str| str_of(&old, k).map(|p| base.join(p));
+    let carry = |k: &'static str, role: Role| -> Result<Option<Zeroizing<Vec<u8>>>, AdminError> {
+        match old_path(k) {
+            None => Ok(None),
+            Some(p) => Ok(Some(trusted::read(k, &p, role)?)),
+        }
+    };
+    // (key in [kmip], file name, bytes)
+    let mut out: Vec<(&'static str, &'static str, Zeroizing<Vec<u8>>)> = Vec::new();
+    match &draft.ca_cert {
+        Some(u) => out.push((
+            "ca_cert",
+            "ca.pem",
+            Zeroizing::new(ca_pem(u).map_err(|e| AdminError::Certificate {
+                what: "CA certificate",
+                why: e.message,
+            })?),
+        )),
+        None => {
+            if let Some(b) = carry("ca_cert", Role::Trusted)? {
+                out.push(("ca_cert", "ca.pem", b));
+            }
+        }
+    }
+    let (cert, key) = match &draft.client_cert {
+        Some(u) => {
+            let pem = X509::stack_from_pem(&u.bytes).is_ok_and(|s| !s.is_empty());
+            let key = match (&draft.client_key, pem) {
+                (Some(k), true) => Some(k.bytes.clone()),
+                (None, true) => carry("client_key", Role::Secret)?,
+                (_, false) => None,
+            };
+            (Some((u.bytes.clone(), pem)), key)
+        }
+        None => {
+            let key = match &draft.client_key {
+                Some(k) => Some(k.bytes.clone()),
+                None => carry("client_key", Role::Secret)?,
+            };
+            let pem = old_path("client_key").is_some();
+            (carry("client_cert", Role::Secret)?.map(|b| (b, pem)), key)
+        }
+    };
+    if let Some((bytes, pem)) = cert {
+        out.push((
+            "client_cert",
+            if pem { "client.pem" } else { "client.p12" },
+            bytes,
+        ));
+        if pem {
+            if let Some(k) = key {
+                out.push(("client_key", "client.key", k));
+            }
+        }
+    }
+    let pass = match &draft.passphrase {
+        Some(p) => Some(Zeroizing::new(format!("{}\n", p.as_str()).into_bytes())),
+        None => carry("passphrase_file", Role::Secret)?,
+    };
+    if let Some(p) = pass {
+        out.push(("passphrase_file", "client.pass", p));
+    }
+    let username = draft.username.trim();
+    if !username.is_empty() {
+        let pw = match &draft.password {
+            Some(p) => Some(Zeroizing::new(format!("{}\n", p.as_str()).into_bytes())),
+            None => carry("password_file", Role::Secret)?,
+        };
+        if let Some(p) = pw {
+            out.push(("password_file", "kmip.pass", p));
+        }
+    }
+    for (_, name, bytes) in &out {
+        files::create(&dir.join(name), bytes, 0o600)?;
+    }
+    files::sync_dir(dir)?;
+    let table = |abs: bool| {
+        let mut t = old.clone();
+        for k in [
+            "ca_cert",
+            "client_cert",
+            "client_key",
+            "passphrase_file",
+            "password_file",
+            "username",
+        ] {
+            t.remove(k);
+        }
+        let mut servers = Array::new();
+        for s in &draft.servers {
+            servers.push(s.trim());
+        }
+        t.insert("servers", value(servers));
+        for (k, name, _) in &out {
+            let p = if abs {
+                dir.join(name).display().to_string()
+            } else {
+                format!("{FOLDER}/{generation}/{name}")
+            };
+            t.insert(k, value(p));
+        }
+        if !username.is_empty() {
+            t.insert("username", value(username));
+        }
+        t
+    };
+    let mut candidate = doc.clone();
+    candidate["kmip"] = Item::Table(table(true));
+    // The candidate lives in the generation folder: relative paths of the other tables
+    // would resolve there; they are not used by the test, but made absolute all the same
+    // so that nothing in it points somewhere unexpected.
+    absolutize(&mut candidate, base);
+    doc["kmip"] = Item::Table(table(false));
+    Ok((candidate, doc.clone()))
+}
+
+fn absolutize(doc: &mut DocumentMut, base: &Path) {
+    let abs = |v: &mut Item| {
+        if let Some(s) = v.as_str() {
+            if !Path::new(s).is_absolute() {
+                *v = value(base.join(s).display().to_string());
+            }
+        }
+    };
+    if let Some(t) = doc.get_mut("serve").and_then(Item::as_table_mut) {
+        for k in ["api_socket", "audit_log"] {
+            if let Some(v) = t.get_mut(k) {
+                abs(v);
+            }
+        }
+    }
+    if let Some(t) = doc.get_mut("web").and_then(Item::as_table_mut) {
+        for k in ["cert", "key"] {
+            if let Some(v) = t.get_mut(k) {
+                abs(v);
+            }
+        }
+    }
+    if let Some(a) = doc.get_mut("volume").and_then(Item::as_array_of_tables_mut) {
+        for t in a.iter_mut() {
+            for k in ["path", "header", "fuse"] {
+                if let Some(v) = t.get_mut(k) {
+                    abs(v);
+                }
+            }
+        }
+    }
+}
+
+/// The outcome of Save and Test, as the page shows it.
+pub struct Outcome {
+    /// The test's report.
+    pub report: TestReport,
+    /// Whether the served volumes' keys were reached with the new settings (none when not
+    /// asked: a failed test, or a test of the settings already in force).
+    pub reach: Option<Result<(), String>>,
+    /// Whether the settings were saved (in force now).
+    pub saved: bool,
+}
+
+impl Outcome {
+    /// Everything passed.
+    pub fn passed(&self) -> bool {
+        self.report.ok && self.reach.as_ref().is_none_or(Result::is_ok)
+    }
+}
+
+/// Tests a staged draft; commits it when it passes (and the served keys are reachable
+/// with it), discards it otherwise.
+pub fn test_and_commit(
+    config: &Path,
+    staged: Staged,
+    reach: impl FnOnce(&Config) -> Result<(), String>,
+) -> Outcome {
+    let report = service::ops::test::save_and_test(&staged.candidate, false);
+    if !report.ok {
+        staged.discard();
+        return Outcome {
+            report,
+            reach: None,
+            saved: false,
+        };
+    }
+    let reached = match Config::load(&staged.candidate) {
+        Ok(c) => reach(&c),
+        Err(e) => Err(e.to_string()),
+    };
+    if reached.is_err() {
+        staged.discard();
+        return Outcome {
+            report,
+            reach: Some(reached),
+            saved: false,
+        };
+    }
+    match staged.commit(config) {
+        Ok(()) => Outcome {
+            report,
+            reach: Some(Ok(())),
+            saved: true,
+        },
+        Err(e) => Outcome {
+            report,
+            reach: Some(Err(format!(
+                "the settings passed but could not be saved: {e}"
+            ))),
+            saved: false,
+        },
+    }
+}
+
+/// The field a failed test step concerns, so that its message stands next to it.
+pub fn field_of(report: &TestReport) -> Field {
+    let error = report.error.as_deref().unwrap_or_default().to_lowercase();
+    match report.step.unwrap_or_default() {
+        "load client certificate" if error.contains("passphrase") => Field::Passphrase,
+        "load client certificate" | "present client certificate" => Field::ClientCert,
+        "resolve host name" | "TCP connect" | "reach any server" => Field::Servers,
+        "verify server certificate" if error.contains("host") => Field::Servers,
+        "verify server certificate" => Field::CaCert,
+        "KMIP authentication" => Field::Password,
+        _ => Field::General,
+    }
+}

@@ -1,0 +1,377 @@
+//! The admin web page (issue 21) in a real browser: Debian's Chromium, driven by Playwright
+//! from npm (tests/web/admin.mjs), against `atrest serve` with `[web]` and the development
+//! KMS. The script does what an operator does and checks what the page shows; this side
+//! prepares the servers and files, restarts the daemon between the script's two phases, and
+//! checks what the page must have done or not done on disk: the image encrypted (its
+//! plaintext gone), the settings saved as files 0600 and no secret in the TOML, every
+//! response free of every secret, the audit log naming each login, failure and change with
+//! its source. Screenshots of each step are kept in target/tmp/web-artifacts/.
+
+#[allow(dead_code)]
+mod harness;
+
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use harness::kms::{atrest_bin, free_port, Kms};
+use harness::{kill_if_running, signal, succeed, wait_for};
+
+/// A line the plaintext image carries many times, searched for in the encrypted one.
+const MARKER: &[u8] = b"ATREST-WEB-TEST-PLAINTEXT-RECORDING-";
+const ADMIN_PASSWORD: &str = "correct horse battery staple 21";
+
+struct Serve {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Serve {
+    fn start(config: &Path, log: &Path) -> Self {
+        let err = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap();
+        let child = Command::new(atrest_bin())
+            .args(["serve", "--config", config.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(err)
+            .spawn()
+            .unwrap();
+        Self {
+            child,
+            log: log.to_owned(),
+        }
+    }
+
+    /// Waits until the log has `n` lines containing `text`.
+    fn until_logged(&mut self, text: &str, n: usize, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        loop {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            if log.matches(text).count() >= n {
+                return;
+            }
+            if let Ok(Some(s)) = self.child.try_wait() {
+                panic!("atrest serve exited ({s}) before logging {text:?}:\n{log}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "atrest serve did not log {text:?} within {limit:?}:\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn stop(&mut self) {
+        signal(self.child.id(), "TERM");
+        assert!(wait_for(&mut self.child, Duration::from_secs(30)).success());
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        kill_if_running(&mut self.child);
+    }
+}
+
+fn web_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/web")
+}
+
+/// Runs one phase of the browser script; its output is shown whether it passes or not.
+fn browser_phase(phase: &str, vars: &[(&str, String)], logs: &[PathBuf]) {
+    let script = web_dir().join("admin.mjs");
+    assert!(
+        web_dir().join("node_modules/playwright-core").is_dir(),
+        "Playwright is not installed in tests/web/node_modules: run scripts/setup-peers.sh"
+    );
+    let out = Command::new("node")
+        .arg(&script)
+        .env("PHASE", phase)
+        .envs(vars.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .unwrap_or_else(|e| panic!("running node (scripts/setup-peers.sh installs it): {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("--- browser phase {phase}\n{text}");
+    if !out.status.success() {
+        for l in logs {
+            let t = std::fs::read_to_string(l).unwrap_or_default();
+            let tail: Vec<&str> = t.lines().rev().take(40).collect();
+            println!("--- {} (last lines)", l.display());
+            for line in tail.iter().rev() {
+                println!("{line}");
+            }
+        }
+        panic!("browser phase {phase} failed:\n{text}");
+    }
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// A self-signed CA that signed nothing the KMS presents.
+fn wrong_ca(path: &Path) {
+    use openssl::asn1::Asn1Time;
+    use openssl::hash::MessageDigest;
+    use openssl::pkey::PKey;
+    use openssl::rsa::Rsa;
+    use openssl::x509::{X509NameBuilder, X509};
+    let key = PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap();
+    let mut name = X509NameBuilder::new().unwrap();
+    name.append_entry_by_text("CN", "Some Other CA").unwrap();
+    let name = name.build();
+    let mut b = X509::builder().unwrap();
+    b.set_version(2).unwrap();
+    b.set_subject_name(&name).unwrap();
+    b.set_issuer_name(&name).unwrap();
+    b.set_pubkey(&key).unwrap();
+    b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
+        .unwrap();
+    b.set_not_after(&Asn1Time::days_from_now(30).unwrap())
+        .unwrap();
+    b.sign(&key, MessageDigest::sha256()).unwrap();
+    std::fs::write(path, b.build().to_pem().unwrap()).unwrap();
+}
+
+fn read_secret(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap().trim_end().to_owned()
+}
+
+#[test]
+fn the_admin_page_in_a_real_browser() {
+    let scratch = harness::scratch("atrest-web");
+    let dir = scratch.path();
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let kms_port = free_port();
+    let _kms = Kms::start(&dir.join("kms"), kms_port);
+    let kms_dir = dir.join("kms");
+    let app = dir.join("app");
+    std::fs::create_dir(&app).unwrap();
+    std::fs::set_permissions(&app, std::fs::Permissions::from_mode(0o700)).unwrap();
+
+    // The appliance's recordings: 384 MiB of text, large enough that the conversion's
+    // progress is seen on the page.
+    let img = app.join("recordings.img");
+    {
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&img).unwrap());
+        // 64-byte lines: a whole number of sectors.
+        let line = [MARKER, b"0123456789abcdefghijklmnopq\n"].concat();
+        assert_eq!(line.len(), 64);
+        for _ in 0..(384 << 20) / 64 {
+            f.write_all(&line).unwrap();
+        }
+    }
+    let not_cert = dir.join("notes.txt");
+    std::fs::write(&not_cert, "these are meeting notes, not a certificate\n").unwrap();
+    let wrong = dir.join("other-ca.pem");
+    wrong_ca(&wrong);
+
+    // Before the operator visits the page the KMIP settings name a server that is not
+    // there yet; the certificate files are the KMS's.
+    let web_port = free_port();
+    let config = app.join("atrest.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"# The appliance's encryption settings.
+[kmip]
+servers = ["127.0.0.1:1"]
+ca_cert = "{kms}/pki/ca.crt"
+client_cert = "{kms}/pki/client.p12"
+passphrase_file = "{kms}/client.pass"
+username = "appliance"
+password_file = "{kms}/kmip.pass"
+timeout_secs = 5
+
+[serve]
+api_socket = "run/api.sock"
+audit_log = "audit.jsonl"
+key_check_secs = 3600
+# 384 MiB in about six seconds: long enough to watch.
+convert_max_mib_per_sec = 64
+
+[[volume]]
+name = "recordings"
+path = "recordings.img"
+nbd = "unix:run/recordings.sock"
+
+[web]
+listen = "127.0.0.1:{web_port}"
+"#,
+            kms = kms_dir.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let mut set = Command::new(atrest_bin())
+        .args(["admin", "set-password", "--password-stdin", "--config"])
+        .arg(&config)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(set.stdin.take().unwrap(), "{ADMIN_PASSWORD}").unwrap();
+    assert!(set.wait().unwrap().success());
+
+    let log = dir.join("serve.log");
+    let mut serve = Serve::start(&config, &log);
+    serve.until_logged("web page at https://", 1, Duration::from_secs(30));
+    serve.until_logged("recordings: plaintext", 1, Duration::from_secs(30));
+
+    let passphrase = read_secret(&kms_dir.join("client.pass"));
+    let kmip_password = read_secret(&kms_dir.join("kmip.pass"));
+    let artifacts = Path::new(env!("CARGO_TARGET_TMPDIR")).join("web-artifacts");
+    let _ = std::fs::remove_dir_all(&artifacts);
+    let common = vec![
+        ("ATREST_WEB_URL", format!("https://127.0.0.1:{web_port}")),
+        ("ATREST_ADMIN_PASSWORD", ADMIN_PASSWORD.to_owned()),
+        ("ATREST_ARTIFACTS", artifacts.display().to_string()),
+    ];
+    let mut first = common.clone();
+    first.extend([
+        (
+            "ATREST_CA",
+            kms_dir.join("pki/ca.crt").display().to_string(),
+        ),
+        ("ATREST_WRONG_CA", wrong.display().to_string()),
+        ("ATREST_NOT_CERT", not_cert.display().to_string()),
+        (
+            "ATREST_CLIENT_P12",
+            kms_dir.join("pki/client.p12").display().to_string(),
+        ),
+        ("ATREST_PASSPHRASE", passphrase.clone()),
+        ("ATREST_KMIP_USER", "appliance".to_owned()),
+        ("ATREST_KMIP_PASSWORD", kmip_password.clone()),
+        ("ATREST_KMIP_SERVER", format!("127.0.0.1:{kms_port}")),
+    ]);
+    let logs = [log.clone(), app.join("audit.jsonl")];
+    browser_phase("1", &first, &logs);
+
+    // What the page did on disk: the volume encrypted in place, its plaintext gone.
+    let image = std::fs::read(&img).unwrap();
+    assert!(
+        !contains(&image, MARKER),
+        "the encrypted image still holds the plaintext"
+    );
+    let status = succeed(
+        Command::new(atrest_bin())
+            .args(["status", "--json"])
+            .arg(&img),
+    );
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(status["cipher_name"], "XTS-AES-128", "{status}");
+    // The settings saved: the new server in force, secrets in files of their own (0600 in a
+    // 0700 folder), none in the TOML, which keeps its comment.
+    let toml = std::fs::read_to_string(&config).unwrap();
+    assert!(
+        toml.starts_with("# The appliance's encryption settings."),
+        "{toml}"
+    );
+    assert!(
+        toml.contains(&format!("\"127.0.0.1:{kms_port}\"")),
+        "{toml}"
+    );
+    assert!(toml.contains("web-kmip/"), "{toml}");
+    for secret in [passphrase.as_str(), kmip_password.as_str(), ADMIN_PASSWORD] {
+        assert!(!toml.contains(secret), "a secret is in the TOML");
+    }
+    let saved = app.join("web-kmip");
+    assert_eq!(
+        std::fs::metadata(&saved).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+    let generations: Vec<_> = std::fs::read_dir(&saved).unwrap().flatten().collect();
+    assert_eq!(
+        generations.len(),
+        1,
+        "the failed attempts left nothing behind"
+    );
+    for f in std::fs::read_dir(generations[0].path()).unwrap().flatten() {
+        let mode = f.metadata().unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}", f.path().display());
+    }
+
+    // A restart: the page must show the volume unlocked again.
+    serve.stop();
+    let mut serve = Serve::start(&config, &log);
+    serve.until_logged("recordings: unlocked", 1, Duration::from_secs(60));
+    browser_phase("2", &common, &logs);
+    serve.stop();
+
+    // No response of either phase carried a secret (nor the admin password's hash).
+    let hash = service::config::WebConfig::load(&config)
+        .unwrap()
+        .admin_password_hash
+        .unwrap();
+    for phase in ["1", "2"] {
+        let dump = std::fs::read(artifacts.join(format!("responses-phase{phase}.txt"))).unwrap();
+        assert!(dump.len() > 10_000, "phase {phase} recorded its responses");
+        for (what, secret) in [
+            ("the client certificate's passphrase", passphrase.as_str()),
+            ("the KMIP password", kmip_password.as_str()),
+            ("the admin password", ADMIN_PASSWORD),
+            ("the admin password's hash", hash.as_str()),
+        ] {
+            assert!(
+                !contains(&dump, secret.as_bytes()),
+                "{what} appears in a response of phase {phase}"
+            );
+        }
+    }
+
+    // The audit log names every login, failure and change with its source.
+    let audit = std::fs::read_to_string(app.join("audit.jsonl")).unwrap();
+    let entries: Vec<serde_json::Value> = audit
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let has = |op: &str, source: &str| {
+        entries
+            .iter()
+            .any(|e| e["operation"] == op && e["source"].as_str() == Some(source))
+    };
+    for op in [
+        "login",
+        "login_failed",
+        "logout",
+        "kmip_settings_refused",
+        "kmip_settings_test_failed",
+        "kmip_settings_saved",
+        "encrypt_requested",
+        "rewrap_requested",
+        "lock_requested",
+        "unlock_requested",
+        "web_refused",
+    ] {
+        assert!(
+            has(op, "admin@127.0.0.1"),
+            "no audit entry {op:?} from admin@127.0.0.1:\n{audit}"
+        );
+    }
+    assert!(
+        has("web_refused", "-@127.0.0.1"),
+        "the POST without a session is not in the audit log"
+    );
+    for secret in [passphrase.as_str(), kmip_password.as_str(), ADMIN_PASSWORD] {
+        assert!(!audit.contains(secret), "a secret is in the audit log");
+    }
+    let shots = std::fs::read_dir(&artifacts)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "png"))
+        .count();
+    assert!(
+        shots >= 15,
+        "{shots} screenshots in {}",
+        artifacts.display()
+    );
+}
