@@ -645,7 +645,7 @@ impl App {
             let result = if code.is_success() {
                 "accepted".to_owned()
             } else {
-                answer["error"].as_str().unwrap_or("refused").to_owned()
+                answer.refusal().unwrap_or("refused").to_owned()
             };
             self.shared
                 .audit
@@ -654,7 +654,12 @@ impl App {
         Answer::redirect("/storage/encryption")
     }
 
-    fn command(&self, volume: &str, action: &str, body: &[u8]) -> (StatusCode, serde_json::Value) {
+    fn command(
+        &self,
+        volume: &str,
+        action: &str,
+        body: &[u8],
+    ) -> (StatusCode, service::daemon::feed::ApiAnswer) {
         let uri: hyper::Uri = format!("/v1/volumes/{volume}/{action}")
             .parse()
             .unwrap_or_default();
@@ -724,7 +729,7 @@ impl App {
         let result = if code.is_success() {
             "accepted".to_owned()
         } else {
-            answer["error"].as_str().unwrap_or("refused").to_owned()
+            answer.refusal().unwrap_or("refused").to_owned()
         };
         self.shared.audit.admin(
             &self.source(&session.user, req.peer),

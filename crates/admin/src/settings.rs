@@ -741,3 +741,241 @@ pub fn field_of(report: &TestReport) -> Field {
         _ => Field::General,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn cert_pem(cn: &str) -> Vec<u8> {
+        use openssl::asn1::Asn1Time;
+        use openssl::ec::{EcGroup, EcKey};
+        use openssl::nid::Nid;
+        let key = openssl::pkey::PKey::from_ec_key(
+            EcKey::generate(&EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap()).unwrap(),
+        )
+        .unwrap();
+        let mut name = openssl::x509::X509NameBuilder::new().unwrap();
+        name.append_entry_by_text("CN", cn).unwrap();
+        let name = name.build();
+        let mut b = X509::builder().unwrap();
+        b.set_subject_name(&name).unwrap();
+        b.set_issuer_name(&name).unwrap();
+        b.set_pubkey(&key).unwrap();
+        b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
+            .unwrap();
+        b.set_not_after(&Asn1Time::days_from_now(9).unwrap())
+            .unwrap();
+        b.sign(&key, openssl::hash::MessageDigest::sha256())
+            .unwrap();
+        b.build().to_pem().unwrap()
+    }
+
+    fn upload(name: &str, bytes: &[u8]) -> Upload {
+        Upload {
+            filename: name.into(),
+            bytes: Zeroizing::new(bytes.to_vec()),
+        }
+    }
+
+    /// A configuration folder (0700) with a PEM client certificate and its files.
+    fn folder() -> (tempfile::TempDir, PathBuf) {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        let w = |n: &str, b: &[u8]| files::create(&d.path().join(n), b, 0o600).unwrap();
+        w("ca.pem", &cert_pem("Old CA"));
+        w("client.pem", &cert_pem("appliance"));
+        w(
+            "client.key",
+            b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+        );
+        w("kmip.pass", b"old password\n");
+        let config = d.path().join("atrest.toml");
+        w(
+            "atrest.toml",
+            b"# kept comment\n[kmip]\nservers = [\"old:5696\"]\nca_cert = \"ca.pem\"\nclient_cert = \"client.pem\"\nclient_key = \"client.key\"\nusername = \"appliance\"\npassword_file = \"kmip.pass\"\ntimeout_secs = 7\n\n[serve]\naudit_log = \"audit.jsonl\"\n",
+        );
+        (d, config)
+    }
+
+    #[test]
+    fn the_form_shows_no_secret_and_names_the_files() {
+        let (_d, config) = folder();
+        let c = current(&config).unwrap();
+        assert_eq!(c.servers, ["old:5696"]);
+        assert_eq!(c.ca_cert.unwrap().subject.as_deref(), Some("CN=Old CA"));
+        assert!(c.password_set && !c.passphrase_set);
+        assert!(!format!("{:?}", current(&config).unwrap()).contains("old password"));
+    }
+
+    #[test]
+    fn check_names_each_wrong_field() {
+        let (_d, config) = folder();
+        let now = current(&config).unwrap();
+        let field_of = |d: &Draft| check(d, &now).iter().map(|e| e.field).collect::<Vec<_>>();
+        let ok = Draft {
+            servers: vec!["kms:5696".into()],
+            username: "appliance".into(),
+            ..Draft::default()
+        };
+        assert!(check(&ok, &now).is_empty());
+        assert_eq!(
+            field_of(&Draft {
+                servers: vec![],
+                ..Draft::default()
+            })[0],
+            Field::Servers
+        );
+        assert!(field_of(&Draft {
+            servers: vec!["kms:99999".into()],
+            ..Draft::default()
+        })
+        .contains(&Field::Servers));
+        let d = Draft {
+            ca_cert: Some(upload("notes.txt", b"not a certificate")),
+            ..Draft {
+                servers: vec!["kms".into()],
+                ..Draft::default()
+            }
+        };
+        assert_eq!(field_of(&d), [Field::CaCert]);
+        let d = Draft {
+            servers: vec!["kms".into()],
+            client_cert: Some(upload("client.pem", &cert_pem("new"))),
+            client_key: Some(upload("k.txt", b"just text")),
+            ..Draft::default()
+        };
+        assert_eq!(field_of(&d), [Field::ClientKey]);
+        let d = Draft {
+            servers: vec!["kms".into()],
+            password: Some(Zeroizing::new("pw".into())),
+            username: " ".into(),
+            ..Draft::default()
+        };
+        assert_eq!(field_of(&d), [Field::Username]);
+    }
+
+    #[test]
+    fn a_staged_draft_is_discarded_or_committed_whole() {
+        let (d, config) = folder();
+        let before = std::fs::read(&config).unwrap();
+        let draft = Draft {
+            servers: vec!["new1:5696".into(), "new2".into()],
+            ca_cert: Some(upload(
+                "ca.der",
+                &X509::from_pem(&cert_pem("New CA"))
+                    .unwrap()
+                    .to_der()
+                    .unwrap(),
+            )),
+            username: "appliance".into(),
+            password: Some(Zeroizing::new("new password".into())),
+            ..Draft::default()
+        };
+        // Discarded: nothing of it remains, the configuration untouched.
+        let s = stage(&config, &draft).unwrap();
+        let candidate = std::fs::read_to_string(&s.candidate).unwrap();
+        assert!(
+            candidate.contains(&s.dir.join("ca.pem").display().to_string()),
+            "{candidate}"
+        );
+        assert!(
+            candidate.contains(&d.path().join("audit.jsonl").display().to_string()),
+            "{candidate}"
+        );
+        assert!(!candidate.contains("new password"));
+        let dir = s.dir.clone();
+        s.discard();
+        assert!(!dir.exists());
+        assert_eq!(std::fs::read(&config).unwrap(), before);
+
+        // Committed: the configuration names the new generation, relative, comment kept;
+        // the DER CA is stored as PEM; unchanged files are carried over; secrets in files
+        // 0600; the earlier generation is gone.
+        let first = stage(&config, &draft).unwrap();
+        let first_dir = first.dir.clone();
+        first.commit(&config).unwrap();
+        let s = stage(
+            &config,
+            &Draft {
+                servers: vec!["new1:5696".into()],
+                username: "appliance".into(),
+                ..Draft::default()
+            },
+        )
+        .unwrap();
+        let gen = s.dir.clone();
+        s.commit(&config).unwrap();
+        assert!(!first_dir.exists(), "the earlier generation was removed");
+        let text = std::fs::read_to_string(&config).unwrap();
+        assert!(text.starts_with("# kept comment\n"), "{text}");
+        assert!(text.contains("servers = [\"new1:5696\"]"), "{text}");
+        assert!(text.contains("timeout_secs = 7"), "{text}");
+        let rel = gen.strip_prefix(d.path()).unwrap().display().to_string();
+        assert!(
+            text.contains(&format!("ca_cert = \"{rel}/ca.pem\"")),
+            "{text}"
+        );
+        assert!(!text.contains("new password"));
+        assert!(!gen.join("candidate.toml").exists());
+        assert!(std::fs::read_to_string(gen.join("ca.pem"))
+            .unwrap()
+            .starts_with("-----BEGIN CERTIFICATE-----"));
+        assert_eq!(
+            std::fs::read(gen.join("kmip.pass")).unwrap(),
+            b"new password\n"
+        );
+        assert_eq!(
+            std::fs::read(gen.join("client.key")).unwrap(),
+            std::fs::read(d.path().join("client.key")).unwrap()
+        );
+        for f in std::fs::read_dir(&gen).unwrap().flatten() {
+            assert_eq!(
+                f.metadata().unwrap().permissions().mode() & 0o777,
+                0o600,
+                "{:?}",
+                f.path()
+            );
+        }
+        assert_eq!(
+            std::fs::metadata(&gen).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+        assert_ne!(fingerprint(&config), {
+            let mut h = openssl::sha::Sha256::new();
+            h.update(&before);
+            h.finish()
+        });
+    }
+
+    #[test]
+    fn a_failed_step_is_shown_beside_its_field() {
+        let r = |step: &'static str, error: &str| TestReport {
+            ok: false,
+            step: Some(step),
+            error: Some(error.into()),
+            ..TestReport::default()
+        };
+        assert_eq!(
+            field_of(&r("verify server certificate", "not trusted")),
+            Field::CaCert
+        );
+        assert_eq!(
+            field_of(&r(
+                "verify server certificate",
+                "the host name kms does not match"
+            )),
+            Field::Servers
+        );
+        assert_eq!(
+            field_of(&r("load client certificate", "wrong passphrase")),
+            Field::Passphrase
+        );
+        assert_eq!(
+            field_of(&r("KMIP authentication", "denied")),
+            Field::Password
+        );
+        assert_eq!(field_of(&r("TCP connect", "refused")), Field::Servers);
+        assert_eq!(field_of(&r("KMIP operation", "x")), Field::General);
+    }
+}

@@ -146,6 +146,80 @@ fn read_secret(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap().trim_end().to_owned()
 }
 
+/// One HTTPS request written raw (`request` whole), the status line of its answer and how
+/// long it took.
+fn raw_https(port: u16, request: &[u8]) -> (String, Duration) {
+    use std::io::Read;
+    let t = Instant::now();
+    let mut b = openssl::ssl::SslConnector::builder(openssl::ssl::SslMethod::tls_client()).unwrap();
+    b.set_verify(openssl::ssl::SslVerifyMode::NONE);
+    let tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut tls = b.build().connect("localhost", tcp).unwrap();
+    tls.write_all(request).unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !answer.windows(2).any(|w| w == b"\r\n") {
+        match tls.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+        }
+    }
+    let text = String::from_utf8_lossy(&answer);
+    (
+        text.lines().next().unwrap_or_default().to_owned(),
+        t.elapsed(),
+    )
+}
+
+/// What an attacker on the network port can do to the page costs the daemon nothing: 300
+/// silent TCP connections and 20 silent TLS sessions held open, a body declared at 100 GB;
+/// meanwhile a real request is answered at once.
+fn transport_abuse(port: u16) {
+    let idle: Vec<std::net::TcpStream> = (0..300)
+        .filter_map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).ok())
+        .collect();
+    assert!(idle.len() >= 250, "only {} connections opened", idle.len());
+    let mut silent_tls = Vec::new();
+    for _ in 0..20 {
+        let mut b =
+            openssl::ssl::SslConnector::builder(openssl::ssl::SslMethod::tls_client()).unwrap();
+        b.set_verify(openssl::ssl::SslVerifyMode::NONE);
+        let tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        if let Ok(s) = b.build().connect("localhost", tcp) {
+            silent_tls.push(s);
+        }
+    }
+    let (line, took) = raw_https(
+        port,
+        b"POST /login HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999\r\n\r\n",
+    );
+    assert!(line.contains(" 413 "), "a 100 GB body: {line}");
+    let (line, took2) = raw_https(port, b"GET /login HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(
+        line.contains(" 200 "),
+        "the login page while flooded: {line}"
+    );
+    assert!(
+        took < Duration::from_secs(3) && took2 < Duration::from_secs(3),
+        "answers took {took:?} and {took2:?} with {} idle connections open",
+        idle.len() + silent_tls.len()
+    );
+    let (line, _) = raw_https(port, b"GET /status.json HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(
+        line.contains(" 401 "),
+        "the status feed without a session: {line}"
+    );
+    let (line, _) = raw_https(
+        port,
+        b"POST /volumes/recordings/lock HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 11\r\n\r\nconfirm=yes",
+    );
+    assert!(line.contains(" 403 "), "a lock without a session: {line}");
+    drop(idle);
+    drop(silent_tls);
+    println!("transport abuse: 413 in {took:?}, the login page in {took2:?}");
+}
+
 #[test]
 fn the_admin_page_in_a_real_browser() {
     let scratch = harness::scratch("atrest-web");
@@ -305,7 +379,12 @@ listen = "127.0.0.1:{web_port}"
     let mut serve = Serve::start(&config, &log);
     serve.until_logged("recordings: unlocked", 1, Duration::from_secs(60));
     browser_phase("2", &common, &logs);
+    let t = Instant::now();
+    transport_abuse(web_port);
+    println!("transport abuse took {:?}", t.elapsed());
+    let t = Instant::now();
     serve.stop();
+    println!("stop took {:?}", t.elapsed());
 
     // No response of either phase carried a secret (nor the admin password's hash).
     let hash = service::config::WebConfig::load(&config)

@@ -59,7 +59,7 @@ use hyper::{Method, Request, Response, StatusCode, Uri};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::{json, Value};
 
-use super::feed::{DaemonStatus, Feed, Hardening, StatusReport};
+use super::feed::{Accepted, ApiAnswer, DaemonStatus, Feed, Hardening, StatusReport};
 use super::status::{Events, VolumeStatus};
 use super::worker::{Command, Job};
 use crate::error::ServiceError;
@@ -450,7 +450,7 @@ where
     let shared = shared.clone();
     match tokio::task::spawn_blocking(move || route(&shared, &head.method, &head.uri, &body)).await
     {
-        Ok((code, answer)) => reply(code, &answer),
+        Ok((code, answer)) => reply(code, &serde_json::to_value(answer).unwrap_or_default()),
         Err(e) => {
             log::error!("API: a request's handler failed: {e}");
             reply(
@@ -513,7 +513,7 @@ impl Drop for Poll<'_> {
 /// The routes: the answer to `method uri` with the whole `body`. Blocks (Save and Test
 /// talks to the KMIP servers, a long poll waits on the feed): run it where blocking is
 /// allowed, as [`respond`] does.
-pub fn route(shared: &Shared, method: &Method, uri: &Uri, body: &[u8]) -> (StatusCode, Value) {
+pub fn route(shared: &Shared, method: &Method, uri: &Uri, body: &[u8]) -> (StatusCode, ApiAnswer) {
     let (path, query) = (uri.path(), uri.query().unwrap_or(""));
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
     match (method.as_str(), parts.as_slice()) {
@@ -522,7 +522,7 @@ pub fn route(shared: &Shared, method: &Method, uri: &Uri, body: &[u8]) -> (Statu
             let Some(_testing) = Testing::start() else {
                 return (
                     StatusCode::SERVICE_UNAVAILABLE,
-                    json!({"error": format!("{MAX_TESTS} connection tests are running already")}),
+                    ApiAnswer::error(format!("{MAX_TESTS} connection tests are running already")),
                 );
             };
             let probe = serde_json::from_slice::<Value>(body)
@@ -559,7 +559,7 @@ pub fn route(shared: &Shared, method: &Method, uri: &Uri, body: &[u8]) -> (Statu
                 } else {
                     StatusCode::BAD_GATEWAY
                 },
-                serde_json::to_value(r).unwrap_or_default(),
+                ApiAnswer::Test(Box::new(r)),
             )
         }
         ("GET", ["v1", "events"]) => {
@@ -578,25 +578,21 @@ pub fn route(shared: &Shared, method: &Method, uri: &Uri, body: &[u8]) -> (Statu
             };
             let (events, last) = shared.events.after(after, Duration::from_secs(wait));
             drop(poll);
-            let feed = Feed { events, last };
-            (
-                StatusCode::OK,
-                serde_json::to_value(feed).unwrap_or_default(),
-            )
+            (StatusCode::OK, ApiAnswer::Feed(Feed { events, last }))
         }
         ("POST", ["v1", "volumes", name, action]) => volume_command(shared, name, action, body),
         (_, ["v1", ..]) => (
             StatusCode::NOT_FOUND,
-            json!({"error": format!("no such request: {method} {path}")}),
+            ApiAnswer::error(format!("no such request: {method} {path}")),
         ),
         _ => (
             StatusCode::NOT_FOUND,
-            json!({"error": "the API lives under /v1/"}),
+            ApiAnswer::error("the API lives under /v1/"),
         ),
     }
 }
 
-fn status(shared: &Shared) -> Value {
+fn status(shared: &Shared) -> ApiAnswer {
     let volumes = shared.statuses();
     let report = StatusReport {
         daemon: DaemonStatus {
@@ -611,15 +607,20 @@ fn status(shared: &Shared) -> Value {
         },
         volumes,
     };
-    serde_json::to_value(report).unwrap_or_default()
+    ApiAnswer::Status(Box::new(report))
 }
 
-fn volume_command(shared: &Shared, name: &str, action: &str, body: &[u8]) -> (StatusCode, Value) {
+fn volume_command(
+    shared: &Shared,
+    name: &str,
+    action: &str,
+    body: &[u8],
+) -> (StatusCode, ApiAnswer) {
     let volumes = shared.volumes.lock().unwrap_or_else(|p| p.into_inner());
     let Some((tx, _)) = volumes.get(name) else {
         return (
             StatusCode::NOT_FOUND,
-            json!({"error": format!("no volume named {name:?} in the configuration")}),
+            ApiAnswer::error(format!("no volume named {name:?} in the configuration")),
         );
     };
     let cmd = match action {
@@ -635,7 +636,7 @@ fn volume_command(shared: &Shared, name: &str, action: &str, body: &[u8]) -> (St
                     Err(e) => {
                         return (
                             StatusCode::BAD_REQUEST,
-                            json!({"error": format!("the options are not JSON: {e}")}),
+                            ApiAnswer::error(format!("the options are not JSON: {e}")),
                         )
                     }
                 }
@@ -648,7 +649,7 @@ fn volume_command(shared: &Shared, name: &str, action: &str, body: &[u8]) -> (St
                 Err(e) => {
                     return (
                         StatusCode::BAD_REQUEST,
-                        json!({"error": format!("options of {action}: {e}")}),
+                        ApiAnswer::error(format!("options of {action}: {e}")),
                     )
                 }
             }
@@ -656,18 +657,23 @@ fn volume_command(shared: &Shared, name: &str, action: &str, body: &[u8]) -> (St
         other => {
             return (
                 StatusCode::NOT_FOUND,
-                json!({"error": format!("no action {other:?} (lock, unlock, check, encrypt, decrypt, rekey)")}),
+                ApiAnswer::error(format!(
+                    "no action {other:?} (lock, unlock, check, encrypt, decrypt, rekey)"
+                )),
             )
         }
     };
     match tx.send(cmd) {
         Ok(()) => (
             StatusCode::ACCEPTED,
-            json!({"accepted": action, "volume": name}),
+            ApiAnswer::Accepted(Accepted {
+                accepted: action.into(),
+                volume: name.into(),
+            }),
         ),
         Err(_) => (
             StatusCode::CONFLICT,
-            json!({"error": format!("the volume {name} is stopping")}),
+            ApiAnswer::error(format!("the volume {name} is stopping")),
         ),
     }
 }

@@ -166,6 +166,75 @@ pub struct Hardening {
     pub dumpable: bool,
 }
 
+/// `POST /v1/volumes/NAME/ACTION` (202): the command is with the volume's worker; its
+/// outcome comes as events.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Accepted {
+    /// The action.
+    pub accepted: String,
+    /// The volume.
+    pub volume: String,
+}
+
+/// Any refusal (4xx, 5xx): what went wrong, in words.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiError {
+    /// The reason.
+    pub error: String,
+}
+
+/// What a client needs of `POST /v1/test`'s answer (the whole of it is
+/// [`crate::ops::test::TestReport`]).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct TestVerdict {
+    /// Every step passed.
+    pub ok: bool,
+    /// The step that failed.
+    #[serde(default)]
+    pub step: Option<String>,
+    /// Why.
+    #[serde(default)]
+    pub error: Option<String>,
+    /// What to do.
+    #[serde(default)]
+    pub hint: Option<String>,
+}
+
+/// Every answer of the control API, as the daemon builds it: one type per route, so that
+/// the web page (which calls the routes in process) reads fields, not JSON paths. On the
+/// wire each is its own object (untagged).
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum ApiAnswer {
+    /// `GET /v1/status`.
+    Status(Box<StatusReport>),
+    /// `POST /v1/test`.
+    Test(Box<crate::ops::test::TestReport>),
+    /// `GET /v1/events`.
+    Feed(Feed),
+    /// A volume command taken.
+    Accepted(Accepted),
+    /// A refusal.
+    Error(ApiError),
+}
+
+impl ApiAnswer {
+    /// A refusal with `error`.
+    pub fn error(error: impl Into<String>) -> Self {
+        Self::Error(ApiError {
+            error: error.into(),
+        })
+    }
+
+    /// The refusal's reason, if it is one.
+    pub fn refusal(&self) -> Option<&str> {
+        match self {
+            Self::Error(e) => Some(&e.error),
+            _ => None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

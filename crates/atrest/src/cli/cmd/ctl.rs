@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use anyhow::bail;
 use serde_json::{json, Value};
 use service::daemon::client::call;
-use service::daemon::feed::{Event, Feed, JobResult, StatusReport};
+use service::daemon::feed::{ApiError, Event, Feed, JobResult, StatusReport, TestVerdict};
 use service::daemon::status::State;
 
 use crate::cli::args::{CtlArgs, CtlCommand};
@@ -43,7 +43,12 @@ pub fn run(a: CtlArgs) -> anyhow::Result<()> {
                 }
             );
             if code != 200 {
-                bail!("the KMIP connection test failed at step {}", r["step"]);
+                let v: TestVerdict = serde_json::from_value(r)?;
+                match (v.step, v.error) {
+                    (Some(step), _) => bail!("the KMIP connection test failed at step {step:?}"),
+                    (None, Some(e)) => bail!("the KMIP connection test did not run: {e}"),
+                    (None, None) => bail!("the KMIP connection test failed ({code})"),
+                }
             }
             Ok(())
         }
@@ -139,7 +144,11 @@ fn command(
         Some(&body),
     )?;
     if code != 202 {
-        bail!("{}", r["error"].as_str().unwrap_or("the daemon refused"));
+        let e: Result<ApiError, _> = serde_json::from_value(r);
+        bail!(
+            "{}",
+            e.map_or_else(|_| "the daemon refused".to_owned(), |e| e.error)
+        );
     }
     if no_wait {
         println!(
