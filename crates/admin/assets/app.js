@@ -1,14 +1,14 @@
 // atrest admin page: live progress. Where the page has a [data-live] block, the volumes'
 // states are polled once a second from /status.json (same origin, the session cookie):
-// progress bars, rates and times move in place; when a volume changes state the page is
-// reloaded, so that its buttons match the state. No other script runs on the page.
+// progress bars, rates and times move in place; when a volume changes state, key or newest
+// job the page is reloaded, so that what it shows and its buttons match. No other script runs on the page.
 "use strict";
 (function () {
   const live = document.querySelector("[data-live]");
   if (!live) return;
   const rendered = {};
   document.querySelectorAll("[data-volume][data-state]").forEach((el) => {
-    rendered[el.dataset.volume] = el.dataset.state;
+    rendered[el.dataset.volume] = el.dataset.state + "#" + el.dataset.marks;
   });
   async function poll() {
     let answer;
@@ -21,7 +21,7 @@
       return;
     }
     for (const v of answer.volumes) {
-      if (rendered[v.name] !== undefined && rendered[v.name] !== v.state) {
+      if (rendered[v.name] !== undefined && rendered[v.name] !== v.state + "#" + v.marks) {
         location.reload();
         return;
       }

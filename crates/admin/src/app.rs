@@ -78,6 +78,20 @@ struct LiveVolume {
     percent: Option<f64>,
     rate: Option<String>,
     eta: Option<String>,
+    /// The page reloads when the key or the newest job changes (a rewrap changes no state).
+    marks: String,
+}
+
+/// What the page's script compares to decide that a volume's page is out of date.
+pub fn marks(v: &VolumeStatus) -> String {
+    format!(
+        "{}|{}",
+        v.key_uid.as_deref().unwrap_or_default(),
+        v.last_job
+            .as_ref()
+            .map(|j| j.time.as_str())
+            .unwrap_or_default()
+    )
 }
 
 impl App {
@@ -357,6 +371,12 @@ impl App {
         });
         let volumes = self.shared.statuses();
         let gate = self.gate(&volumes);
+        let certificates = self
+            .shared
+            .certificates
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         let last = self
             .last_test
             .lock()
@@ -365,6 +385,7 @@ impl App {
         Answer::html(
             status,
             pages::encryption::render(View {
+                certificates: &certificates,
                 who: who(session),
                 current: &current,
                 typed,
@@ -769,6 +790,7 @@ impl App {
                     .progress
                     .and_then(|p| p.eta_secs)
                     .map(|e| format!("{} left", pages::duration(e))),
+                marks: marks(v),
             })
             .collect();
         Answer::json(StatusCode::OK, &serde_json::json!({ "volumes": vols }))

@@ -137,7 +137,8 @@ fn lifecycle(conf: &Path, label: &str) {
     let uid = ok(&atrest(&["kmip", "create", "--config", c, "--name", &name]));
     let uid = uid.trim();
     assert!(!uid.is_empty());
-    ok(&atrest(&["kmip", "activate", "--config", c, uid]));
+    let said = ok(&atrest(&["kmip", "activate", "--config", c, uid]));
+    assert_eq!(said.trim(), format!("{uid}: activated"), "{label}");
     let key = ok(&atrest(&["kmip", "get", "--config", c, uid]));
     assert_eq!(key.trim().len(), 64, "{label}: a 256-bit key in hex");
     let raw = atrest(&["kmip", "get", "--raw", "--config", c, uid]);
@@ -162,8 +163,18 @@ fn lifecycle(conf: &Path, label: &str) {
         !refused.status.success(),
         "{label}: destroy of an Active key succeeded"
     );
-    ok(&atrest(&["kmip", "revoke", "--config", c, uid]));
-    ok(&atrest(&["kmip", "destroy", "--config", c, uid]));
+    // Each says what it did (issue 22: revoke used to print nothing).
+    let said = ok(&atrest(&["kmip", "revoke", "--config", c, uid]));
+    assert_eq!(
+        said.trim(),
+        format!("{uid}: revoked (CessationOfOperation)"),
+        "{label}"
+    );
+    let said = ok(&atrest(&["kmip", "destroy", "--config", c, uid]));
+    assert!(
+        said.starts_with(&format!("{uid}: destroyed")),
+        "{label}: {said}"
+    );
     let gone = atrest(&["kmip", "get", "--config", c, uid]);
     assert_eq!(gone.status.code(), Some(1));
     let err = String::from_utf8_lossy(&gone.stderr);

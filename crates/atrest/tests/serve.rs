@@ -701,6 +701,130 @@ fn revoking_a_key_locks_only_that_volume_until_a_rekey(env: &Env) {
     daemon.stop();
 }
 
+/// Issue 22: a rewrap (`ctl rekey` without `--deep`) no longer touches the exports. One NBD
+/// client holds its connection and reads and writes through three rewraps; the volume never
+/// leaves "unlocked", the data written during them reads back, and the served key is the
+/// newest one, with which stock cryptsetup opens the header.
+fn a_rewrap_keeps_the_exports_serving(env: &Env) {
+    use std::io::Write;
+    let case = Case::new(env, "online-rewrap");
+    let kmip = kms_kmip(env, None, 10);
+    let kconf = case.dir.join("kmip.toml");
+    std::fs::write(&kconf, &kmip).unwrap();
+    format_volume(&kconf, &case.dir.join("v.img"), 32, &[]);
+    case.write(
+        &kmip,
+        300,
+        5,
+        &["[[volume]]\nname = \"v\"\npath = \"v.img\"\nnbd = \"unix:run/v.sock\"\n".to_owned()],
+    );
+    let mut daemon = Daemon::start(&case);
+    daemon.ready(Duration::from_secs(30));
+    let uri = daemon.export("v", "nbd");
+    let first_key = daemon.volume("v")["key_uid"].as_str().unwrap().to_owned();
+    remember_key(env, &kconf, &first_key);
+    let from = daemon.feed_position();
+    // One connection for the whole run: 6 000 commands, writes of a pattern per MiB and
+    // reads of what was written, several seconds of I/O.
+    let mut args = vec!["-f".to_owned(), "raw".to_owned(), uri.clone()];
+    for round in 0..200 {
+        for mib in 0..15u32 {
+            let pattern = 0x10 + (mib as u8);
+            args.extend([
+                "-c".into(),
+                format!("write -P {pattern} {}M 1M", mib * 2 + (round % 2)),
+                "-c".into(),
+                format!("read -P {pattern} {}M 1M", mib * 2 + (round % 2)),
+            ]);
+        }
+    }
+    // Its output to a file: a pipe nobody reads would stall it once full.
+    let said = case.dir.join("qemu-io.out");
+    let client = Command::new("qemu-io")
+        .args(&args)
+        .stdout(std::fs::File::create(&said).unwrap())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut keys = vec![first_key.clone()];
+    for _ in 0..3 {
+        let out = succeed(Command::new(atrest_bin()).args([
+            "ctl",
+            "--socket",
+            case.socket().to_str().unwrap(),
+            "rekey",
+            "v",
+            "--keep-old",
+        ]));
+        assert!(String::from_utf8_lossy(&out.stdout).contains("rekeyed in"));
+        let uid = daemon.volume("v")["key_uid"].as_str().unwrap().to_owned();
+        assert!(!keys.contains(&uid), "the served key did not change");
+        remember_key(env, &kconf, &uid);
+        keys.push(uid);
+    }
+    let mut client = client;
+    assert!(
+        client.try_wait().unwrap().is_none(),
+        "the NBD client ended before the third rewrap: the test proves nothing"
+    );
+    let out = client.wait_with_output().unwrap();
+    let text = std::fs::read_to_string(&said).unwrap();
+    assert!(
+        out.status.success(),
+        "the NBD client failed during the rewraps: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !text.contains("Pattern verification failed") && !text.contains("failed:"),
+        "{text}"
+    );
+    let reads = text.matches("read 1048576/1048576 bytes").count();
+    assert_eq!(reads, 3000, "{}", &text[text.len().saturating_sub(2000)..]);
+    // The volume never left "unlocked", and its export never closed.
+    let (_, feed) = daemon.call("GET", &format!("/v1/events?after={from}&wait=0"), None);
+    let events = feed["events"].as_array().cloned().unwrap_or_default();
+    assert!(
+        !events.iter().any(|e| e["event"] == "state"),
+        "a rewrap changed the volume's state: {events:?}"
+    );
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e["event"] == "job"
+                && e["operation"] == "rekey"
+                && e["result"] == "finished")
+            .count(),
+        3
+    );
+    assert!(!case
+        .audit_lines()
+        .iter()
+        .any(|l| l["volume"] == "v" && l["operation"] == "locked"));
+    // Written during the rewraps, read back after them; and cryptsetup opens the header with
+    // the newest KMIP key only.
+    assert!(qemu_io(&uri, "read -P 0x1e 28M 2M").status.success());
+    daemon.stop();
+    let newest = env.keys.borrow()[keys.last().unwrap()].clone();
+    let oldest = env.keys.borrow()[&first_key].clone();
+    assert_eq!(
+        harness::cryptsetup_volume_key(&case.dir.join("v.img"), &newest).len(),
+        32
+    );
+    let mut c = Command::new("cryptsetup")
+        .args(["open", "--test-passphrase", "--key-file=-"])
+        .arg(case.dir.join("v.img"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    c.stdin.take().unwrap().write_all(&oldest).unwrap();
+    assert!(
+        !c.wait().unwrap().success(),
+        "the first key still opens the header"
+    );
+}
+
 /// An encryption started through the API; the daemon killed half-way; started again, it
 /// finishes the conversion before exporting, and the volume serves the original data.
 fn a_crash_during_an_api_encrypt_is_finished_at_start(env: &Env) {
@@ -1560,6 +1684,10 @@ fn main() {
         (
             "revoking_a_key_locks_only_that_volume_until_a_rekey",
             revoking_a_key_locks_only_that_volume_until_a_rekey,
+        ),
+        (
+            "a_rewrap_keeps_the_exports_serving",
+            a_rewrap_keeps_the_exports_serving,
         ),
         (
             "a_crash_during_an_api_encrypt_is_finished_at_start",

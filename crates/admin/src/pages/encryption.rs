@@ -75,6 +75,8 @@ pub struct View<'a> {
     pub volumes: &'a [VolumeStatus],
     /// A line at the top (what just happened).
     pub notice: Option<String>,
+    /// The KMIP certificates' expiry, as the daemon last looked.
+    pub certificates: &'a [service::daemon::expiry::CertExpiry],
 }
 
 fn error_for(errors: &[FieldError], f: Field) -> Markup {
@@ -213,6 +215,9 @@ pub fn render(v: View<'_>) -> Markup {
         html! {
             h1 { "Storage › Encryption" }
             @if let Some(n) = &v.notice { p.notice role="status" { (n) } }
+            @for c in v.certificates {
+                @if let Some(w) = &c.warning { p.error.certificate role="alert" { (w) } }
+            }
             (error_for(v.errors, Field::General))
             form.settings method="post" action="/storage/encryption" enctype="multipart/form-data" {
                 input type="hidden" name="csrf" value=(v.who.csrf);
@@ -267,7 +272,7 @@ pub fn render(v: View<'_>) -> Markup {
                     thead { tr { th { "Volume" } th { "State" } th { "Progress" } } }
                     tbody {
                         @for s in v.volumes {
-                            tr data-volume=(s.name) data-state=(s.state.name()) {
+                            tr data-volume=(s.name) data-state=(s.state.name()) data-marks=(crate::app::marks(s)) {
                                 td { (s.name) }
                                 td { span.state { (super::state_words(s)) } (super::job_line(s)) }
                                 td { (super::progress(s)) }

@@ -33,7 +33,7 @@ pub fn render(who: Who<'_>, volumes: &[VolumeStatus], notice: Option<&str>) -> M
             @if let Some(n) = notice { p.notice role="status" { (n) } }
             div data-live {
                 @for s in volumes {
-                    section.volume data-volume=(s.name) data-state=(s.state.name()) aria-labelledby=(format!("vol-{}", s.name)) {
+                    section.volume data-volume=(s.name) data-state=(s.state.name()) data-marks=(crate::app::marks(s)) aria-labelledby=(format!("vol-{}", s.name)) {
                         h2 id=(format!("vol-{}", s.name)) { (s.name) }
                         dl {
                             dt { "State" } dd { span.state { (super::state_words(s)) } (super::job_line(s)) }

@@ -158,7 +158,12 @@ pub struct CtlArgs {
 #[derive(Debug, Subcommand)]
 pub enum CtlCommand {
     /// Every volume: state, reason, key, exports, last key check, server.
-    Status,
+    Status {
+        /// Exit with status 1 unless every volume is unlocked (plaintext volumes count as
+        /// fine) and the audit log takes every line: for monitoring.
+        #[arg(long)]
+        check: bool,
+    },
     /// "Save and Test" with the daemon's configuration.
     Test {
         /// Also create, activate, fetch, revoke and destroy a throwaway key.

@@ -86,6 +86,8 @@ pub struct Shared {
     /// Set to have the daemon reread its configuration (as SIGHUP does): the web page,
     /// after it saved new KMIP settings.
     pub reload: Arc<AtomicBool>,
+    /// The KMIP certificates' expiry, as last looked at.
+    pub certificates: Mutex<Vec<super::expiry::CertExpiry>>,
 }
 
 impl Shared {
@@ -604,6 +606,11 @@ fn status(shared: &Shared) -> ApiAnswer {
                 dumpable: secmem::is_dumpable(),
             },
             audit: shared.audit.health(),
+            certificates: shared
+                .certificates
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
         },
         volumes,
     };
@@ -706,6 +713,7 @@ mod tests {
             audit: Arc::new(crate::audit::Audit::none()),
             polls: AtomicUsize::new(0),
             reload: Arc::new(AtomicBool::new(false)),
+            certificates: Default::default(),
         });
         let api = Api::start(&path, shared).unwrap();
         (dir, path, api, rx)

@@ -157,6 +157,9 @@ pub struct DaemonStatus {
     pub hardening: Hardening,
     /// Whether the audit log takes every line.
     pub audit: AuditHealth,
+    /// The KMIP certificates' expiry (a `warning` within 30 days of it).
+    #[serde(default)]
+    pub certificates: Vec<super::expiry::CertExpiry>,
 }
 
 /// The process's own word on its hardening.

@@ -15,6 +15,7 @@
 pub mod api;
 pub mod backoff;
 pub mod client;
+pub mod expiry;
 pub mod feed;
 pub mod notify;
 mod reload;
@@ -92,6 +93,7 @@ pub fn run(
         audit: audit.clone(),
         polls: Default::default(),
         reload: reload.clone(),
+        certificates: Default::default(),
     });
     crate::runtime_path::check_socket(&config.serve.api_socket, "API socket")?;
     let _api = api::Api::start(&config.serve.api_socket, shared.clone())?;
@@ -171,6 +173,9 @@ pub fn run(
     for v in &config.volumes {
         start(v, &config, &mut running);
     }
+    let expiry_reported = Arc::new(Mutex::new(expiry::Reported::default()));
+    let mut expiry_due = std::time::Instant::now();
+    let expiry_running = Arc::new(AtomicBool::new(false));
     let mut told_ready = false;
     let mut last_states: Vec<(String, State)> = Vec::new();
     let mut seen = 0;
@@ -181,6 +186,10 @@ pub fn run(
         if audit_retry.elapsed() >= AUDIT_RETRY {
             audit_retry = std::time::Instant::now();
             audit.retry();
+        }
+        if std::time::Instant::now() >= expiry_due {
+            expiry_due = std::time::Instant::now() + EXPIRY_CHECK;
+            check_expiry(&kmip, &shared, &audit, &expiry_reported, &expiry_running);
         }
         if reload.swap(false, Ordering::SeqCst) {
             // Also what logrotate's postrotate sends: write to a fresh file.
@@ -236,6 +245,8 @@ pub fn run(
                         // Each volume's connection was made with the old settings: its next
                         // request connects anew with these.
                         *kmip.lock().unwrap_or_else(|p| p.into_inner()) = new.kmip.clone();
+                        // New certificates: their expiry is looked at now.
+                        expiry_due = std::time::Instant::now();
                         // A volume waiting for a key server tries again now, with them.
                         for name in &plan.keep {
                             let waiting = shared
@@ -316,6 +327,61 @@ pub fn run(
     drop(_front);
     audit.event(None, "stopped", None, "ok");
     Ok(())
+}
+
+/// How often the certificates' expiry is looked at (one KMIP request, for the server's).
+const EXPIRY_CHECK: Duration = Duration::from_secs(6 * 3600);
+
+/// Looks at the certificates' expiry on a thread of its own (the server's needs a request):
+/// the status gets them all, and each that reached a new threshold is said once, at WARN
+/// and in the audit log. One look at a time.
+fn check_expiry(
+    kmip: &Arc<Mutex<kmip::client::ClientConfig>>,
+    shared: &Arc<api::Shared>,
+    audit: &Arc<Audit>,
+    reported: &Arc<Mutex<expiry::Reported>>,
+    running: &Arc<AtomicBool>,
+) {
+    if running.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    let settings = kmip.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let (shared, audit, reported, done) = (
+        shared.clone(),
+        audit.clone(),
+        reported.clone(),
+        running.clone(),
+    );
+    let spawned = std::thread::Builder::new()
+        .name("cert-expiry".into())
+        .spawn(move || {
+            let mut found = expiry::local(&settings);
+            match expiry::server(&settings) {
+                Ok(c) => found.push(c),
+                // An outage is reported by the volumes; the server's certificate waits for
+                // the next look.
+                Err(e) => log::debug!(
+                    "certificate expiry: the KMIP server's certificate was not seen: {e}"
+                ),
+            }
+            for c in reported
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .news(&found)
+            {
+                let text = c.warning.clone().unwrap_or_default();
+                log::warn!("{text}");
+                audit.event(None, "certificate_expiry", None, text);
+            }
+            *shared
+                .certificates
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = found;
+            done.store(false, Ordering::SeqCst);
+        });
+    if spawned.is_err() {
+        running.store(false, Ordering::SeqCst);
+    }
 }
 
 /// How often lines the audit log did not take are tried again.

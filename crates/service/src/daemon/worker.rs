@@ -731,6 +731,16 @@ impl Worker {
                         self.refuse_job(&j, "the volume is encrypted already");
                         continue;
                     }
+                    // A rewrap writes only the header: the exports keep serving through it.
+                    if let Job::Rekey {
+                        deep: false,
+                        keep_old,
+                        ..
+                    } = j
+                    {
+                        self.rewrap_online(&mut s, keep_old);
+                        continue;
+                    }
                     let uid = s.key_uid.clone();
                     if let Err(e) = self.take_down(s) {
                         let why = format!("not every export closed ({e})");
@@ -850,6 +860,52 @@ impl Worker {
                 Some(Command::Unlock) => return Phase::Start,
                 Some(Command::Job(j)) => return Phase::Job(j),
                 Some(Command::Stop) => return Phase::Exit,
+            }
+        }
+    }
+
+    /// Rewraps the served volume under a new KMIP key without closing its exports: the
+    /// header on the device the worker holds gets the new keyslot; the volume key the
+    /// exports use is unchanged. The served key is the new one from then on.
+    fn rewrap_online(&mut self, s: &mut Serving, keep_old: bool) {
+        let Some(dev) = s._device.as_ref() else {
+            self.refuse_job(
+                &Job::Rekey {
+                    deep: false,
+                    keep_old,
+                    step: None,
+                },
+                "the volume's device is not held",
+            );
+            return;
+        };
+        self.job_event(Kind::Rekey, JobResult::Started, None);
+        let result = KeyManager::for_servers(self.kmip()).and_then(|kms| {
+            let kms = &mut kms.with_audit(self.ctx.audit.clone(), Some(&self.ctx.cfg.name));
+            crate::ops::convert::rewrap_held(kms, dev, &s.key_uid, keep_old, None)
+        });
+        match result {
+            Ok(report) => {
+                if let Some(st) = &report.status {
+                    s.key_uid = st.key_uid.clone();
+                    self.status().key_uid = Some(st.key_uid.clone());
+                }
+                self.ctx.audit.event(
+                    Some(self.name()),
+                    Kind::Rekey.as_str(),
+                    Some(&s.key_uid),
+                    "ok",
+                );
+                self.job_event(Kind::Rekey, JobResult::Finished, Some(report.message));
+            }
+            Err(e) => {
+                self.ctx.audit.event(
+                    Some(self.name()),
+                    Kind::Rekey.as_str(),
+                    Some(&s.key_uid),
+                    e.to_string(),
+                );
+                self.job_event(Kind::Rekey, JobResult::Failed, Some(e.to_string()));
             }
         }
     }

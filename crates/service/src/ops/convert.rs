@@ -463,6 +463,45 @@ pub fn decrypt(
     Ok(run.report(None, message, None, retired))
 }
 
+/// The rewrap of a volume whose device is open already, `dev` (the daemon's, while its
+/// exports keep serving: only the header's keyslot area and its two header copies are
+/// written, never a data sector, and the volume key the exports use does not change). The
+/// old key `key_uid` must still open the keyslot, and not be Compromised (then only a deep
+/// rekey helps). Then retires the old key.
+pub fn rewrap_held(
+    kms: &mut KeyManager,
+    dev: &Device,
+    key_uid: &str,
+    keep_old: bool,
+    new_key_name: Option<&str>,
+) -> Result<ConvertReport, ServiceError> {
+    let started = Instant::now();
+    let run = Run::new(Kind::Rekey, dev, started);
+    // A rewrap keeps the volume key, which a compromised KMIP key may have exposed
+    // (whoever had the KMIP key could open the keyslot): only a deep rekey, which makes a
+    // new volume key, answers a compromise.
+    if kms.state(key_uid)? == kmip::enums::State::COMPROMISED {
+        return Err(Refusal::CompromisedNeedsDeepRekey {
+            path: dev.location.path.clone(),
+            key_uid: key_uid.to_owned(),
+        }
+        .into());
+    }
+    let old = kms.fetch_for(key_uid, KeyUse::MoveOff)?;
+    let new = kms.create(&key_name(new_key_name, dev))?;
+    if let Err(e) = convert::rewrap(dev.devices(), &old, &new.secret, &new.uid) {
+        return Err(kms.discard(&new.uid, e.into()));
+    }
+    let retired = retire_replaced(kms, key_uid, keep_old)?;
+    let ms = started.elapsed().as_millis();
+    let message = format!(
+        "rekeyed in {ms} ms: the volume key is now wrapped under KMIP key {}; {}",
+        shown(&new.uid),
+        retired.sentence()
+    );
+    Ok(run.report(None, message, dev.status().ok(), Some(retired)))
+}
+
 /// Puts a volume under a new KMIP key (rewrap, or `deep`: every sector re-encrypted), or
 /// finishes an interrupted deep rekey; then retires the old key.
 pub fn rekey(
@@ -483,35 +522,13 @@ pub fn rekey(
                 }
                 .into());
             }
-            // A rewrap keeps the volume key, which a compromised KMIP key may have exposed
-            // (whoever had the KMIP key could open the keyslot): only a deep rekey, which
-            // makes a new volume key, answers a compromise.
-            if !req.deep && kms.state(&key_uid)? == kmip::enums::State::COMPROMISED {
-                return Err(Refusal::CompromisedNeedsDeepRekey {
-                    path: loc.path.clone(),
-                    key_uid,
-                }
-                .into());
+            if !req.deep {
+                return rewrap_held(kms, &dev, &key_uid, req.keep_old, req.key_name.as_deref());
             }
             let old = kms.fetch_for(&key_uid, KeyUse::MoveOff)?;
             let new = kms.create(&key_name(req.key_name.as_deref(), &dev))?;
-            let r = if req.deep {
-                convert::begin_rekey(dev.devices(), &old, &new.secret, &new.uid)
-            } else {
-                convert::rewrap(dev.devices(), &old, &new.secret, &new.uid)
-            };
-            if let Err(e) = r {
+            if let Err(e) = convert::begin_rekey(dev.devices(), &old, &new.secret, &new.uid) {
                 return Err(kms.discard(&new.uid, e.into()));
-            }
-            if !req.deep {
-                let retired = retire_replaced(kms, &key_uid, req.keep_old)?;
-                let ms = started.elapsed().as_millis();
-                let message = format!(
-                    "rekeyed in {ms} ms: the volume key is now wrapped under KMIP key {}; {}",
-                    shown(&new.uid),
-                    retired.sentence()
-                );
-                return Ok(run.report(None, message, dev.status().ok(), Some(retired)));
             }
             (key_uid, Some(old), new.uid.clone(), new.secret)
         }

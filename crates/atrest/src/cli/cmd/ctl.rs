@@ -17,13 +17,38 @@ pub fn run(a: CtlArgs) -> anyhow::Result<()> {
         None => service::daemon::api_socket(a.config.as_deref())?,
     };
     match &a.command {
-        CtlCommand::Status => {
+        CtlCommand::Status { check } => {
             let (_, s) = call(&socket, "GET", "/v1/status", None)?;
+            let report: StatusReport = serde_json::from_value(s.clone())?;
             let mut out = std::io::stdout().lock();
             if a.json {
                 writeln!(out, "{s}")?;
             } else {
-                print_status(&mut out, &serde_json::from_value(s)?)?;
+                print_status(&mut out, &report)?;
+            }
+            if *check {
+                let not: Vec<String> = report
+                    .volumes
+                    .iter()
+                    .filter(|v| !matches!(v.state, State::Unlocked | State::Plaintext))
+                    .map(|v| {
+                        format!(
+                            "{} is {}{}",
+                            v.name,
+                            v.state.name(),
+                            v.reason
+                                .as_deref()
+                                .map(|r| format!(" ({r})"))
+                                .unwrap_or_default()
+                        )
+                    })
+                    .collect();
+                if !not.is_empty() {
+                    bail!("not every volume is unlocked: {}", not.join("; "));
+                }
+                if !report.daemon.audit.ok {
+                    bail!("the audit log does not take every line");
+                }
             }
             Ok(())
         }
@@ -257,6 +282,11 @@ fn print_status(out: &mut impl std::io::Write, s: &StatusReport) -> std::io::Res
             d.audit.pending,
             d.audit.lost
         )?;
+    }
+    for c in &d.certificates {
+        if let Some(w) = &c.warning {
+            writeln!(out, "  CERTIFICATE  {w}")?;
+        }
     }
     for v in &s.volumes {
         writeln!(out,)?;

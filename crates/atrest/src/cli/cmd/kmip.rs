@@ -10,6 +10,7 @@ use kmip::ttlv::{xml, Item, Tag, Value};
 use serde_json::json;
 use service::config::Config;
 use service::ops::test::TestReport;
+use volume::text::shown;
 
 use crate::cli::args::{ConfigArg, KmipCommand, RevokeReason};
 
@@ -46,7 +47,11 @@ pub fn run(cmd: KmipCommand) -> anyhow::Result<()> {
             out.flush()?;
             Ok(())
         }
-        KmipCommand::Activate { config, uid } => Ok(client(&config)?.activate(&uid)?),
+        KmipCommand::Activate { config, uid } => {
+            client(&config)?.activate(&uid)?;
+            println!("{}: activated", shown(&uid));
+            Ok(())
+        }
         KmipCommand::Revoke {
             config,
             uid,
@@ -59,9 +64,23 @@ pub fn run(cmd: KmipCommand) -> anyhow::Result<()> {
                 RevokeReason::Superseded => RevocationReasonCode::SUPERSEDED,
                 RevokeReason::CessationOfOperation => RevocationReasonCode::CESSATION_OF_OPERATION,
             };
-            Ok(client(&config)?.revoke(&uid, reason, message.as_deref())?)
+            client(&config)?.revoke(&uid, reason, message.as_deref())?;
+            // A script checks the exit status; a person wants to see that it happened.
+            println!(
+                "{}: revoked ({})",
+                shown(&uid),
+                reason.name().unwrap_or("?")
+            );
+            Ok(())
         }
-        KmipCommand::Destroy { config, uid } => Ok(client(&config)?.destroy(&uid)?),
+        KmipCommand::Destroy { config, uid } => {
+            client(&config)?.destroy(&uid)?;
+            println!(
+                "{}: destroyed (its key material is gone from the server)",
+                shown(&uid)
+            );
+            Ok(())
+        }
         KmipCommand::Attributes { config, uid, json } => attributes(&config, &uid, json),
         KmipCommand::Locate { config, name } => {
             for uid in client(&config)?.locate_by_name(&name)? {
