@@ -825,6 +825,60 @@ fn a_rewrap_keeps_the_exports_serving(env: &Env) {
     );
 }
 
+/// Issue 22: `rotate_days` rotates a served volume's key once the key server's Activation
+/// Date is that old (here 0.0001 days, 8.6 s), as a rewrap that leaves the export serving;
+/// the audit log says why.
+fn a_key_older_than_rotate_days_is_rotated_while_serving(env: &Env) {
+    let case = Case::new(env, "rotate-days");
+    let kmip = kms_kmip(env, None, 10);
+    let kconf = case.dir.join("kmip.toml");
+    std::fs::write(&kconf, &kmip).unwrap();
+    format_volume(&kconf, &case.dir.join("v.img"), 8, &[]);
+    case.write(
+        &kmip,
+        1,
+        5,
+        &["[[volume]]\nname = \"v\"\npath = \"v.img\"\nnbd = \"unix:run/v.sock\"\n".to_owned()],
+    );
+    let conf = std::fs::read_to_string(&case.conf).unwrap();
+    std::fs::write(
+        &case.conf,
+        conf.replace("[serve]\n", "[serve]\nrotate_days = 0.0001\n"),
+    )
+    .unwrap();
+    let mut daemon = Daemon::start(&case);
+    daemon.ready(Duration::from_secs(30));
+    let uri = daemon.export("v", "nbd");
+    assert!(qemu_io(&uri, "write -P 0x5a 0 1M").status.success());
+    let first = daemon.volume("v")["key_uid"].as_str().unwrap().to_owned();
+    remember_key(env, &kconf, &first);
+    let from = daemon.feed_position();
+    let done = daemon.events_from(from, 1, Duration::from_secs(40), |e| {
+        e["event"] == "job" && e["operation"] == "rekey" && e["result"] == "finished"
+    });
+    assert!(
+        done["message"].as_str().unwrap().contains("rekeyed in"),
+        "{done}"
+    );
+    let v = daemon.volume("v");
+    assert_eq!(v["state"], "unlocked");
+    let second = v["key_uid"].as_str().unwrap().to_owned();
+    assert_ne!(second, first);
+    remember_key(env, &kconf, &second);
+    assert!(qemu_io(&uri, "read -P 0x5a 0 1M").status.success());
+    let audit = case.audit_lines();
+    assert!(
+        audit.iter().any(|l| l["operation"] == "scheduled_rotation"
+            && l["key_uid"] == first.as_str()
+            && l["result"]
+                .as_str()
+                .unwrap()
+                .contains("rotate_days = 0.0001")),
+        "{audit:?}"
+    );
+    daemon.stop();
+}
+
 /// An encryption started through the API; the daemon killed half-way; started again, it
 /// finishes the conversion before exporting, and the volume serves the original data.
 fn a_crash_during_an_api_encrypt_is_finished_at_start(env: &Env) {
@@ -1688,6 +1742,10 @@ fn main() {
         (
             "a_rewrap_keeps_the_exports_serving",
             a_rewrap_keeps_the_exports_serving,
+        ),
+        (
+            "a_key_older_than_rotate_days_is_rotated_while_serving",
+            a_key_older_than_rotate_days_is_rotated_while_serving,
         ),
         (
             "a_crash_during_an_api_encrypt_is_finished_at_start",

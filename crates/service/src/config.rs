@@ -167,7 +167,7 @@ fn ten() -> u64 {
 }
 
 /// The `[serve]` table: how the daemon runs.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServeConfig {
     /// The control API's Unix socket (JSON over HTTP), made 0600 in a 0700 folder.
@@ -185,6 +185,12 @@ pub struct ServeConfig {
     /// may move, so that the appliance's own disk traffic keeps its share while a volume
     /// converts in the background; 0: as fast as the disk goes.
     pub convert_max_mib_per_sec: u64,
+    /// Rotate each served volume's key when it has been active this many days (its
+    /// Activation Date on the key server; fractions allowed); 0: never.
+    pub rotate_days: f64,
+    /// A scheduled rotation re-encrypts every sector (a deep rekey, which closes the exports
+    /// while it runs) instead of rewrapping the volume key (which does not).
+    pub rotate_deep: bool,
 }
 
 impl Default for ServeConfig {
@@ -196,6 +202,8 @@ impl Default for ServeConfig {
             retry_max_secs: 30,
             require_active_key: true,
             convert_max_mib_per_sec: 0,
+            rotate_days: 0.0,
+            rotate_deep: false,
         }
     }
 }
@@ -522,6 +530,13 @@ fn check_serve(
             "key_check_secs",
             serve.key_check_secs.to_string(),
             "must be between 1 and 86400 seconds".into(),
+        ));
+    }
+    if !(0.0..=3650.0).contains(&serve.rotate_days) {
+        return Err((
+            "rotate_days",
+            serve.rotate_days.to_string(),
+            "must be between 0 (never) and 3650 days".into(),
         ));
     }
     if !(1..=3_600).contains(&serve.retry_max_secs) {

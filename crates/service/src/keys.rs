@@ -139,6 +139,11 @@ pub trait KeySource: Send {
     fn fetch(&mut self, uid: &str) -> Result<Zeroizing<Vec<u8>>, ServiceError>;
     /// The server that answered last, if any.
     fn server(&self) -> Option<String>;
+    /// When the key was activated (its Activation Date, else its Initial Date), in seconds
+    /// since the epoch; none when the server keeps neither. For scheduled rotation.
+    fn activated(&mut self, _uid: &str) -> Result<Option<i64>, ServiceError> {
+        Ok(None)
+    }
 }
 
 impl KeySource for KeyManager {
@@ -152,6 +157,10 @@ impl KeySource for KeyManager {
 
     fn server(&self) -> Option<String> {
         KeyManager::server(self)
+    }
+
+    fn activated(&mut self, uid: &str) -> Result<Option<i64>, ServiceError> {
+        KeyManager::activated(self, uid)
     }
 }
 
@@ -385,6 +394,28 @@ impl KeyManager {
     pub fn state(&mut self, uid: &str) -> Result<State, ServiceError> {
         self.audited("get_attributes", Some(uid), |c| c.state(uid))
             .map_err(|e| ServiceError::kmip(format!("asking the state of key {}", shown(uid)), e))
+    }
+
+    /// When the key was activated (Activation Date, else Initial Date), seconds since the
+    /// epoch.
+    pub fn activated(&mut self, uid: &str) -> Result<Option<i64>, ServiceError> {
+        let dates = [
+            kmip::ttlv::Tag::ACTIVATION_DATE,
+            kmip::ttlv::Tag::INITIAL_DATE,
+        ];
+        let attrs = self
+            .audited("get_attributes", Some(uid), |c| {
+                c.get_attributes(uid, &dates)
+            })
+            .map_err(|e| {
+                ServiceError::kmip(format!("asking the dates of key {}", shown(uid)), e)
+            })?;
+        Ok(dates
+            .iter()
+            .find_map(|t| match attrs.get(*t).map(|a| &a.value) {
+                Some(kmip::ttlv::Value::DateTime(s)) => Some(*s),
+                _ => None,
+            }))
     }
 
     /// The server the last request went to, if one answered.

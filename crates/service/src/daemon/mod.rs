@@ -59,6 +59,15 @@ impl Running {
 pub trait Reporter {
     /// A line worth printing.
     fn line(&mut self, text: &str);
+    /// A line that needs the operator's attention soon (a volume waiting for its key
+    /// server, locked).
+    fn warn(&mut self, text: &str) {
+        self.line(text);
+    }
+    /// A line that needs the operator now (a volume failed).
+    fn error(&mut self, text: &str) {
+        self.line(text);
+    }
 }
 
 /// A front end started beside the control API (the admin web page, from the `admin`
@@ -292,12 +301,17 @@ pub fn run(
             for s in &statuses {
                 if !last_states.contains(&(s.name.clone(), s.state)) {
                     let reason = s.reason.as_deref().map(|r| format!(" ({r})"));
-                    out.line(&format!(
+                    let text = format!(
                         "{}: {}{}",
                         s.name,
                         s.state.name(),
                         reason.unwrap_or_default()
-                    ));
+                    );
+                    match s.state {
+                        State::Failed => out.error(&text),
+                        State::Waiting | State::Locked => out.warn(&text),
+                        _ => out.line(&text),
+                    }
                 }
             }
             let summary: Vec<String> = states
@@ -311,7 +325,31 @@ pub fn run(
             told_ready = true;
             shared.ready.store(true, Ordering::SeqCst);
             notify::notify("READY=1");
-            out.line("ready: every volume is unlocked or says why not");
+            let not: Vec<String> = statuses
+                .iter()
+                .filter(|s| !matches!(s.state, State::Unlocked | State::Plaintext))
+                .map(|s| {
+                    format!(
+                        "{} {}{}",
+                        s.name,
+                        s.state.name(),
+                        s.reason
+                            .as_deref()
+                            .map(|r| format!(" ({r})"))
+                            .unwrap_or_default()
+                    )
+                })
+                .collect();
+            if not.is_empty() {
+                out.warn(&format!(
+                    "ready: {} of {} volume(s) unlocked or plaintext; not: {}",
+                    statuses.len() - not.len(),
+                    statuses.len(),
+                    not.join("; ")
+                ));
+            } else {
+                out.line("ready: every volume is unlocked or says why not");
+            }
         }
     }
     notify::notify("STOPPING=1");

@@ -723,6 +723,40 @@ impl Worker {
                     if let Some(reason) = self.check_key(&s.key_uid) {
                         return self.lock(s, reason);
                     }
+                    if let Some(age) = self.rotation_due(&s.key_uid) {
+                        let deep = self.ctx.serve.rotate_deep;
+                        self.ctx.audit.event(
+                            Some(self.name()),
+                            "scheduled_rotation",
+                            Some(&s.key_uid),
+                            format!(
+                                "the key has been active {age:.1} days (rotate_days = {}): {}",
+                                self.ctx.serve.rotate_days,
+                                if deep { "deep rekey" } else { "rewrap" }
+                            ),
+                        );
+                        if !deep {
+                            self.rewrap_online(&mut s, false);
+                            continue;
+                        }
+                        let uid = s.key_uid.clone();
+                        if let Err(e) = self.take_down(s) {
+                            let why = format!("not every export closed ({e})");
+                            self.ctx.audit.event(
+                                Some(self.name()),
+                                "lock_failed",
+                                Some(&uid),
+                                why.clone(),
+                            );
+                            self.set(State::Failed, Some(why));
+                            return Phase::Idle;
+                        }
+                        return Phase::Job(Job::Rekey {
+                            deep: true,
+                            keep_old: false,
+                            step: None,
+                        });
+                    }
                 }
                 Some(Command::Unlock) => self.restate(),
                 Some(Command::Lock) => return self.lock(s, "locked through the API".into()),
@@ -862,6 +896,21 @@ impl Worker {
                 Some(Command::Stop) => return Phase::Exit,
             }
         }
+    }
+
+    /// With `rotate_days` set: the days the served key has been active, when that is at
+    /// least `rotate_days` (the key server's Activation Date decides, not the disk, whose
+    /// header anyone who can write it could date). A server that does not answer or keeps no
+    /// date postpones the rotation to the next check.
+    fn rotation_due(&mut self, uid: &str) -> Option<f64> {
+        let days = self.ctx.serve.rotate_days;
+        if days <= 0.0 {
+            return None;
+        }
+        let since = self.kms().ok()?.activated(uid).ok()??;
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let age = (now - since) as f64 / 86_400.0;
+        (age >= days).then_some(age)
     }
 
     /// Rewraps the served volume under a new KMIP key without closing its exports: the

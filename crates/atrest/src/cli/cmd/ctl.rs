@@ -192,6 +192,7 @@ fn command(
         } else {
             120
         });
+    let mut last_line = Instant::now() - Duration::from_secs(60);
     while Instant::now() < deadline {
         let f = feed(after, 10)?;
         after = f.last;
@@ -211,8 +212,18 @@ fn command(
                         ..
                     },
                     _,
-                ) if !a.json => {
-                    eprintln!("{volume}: {} {done} of {total} bytes", operation.as_str())
+                    // The CLI's units and pace: a line every few seconds, and the last.
+                ) if !a.json
+                    && (last_line.elapsed() >= Duration::from_secs(5) || done == total) =>
+                {
+                    last_line = Instant::now();
+                    eprintln!(
+                        "{volume}: {} {} of {} ({:.0}%)",
+                        operation.as_str(),
+                        indicatif::HumanBytes(done),
+                        indicatif::HumanBytes(total),
+                        100.0 * done as f64 / total.max(1) as f64
+                    );
                 }
                 (
                     Event::Job {

@@ -15,6 +15,14 @@ impl service::daemon::Reporter for Lines {
     fn line(&mut self, text: &str) {
         log::info!("{text}");
     }
+
+    fn warn(&mut self, text: &str) {
+        log::warn!("{text}");
+    }
+
+    fn error(&mut self, text: &str) {
+        log::error!("{text}");
+    }
 }
 
 pub fn run(config: &Path) -> anyhow::Result<()> {
