@@ -879,6 +879,104 @@ fn a_key_older_than_rotate_days_is_rotated_while_serving(env: &Env) {
     daemon.stop();
 }
 
+/// Issue 22: `syslog = "tls://…"` sends every audit entry as an RFC 5424 message to a
+/// collector over TLS (RFC 5425 framing), its certificate checked against `syslog_ca`.
+fn audit_entries_reach_a_tls_syslog_collector(env: &Env) {
+    use std::io::Read;
+    let case = Case::new(env, "syslog");
+    let kmip = kms_kmip(env, None, 10);
+    let kconf = case.dir.join("kmip.toml");
+    std::fs::write(&kconf, &kmip).unwrap();
+    format_volume(&kconf, &case.dir.join("v.img"), 8, &[]);
+    // The collector: TLS with a certificate for localhost from the test CA.
+    let mut b =
+        openssl::ssl::SslAcceptor::mozilla_intermediate_v5(openssl::ssl::SslMethod::tls()).unwrap();
+    b.set_certificate_chain_file(env.pki.path("ec-server.crt"))
+        .unwrap();
+    b.set_private_key_file(
+        env.pki.path("ec-server.key"),
+        openssl::ssl::SslFiletype::PEM,
+    )
+    .unwrap();
+    let acceptor = b.build();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let collector = std::thread::spawn(move || {
+        let (tcp, _) = listener.accept().unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut tls = acceptor.accept(tcp).unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        // Until the daemon has said the volume is unlocked.
+        while !String::from_utf8_lossy(&got).contains(" unlocked [") {
+            match tls.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+        // The connection stays open (returned) until the test ends: a collector that hung
+        // up would turn the status's syslog health to failing.
+        (String::from_utf8(got).unwrap(), tls)
+    });
+    case.write(
+        &kmip,
+        300,
+        5,
+        &["[[volume]]\nname = \"v\"\npath = \"v.img\"\nnbd = \"unix:run/v.sock\"\n".to_owned()],
+    );
+    let conf = std::fs::read_to_string(&case.conf).unwrap();
+    std::fs::write(
+        &case.conf,
+        conf.replace(
+            "[serve]\n",
+            &format!(
+                "[serve]\nsyslog = \"tls://localhost:{port}\"\nsyslog_ca = \"{}\"\n",
+                env.pki.path("ec-ca.crt")
+            ),
+        ),
+    )
+    .unwrap();
+    let mut daemon = Daemon::start(&case);
+    daemon.ready(Duration::from_secs(30));
+    let (got, _open) = collector.join().unwrap();
+    // Octet-counted frames, each an RFC 5424 message of atrest's.
+    let mut rest = got.as_str();
+    let mut messages = Vec::new();
+    while !rest.is_empty() {
+        let (len, after) = rest.split_once(' ').unwrap();
+        let len: usize = len
+            .parse()
+            .unwrap_or_else(|_| panic!("not a frame: {rest:?}"));
+        let (m, next) = after.split_at(len);
+        messages.push(m.to_owned());
+        rest = next;
+    }
+    for m in &messages {
+        let f: Vec<&str> = m.splitn(7, ' ').collect();
+        assert!(f[0] == "<109>1" || f[0] == "<108>1", "{m}");
+        assert!(f[1].ends_with('Z') && f[1].contains('T'), "{m}");
+        assert_eq!(f[3], "atrest", "{m}");
+        assert_eq!(f[4], daemon.child.id().to_string(), "{m}");
+        assert!(f[6].starts_with("[atrest@32473"), "{m}");
+    }
+    let unlocked = messages
+        .iter()
+        .find(|m| m.contains(" unlocked [") && m.contains("volume=\"v\""))
+        .unwrap_or_else(|| panic!("{messages:?}"));
+    let uid = daemon.volume("v")["key_uid"].as_str().unwrap().to_owned();
+    assert!(
+        unlocked.contains(&format!("key_uid=\"{uid}\"")),
+        "{unlocked}"
+    );
+    let (_, status) = daemon.call("GET", "/v1/status", None);
+    assert_eq!(status["daemon"]["syslog"]["ok"], true, "{status}");
+    assert_eq!(
+        status["daemon"]["syslog"]["target"],
+        format!("tls://localhost:{port}")
+    );
+    daemon.stop();
+}
+
 /// An encryption started through the API; the daemon killed half-way; started again, it
 /// finishes the conversion before exporting, and the volume serves the original data.
 fn a_crash_during_an_api_encrypt_is_finished_at_start(env: &Env) {
@@ -1746,6 +1844,10 @@ fn main() {
         (
             "a_key_older_than_rotate_days_is_rotated_while_serving",
             a_key_older_than_rotate_days_is_rotated_while_serving,
+        ),
+        (
+            "audit_entries_reach_a_tls_syslog_collector",
+            audit_entries_reach_a_tls_syslog_collector,
         ),
         (
             "a_crash_during_an_api_encrypt_is_finished_at_start",

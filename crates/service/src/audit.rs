@@ -109,6 +109,8 @@ struct Sink {
 pub struct Audit {
     sink: Option<Mutex<Sink>>,
     path: Option<PathBuf>,
+    /// The same entries to a syslog collector, when one is configured.
+    syslog: Option<crate::syslog::Syslog>,
 }
 
 impl Audit {
@@ -117,6 +119,7 @@ impl Audit {
         Self {
             sink: None,
             path: None,
+            syslog: None,
         }
     }
 
@@ -140,7 +143,18 @@ impl Audit {
         Ok(Self {
             sink: Some(Mutex::new(sink)),
             path: Some(path.to_owned()),
+            syslog: None,
         })
+    }
+
+    /// Sends every entry from now on to `syslog` as well.
+    pub fn forward_to(&mut self, syslog: crate::syslog::Syslog) {
+        self.syslog = Some(syslog);
+    }
+
+    /// How syslog forwarding stands, when configured.
+    pub fn syslog_health(&self) -> Option<crate::syslog::SyslogHealth> {
+        self.syslog.as_ref().map(crate::syslog::Syslog::health)
     }
 
     fn sink(&self) -> Option<std::sync::MutexGuard<'_, Sink>> {
@@ -189,6 +203,9 @@ impl Audit {
     /// Writes one entry; a line the file does not take waits in memory and is retried. The
     /// daemon keeps serving either way: the failure is in the status and the log.
     pub fn record(&self, e: &Entry<'_>) {
+        if let Some(f) = &self.syslog {
+            f.send(e);
+        }
         let Some(mut s) = self.sink() else { return };
         let mut line = serde_json::to_vec(e).unwrap_or_default();
         line.push(b'\n');

@@ -191,6 +191,11 @@ pub struct ServeConfig {
     /// A scheduled rotation re-encrypts every sector (a deep rekey, which closes the exports
     /// while it runs) instead of rewrapping the volume key (which does not).
     pub rotate_deep: bool,
+    /// The audit entries also as RFC 5424 syslog messages: `local` (/dev/log),
+    /// `unix:PATH`, `tcp://HOST[:514]` or `tls://HOST[:6514]`.
+    pub syslog: Option<String>,
+    /// The CA that signed a `tls://` collector's certificate.
+    pub syslog_ca: Option<PathBuf>,
 }
 
 impl Default for ServeConfig {
@@ -204,6 +209,8 @@ impl Default for ServeConfig {
             convert_max_mib_per_sec: 0,
             rotate_days: 0.0,
             rotate_deep: false,
+            syslog: None,
+            syslog_ca: None,
         }
     }
 }
@@ -499,6 +506,7 @@ impl Config {
             serve: ServeConfig {
                 api_socket: resolve(&file.serve.api_socket),
                 audit_log: resolve(&file.serve.audit_log),
+                syslog_ca: file.serve.syslog_ca.as_deref().map(resolve),
                 ..file.serve
             },
             volumes: file
@@ -531,6 +539,19 @@ fn check_serve(
             serve.key_check_secs.to_string(),
             "must be between 1 and 86400 seconds".into(),
         ));
+    }
+    if let Some(t) = &serve.syslog {
+        match crate::syslog::Target::parse(t) {
+            Err(why) => return Err(("syslog", t.clone(), why)),
+            Ok(crate::syslog::Target::Tls(..)) if serve.syslog_ca.is_none() => {
+                return Err((
+                    "syslog",
+                    t.clone(),
+                    "a tls:// collector needs syslog_ca, the CA that signed its certificate".into(),
+                ))
+            }
+            Ok(_) => {}
+        }
     }
     if !(0.0..=3650.0).contains(&serve.rotate_days) {
         return Err((

@@ -23,6 +23,7 @@ mod private_dir;
 pub mod progress;
 pub mod refusal;
 pub mod runtime_path;
+pub mod syslog;
 pub mod trusted;
 
 pub use error::ServiceError;

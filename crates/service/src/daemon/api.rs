@@ -606,6 +606,7 @@ fn status(shared: &Shared) -> ApiAnswer {
                 dumpable: secmem::is_dumpable(),
             },
             audit: shared.audit.health(),
+            syslog: shared.audit.syslog_health(),
             certificates: shared
                 .certificates
                 .lock()

@@ -157,6 +157,9 @@ pub struct DaemonStatus {
     pub hardening: Hardening,
     /// Whether the audit log takes every line.
     pub audit: AuditHealth,
+    /// Syslog forwarding, when configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub syslog: Option<crate::syslog::SyslogHealth>,
     /// The KMIP certificates' expiry (a `warning` within 30 days of it).
     #[serde(default)]
     pub certificates: Vec<super::expiry::CertExpiry>,

@@ -90,7 +90,35 @@ pub fn run(
     front: Option<FrontEnd<'_>>,
 ) -> Result<(), ServiceError> {
     let mut config = Config::load(config_path)?;
-    let audit = Arc::new(Audit::open(&config.serve.audit_log)?);
+    let mut audit = Audit::open(&config.serve.audit_log)?;
+    if let Some(target) = &config.serve.syslog {
+        // Checked by Config::load; the CA is read here, with the same trust rules.
+        let target = crate::syslog::Target::parse(target).map_err(|why| {
+            crate::config::ConfigError::Invalid {
+                path: config_path.to_owned(),
+                key: "syslog",
+                value: target.clone(),
+                why,
+            }
+        })?;
+        let ca = match &config.serve.syslog_ca {
+            Some(p) => Some(crate::trusted::read(
+                "syslog_ca",
+                p,
+                crate::trusted::Role::Trusted,
+            )?),
+            None => None,
+        };
+        let forwarder = crate::syslog::Syslog::start(target, ca.as_deref().map(|c| &c[..]))
+            .map_err(|why| crate::config::ConfigError::Invalid {
+                path: config_path.to_owned(),
+                key: "syslog",
+                value: config.serve.syslog.clone().unwrap_or_default(),
+                why,
+            })?;
+        audit.forward_to(forwarder);
+    }
+    let audit = Arc::new(audit);
     let events = Arc::new(Events::default());
     let kmip = Arc::new(Mutex::new(config.kmip.clone()));
     let shared = Arc::new(api::Shared {
