@@ -947,6 +947,10 @@ fn audit_entries_reach_a_tls_syslog_collector(env: &Env) {
         let len: usize = len
             .parse()
             .unwrap_or_else(|_| panic!("not a frame: {rest:?}"));
+        if len > after.len() {
+            // The last frame, cut by the end of what was read.
+            break;
+        }
         let (m, next) = after.split_at(len);
         messages.push(m.to_owned());
         rest = next;
