@@ -352,6 +352,16 @@ impl Survivors {
 
 /// Cuts the power at every operation of `job` in turn (and, in a second pass, keeps a
 /// pseudo-random half of the unsynced sectors), resumes, and checks the result.
+/// A line every 20 s on the real stderr (the harness captures only the print macros):
+/// these runs take minutes, and CI's log should show that they move.
+fn sign_of_life(last: &mut std::time::Instant, what: &str) {
+    if last.elapsed() >= std::time::Duration::from_secs(20) {
+        *last = std::time::Instant::now();
+        use std::io::Write;
+        let _ = writeln!(std::io::stderr(), "    ({what})");
+    }
+}
+
 fn every_cut(job: Job, mode: &str, ss: u32) {
     let plain = plaintext(3 << 20, ss as u8);
     let size = plain.len() as u64;
@@ -370,8 +380,13 @@ fn every_cut(job: Job, mode: &str, ss: u32) {
     };
     leftovers(&clean.disk().live, "clean run");
     let mut seed = 7u64;
+    let mut alive = std::time::Instant::now();
     for survive in SURVIVORS {
         for cut in 1..=total {
+            sign_of_life(
+                &mut alive,
+                &format!("{job:?} {mode} {ss}: power cut {cut} of {total}, {survive:?}"),
+            );
             let dev = PowerCut::new(image.clone(), true);
             dev.disk().cut_at = cut;
             let first = drive(job, &dev, mode, ss, size);
@@ -750,8 +765,13 @@ fn every_cut_detached(job: Job, mode: &str, ss: u32) {
         "clean run",
     );
     let mut seed = 11u64;
+    let mut alive = std::time::Instant::now();
     for survive in SURVIVORS {
         for cut in 1..=total {
+            sign_of_life(
+                &mut alive,
+                &format!("{job:?} {mode} {ss} detached: power cut {cut} of {total}, {survive:?}"),
+            );
             let disk = PowerCut::new(image.clone(), false);
             disk.disk().cut_at = cut;
             assert!(drive_detached(job, &disk, plain.len(), mode, ss).is_err());

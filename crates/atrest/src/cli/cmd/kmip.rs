@@ -235,9 +235,19 @@ fn print_test(r: &TestReport) {
             s.days_left,
             s.not_after
         );
-        for days in [c.days_left, s.days_left] {
-            if days < 30 {
-                println!("  WARNING       a certificate expires in {days} days: renew it before it stops atrest from unlocking");
+        let server = format!(
+            "the KMIP server's certificate{}",
+            s.subject
+                .as_deref()
+                .map(|n| format!(" ({n})"))
+                .unwrap_or_default()
+        );
+        for (which, days) in [
+            ("the client certificate", c.days_left),
+            (server.as_str(), s.days_left),
+        ] {
+            if days <= 30 {
+                println!("  WARNING       {which} expires in {days} days: renew it before it stops atrest from unlocking");
             }
         }
     }
