@@ -662,6 +662,23 @@ fn revoking_a_key_locks_only_that_volume_until_a_rekey(env: &Env) {
     assert!(case.audit_lines().iter().any(|l| l["volume"] == "gone"
         && l["operation"] == "locked"
         && l["key_uid"] == uid.as_str()));
+    // Monitoring sees it: `ctl status --check` fails and names the volume and why.
+    let check = Command::new(atrest_bin())
+        .args([
+            "ctl",
+            "--socket",
+            case.socket().to_str().unwrap(),
+            "status",
+            "--check",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(check.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&check.stderr);
+    assert!(
+        said.contains("not every volume is unlocked: gone is locked (") && !said.contains("keep"),
+        "{said}"
+    );
     // Unlock through the API: refused by the key's state.
     let (code, _) = daemon.call("POST", "/v1/volumes/gone/unlock", None);
     assert_eq!(code, 202);
@@ -694,6 +711,13 @@ fn revoking_a_key_locks_only_that_volume_until_a_rekey(env: &Env) {
     );
     let v = daemon.wait_state("gone", "unlocked", Duration::from_secs(10));
     assert_ne!(v["key_uid"], uid.as_str());
+    succeed(Command::new(atrest_bin()).args([
+        "ctl",
+        "--socket",
+        case.socket().to_str().unwrap(),
+        "status",
+        "--check",
+    ]));
     remember_key(env, &kconf, v["key_uid"].as_str().unwrap());
     assert!(qemu_io(&daemon.export("gone", "nbd"), "read -P 0x77 0 1M")
         .status
