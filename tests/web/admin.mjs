@@ -119,9 +119,18 @@ async function phase1(browser) {
   check(await page.locator('#encrypt').isDisabled(), 'Encrypt stays unavailable after a refused upload');
   await screenshot(page, 'bad-ca-file');
 
+  // Another server with the saved password "unchanged": refused, the password must be
+  // typed again (a stolen session must not be able to send it to a server of its own).
+  await page.fill('#servers', env('ATREST_KMIP_SERVER'));
+  await submit(page, '#save');
+  const retype = await page.locator('#password-error').textContent();
+  check(retype.includes('type the KMIP password again'), `a new server with the saved password is refused: ${retype}`);
+  await screenshot(page, 'password-again');
+
   // A real certificate, of a CA that did not sign the server's: the test fails at the
   // server certificate, nothing is saved.
   await page.fill('#servers', env('ATREST_KMIP_SERVER'));
+  await page.fill('#password', env('ATREST_KMIP_PASSWORD'));
   await page.setInputFiles('#ca_cert', env('ATREST_WRONG_CA'));
   await submit(page, '#save');
   const wrong = await page.locator('#ca_cert-error').textContent();

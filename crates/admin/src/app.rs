@@ -47,8 +47,11 @@ pub struct App {
     saving: Mutex<()>,
     /// The admin account's name.
     user: String,
-    /// Lifetime of a session, for the cookie's Max-Age.
-    max_age: Duration,
+    /// What strangers may write into the audit log.
+    budget: crate::audit_budget::AuditBudget,
+    /// The admin password hash sessions were opened under: when `atrest admin
+    /// set-password` changes it, every session ends.
+    hash_seen: Mutex<Option<String>>,
 }
 
 fn who(s: &Session) -> Who<'_> {
@@ -58,11 +61,38 @@ fn who(s: &Session) -> Who<'_> {
     }
 }
 
-fn session_cookie(value: &str, max_age: Duration) -> String {
-    format!(
-        "{COOKIE}={value}; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age={}",
-        max_age.as_secs()
-    )
+/// A session cookie in the browser's sense too (no Max-Age): it goes when the browser
+/// closes; the server ends it earlier (idle, absolute, logout, a new password).
+fn session_cookie(value: &str) -> String {
+    format!("{COOKIE}={value}; Path=/; Secure; HttpOnly; SameSite=Strict")
+}
+
+/// What a stranger typed, fit for the audit log's `source`: printable ASCII without `@` or
+/// spaces (so that it cannot pose as another `user@address`), at most 64 characters.
+fn shown_user(user: &str) -> String {
+    let u: String = user
+        .chars()
+        .filter(|c| c.is_ascii_graphic() && *c != '@')
+        .take(64)
+        .collect();
+    if u.is_empty() {
+        "-".into()
+    } else {
+        u
+    }
+}
+
+/// A request path for the audit log: printable ASCII, at most 100 characters.
+fn shown_path(path: &str) -> String {
+    let mut p: String = path
+        .chars()
+        .map(|c| if c.is_ascii_graphic() { c } else { '?' })
+        .take(100)
+        .collect();
+    if path.len() > 100 {
+        p.push('…');
+    }
+    p
 }
 
 fn expired_cookie(name: &str) -> String {
@@ -98,21 +128,62 @@ impl App {
     /// The page for the daemon whose shared state is `shared`.
     pub fn new(shared: Arc<Shared>, web: &WebConfig) -> Self {
         let max_age = Duration::from_secs(web.session_max_hours * 3600);
+        // Absolute: the candidate configurations of Save and Test live in another folder,
+        // and a relative path would be resolved twice.
+        let config = std::fs::canonicalize(&shared.config_path)
+            .unwrap_or_else(|_| shared.config_path.clone());
+        // A Save and Test cut short by a crash left its folder (with copies of the secrets).
+        settings::sweep(&config);
         Self {
-            config: shared.config_path.clone(),
-            shared,
             sessions: Sessions::new(Duration::from_secs(web.session_idle_mins * 60), max_age),
             throttle: Throttle::default(),
             verifying: AtomicUsize::new(0),
             last_test: Mutex::new(None),
             saving: Mutex::new(()),
             user: web.admin_user.clone(),
-            max_age,
+            budget: Default::default(),
+            hash_seen: Mutex::new(web.admin_password_hash.clone()),
+            config,
+            shared,
         }
     }
 
     fn source(&self, user: &str, peer: IpAddr) -> String {
-        format!("{user}@{peer}")
+        format!("{}@{peer}", shown_user(user))
+    }
+
+    /// Audits what a stranger did, within the budget.
+    fn audit_stranger(&self, peer: IpAddr, user: &str, operation: &str, result: String) {
+        if let Some(left_out) = self.budget.admit(peer) {
+            let result = if left_out > 0 {
+                format!(
+                    "{result} (and {left_out} more such entries in the last minute were left out)"
+                )
+            } else {
+                result
+            };
+            self.shared
+                .audit
+                .admin(&self.source(user, peer), None, operation, result);
+        }
+    }
+
+    /// Ends every session when the admin password changed since they began.
+    fn sessions_follow_the_password(&self) {
+        let now = WebConfig::load(&self.config)
+            .ok()
+            .and_then(|w| w.admin_password_hash);
+        let mut seen = self.hash_seen.lock().unwrap_or_else(|p| p.into_inner());
+        if now.is_some() && *seen != now {
+            self.sessions.end_all();
+            *seen = now;
+            self.shared.audit.event(
+                None,
+                "web_sessions_ended",
+                None,
+                "the admin password changed: every session of the web page ended",
+            );
+        }
     }
 
     /// The answer to one request.
@@ -136,6 +207,7 @@ impl App {
     }
 
     fn signed_in(&self, req: &Request) -> Answer {
+        self.sessions_follow_the_password();
         let Some(session) = req.cookie(COOKIE).and_then(|c| self.sessions.get(c)) else {
             return match req.method {
                 Method::GET if req.path == "/status.json" => Answer::json(
@@ -144,11 +216,11 @@ impl App {
                 ),
                 Method::GET => Answer::redirect("/login"),
                 _ => {
-                    self.shared.audit.admin(
-                        &self.source("-", req.peer),
-                        None,
+                    self.audit_stranger(
+                        req.peer,
+                        "-",
                         "web_refused",
-                        format!("{} {} without a session", req.method, req.path),
+                        format!("{} {} without a session", req.method, shown_path(&req.path)),
                     );
                     Answer::html(
                         StatusCode::FORBIDDEN,
@@ -230,7 +302,7 @@ impl App {
             &self.source(&session.user, req.peer),
             None,
             "web_refused",
-            format!("{} {}: {why}", req.method, req.path),
+            format!("{} {}: {why}", req.method, shown_path(&req.path)),
         );
         Some(Answer::html(
             StatusCode::FORBIDDEN,
@@ -259,7 +331,14 @@ impl App {
             }
             _ => crate::sessions::token(),
         };
-        let user = req.form.get("user").unwrap_or(&self.user).to_owned();
+        // Not filled in with the account's name: the page need not tell strangers.
+        let user: String = req
+            .form
+            .get("user")
+            .unwrap_or_default()
+            .chars()
+            .take(64)
+            .collect();
         Answer::html(status, pages::login::login(&token, &user, error)).with_cookie(format!(
             "{LOGIN_COOKIE}={}; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age=3600",
             token.as_str()
@@ -267,14 +346,14 @@ impl App {
     }
 
     fn login(&self, req: &Request) -> Answer {
+        self.sessions_follow_the_password();
         let user = req.form.get("user").unwrap_or_default();
-        let source = self.source(if user.is_empty() { "-" } else { user }, req.peer);
         let token_ok = matches!(
             (req.cookie(LOGIN_COOKIE), req.form.get("login_token")),
             (Some(c), Some(f)) if same_token(c, f)
         );
         if !token_ok {
-            self.shared.audit.admin(&source, None, "login_failed", "the login form's token did not match (an old page, or a form posted from another site)");
+            self.audit_stranger(req.peer, user, "login_failed", "the login form's token did not match (an old page, or a form posted from another site)".into());
             return self.login_form(
                 req,
                 Some("The login form had expired: it is fresh now, log in again."),
@@ -282,16 +361,16 @@ impl App {
             );
         }
         if let Err(wait) = self.throttle.check(req.peer) {
-            self.shared.audit.admin(
-                &source,
-                None,
+            self.audit_stranger(
+                req.peer,
+                user,
                 "login_failed",
-                "refused: too many failed logins from this address",
+                "refused: too many failed logins (from this address, or from everywhere)".into(),
             );
             return self.login_form(
                 req,
                 Some(&format!(
-                    "Too many failed logins from your address: wait {} before trying again.",
+                    "Too many failed logins (from your address, or from everywhere in the last minutes): wait {} before trying again.",
                     pages::duration(wait.as_secs_f64())
                 )),
                 StatusCode::TOO_MANY_REQUESTS,
@@ -321,9 +400,12 @@ impl App {
         self.verifying.fetch_sub(1, Ordering::SeqCst);
         if !ok {
             let wait = self.throttle.failed(req.peer);
-            self.shared
-                .audit
-                .admin(&source, None, "login_failed", "wrong user name or password");
+            self.audit_stranger(
+                req.peer,
+                user,
+                "login_failed",
+                "wrong user name or password".into(),
+            );
             let text = match wait {
                 Some(w) => format!(
                     "Wrong user name or password. Too many failed logins from your address: wait {} before trying again.",
@@ -335,9 +417,11 @@ impl App {
         }
         self.throttle.succeeded(req.peer);
         let (cookie, _) = self.sessions.create(user, req.peer);
-        self.shared.audit.admin(&source, None, "login", "ok");
+        self.shared
+            .audit
+            .admin(&self.source(user, req.peer), None, "login", "ok");
         Answer::redirect("/storage/encryption")
-            .with_cookie(session_cookie(&cookie, self.max_age))
+            .with_cookie(session_cookie(&cookie))
             .with_cookie(expired_cookie(LOGIN_COOKIE))
     }
 

@@ -16,6 +16,7 @@
 
 pub mod app;
 pub mod assets;
+pub mod audit_budget;
 pub mod error;
 pub mod files;
 pub mod pages;

@@ -67,6 +67,7 @@ impl Drop for Server {
 
 struct Conn {
     started: Instant,
+    peer: std::net::IpAddr,
     busy: Arc<AtomicBool>,
     abort: tokio::task::AbortHandle,
 }
@@ -131,12 +132,22 @@ async fn accept(
         let busy = Arc::new(AtomicBool::new(false));
         let mut t = table.lock().unwrap_or_else(|p| p.into_inner());
         if t.len() >= MAX_CONNECTIONS {
-            // The oldest connection not being answered makes room; requests in hand are
-            // never cut.
+            // Room is made by the oldest connection not being answered of the address
+            // (IPv4, or IPv6 /64) that holds the most: one flooding client evicts its own
+            // connections, not a real one's. Requests in hand are never cut.
+            let mut per: std::collections::HashMap<std::net::IpAddr, usize> = Default::default();
+            for c in t.values() {
+                *per.entry(crate::throttle::class(c.peer)).or_default() += 1;
+            }
             let oldest = t
                 .iter()
                 .filter(|(_, c)| !c.busy.load(Ordering::SeqCst))
-                .min_by_key(|(_, c)| c.started)
+                .min_by_key(|(_, c)| {
+                    (
+                        std::cmp::Reverse(per[&crate::throttle::class(c.peer)]),
+                        c.started,
+                    )
+                })
                 .map(|(k, _)| *k);
             match oldest.and_then(|k| t.remove(&k)) {
                 Some(c) => c.abort.abort(),
@@ -155,6 +166,7 @@ async fn accept(
             id,
             Conn {
                 started: Instant::now(),
+                peer: peer.ip(),
                 busy,
                 abort: task.abort_handle(),
             },

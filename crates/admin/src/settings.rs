@@ -324,9 +324,36 @@ pub fn check(draft: &Draft, now: &Current) -> Vec<FieldError> {
         errors.push(field_error(Field::Servers, "name at least one KMIP server (host name or address, port 5696 unless given as host:port)"));
     }
     for s in &draft.servers {
-        if let Err(why) = ServerAddr::parse(s) {
+        // Host names, IPv4 and [IPv6] addresses and ports only: nothing else belongs in
+        // the configuration (or in the next page that shows it).
+        let plain = s
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".-:[]_".contains(&b));
+        if !plain || s.len() > 255 {
+            errors.push(field_error(
+                Field::Servers,
+                format!(
+                    "{:?} is not a host name or address with an optional :port",
+                    s.chars().take(80).collect::<String>()
+                ),
+            ));
+        } else if let Err(why) = ServerAddr::parse(s) {
             errors.push(field_error(Field::Servers, format!("{s:?}: {why}")));
         }
+    }
+    // The saved password goes only to the servers, and through the CA, it was saved for:
+    // otherwise a stolen session could point the settings at its own server and receive
+    // it in the test's KMIP Credential.
+    let destination_changed = draft.servers != now.servers || draft.ca_cert.is_some();
+    if destination_changed
+        && now.password_set
+        && draft.password.is_none()
+        && !draft.username.trim().is_empty()
+    {
+        errors.push(field_error(
+            Field::Password,
+            "the servers or the CA certificate change: type the KMIP password again (a saved password is only ever sent to the servers it was saved for)",
+        ));
     }
     if let Some(u) = &draft.ca_cert {
         if let Err(e) = ca_pem(u) {
@@ -666,6 +693,38 @@ fn absolutize(doc: &mut DocumentMut, base: &Path) {
     }
 }
 
+/// Deletes every generation folder under `web-kmip/` that the configuration does not name
+/// (a Save and Test cut short by a crash leaves one, with copies of the secrets).
+pub fn sweep(config: &Path) {
+    let Ok(doc) = read_doc(config) else { return };
+    let base = config.parent().unwrap_or(Path::new("."));
+    let named: Vec<PathBuf> = kmip_table(&doc)
+        .map(|t| {
+            [
+                "ca_cert",
+                "client_cert",
+                "client_key",
+                "passphrase_file",
+                "password_file",
+            ]
+            .iter()
+            .filter_map(|k| str_of(t, k))
+            .map(|p| base.join(p))
+            .collect()
+        })
+        .unwrap_or_default();
+    let Ok(entries) = std::fs::read_dir(base.join(FOLDER)) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let dir = e.path();
+        let in_use = named.iter().any(|p| p.starts_with(&dir));
+        if !in_use && e.file_type().is_ok_and(|t| t.is_dir()) {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
+}
+
 /// The outcome of Save and Test, as the page shows it.
 pub struct Outcome {
     /// The test's report.
@@ -814,7 +873,7 @@ mod tests {
         let now = current(&config).unwrap();
         let field_of = |d: &Draft| check(d, &now).iter().map(|e| e.field).collect::<Vec<_>>();
         let ok = Draft {
-            servers: vec!["kms:5696".into()],
+            servers: vec!["old:5696".into()],
             username: "appliance".into(),
             ..Draft::default()
         };
@@ -946,6 +1005,50 @@ mod tests {
             h.update(&before);
             h.finish()
         });
+    }
+
+    #[test]
+    fn a_saved_password_is_not_sent_to_a_new_destination() {
+        let (_d, config) = folder();
+        let now = current(&config).unwrap();
+        let moved = |servers: &str, ca: bool, pw: bool| Draft {
+            servers: vec![servers.into()],
+            ca_cert: ca.then(|| upload("ca.pem", &cert_pem("Evil CA"))),
+            username: "appliance".into(),
+            password: pw.then(|| Zeroizing::new("typed".into())),
+            ..Draft::default()
+        };
+        let fields = |d: &Draft| check(d, &now).iter().map(|e| e.field).collect::<Vec<_>>();
+        assert_eq!(fields(&moved("evil:5696", false, false)), [Field::Password]);
+        assert_eq!(fields(&moved("old:5696", true, false)), [Field::Password]);
+        assert!(fields(&moved("evil:5696", true, true)).is_empty());
+        assert!(fields(&moved("old:5696", false, false)).is_empty());
+        let junk = Draft {
+            servers: vec!["[evil\" #\\ x[ [web]:5696".into()],
+            ..Draft::default()
+        };
+        assert!(fields(&junk).contains(&Field::Servers));
+    }
+
+    #[test]
+    fn a_crashed_save_is_swept_and_the_one_in_use_kept() {
+        let (d, config) = folder();
+        let draft = Draft {
+            servers: vec!["old:5696".into()],
+            username: "appliance".into(),
+            ..Draft::default()
+        };
+        let used = stage(&config, &draft).unwrap();
+        let used_dir = used.dir.clone();
+        used.commit(&config).unwrap();
+        let crashed = stage(&config, &draft).unwrap();
+        let crashed_dir = crashed.dir.clone();
+        std::mem::forget(crashed);
+        assert!(crashed_dir.join("kmip.pass").exists());
+        sweep(&config);
+        assert!(!crashed_dir.exists());
+        assert!(used_dir.join("kmip.pass").exists());
+        assert!(d.path().join(FOLDER).exists());
     }
 
     #[test]

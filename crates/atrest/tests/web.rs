@@ -22,6 +22,8 @@ use harness::{kill_if_running, signal, succeed, wait_for};
 /// A line the plaintext image carries many times, searched for in the encrypted one.
 const MARKER: &[u8] = b"ATREST-WEB-TEST-PLAINTEXT-RECORDING-";
 const ADMIN_PASSWORD: &str = "correct horse battery staple 21";
+/// What `atrest admin set-password` changes it to half-way.
+const NEW_ADMIN_PASSWORD: &str = "another admin password 22";
 
 struct Serve {
     child: Child,
@@ -170,6 +172,105 @@ fn raw_https(port: u16, request: &[u8]) -> (String, Duration) {
         text.lines().next().unwrap_or_default().to_owned(),
         t.elapsed(),
     )
+}
+
+/// One HTTPS request (`request` whole); the whole answer as text.
+fn https_exchange(port: u16, request: &[u8]) -> String {
+    use std::io::Read;
+    let mut b = openssl::ssl::SslConnector::builder(openssl::ssl::SslMethod::tls_client()).unwrap();
+    b.set_verify(openssl::ssl::SslVerifyMode::NONE);
+    let tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut tls = b.build().connect("localhost", tcp).unwrap();
+    tls.write_all(request).unwrap();
+    let mut answer = Vec::new();
+    let _ = tls.read_to_end(&mut answer);
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+fn cookie_of(answer: &str, name: &str) -> String {
+    answer
+        .lines()
+        .filter_map(|l| l.strip_prefix("set-cookie: "))
+        .find_map(|c| c.strip_prefix(&format!("{name}=")))
+        .map(|c| c.split(';').next().unwrap().to_owned())
+        .unwrap_or_else(|| panic!("no cookie {name} in {answer}"))
+}
+
+/// A session opened with raw requests: its cookie.
+fn raw_login(port: u16, password: &str) -> String {
+    let form = https_exchange(
+        port,
+        b"GET /login HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    let token = cookie_of(&form, "__Host-atrest-login");
+    let body = format!(
+        "login_token={token}&user=admin&password={}",
+        password.replace(' ', "+")
+    );
+    let answer = https_exchange(
+        port,
+        format!(
+            "POST /login HTTP/1.1\r\nHost: x\r\nConnection: close\r\nCookie: __Host-atrest-login={token}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    assert!(answer.starts_with("HTTP/1.1 303"), "{answer}");
+    cookie_of(&answer, "__Host-atrest")
+}
+
+/// What a stranger writes into the audit log is bounded (found by an outside run: 20 MB in
+/// 1.4 s through the login form's user field), and `atrest admin set-password` ends every
+/// session of the old password.
+fn strangers_and_an_old_password(port: u16, config: &Path, audit: &Path) {
+    let before = std::fs::metadata(audit).unwrap().len();
+    let user = "A".repeat(500_000);
+    for _ in 0..60 {
+        let body = format!("user={user}&password=x");
+        let answer = https_exchange(
+            port,
+            format!(
+                "POST /login HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        );
+        assert!(
+            answer.starts_with("HTTP/1.1 403"),
+            "{}",
+            &answer[..200.min(answer.len())]
+        );
+    }
+    let grown = std::fs::metadata(audit).unwrap().len() - before;
+    assert!(
+        grown < 20 * 1024,
+        "60 forged logins with a 500 kB user name grew the audit log by {grown} bytes"
+    );
+    let session = raw_login(port, ADMIN_PASSWORD);
+    let get = |cookie: &str| {
+        https_exchange(
+            port,
+            format!("GET /volumes HTTP/1.1\r\nHost: x\r\nConnection: close\r\nCookie: __Host-atrest={cookie}\r\n\r\n").as_bytes(),
+        )
+    };
+    assert!(get(&session).starts_with("HTTP/1.1 200"));
+    let mut set = Command::new(atrest_bin())
+        .args(["admin", "set-password", "--password-stdin", "--config"])
+        .arg(config)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    writeln!(set.stdin.take().unwrap(), "{NEW_ADMIN_PASSWORD}").unwrap();
+    assert!(set.wait().unwrap().success());
+    let after = get(&session);
+    assert!(
+        after.starts_with("HTTP/1.1 303") && after.contains("location: /login"),
+        "a session of the old password still works: {}",
+        &after[..200.min(after.len())]
+    );
+    raw_login(port, NEW_ADMIN_PASSWORD);
 }
 
 /// What an attacker on the network port can do to the page costs the daemon nothing: 300
@@ -374,6 +475,11 @@ listen = "127.0.0.1:{web_port}"
         assert_eq!(mode, 0o600, "{}", f.path().display());
     }
 
+    // Before phase 2 rate-limits this address: the stranger's entries, and a new password.
+    strangers_and_an_old_password(web_port, &config, &app.join("audit.jsonl"));
+    let mut common = common;
+    common[1].1 = NEW_ADMIN_PASSWORD.to_owned();
+
     // A restart: the page must show the volume unlocked again.
     serve.stop();
     let mut serve = Serve::start(&config, &log);
@@ -398,6 +504,7 @@ listen = "127.0.0.1:{web_port}"
             ("the client certificate's passphrase", passphrase.as_str()),
             ("the KMIP password", kmip_password.as_str()),
             ("the admin password", ADMIN_PASSWORD),
+            ("the new admin password", NEW_ADMIN_PASSWORD),
             ("the admin password's hash", hash.as_str()),
         ] {
             assert!(
@@ -440,7 +547,12 @@ listen = "127.0.0.1:{web_port}"
         has("web_refused", "-@127.0.0.1"),
         "the POST without a session is not in the audit log"
     );
-    for secret in [passphrase.as_str(), kmip_password.as_str(), ADMIN_PASSWORD] {
+    for secret in [
+        passphrase.as_str(),
+        kmip_password.as_str(),
+        ADMIN_PASSWORD,
+        NEW_ADMIN_PASSWORD,
+    ] {
         assert!(!audit.contains(secret), "a secret is in the audit log");
     }
     let shots = std::fs::read_dir(&artifacts)

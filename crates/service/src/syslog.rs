@@ -345,10 +345,25 @@ fn drain(
     }
 }
 
-/// An SD-PARAM value: `"`, `\` and `]` escaped (RFC 5424 6.3.3).
-fn sd_escape(s: &str) -> String {
+/// Control characters (and the Unicode line and paragraph separators) as `\uXXXX`: a
+/// collector that writes messages as lines must not be handed a forged line by whoever
+/// chose a user name.
+fn no_controls(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
+        if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') {
+            out.push_str(&format!("\\u{:04x}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// An SD-PARAM value: `"`, `\` and `]` escaped (RFC 5424 6.3.3), controls as `\uXXXX`.
+fn sd_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in no_controls(s).chars() {
         if matches!(c, '"' | '\\' | ']') {
             out.push('\\');
         }
@@ -380,7 +395,7 @@ pub fn format(e: &Entry<'_>, host: &str, pid: u32) -> Vec<u8> {
     let latency = e.latency_ms.map(|l| l.to_string());
     param("latency_ms", latency.as_deref());
     sd.push(']');
-    let msg = e.result.replace(['\n', '\r'], " ");
+    let msg = no_controls(&e.result);
     format!(
         "<{pri}>1 {} {host} atrest {pid} {} {sd} {msg}",
         e.time,
@@ -425,7 +440,21 @@ mod tests {
             m.contains(" atrest 1 loginfailed [atrest@32473 key_uid="),
             "{m}"
         );
-        assert!(m.ends_with("] a \"quoted\" ] \\ x next"), "{m}");
+        assert!(m.ends_with("] a \"quoted\" ] \\ x\\u000anext"), "{m}");
+        let m = String::from_utf8(format(
+            &Entry {
+                source: Some("admin\u{2028}<13>1 forged"),
+                ..entry("x", "ok\r\n<13>1 forged", None)
+            },
+            "h",
+            1,
+        ))
+        .unwrap();
+        assert!(
+            !m.contains('\n') && !m.contains('\r') && !m.contains('\u{2028}'),
+            "{m}"
+        );
+        assert!(m.contains("source=\"admin\\\\u2028<13>1 forged\""), "{m}");
         let m = String::from_utf8(format(
             &Entry {
                 source: Some("admin@1.2.3.4\"]"),
