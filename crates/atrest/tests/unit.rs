@@ -1,4 +1,4 @@
-//! The systemd unit (`contrib/atrest.service`) and its FUSE drop-in, read by systemd's own
+//! The systemd unit (`contrib/atrest.service`) and its drop-ins, read by systemd's own
 //! tools: `systemd-analyze verify` must accept every line (a misspelt hardening setting is
 //! silently ignored by systemd, so an empty report is the assertion), and `systemd-analyze
 //! security --offline` must find the hardening issue 13 asks for in effect. No systemd
@@ -15,6 +15,11 @@ fn contrib() -> PathBuf {
 /// The unit copied into `dir`, its ExecStart pointing at the built binary (verify checks
 /// that the program exists), with the FUSE drop-in beside it when `fuse`.
 fn install(dir: &Path, fuse: bool) -> PathBuf {
+    install_with(dir, if fuse { &["fuse-exports.conf"] } else { &[] })
+}
+
+/// The unit with the named drop-ins of `contrib/atrest.service.d/`.
+fn install_with(dir: &Path, drop_ins: &[&str]) -> PathBuf {
     let text = std::fs::read_to_string(contrib().join("atrest.service")).unwrap();
     assert!(
         text.contains("ExecStart=/usr/local/bin/atrest serve"),
@@ -26,14 +31,12 @@ fn install(dir: &Path, fuse: bool) -> PathBuf {
         text.replace("/usr/local/bin/atrest", env!("CARGO_BIN_EXE_atrest")),
     )
     .unwrap();
-    if fuse {
+    if !drop_ins.is_empty() {
         let d = dir.join("atrest.service.d");
         std::fs::create_dir(&d).unwrap();
-        std::fs::copy(
-            contrib().join("atrest.service.d/fuse-exports.conf"),
-            d.join("fuse-exports.conf"),
-        )
-        .unwrap();
+        for name in drop_ins {
+            std::fs::copy(contrib().join("atrest.service.d").join(name), d.join(name)).unwrap();
+        }
     }
     unit
 }
@@ -130,4 +133,32 @@ fn the_fuse_drop_in_lifts_only_the_mount_namespace() {
     }
     let e = exposure(&report);
     assert!(e <= 5.0, "exposure {e}:\n{report}");
+}
+
+/// The web page's drop-in opens the configuration's folder for writing (the page saves
+/// settings and its certificate there) and gives up nothing else.
+#[test]
+fn the_web_page_drop_in_opens_only_the_configuration_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let unit = install_with(dir.path(), &["web-page.conf"]);
+    let verify = analyze(&["verify"], &unit);
+    assert!(verify.trim().is_empty(), "systemd-analyze verify: {verify}");
+    let text = std::fs::read_to_string(dir.path().join("atrest.service.d/web-page.conf")).unwrap();
+    let settings: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .collect();
+    assert_eq!(settings, ["[Service]", "ReadWritePaths=/etc/atrest"]);
+    let report = analyze(&["security", "--offline=yes", "--no-pager"], &unit);
+    for s in ALWAYS
+        .iter()
+        .chain(&["ProtectSystem=", "ProtectHome=", "PrivateTmp="])
+    {
+        assert!(
+            passes(&report, s),
+            "{s} not in effect with the drop-in:\n{report}"
+        );
+    }
+    let e = exposure(&report);
+    assert!(e <= 4.0, "exposure {e}:\n{report}");
 }

@@ -8,6 +8,12 @@ use super::layout::{page, Section, Who};
 /// An action offered on a volume: (path segment, label).
 fn actions(s: &VolumeStatus) -> Vec<(&'static str, &'static str)> {
     match s.state {
+        // A direct-mode volume has no keyslot to rewrap: only a deep rekey rotates it.
+        State::Unlocked if s.key_mode.as_deref() == Some("direct") => vec![
+            ("deep", "Rotate key and re-encrypt"),
+            ("decrypt", "Decrypt"),
+            ("lock", "Lock"),
+        ],
         State::Unlocked => vec![
             ("rewrap", "Rotate key"),
             ("deep", "Rotate key and re-encrypt"),

@@ -160,7 +160,8 @@ pub enum CtlCommand {
     /// Every volume: state, reason, key, exports, last key check, server.
     Status {
         /// Exit with status 1 unless every volume is unlocked (plaintext volumes count as
-        /// fine) and the audit log takes every line: for monitoring.
+        /// fine), its key server answers, no KMIP certificate is within 30 days of expiry,
+        /// and the audit log takes every line: for monitoring.
         #[arg(long)]
         check: bool,
     },

@@ -368,7 +368,7 @@ pub fn run(
                     )
                 })
                 .collect();
-            if not.is_empty() {
+            if !not.is_empty() {
                 out.warn(&format!(
                     "ready: {} of {} volume(s) unlocked or plaintext; not: {}",
                     statuses.len() - not.len(),
@@ -376,7 +376,7 @@ pub fn run(
                     not.join("; ")
                 ));
             } else {
-                out.line("ready: every volume is unlocked or says why not");
+                out.line("ready: every volume is unlocked (or plaintext)");
             }
         }
     }

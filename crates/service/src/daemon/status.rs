@@ -150,6 +150,10 @@ pub struct VolumeStatus {
     /// The cipher by its standard name (`XTS-AES-128`), once read from the header.
     #[serde(default)]
     pub cipher: Option<String>,
+    /// `wrapped` (the KMIP key opens a keyslot: a rewrap rotates it) or `direct` (the KMIP
+    /// key is the volume key: only a deep rekey rotates it).
+    #[serde(default)]
+    pub key_mode: Option<String>,
     /// A conversion's progress.
     pub progress: Option<Progress>,
     /// The exports while unlocked.
@@ -182,6 +186,7 @@ impl VolumeStatus {
             since: crate::audit::now(),
             key_uid: None,
             cipher: None,
+            key_mode: None,
             progress: None,
             exports: Vec::new(),
             last_key_check: None,

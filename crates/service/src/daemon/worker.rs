@@ -21,6 +21,7 @@ use kmip::client::{ClientConfig, ClientError};
 use kmip::enums::{ResultReason, State as KeyState};
 use volume::convert::{self, Found, Kind};
 use volume::text::shown;
+use volume::volume::KeyMode;
 use volume::volume::Unlocked;
 
 use super::backoff::Backoff;
@@ -497,6 +498,13 @@ impl Worker {
             let mut s = self.status();
             s.key_uid = Some(uid.clone());
             s.cipher = cipher;
+            s.key_mode = Some(
+                match mode {
+                    KeyMode::Direct => "direct",
+                    KeyMode::Wrapped => "wrapped",
+                }
+                .into(),
+            );
         }
         // A lock asked for during a conversion (or before this attempt) wins.
         if let Some(h) = self.pending() {
@@ -724,7 +732,9 @@ impl Worker {
                         return self.lock(s, reason);
                     }
                     if let Some(age) = self.rotation_due(&s.key_uid) {
-                        let deep = self.ctx.serve.rotate_deep;
+                        // Direct mode has no keyslot to rewrap: only a deep rekey rotates it.
+                        let deep = self.ctx.serve.rotate_deep
+                            || self.status().key_mode.as_deref() == Some("direct");
                         self.ctx.audit.event(
                             Some(self.name()),
                             "scheduled_rotation",
@@ -855,8 +865,17 @@ impl Worker {
                 server: server.clone(),
             });
             match &result {
-                // Unreachable, or refused (the account's rights withdrawn, say): shown.
-                Err(e) if !is_gone(e) => st.server_error = Some(e.to_string()),
+                // Unreachable, or refused (the account's rights withdrawn, say): shown, and
+                // said at WARN when it begins (not at every check).
+                Err(e) if !is_gone(e) => {
+                    if st.server_error.is_none() {
+                        log::warn!(
+                            "{}: the key check got no answer ({e}); the volume keeps serving with the key in memory, but would not unlock after a restart",
+                            st.name
+                        );
+                    }
+                    st.server_error = Some(e.to_string());
+                }
                 _ => {
                     st.server_error = None;
                     st.server = server;

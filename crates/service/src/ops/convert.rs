@@ -477,6 +477,18 @@ pub fn rewrap_held(
 ) -> Result<ConvertReport, ServiceError> {
     let started = Instant::now();
     let run = Run::new(Kind::Rekey, dev, started);
+    // Before any request to the key server: a direct-mode volume has no keyslot to rewrap
+    // (the daemon used to create, and discard, a key before finding that out).
+    if let Found::Volume {
+        key_mode: KeyMode::Direct,
+        ..
+    } = convert::inspect(dev.devices())?
+    {
+        return Err(Refusal::DirectModeNeedsDeepRekey {
+            path: dev.location.path.clone(),
+        }
+        .into());
+    }
     // A rewrap keeps the volume key, which a compromised KMIP key may have exposed
     // (whoever had the KMIP key could open the keyslot): only a deep rekey, which makes a
     // new volume key, answers a compromise.

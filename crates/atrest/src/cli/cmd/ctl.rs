@@ -49,6 +49,25 @@ pub fn run(a: CtlArgs) -> anyhow::Result<()> {
                 if !report.daemon.audit.ok {
                     bail!("the audit log does not take every line");
                 }
+                let trouble: Vec<String> = report
+                    .volumes
+                    .iter()
+                    .filter_map(|v| {
+                        v.server_error
+                            .as_ref()
+                            .map(|e| format!("{}: the key server did not answer ({e})", v.name))
+                    })
+                    .chain(
+                        report
+                            .daemon
+                            .certificates
+                            .iter()
+                            .filter_map(|c| c.warning.clone()),
+                    )
+                    .collect();
+                if !trouble.is_empty() {
+                    bail!("{}", trouble.join("; "));
+                }
             }
             Ok(())
         }
