@@ -849,6 +849,50 @@ fn a_rewrap_keeps_the_exports_serving(env: &Env) {
     );
 }
 
+/// A direct-mode volume has no keyslot: a rewrap asked of the daemon is refused before any
+/// key is made on the server (an operations run found the daemon creating and discarding a
+/// key at every attempt, and with `rotate_days` at every key check).
+fn a_direct_volume_is_refused_a_rewrap_before_any_key_is_made(env: &Env) {
+    let case = Case::new(env, "direct-rewrap");
+    let kmip = kms_kmip(env, None, 10);
+    let kconf = case.dir.join("kmip.toml");
+    std::fs::write(&kconf, &kmip).unwrap();
+    format_volume(&kconf, &case.dir.join("v.img"), 8, &["--direct"]);
+    case.write(
+        &kmip,
+        300,
+        5,
+        &["[[volume]]\nname = \"v\"\npath = \"v.img\"\nnbd = \"unix:run/v.sock\"\n".to_owned()],
+    );
+    let mut daemon = Daemon::start(&case);
+    daemon.ready(Duration::from_secs(30));
+    let v = daemon.volume("v");
+    assert_eq!(v["key_mode"], "direct", "{v}");
+    remember_key(env, &kconf, v["key_uid"].as_str().unwrap());
+    let out = Command::new(atrest_bin())
+        .args([
+            "ctl",
+            "--socket",
+            case.socket().to_str().unwrap(),
+            "rekey",
+            "v",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("deep"), "{said}");
+    assert!(
+        !case
+            .audit_lines()
+            .iter()
+            .any(|l| l["operation"] == "create" && l["volume"] == "v"),
+        "a key was made for a rewrap that cannot happen"
+    );
+    assert_eq!(daemon.volume("v")["state"], "unlocked");
+    daemon.stop();
+}
+
 /// Issue 22: `rotate_days` rotates a served volume's key once the key server's Activation
 /// Date is that old (here 0.0001 days, 8.6 s), as a rewrap that leaves the export serving;
 /// the audit log says why.
@@ -1868,6 +1912,10 @@ fn main() {
         (
             "a_rewrap_keeps_the_exports_serving",
             a_rewrap_keeps_the_exports_serving,
+        ),
+        (
+            "a_direct_volume_is_refused_a_rewrap_before_any_key_is_made",
+            a_direct_volume_is_refused_a_rewrap_before_any_key_is_made,
         ),
         (
             "a_key_older_than_rotate_days_is_rotated_while_serving",
