@@ -798,7 +798,7 @@ impl App {
             ]),
             "deep" => ("rekey", br#"{"deep":true}"#, format!("Rotate the key of {name} and re-encrypt every sector?"), "Yes, re-encrypt", vec![
                 "A new key is created on the KMIP server and every sector is rewritten under a new volume key.".into(),
-                "It takes as long as reading and writing the whole volume; a power cut loses nothing.".into(),
+                "It takes as long as reading and writing the whole volume; its exports keep serving meanwhile (NBD and FUSE; a dm-crypt volume is closed while it runs), and a power cut loses nothing.".into(),
                 "The old KMIP key is revoked (Superseded).".into(),
             ]),
             "decrypt" => ("decrypt", b"", format!("Decrypt {name} back to plaintext?"), "Yes, decrypt", vec![

@@ -849,6 +849,183 @@ fn a_rewrap_keeps_the_exports_serving(env: &Env) {
     );
 }
 
+/// Issue 22's centrepiece: a deep rekey (every sector re-encrypted under a new volume key)
+/// while the volume is served over NBD and FUSE. One NBD client writes and reads back
+/// patterns, one FUSE reader checks data written before, both for the whole rekey; the
+/// volume never leaves "unlocked". Then the daemon is SIGKILLed in the middle of a second
+/// deep rekey under readers; started again, it finishes the rekey before exporting, and
+/// every byte reads back.
+fn a_deep_rekey_keeps_the_exports_serving_and_survives_a_kill(env: &Env) {
+    let case = Case::new(env, "online-deep");
+    let kmip = kms_kmip(env, None, 10);
+    let kconf = case.dir.join("kmip.toml");
+    std::fs::write(&kconf, &kmip).unwrap();
+    format_volume(&kconf, &case.dir.join("v.img"), 64, &[]);
+    let fuse_dir = case.dir.join("run/fuse-v");
+    case.write(
+        &kmip,
+        300,
+        5,
+        &[format!(
+            "[[volume]]\nname = \"v\"\npath = \"v.img\"\nnbd = \"unix:run/v.sock\"\nfuse = \"{}\"\n",
+            fuse_dir.display()
+        )],
+    );
+    // 64 MiB at 16 MiB/s: four seconds of rekey to work through.
+    let conf = std::fs::read_to_string(&case.conf).unwrap();
+    std::fs::write(
+        &case.conf,
+        conf.replace("[serve]\n", "[serve]\nconvert_max_mib_per_sec = 16\n"),
+    )
+    .unwrap();
+    let mut daemon = Daemon::start(&case);
+    daemon.ready(Duration::from_secs(30));
+    let uri = daemon.export("v", "nbd");
+    let file = PathBuf::from(daemon.export("v", "fuse"));
+    assert!(qemu_io(&uri, "write -P 0x33 0 32M").status.success());
+    let first = daemon.volume("v")["key_uid"].as_str().unwrap().to_owned();
+    remember_key(env, &kconf, &first);
+    let from = daemon.feed_position();
+    let (code, r) = daemon.call(
+        "POST",
+        "/v1/volumes/v/rekey",
+        Some(&serde_json::json!({"deep": true, "step": 1048576})),
+    );
+    assert_eq!(code, 202, "{r}");
+    daemon.events_from(from, 1, Duration::from_secs(10), |e| {
+        e["event"] == "job" && e["result"] == "started"
+    });
+    // The writer: one NBD connection, patterns written and read back in the second half.
+    let said = case.dir.join("qemu-io.out");
+    let mut args = vec!["-f".to_owned(), "raw".to_owned(), uri.clone()];
+    for round in 0..40u32 {
+        for mib in 32..62u32 {
+            let p = 0x40 + ((mib + round) % 64) as u8;
+            args.extend([
+                "-c".into(),
+                format!("write -P {p} {mib}M 1M"),
+                "-c".into(),
+                format!("read -P {p} {mib}M 1M"),
+            ]);
+        }
+    }
+    let writer = Command::new("qemu-io")
+        .args(&args)
+        .stdout(std::fs::File::create(&said).unwrap())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The reader: FUSE, the first half as written before the rekey, again and again.
+    let reading = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let reader = {
+        let (file, reading) = (file.clone(), reading.clone());
+        std::thread::spawn(move || {
+            use std::os::unix::fs::FileExt;
+            let f = std::fs::File::open(&file).unwrap();
+            let mut buf = vec![0u8; 1 << 20];
+            let mut passes = 0;
+            while reading.load(std::sync::atomic::Ordering::SeqCst) {
+                for mib in 0..32u64 {
+                    f.read_exact_at(&mut buf, mib << 20).unwrap();
+                    assert!(
+                        buf.iter().all(|&b| b == 0x33),
+                        "FUSE read of MiB {mib} during the rekey"
+                    );
+                }
+                passes += 1;
+            }
+            passes
+        })
+    };
+    let done = daemon.events_from(from, 1, Duration::from_secs(120), |e| {
+        e["event"] == "job" && e["operation"] == "rekey" && e["result"] != "started"
+    });
+    assert_eq!(done["result"], "finished", "{done}");
+    assert!(
+        done["message"].as_str().unwrap().contains("while serving"),
+        "{done}"
+    );
+    let mut writer = writer;
+    let overlapped = writer.try_wait().unwrap().is_none();
+    reading.store(false, std::sync::atomic::Ordering::SeqCst);
+    let passes = reader.join().unwrap();
+    let out = writer.wait_with_output().unwrap();
+    let text = std::fs::read_to_string(&said).unwrap();
+    assert!(
+        out.status.success() && !text.contains("Pattern verification failed"),
+        "the NBD writer failed during the deep rekey: {}{}",
+        &text[text.len().saturating_sub(2000)..],
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(text.matches("read 1048576/1048576 bytes").count(), 1200);
+    assert!(passes >= 1, "the FUSE reader made no pass");
+    println!(
+        "  online deep rekey: {passes} FUSE passes over 32 MiB, the NBD writer {} the end",
+        if overlapped {
+            "outlived"
+        } else {
+            "ended before"
+        }
+    );
+    let (_, feed) = daemon.call("GET", &format!("/v1/events?after={from}&wait=0"), None);
+    let events = feed["events"].as_array().cloned().unwrap_or_default();
+    assert!(
+        !events.iter().any(|e| e["event"] == "state"),
+        "the volume left \"unlocked\" during the rekey: {events:?}"
+    );
+    let second = daemon.volume("v")["key_uid"].as_str().unwrap().to_owned();
+    assert_ne!(second, first);
+    remember_key(env, &kconf, &second);
+    // Everything reads back, through the export and through cryptsetup's view of the header.
+    let img_check = |uri: &str| {
+        assert!(qemu_io(uri, "read -P 0x33 0 32M").status.success());
+        for mib in 32..62u32 {
+            let p = 0x40 + ((mib + 39) % 64) as u8;
+            let r = qemu_io(uri, &format!("read -P {p} {mib}M 1M"));
+            assert!(
+                r.status.success() && !String::from_utf8_lossy(&r.stdout).contains("failed"),
+                "MiB {mib}"
+            );
+        }
+    };
+    img_check(&uri);
+    let newest = env.keys.borrow()[&second].clone();
+    assert_eq!(
+        harness::cryptsetup_volume_key(&case.dir.join("v.img"), &newest).len(),
+        32
+    );
+
+    // A second deep rekey, the daemon killed half-way under readers.
+    let from = daemon.feed_position();
+    let (code, _) = daemon.call(
+        "POST",
+        "/v1/volumes/v/rekey",
+        Some(&serde_json::json!({"deep": true, "step": 1048576})),
+    );
+    assert_eq!(code, 202);
+    daemon.events_from(from, 3, Duration::from_secs(30), |e| {
+        e["event"] == "progress" && e["done"].as_u64().unwrap_or(0) > 0
+    });
+    let t = std::thread::spawn({
+        let uri = uri.clone();
+        move || qemu_io(&uri, "read -P 0x33 0 32M")
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    daemon.kill9();
+    let _ = t.join();
+    let mut daemon = Daemon::start(&case);
+    daemon.ready(Duration::from_secs(60));
+    let v = daemon.wait_state("v", "unlocked", Duration::from_secs(60));
+    let third = v["key_uid"].as_str().unwrap().to_owned();
+    assert_ne!(
+        third, second,
+        "the interrupted rekey was not finished at start"
+    );
+    remember_key(env, &kconf, &third);
+    img_check(&daemon.export("v", "nbd"));
+    daemon.stop();
+}
+
 /// A direct-mode volume has no keyslot: a rewrap asked of the daemon is refused before any
 /// key is made on the server (an operations run found the daemon creating and discarding a
 /// key at every attempt, and with `rotate_days` at every key check).
@@ -1912,6 +2089,10 @@ fn main() {
         (
             "a_rewrap_keeps_the_exports_serving",
             a_rewrap_keeps_the_exports_serving,
+        ),
+        (
+            "a_deep_rekey_keeps_the_exports_serving_and_survives_a_kill",
+            a_deep_rekey_keeps_the_exports_serving_and_survives_a_kill,
         ),
         (
             "a_direct_volume_is_refused_a_rewrap_before_any_key_is_made",

@@ -436,12 +436,39 @@ pub(crate) fn key_schedule(key: &[u8]) -> Result<secmem::Locked<Xts>, VolumeErro
 
 /// An unlocked volume: reads and writes plaintext. The key schedule lives in locked pages
 /// left out of core dumps, and is zeroed on drop.
+///
+/// While a deep rekey runs with the volume in use (`convert::run_online`), it holds two
+/// schedules and the rekey's boundary: sectors below it are under the new key, the rest
+/// under the old. Every read and write holds the read side of that state for its
+/// duration; each step of the rekey holds the write side, so no I/O sees a hot zone half
+/// rewritten, and the boundary moves when the step is committed.
 pub struct Unlocked {
     dev: Arc<dyn BlockBackend>,
-    xts: secmem::Locked<Xts>,
-    data: DataArea,
+    pub(crate) keys: std::sync::RwLock<VolumeKeys>,
+    pub(crate) data: DataArea,
     repaired: Option<String>,
     writes: crate::range_lock::RangeLock,
+}
+
+/// The key schedules an unlocked volume reads and writes with.
+pub(crate) struct VolumeKeys {
+    /// The volume key (the old one while a rekey runs).
+    pub(crate) current: secmem::Locked<Xts>,
+    /// A deep rekey under way: the new key and how far (bytes of data) it has come.
+    pub(crate) rekey: Option<(secmem::Locked<Xts>, u64)>,
+}
+
+impl VolumeKeys {
+    /// The parts of `[start, end)` and the key each is under.
+    fn parts(&self, start: u64, end: u64) -> [(u64, u64, &Xts); 2] {
+        match &self.rekey {
+            Some((new, boundary)) => {
+                let b = (*boundary).clamp(start, end);
+                [(start, b, &**new), (b, end, &*self.current)]
+            }
+            None => [(start, end, &*self.current), (end, end, &*self.current)],
+        }
+    }
 }
 
 /// Unlocks `dev` with the secret fetched from KMIP. The header is validated and the key
@@ -487,7 +514,10 @@ fn unlock_with(
     };
     Ok(Unlocked {
         dev,
-        xts,
+        keys: std::sync::RwLock::new(VolumeKeys {
+            current: xts,
+            rekey: None,
+        }),
         data: layout.data,
         repaired,
         writes: crate::range_lock::RangeLock::default(),
@@ -524,12 +554,27 @@ impl Unlocked {
         Ok(())
     }
 
-    /// Reads whole sectors `[start, start+buf.len())` (sector-aligned) and decrypts them.
-    fn read_sectors(&self, buf: &mut [u8], start: u64) -> Result<(), VolumeError> {
+    fn keys(&self) -> std::sync::RwLockReadGuard<'_, VolumeKeys> {
+        self.keys.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Reads whole sectors `[start, start+buf.len())` (sector-aligned) and decrypts them,
+    /// each under the key it is under now (`keys` held by the caller).
+    fn read_sectors(
+        &self,
+        keys: &VolumeKeys,
+        buf: &mut [u8],
+        start: u64,
+    ) -> Result<(), VolumeError> {
         let at = self.data.offset + start;
         self.dev.read_at(buf, at).map_err(io(at))?;
-        self.xts
-            .decrypt_serial(buf, self.data.sector_size as usize, self.data.tweak(start));
+        let ss = self.data.sector_size as usize;
+        for (from, to, xts) in keys.parts(start, start + buf.len() as u64) {
+            if to > from {
+                let part = &mut buf[(from - start) as usize..(to - start) as usize];
+                xts.decrypt_serial(part, ss, self.data.tweak(from));
+            }
+        }
         Ok(())
     }
 
@@ -539,11 +584,12 @@ impl Unlocked {
         let ss = u64::from(self.data.sector_size);
         let start = offset - offset % ss;
         let end = (offset + buf.len() as u64).div_ceil(ss) * ss;
+        let keys = self.keys();
         if start == offset && end == offset + buf.len() as u64 {
-            return self.read_sectors(buf, start);
+            return self.read_sectors(&keys, buf, start);
         }
         with_scratch((end - start) as usize, |tmp| {
-            self.read_sectors(tmp, start)?;
+            self.read_sectors(&keys, tmp, start)?;
             let skip = (offset - start) as usize;
             buf.copy_from_slice(&tmp[skip..skip + buf.len()]);
             Ok(())
@@ -559,14 +605,20 @@ impl Unlocked {
         let start = offset - offset % ss;
         let end = (offset + buf.len() as u64).div_ceil(ss) * ss;
         let _held = self.writes.lock(start, end);
+        let keys = self.keys();
         with_scratch((end - start) as usize, |tmp| {
             let skip = (offset - start) as usize;
             if skip != 0 || end != offset + buf.len() as u64 {
-                self.read_sectors(tmp, start)?;
+                self.read_sectors(&keys, tmp, start)?;
             }
             tmp[skip..skip + buf.len()].copy_from_slice(buf);
-            self.xts
-                .encrypt_serial(tmp, self.data.sector_size as usize, self.data.tweak(start));
+            let ss = self.data.sector_size as usize;
+            for (from, to, xts) in keys.parts(start, end) {
+                if to > from {
+                    let part = &mut tmp[(from - start) as usize..(to - start) as usize];
+                    xts.encrypt_serial(part, ss, self.data.tweak(from));
+                }
+            }
             let at = self.data.offset + start;
             self.dev.write_at(tmp, at).map_err(io(at))
         })
@@ -584,6 +636,8 @@ impl Unlocked {
             return Ok(());
         }
         let _held = self.writes.lock(start, end);
+        // Not while a rekey step rewrites a hot zone it could overlap.
+        let _keys = self.keys();
         let at = self.data.offset + start;
         self.dev.discard(at, end - start).map_err(io(at))
     }

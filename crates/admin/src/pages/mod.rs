@@ -26,7 +26,15 @@ pub fn state_words(v: &VolumeStatus) -> String {
             Some(p) => format!("{} {:.1}%", kind_words(p.kind), p.percent()),
             None => "Converting".into(),
         },
-        State::Unlocked => "Encrypted and unlocked".into(),
+        State::Unlocked => match &v.progress {
+            // A deep rekey while serving.
+            Some(p) => format!(
+                "Encrypted and unlocked; {} {:.1}%",
+                kind_words(p.kind).to_lowercase(),
+                p.percent()
+            ),
+            None => "Encrypted and unlocked".into(),
+        },
         State::Locked => format!("Locked{why}"),
         State::Plaintext => "Plaintext (not encrypted)".into(),
         State::Failed => format!("Failed{why}"),
@@ -93,7 +101,7 @@ pub fn progress(v: &VolumeStatus) -> Markup {
     let rate = v.progress.and_then(|p| p.bytes_per_sec);
     let eta = v.progress.and_then(|p| p.eta_secs);
     html! {
-        @if v.state == State::Converting {
+        @if v.state == State::Converting || v.progress.is_some() {
             div.progress data-progress=(v.name) {
                 progress max="100" value=(format!("{pct:.1}")) aria-label=(format!("{} progress", v.name)) {}
                 span.pct { (format!("{pct:.1}%")) }

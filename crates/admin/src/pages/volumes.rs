@@ -43,7 +43,7 @@ pub fn render(who: Who<'_>, volumes: &[VolumeStatus], notice: Option<&str>) -> M
                         h2 id=(format!("vol-{}", s.name)) { (s.name) }
                         dl {
                             dt { "State" } dd { span.state { (super::state_words(s)) } (super::job_line(s)) }
-                            @if s.state == State::Converting { dt { "Progress" } dd { (super::progress(s)) } }
+                            @if s.state == State::Converting || s.progress.is_some() { dt { "Progress" } dd { (super::progress(s)) } }
                             dt { "Device" } dd { code { (s.path) } }
                             dt { "Key identifier" } dd { @if let Some(k) = &s.key_uid { code { (k) } } @else { "none" } }
                             dt { "Cipher" } dd { (s.cipher.as_deref().unwrap_or("—")) }

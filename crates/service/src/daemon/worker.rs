@@ -749,6 +749,18 @@ impl Worker {
                             self.rewrap_online(&mut s, false);
                             continue;
                         }
+                        if s.dm.is_none() && s.volume.is_some() {
+                            let job = Job::Rekey {
+                                deep: true,
+                                keep_old: false,
+                                step: None,
+                            };
+                            if !self.deep_rekey_online(&mut s, &job) {
+                                let _ = self.take_down(s);
+                                return Phase::Exit;
+                            }
+                            continue;
+                        }
                         let uid = s.key_uid.clone();
                         if let Err(e) = self.take_down(s) {
                             let why = format!("not every export closed ({e})");
@@ -783,6 +795,17 @@ impl Worker {
                     } = j
                     {
                         self.rewrap_online(&mut s, keep_old);
+                        continue;
+                    }
+                    // A deep rekey re-encrypts under the exports, which keep serving.
+                    if matches!(j, Job::Rekey { deep: true, .. })
+                        && s.dm.is_none()
+                        && s.volume.is_some()
+                    {
+                        if !self.deep_rekey_online(&mut s, &j) {
+                            let _ = self.take_down(s);
+                            return Phase::Exit;
+                        }
                         continue;
                     }
                     let uid = s.key_uid.clone();
@@ -1015,7 +1038,21 @@ impl Worker {
     /// Runs (or, `resuming`, finishes) a conversion with progress in the status and the
     /// feed. Stopped by the daemon's stop at a safe point.
     fn convert(&mut self, j: &Job, resuming: bool) -> Result<(), ServiceError> {
-        self.set(State::Converting, None);
+        self.convert_with(j, resuming, None).map(|_| ())
+    }
+
+    /// [`Self::convert`]; with `held` (the served volume's device, its unlocked volume and
+    /// key), a deep rekey runs while the exports keep serving: the volume stays "unlocked",
+    /// with its progress shown. The served key afterwards, when it changed.
+    fn convert_with(
+        &mut self,
+        j: &Job,
+        resuming: bool,
+        held: Option<(&Device, &Unlocked, &str)>,
+    ) -> Result<Option<String>, ServiceError> {
+        if held.is_none() {
+            self.set(State::Converting, None);
+        }
         let kind = j.kind();
         self.job_event(
             kind,
@@ -1081,6 +1118,23 @@ impl Worker {
                 &stop,
             ),
             Job::Rekey {
+                deep: true,
+                keep_old,
+                step,
+            } if held.is_some() => {
+                let (dev, vol, uid) = held.expect("checked just above");
+                crate::ops::convert::deep_rekey_held(
+                    kms,
+                    dev,
+                    vol,
+                    uid,
+                    *keep_old,
+                    *step,
+                    &mut observer,
+                    &stop,
+                )
+            }
+            Job::Rekey {
                 deep,
                 keep_old,
                 step,
@@ -1106,8 +1160,46 @@ impl Worker {
             report.status.as_ref().map(|s| s.key_uid.as_str()),
             "ok",
         );
+        let key = report.status.as_ref().map(|s| s.key_uid.clone());
+        if held.is_some() {
+            let mut st = self.status();
+            st.progress = None;
+            if let Some(k) = &key {
+                st.key_uid = Some(k.clone());
+            }
+        }
         self.job_event(kind, JobResult::Finished, Some(report.message));
-        Ok(())
+        Ok(key)
+    }
+
+    /// A deep rekey of the served volume while its exports keep serving (NBD and FUSE;
+    /// dm-crypt's kernel mapping cannot follow one). False when the daemon is stopping.
+    fn deep_rekey_online(&mut self, s: &mut Serving, j: &Job) -> bool {
+        let (Some(vol), Some(dev)) = (s.volume.clone(), s._device.as_ref()) else {
+            self.refuse_job(j, "the volume is not served by atrest itself");
+            return true;
+        };
+        let uid = s.key_uid.clone();
+        match self.convert_with(j, false, Some((dev, &vol, &uid))) {
+            Ok(new) => {
+                if let Some(k) = new {
+                    s.key_uid = k;
+                }
+                true
+            }
+            Err(_) if self.ctx.stop.requested() => false,
+            Err(e) => {
+                // The volume keeps serving: what was converted is under the new key in
+                // memory and on disk alike; the rest of the rekey is finished at the next
+                // start (or by asking again).
+                self.status().progress = None;
+                self.job_event(Kind::Rekey, JobResult::Failed, Some(e.to_string()));
+                self.ctx
+                    .audit
+                    .event(Some(self.name()), "rekey", Some(&uid), e.to_string());
+                true
+            }
+        }
     }
 }
 

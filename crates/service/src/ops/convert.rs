@@ -233,19 +233,42 @@ impl<'a> Run<'a> {
         obs: &mut dyn Observer,
         stop: &Stop,
     ) -> Result<Option<ConvertReport>, ServiceError> {
-        let out = convert::run(
-            self.dev.devices(),
-            keys,
-            options(step),
-            stop.flag(),
-            &mut |p| {
-                obs.event(&Event::Progress {
-                    kind: p.kind,
-                    done: p.done,
-                    total: p.total,
-                })
-            },
-        )?;
+        self.drive_with(keys, step, obs, stop, None)
+    }
+
+    /// [`Self::drive`], each step under `gate` when the volume is in use.
+    fn drive_with(
+        &self,
+        keys: Keys<'_>,
+        step: Option<u64>,
+        obs: &mut dyn Observer,
+        stop: &Stop,
+        gate: Option<&dyn convert::Gate>,
+    ) -> Result<Option<ConvertReport>, ServiceError> {
+        let mut progress = |p: convert::Progress| {
+            obs.event(&Event::Progress {
+                kind: p.kind,
+                done: p.done,
+                total: p.total,
+            })
+        };
+        let out = match gate {
+            None => convert::run(
+                self.dev.devices(),
+                keys,
+                options(step),
+                stop.flag(),
+                &mut progress,
+            )?,
+            Some(g) => convert::run_online(
+                self.dev.devices(),
+                keys,
+                options(step),
+                stop.flag(),
+                &mut progress,
+                g,
+            )?,
+        };
         Ok(match out {
             Outcome::Finished => None,
             Outcome::Stopped(p) => {
@@ -508,6 +531,46 @@ pub fn rewrap_held(
     let ms = started.elapsed().as_millis();
     let message = format!(
         "rekeyed in {ms} ms: the volume key is now wrapped under KMIP key {}; {}",
+        shown(&new.uid),
+        retired.sentence()
+    );
+    Ok(run.report(None, message, dev.status().ok(), Some(retired)))
+}
+
+/// A deep rekey of a volume that is in use: `dev` is the device its worker holds and
+/// `vol` the unlocked volume its exports read and write. The exports keep serving: `vol`
+/// follows the rekey's boundary, and each step runs with its I/O held off
+/// ([`volume::convert::online`]). A stop ends it at a committed step; the daemon finishes
+/// it at the next start, before exporting. Then retires the old key.
+#[allow(clippy::too_many_arguments)]
+pub fn deep_rekey_held(
+    kms: &mut KeyManager,
+    dev: &Device,
+    vol: &volume::volume::Unlocked,
+    key_uid: &str,
+    keep_old: bool,
+    step: Option<u64>,
+    obs: &mut dyn Observer,
+    stop: &Stop,
+) -> Result<ConvertReport, ServiceError> {
+    let started = Instant::now();
+    let run = Run::new(Kind::Rekey, dev, started);
+    let old = kms.fetch_for(key_uid, KeyUse::MoveOff)?;
+    let new = kms.create(&key_name(None, dev))?;
+    if let Err(e) = convert::begin_rekey(dev.devices(), &old, &new.secret, &new.uid) {
+        return Err(kms.discard(&new.uid, e.into()));
+    }
+    convert::follow_rekey(vol, dev.devices(), &new.secret)?;
+    let keys = Keys {
+        current: Some(&old),
+        new: Some(&new.secret),
+    };
+    if let Some(stopped) = run.drive_with(keys, step, obs, stop, Some(vol))? {
+        return Ok(stopped);
+    }
+    let retired = retire_replaced(kms, key_uid, keep_old)?;
+    let message = format!(
+        "rekeyed while serving: every sector re-encrypted under a new volume key, KMIP key {}; {}",
         shown(&new.uid),
         retired.sentence()
     );

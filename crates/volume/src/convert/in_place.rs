@@ -45,15 +45,54 @@ impl Step<'_> {
         if let Some(mut b) = journal::load(hdr, run_id, done, self.rk)?
             .filter(|d| !d.is_empty() && done + d.len() as u64 <= size)
         {
-            transform(&mut b, done);
-            write(dev, &b, off + done)?;
-            sync(dev)?;
-            now = state(done + b.len() as u64);
-            commit(hdr, h, Some(&now), self.rk)?;
+            let mut redo = || -> Result<u64, ConvertError> {
+                transform(&mut b, done);
+                write(dev, &b, off + done)?;
+                sync(dev)?;
+                now = state(done + b.len() as u64);
+                commit(hdr, h, Some(&now), self.rk)?;
+                Ok(now.done())
+            };
+            match self.gate {
+                Some(gate) => gate.step(&mut redo)?,
+                None => redo()?,
+            };
             self.report(&now);
         }
         let chunks = forward_chunks(now.done(), size, hot, off);
         let mut stopped = None;
+        if let Some(gate) = self.gate {
+            // In use: one step at a time, each read and rewritten while the volume's I/O
+            // is held off (no read-ahead: an export could write a chunk read ahead).
+            let mut buf = Vec::new();
+            for c in &chunks {
+                if let Some(o) = self.stopped(&now) {
+                    return Ok(Some(o));
+                }
+                let mut step = || -> Result<u64, ConvertError> {
+                    buf.resize(c.len as usize, 0);
+                    dev.read_at(&mut buf, c.at).map_err(io(c.at))?;
+                    let rec = journal::Record {
+                        run: run_id.to_owned(),
+                        pos: c.logical,
+                        len: c.len,
+                        sha256: park::sha256_hex(&buf),
+                        mac: String::new(),
+                    };
+                    journal::save(hdr, &rec, &buf, self.rk)?;
+                    transform(&mut buf, c.logical);
+                    write(dev, &buf, c.at)?;
+                    sync(dev)?;
+                    let next = state(c.logical + c.len);
+                    commit(hdr, h, Some(&next), self.rk)?;
+                    now = next;
+                    Ok(c.logical + c.len)
+                };
+                gate.step(&mut step)?;
+                self.report(&now);
+            }
+            return Ok(None);
+        }
         // Each hot zone: its old content to the journal (synced), then the new content in
         // place (synced), then the commit.
         pipeline(dev, &chunks, true, &transform, &mut |c, source, out| {

@@ -35,6 +35,7 @@ mod in_place;
 pub(crate) mod inspect;
 pub mod journal;
 mod moving;
+pub mod online;
 pub mod park;
 mod pipeline;
 pub mod record;
@@ -45,7 +46,8 @@ pub mod state;
 pub use crate::rewrap::rewrap;
 pub use begin::{begin_decrypt, begin_encrypt, begin_encrypt_in_place, begin_rekey};
 pub use inspect::inspect;
-pub use run::run;
+pub use online::{follow_rekey, Gate};
+pub use run::{run, run_online};
 pub use state::Kind;
 
 use crate::backend::BlockBackend;
@@ -210,6 +212,9 @@ pub enum ConvertError {
     /// Nothing to resume.
     #[error("no conversion is in progress on this device")]
     NothingInProgress,
+    /// Only a deep rekey runs while the volume is in use.
+    #[error("an {} cannot run while the volume is served: it moves the data", .0.noun())]
+    NotOnline(Kind),
     /// A different conversion holds the device.
     #[error(
         "an {} of this device is in progress: run `{}` to finish it first", running.noun(), running.command()

@@ -68,6 +68,9 @@ impl Step<'_> {
         }
         token::set_uid(&mut h.metadata, new_key_uid);
         commit(hdr, h, None, self.rk)?;
+        if let Some(gate) = self.gate {
+            gate.finished();
+        }
         Ok(Outcome::Finished)
     }
 }

@@ -41,6 +41,32 @@ pub fn run(
     stop: &AtomicBool,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<Outcome, ConvertError> {
+    run_with(d, keys, opts, stop, progress, None)
+}
+
+/// [`run`] for a deep rekey of a volume in use, each step under `gate` (the unlocked
+/// volume the exports use, made to follow the rekey with [`super::follow_rekey`]). Any
+/// other conversion is refused: encrypt and decrypt move the data, which an export cannot
+/// follow yet.
+pub fn run_online(
+    d: Devices<'_>,
+    keys: Keys<'_>,
+    opts: Options,
+    stop: &AtomicBool,
+    progress: &mut dyn FnMut(Progress),
+    gate: &dyn super::Gate,
+) -> Result<Outcome, ConvertError> {
+    run_with(d, keys, opts, stop, progress, Some(gate))
+}
+
+fn run_with(
+    d: Devices<'_>,
+    keys: Keys<'_>,
+    opts: Options,
+    stop: &AtomicBool,
+    progress: &mut dyn FnMut(Progress),
+    gate: Option<&dyn super::Gate>,
+) -> Result<Outcome, ConvertError> {
     let dev = d.data;
     let (mut h, l) = match header::read(d.header) {
         Ok(_) => read_layout(d)?,
@@ -77,6 +103,9 @@ pub fn run(
     // Nothing the state says is acted on before its tag verifies under the key. A key
     // that is simply not the volume's is named as such first (the digest says so without
     // trusting the state), so an operator's mix-up does not read as an attack.
+    if gate.is_some() && s.conversion.kind() != Kind::Rekey {
+        return Err(ConvertError::NotOnline(s.conversion.kind()));
+    }
     let rk = record_key(s.conversion.kind(), keys)?;
     prove_key(d.header, &h, &l, &s.conversion, keys)?;
     rk.verify_state(&h, &s)?;
@@ -89,6 +118,7 @@ pub fn run(
         opts,
         stop,
         progress,
+        gate,
     };
     match s.conversion {
         Conversion::Encrypt {
@@ -146,6 +176,8 @@ pub(super) struct Step<'a> {
     pub(super) opts: Options,
     stop: &'a AtomicBool,
     progress: &'a mut dyn FnMut(Progress),
+    /// The volume in use, when the conversion runs online: each step runs under it.
+    pub(super) gate: Option<&'a dyn super::Gate>,
 }
 
 impl Step<'_> {
