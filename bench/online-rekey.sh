@@ -64,10 +64,10 @@ cell() { # rw bs qd -> MiB/s (1m) or IOPS (4k)
   local rw=$1 bs=$2 qd=$3
   fio --name=b --ioengine=nbd "--uri=$uri" --rw="$rw" --bs="$bs" --iodepth="$qd" \
     --size="${size_mib}m" --time_based --runtime="$runtime" --ramp_time=1 \
-    --output-format=json | python3 -c '
+    --output-format=json 2>/dev/null | python3 -c '
 import json, sys
-j = json.load(sys.stdin)["jobs"][0]["read"]
-print(f"{j[\"bw\"] / 1024:.0f}" if sys.argv[1] == "1m" else f"{j[\"iops\"]:.0f}")' "$bs"
+s = sys.stdin.read(); j = json.loads(s[s.index("{"):])["jobs"][0]["read"]
+print(round(j["bw_bytes"] / 1048576) if sys.argv[1] == "1m" else round(j["iops"]))' "$bs"
 }
 
 ctl() { "$atrest" ctl --socket "$work/run/api.sock" "$@"; }
@@ -78,7 +78,10 @@ for c in "read 1m 8" "randread 4k 16"; do
   ctl rekey v --deep --no-wait >/dev/null
   sleep 1
   busy=$(cell "$1" "$2" "$3")
-  state=$(ctl --json status | python3 -c 'import json,sys; v=json.load(sys.stdin)["volumes"][0]; p=v.get("progress") or {}; print(f"{v[\"state\"]} {p.get(\"done\",0)>>20} MiB done")')
+  state=$(ctl --json status | python3 -c '
+import json, sys
+v = json.load(sys.stdin)["volumes"][0]; p = v.get("progress") or {}
+print(v["state"], p.get("done", 0) >> 20, "MiB done")')
   unit=$([ "$2" = 1m ] && echo MiB/s || echo IOPS)
   printf '%-22s %12s %16s %7s   (%s; volume %s)\n' "$1 $2 qd$3" "$idle $unit" "$busy $unit" \
     "$(python3 -c "print(f'{$busy/$idle:.2f}')")" "rekey paced at $pace MiB/s" "$state"
