@@ -67,17 +67,20 @@ cell() { # rw bs qd -> MiB/s (1m) or IOPS (4k)
     --output-format=json 2>/dev/null | python3 -c '
 import json, sys
 s = sys.stdin.read(); j = json.loads(s[s.index("{"):])["jobs"][0]["read"]
-print(round(j["bw_bytes"] / 1048576) if sys.argv[1] == "1m" else round(j["iops"]))' "$bs"
+p999 = j["clat_ns"]["percentile"]["99.900000"] / 1e6
+worst = j["clat_ns"]["max"] / 1e6
+tail = "p99.9 %.1f ms, max %.0f ms" % (p999, worst)
+print(round(j["bw_bytes"] / 1048576) if sys.argv[1] == "1m" else round(j["iops"]), tail, sep="|")' "$bs"
 }
 
 ctl() { "$atrest" ctl --socket "$work/run/api.sock" "$@"; }
 printf '%-22s %12s %16s %7s\n' cell idle "during rekey" ratio
 for c in "read 1m 8" "randread 4k 16"; do
   set -- $c
-  idle=$(cell "$1" "$2" "$3")
+  idle_all=$(cell "$1" "$2" "$3"); idle=${idle_all%%|*}
   ctl rekey v --deep --no-wait >/dev/null
   sleep 1
-  busy=$(cell "$1" "$2" "$3")
+  busy_all=$(cell "$1" "$2" "$3"); busy=${busy_all%%|*}
   state=$(ctl --json status | python3 -c '
 import json, sys
 v = json.load(sys.stdin)["volumes"][0]; p = v.get("progress") or {}
@@ -85,6 +88,7 @@ print(v["state"], p.get("done", 0) >> 20, "MiB done")')
   unit=$([ "$2" = 1m ] && echo MiB/s || echo IOPS)
   printf '%-22s %12s %16s %7s   (%s; volume %s)\n' "$1 $2 qd$3" "$idle $unit" "$busy $unit" \
     "$(python3 -c "print(f'{$busy/$idle:.2f}')")" "rekey paced at $pace MiB/s" "$state"
+  printf '%-22s   latency idle: %s; during: %s\n' "" "${idle_all#*|}" "${busy_all#*|}"
   # Let it finish before the next cell.
   for _ in $(seq 600); do
     ctl --json status | python3 -c 'import json,sys; sys.exit(0 if json.load(sys.stdin)["volumes"][0].get("progress") is None else 1)' && break

@@ -537,6 +537,9 @@ pub fn rewrap_held(
     Ok(run.report(None, message, dev.status().ok(), Some(retired)))
 }
 
+/// The hot zone of a deep rekey while serving, unless the job asks for another.
+pub const ONLINE_STEP: u64 = 1 << 20;
+
 /// A deep rekey of a volume that is in use: `dev` is the device its worker holds and
 /// `vol` the unlocked volume its exports read and write. The exports keep serving: `vol`
 /// follows the rekey's boundary, and each step runs with its I/O held off
@@ -565,6 +568,9 @@ pub fn deep_rekey_held(
         current: Some(&old),
         new: Some(&new.secret),
     };
+    // A step holds the exports' I/O off for its hot zone's read, journal, rewrite, two
+    // syncs and commit: 1 MiB steps keep that pause short (the offline default is 8 MiB).
+    let step = step.or(Some(ONLINE_STEP));
     if let Some(stopped) = run.drive_with(keys, step, obs, stop, Some(vol))? {
         return Ok(stopped);
     }
