@@ -542,7 +542,13 @@ mod tests {
             assert!(n > 0);
             got.push_str(std::str::from_utf8(&buf[..n]).unwrap());
         }
-        assert!(s.health().ok);
+        // The health is set once the write has returned, which may be just after the
+        // collector has the bytes.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !s.health().ok && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(s.health().ok, "{:?}", s.health());
     }
 
     #[test]
