@@ -73,13 +73,13 @@ pub enum Refusal {
         key_uid: String,
     },
     /// A rewrap of a direct-mode volume.
-    #[error("{} is in direct mode: its KMIP key is the volume key, so a new key means re-encrypting every sector; use `atrest rekey --deep`", path.display())]
+    #[error("{} is in direct mode: its KMIP key is the volume key, so a new key means re-encrypting every sector: rekey it with --deep (`atrest rekey --deep`, or through the daemon `atrest ctl rekey --deep NAME` or the web page's \"Rotate key and re-encrypt\")", path.display())]
     DirectModeNeedsDeepRekey {
         /// The device.
         path: PathBuf,
     },
     /// A rewrap away from a compromised key.
-    #[error("the KMIP key {} of {} is Compromised: a rewrap would keep the volume key it protected, which the compromise may have exposed; use `atrest rekey --deep` (every sector re-encrypted under a new volume key)", shown(key_uid), path.display())]
+    #[error("the KMIP key {} of {} is Compromised: a rewrap would keep the volume key it protected, which the compromise may have exposed; rekey it with --deep, every sector re-encrypted under a new volume key (`atrest rekey --deep`, or through the daemon `atrest ctl rekey --deep NAME` or the web page's \"Rotate key and re-encrypt\")", shown(key_uid), path.display())]
     CompromisedNeedsDeepRekey {
         /// The device.
         path: PathBuf,
