@@ -1548,6 +1548,17 @@ fn sighup_adds_and_removes_volumes(env: &Env) {
     ]));
     let j: Value = serde_json::from_slice(&test.stdout).unwrap();
     assert_eq!(j["ok"], true, "{j}");
+    // Without --json, words (an operations run found JSON printed either way).
+    let words =
+        succeed(Command::new(atrest_bin()).args(["ctl", "--socket", s.to_str().unwrap(), "test"]));
+    let words = String::from_utf8_lossy(&words.stdout);
+    assert!(
+        words.starts_with("KMIP connection test passed\n")
+            && words.contains("  connection    TLS")
+            && words.contains("server certificate: CN=")
+            && !words.contains('{'),
+        "{words}"
+    );
     // The throwaway key was made and destroyed on the server: on the record.
     let ops: Vec<String> = case
         .audit_lines()

@@ -259,7 +259,8 @@ impl Server {
             r
         });
         drop(listeners);
-        log::info!("server stopped");
+        let addrs: Vec<String> = self.addrs.iter().map(ToString::to_string).collect();
+        log::info!("stopped listening on {}", addrs.join(", "));
         result
     }
 

@@ -191,7 +191,7 @@ pub struct ApiError {
 
 /// What a client needs of `POST /v1/test`'s answer (the whole of it is
 /// [`crate::ops::test::TestReport`]).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct TestVerdict {
     /// Every step passed.
     pub ok: bool,
@@ -204,6 +204,30 @@ pub struct TestVerdict {
     /// What to do.
     #[serde(default)]
     pub hint: Option<String>,
+    /// The server that answered.
+    #[serde(default)]
+    pub server: Option<String>,
+    /// TLS version.
+    #[serde(default)]
+    pub tls_version: Option<String>,
+    /// Cipher suite.
+    #[serde(default)]
+    pub cipher: Option<String>,
+    /// KMIP version negotiated.
+    #[serde(default)]
+    pub kmip_version: Option<String>,
+    /// The server's product.
+    #[serde(default)]
+    pub vendor: Option<String>,
+    /// Milliseconds per request.
+    #[serde(default)]
+    pub round_trip_ms: Option<f64>,
+    /// The server certificate.
+    #[serde(default)]
+    pub server_certificate: Option<crate::ops::test::Expiry>,
+    /// The client certificate.
+    #[serde(default)]
+    pub client_certificate: Option<crate::ops::test::Expiry>,
 }
 
 /// Every answer of the control API, as the daemon builds it: one type per route, so that

@@ -261,8 +261,7 @@ pub fn run(
                             .collect();
                         if let Err(why) = reload::check_settings(&new, &keys) {
                             let text = format!("SIGHUP: the new KMIP settings are not used, the old ones stay: {why}");
-                            out.line(&text);
-                            log::error!("{text}");
+                            out.error(&text);
                             audit.event(None, "reload_refused", None, text);
                             new.kmip = config.kmip.clone();
                             kmip_changed = false;

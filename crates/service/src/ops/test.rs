@@ -16,10 +16,10 @@ fn ms(d: Duration) -> f64 {
 }
 
 /// A certificate's expiry.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Expiry {
     /// Subject (server certificate only).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subject: Option<String>,
     /// notAfter.
     pub not_after: String,

@@ -78,16 +78,13 @@ pub fn run(a: CtlArgs) -> anyhow::Result<()> {
                 "/v1/test",
                 Some(&json!({"probe_key": probe_key})),
             )?;
-            println!(
-                "{}",
-                if a.json {
-                    r.to_string()
-                } else {
-                    serde_json::to_string_pretty(&r)?
-                }
-            );
+            let v: TestVerdict = serde_json::from_value(r.clone())?;
+            if a.json {
+                println!("{r}");
+            } else {
+                print_test(&v);
+            }
             if code != 200 {
-                let v: TestVerdict = serde_json::from_value(r)?;
                 match (v.step, v.error) {
                     (Some(step), _) => bail!("the KMIP connection test failed at step {step:?}"),
                     (None, Some(e)) => bail!("the KMIP connection test did not run: {e}"),
@@ -290,6 +287,60 @@ fn command(
         }
     }
     bail!("no outcome from the daemon in time")
+}
+
+/// Save and Test's answer for a person (as `atrest kmip test` prints its own).
+fn print_test(v: &TestVerdict) {
+    println!(
+        "{}",
+        if v.ok {
+            "KMIP connection test passed"
+        } else {
+            "KMIP connection test FAILED"
+        }
+    );
+    if let (Some(t), Some(c)) = (&v.tls_version, &v.cipher) {
+        println!(
+            "  connection    {t} with {c} to {}",
+            v.server.as_deref().unwrap_or("?")
+        );
+    }
+    if let Some(k) = &v.kmip_version {
+        println!(
+            "  KMIP          version {k}, server product {}",
+            v.vendor.as_deref().unwrap_or("(not given)")
+        );
+    }
+    if let Some(ms) = v.round_trip_ms {
+        println!("  round trip    {ms:.1} ms");
+    }
+    for (which, c) in [
+        ("server certificate", &v.server_certificate),
+        ("client certificate", &v.client_certificate),
+    ] {
+        if let Some(c) = c {
+            println!(
+                "  {which}: {}expires {} ({} days left)",
+                c.subject
+                    .as_deref()
+                    .map(|s| format!("{s}, "))
+                    .unwrap_or_default(),
+                c.not_after,
+                c.days_left
+            );
+        }
+    }
+    if let Some(step) = &v.step {
+        println!(
+            "  failed at     {step}: {}",
+            v.error.as_deref().unwrap_or("")
+        );
+    } else if let Some(e) = &v.error {
+        println!("  error         {e}");
+    }
+    if let Some(h) = &v.hint {
+        println!("  what to do    {h}");
+    }
 }
 
 /// Writes the status for a person; a closed pipe (`| head`) is an error the caller treats
