@@ -55,6 +55,16 @@ pub fn replace(path: &Path, bytes: &[u8], mode: u32) -> Result<(), AdminError> {
     sync_dir(dir)
 }
 
+/// Makes the folder `path` (0700, whatever the umask); an existing one is accepted when
+/// `existing` and made 0700 too.
+pub fn private_folder(path: &Path, existing: bool) -> Result<(), AdminError> {
+    if !(existing && path.exists()) {
+        std::fs::create_dir(path).map_err(io("creating", path))?;
+    }
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
+        .map_err(io("restricting", path))
+}
+
 /// Syncs a folder (its entries: a rename or a new file in it).
 pub fn sync_dir(dir: &Path) -> Result<(), AdminError> {
     File::open(dir)

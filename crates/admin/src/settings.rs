@@ -165,24 +165,9 @@ fn describe(path: &Path) -> CertInfo {
     });
     CertInfo {
         path: path.display().to_string(),
-        subject: first.as_deref().map(subject_of),
+        subject: first.as_deref().map(kmip::client::certificate_subject),
         not_after: first.as_ref().map(|c| c.not_after().to_string()),
     }
-}
-
-/// A certificate's subject as `CN=…, O=…`.
-pub fn subject_of(c: &openssl::x509::X509Ref) -> String {
-    c.subject_name()
-        .entries()
-        .map(|e| {
-            format!(
-                "{}={}",
-                e.object().nid().short_name().unwrap_or("?"),
-                e.data().to_string().unwrap_or_default()
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// The settings in force in the configuration at `config`.
@@ -217,7 +202,7 @@ pub fn current(config: &Path) -> Result<Current, AdminError> {
                     .and_then(|p| p.parse2(pass).ok())
                     .and_then(|p| p.cert)
                 {
-                    info.subject = Some(subject_of(&cert));
+                    info.subject = Some(kmip::client::certificate_subject(&cert));
                     info.not_after = Some(cert.not_after().to_string());
                 }
             }
@@ -475,20 +460,7 @@ pub fn stage(config: &Path, draft: &Draft) -> Result<Staged, AdminError> {
     let mut doc = read_doc(config)?;
     let base = config.parent().unwrap_or(Path::new(".")).to_owned();
     let root = base.join(FOLDER);
-    if !root.exists() {
-        std::fs::create_dir(&root).map_err(|error| AdminError::Io {
-            what: "creating",
-            path: root.clone(),
-            error,
-        })?;
-    }
-    std::fs::set_permissions(&root, std::os::unix::fs::PermissionsExt::from_mode(0o700)).map_err(
-        |error| AdminError::Io {
-            what: "restricting",
-            path: root.clone(),
-            error,
-        },
-    )?;
+    files::private_folder(&root, true)?;
     let time = time::OffsetDateTime::now_utc();
     let generation = format!(
         "{:04}{:02}{:02}T{:02}{:02}{:02}-{}",
@@ -501,18 +473,7 @@ pub fn stage(config: &Path, draft: &Draft) -> Result<Staged, AdminError> {
         &crate::sessions::token()[..8]
     );
     let dir = root.join(&generation);
-    std::fs::create_dir(&dir).map_err(|error| AdminError::Io {
-        what: "creating",
-        path: dir.clone(),
-        error,
-    })?;
-    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700)).map_err(
-        |error| AdminError::Io {
-            what: "restricting",
-            path: dir.clone(),
-            error,
-        },
-    )?;
+    files::private_folder(&dir, false)?;
     let result = write_generation(&mut doc, &base, &dir, &generation, draft);
     let (candidate_doc, final_doc) = match result {
         Ok(x) => x,

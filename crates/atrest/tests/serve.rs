@@ -97,6 +97,16 @@ impl Case {
         std::fs::write(&self.conf, text).unwrap();
     }
 
+    /// Adds `lines` to the `[serve]` table that [`Self::write`] wrote.
+    fn serve_extra(&self, lines: &str) {
+        let conf = std::fs::read_to_string(&self.conf).unwrap();
+        std::fs::write(
+            &self.conf,
+            conf.replace("[serve]\n", &format!("[serve]\n{lines}")),
+        )
+        .unwrap();
+    }
+
     fn audit_lines(&self) -> Vec<Value> {
         std::fs::read_to_string(self.audit())
             .unwrap_or_default()
@@ -872,12 +882,7 @@ fn a_deep_rekey_keeps_the_exports_serving_and_survives_a_kill(env: &Env) {
         )],
     );
     // 64 MiB at 16 MiB/s: four seconds of rekey to work through.
-    let conf = std::fs::read_to_string(&case.conf).unwrap();
-    std::fs::write(
-        &case.conf,
-        conf.replace("[serve]\n", "[serve]\nconvert_max_mib_per_sec = 16\n"),
-    )
-    .unwrap();
+    case.serve_extra("convert_max_mib_per_sec = 16\n");
     let mut daemon = Daemon::start(&case);
     daemon.ready(Duration::from_secs(30));
     let uri = daemon.export("v", "nbd");
@@ -1085,12 +1090,7 @@ fn a_key_older_than_rotate_days_is_rotated_while_serving(env: &Env) {
         5,
         &["[[volume]]\nname = \"v\"\npath = \"v.img\"\nnbd = \"unix:run/v.sock\"\n".to_owned()],
     );
-    let conf = std::fs::read_to_string(&case.conf).unwrap();
-    std::fs::write(
-        &case.conf,
-        conf.replace("[serve]\n", "[serve]\nrotate_days = 0.0001\n"),
-    )
-    .unwrap();
+    case.serve_extra("rotate_days = 0.0001\n");
     let mut daemon = Daemon::start(&case);
     daemon.ready(Duration::from_secs(30));
     let uri = daemon.export("v", "nbd");
@@ -1169,18 +1169,10 @@ fn audit_entries_reach_a_tls_syslog_collector(env: &Env) {
         5,
         &["[[volume]]\nname = \"v\"\npath = \"v.img\"\nnbd = \"unix:run/v.sock\"\n".to_owned()],
     );
-    let conf = std::fs::read_to_string(&case.conf).unwrap();
-    std::fs::write(
-        &case.conf,
-        conf.replace(
-            "[serve]\n",
-            &format!(
-                "[serve]\nsyslog = \"tls://localhost:{port}\"\nsyslog_ca = \"{}\"\n",
-                env.pki.path("ec-ca.crt")
-            ),
-        ),
-    )
-    .unwrap();
+    case.serve_extra(&format!(
+        "syslog = \"tls://localhost:{port}\"\nsyslog_ca = \"{}\"\n",
+        env.pki.path("ec-ca.crt")
+    ));
     let mut daemon = Daemon::start(&case);
     daemon.ready(Duration::from_secs(30));
     let (got, _open) = collector.join().unwrap();

@@ -120,32 +120,36 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
 }
 
-/// A self-signed CA that signed nothing the KMS presents.
+/// A self-signed CA that signed nothing the KMS presents (made as the KMS makes its own).
 fn wrong_ca(path: &Path) {
-    use openssl::asn1::Asn1Time;
-    use openssl::hash::MessageDigest;
-    use openssl::pkey::PKey;
-    use openssl::rsa::Rsa;
-    use openssl::x509::{X509NameBuilder, X509};
-    let key = PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap();
-    let mut name = X509NameBuilder::new().unwrap();
-    name.append_entry_by_text("CN", "Some Other CA").unwrap();
-    let name = name.build();
-    let mut b = X509::builder().unwrap();
-    b.set_version(2).unwrap();
-    b.set_subject_name(&name).unwrap();
-    b.set_issuer_name(&name).unwrap();
-    b.set_pubkey(&key).unwrap();
-    b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
-        .unwrap();
-    b.set_not_after(&Asn1Time::days_from_now(30).unwrap())
-        .unwrap();
-    b.sign(&key, MessageDigest::sha256()).unwrap();
-    std::fs::write(path, b.build().to_pem().unwrap()).unwrap();
+    let ca = kms::pki::issue(
+        "Some Other CA",
+        kms::pki::Role::Ca,
+        kms::pki::KeyKind::EcP256,
+        None,
+        0,
+        30,
+    )
+    .unwrap();
+    std::fs::write(path, ca.cert.to_pem().unwrap()).unwrap();
 }
 
 fn read_secret(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap().trim_end().to_owned()
+}
+
+/// A TLS session with the page (its self-signed certificate not checked), or why not.
+fn tls_to(
+    port: u16,
+) -> Result<
+    openssl::ssl::SslStream<std::net::TcpStream>,
+    openssl::ssl::HandshakeError<std::net::TcpStream>,
+> {
+    let mut b = openssl::ssl::SslConnector::builder(openssl::ssl::SslMethod::tls_client()).unwrap();
+    b.set_verify(openssl::ssl::SslVerifyMode::NONE);
+    let tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    b.build().connect("localhost", tcp)
 }
 
 /// One HTTPS request written raw (`request` whole), the status line of its answer and how
@@ -153,11 +157,7 @@ fn read_secret(path: &Path) -> String {
 fn raw_https(port: u16, request: &[u8]) -> (String, Duration) {
     use std::io::Read;
     let t = Instant::now();
-    let mut b = openssl::ssl::SslConnector::builder(openssl::ssl::SslMethod::tls_client()).unwrap();
-    b.set_verify(openssl::ssl::SslVerifyMode::NONE);
-    let tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let mut tls = b.build().connect("localhost", tcp).unwrap();
+    let mut tls = tls_to(port).unwrap();
     tls.write_all(request).unwrap();
     let mut answer = Vec::new();
     let mut buf = [0u8; 4096];
@@ -177,11 +177,7 @@ fn raw_https(port: u16, request: &[u8]) -> (String, Duration) {
 /// One HTTPS request (`request` whole); the whole answer as text.
 fn https_exchange(port: u16, request: &[u8]) -> String {
     use std::io::Read;
-    let mut b = openssl::ssl::SslConnector::builder(openssl::ssl::SslMethod::tls_client()).unwrap();
-    b.set_verify(openssl::ssl::SslVerifyMode::NONE);
-    let tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let mut tls = b.build().connect("localhost", tcp).unwrap();
+    let mut tls = tls_to(port).unwrap();
     tls.write_all(request).unwrap();
     let mut answer = Vec::new();
     let _ = tls.read_to_end(&mut answer);
@@ -283,11 +279,7 @@ fn transport_abuse(port: u16) {
     assert!(idle.len() >= 250, "only {} connections opened", idle.len());
     let mut silent_tls = Vec::new();
     for _ in 0..20 {
-        let mut b =
-            openssl::ssl::SslConnector::builder(openssl::ssl::SslMethod::tls_client()).unwrap();
-        b.set_verify(openssl::ssl::SslVerifyMode::NONE);
-        let tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-        if let Ok(s) = b.build().connect("localhost", tcp) {
+        if let Ok(s) = tls_to(port) {
             silent_tls.push(s);
         }
     }

@@ -139,19 +139,7 @@ impl Connection {
         let (server_not_after, server_days_left, server_subject) = match ssl.peer_certificate() {
             Some(c) => {
                 let (na, days) = tls::expiry(c.not_after());
-                let subject = c
-                    .subject_name()
-                    .entries()
-                    .map(|e| {
-                        format!(
-                            "{}={}",
-                            e.object().nid().short_name().unwrap_or("?"),
-                            String::from_utf8_lossy(e.data().as_slice())
-                        )
-                    })
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                (na, days, subject)
+                (na, days, tls::subject(&c))
             }
             None => (String::new(), 0, String::new()),
         };

@@ -23,6 +23,7 @@ use zeroize::Zeroizing;
 pub use config::{ClientConfig, Identity, ServerAddr, VersionChoice, DEFAULT_PORT};
 pub use connection::TlsInfo;
 pub use error::{ClientError, IdentityError};
+pub use tls::{expiry as certificate_expiry, subject as certificate_subject};
 
 use crate::enums::{
     usage_mask, CryptographicAlgorithm, NameType, ObjectType, Operation, QueryFunction,

@@ -140,8 +140,24 @@ fn load_identity(identity: &Identity) -> Result<Loaded, IdentityError> {
     }
 }
 
+/// A certificate's subject on one line, `CN=…, O=…` (as Save and Test shows the server's,
+/// and the daemon's expiry warnings and the web page show the others).
+pub fn subject(c: &openssl::x509::X509Ref) -> String {
+    c.subject_name()
+        .entries()
+        .map(|e| {
+            format!(
+                "{}={}",
+                e.object().nid().short_name().unwrap_or("?"),
+                String::from_utf8_lossy(e.data().as_slice())
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// (notAfter as text, whole days left).
-pub(crate) fn expiry(not_after: &Asn1TimeRef) -> (String, i32) {
+pub fn expiry(not_after: &Asn1TimeRef) -> (String, i32) {
     let days = openssl::asn1::Asn1Time::days_from_now(0)
         .ok()
         .and_then(|now| now.diff(not_after).ok())

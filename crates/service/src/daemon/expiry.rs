@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use kmip::client::{Client, ClientConfig};
+use kmip::client::{certificate_expiry, certificate_subject, Client, ClientConfig};
 use openssl::x509::X509;
 use serde::{Deserialize, Serialize};
 
@@ -77,27 +77,6 @@ impl CertExpiry {
     }
 }
 
-fn subject(c: &openssl::x509::X509Ref) -> String {
-    c.subject_name()
-        .entries()
-        .map(|e| {
-            format!(
-                "{}={}",
-                e.object().nid().short_name().unwrap_or("?"),
-                e.data().to_string().unwrap_or_default()
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-fn days_until(t: &openssl::asn1::Asn1TimeRef) -> i32 {
-    openssl::asn1::Asn1Time::days_from_now(0)
-        .ok()
-        .and_then(|now| now.diff(t).ok())
-        .map_or(0, |d| d.days)
-}
-
 /// The certificates known without a connection: every CA certificate in `ca_pem`, and the
 /// client certificate.
 pub fn local(kmip: &ClientConfig) -> Vec<CertExpiry> {
@@ -105,11 +84,12 @@ pub fn local(kmip: &ClientConfig) -> Vec<CertExpiry> {
         .unwrap_or_default()
         .iter()
         .map(|c| {
+            let (not_after, days) = certificate_expiry(c.not_after());
             CertExpiry::new(
                 "the KMIP CA certificate".into(),
-                Some(subject(c)),
-                c.not_after().to_string(),
-                days_until(c.not_after()),
+                Some(certificate_subject(c)),
+                not_after,
+                days,
             )
         })
         .collect();

@@ -745,83 +745,24 @@ impl Worker {
                                 if deep { "deep rekey" } else { "rewrap" }
                             ),
                         );
-                        if !deep {
-                            self.rewrap_online(&mut s, false);
-                            continue;
-                        }
-                        if s.dm.is_none() && s.volume.is_some() {
-                            let job = Job::Rekey {
-                                deep: true,
-                                keep_old: false,
-                                step: None,
-                            };
-                            if !self.deep_rekey_online(&mut s, &job) {
-                                let _ = self.take_down(s);
-                                return Phase::Exit;
-                            }
-                            continue;
-                        }
-                        let uid = s.key_uid.clone();
-                        if let Err(e) = self.take_down(s) {
-                            let why = format!("not every export closed ({e})");
-                            self.ctx.audit.event(
-                                Some(self.name()),
-                                "lock_failed",
-                                Some(&uid),
-                                why.clone(),
-                            );
-                            self.set(State::Failed, Some(why));
-                            return Phase::Idle;
-                        }
-                        return Phase::Job(Job::Rekey {
-                            deep: true,
+                        let job = Job::Rekey {
+                            deep,
                             keep_old: false,
                             step: None,
-                        });
+                        };
+                        s = match self.job_while_serving(s, job) {
+                            Ok(back) => back,
+                            Err(phase) => return phase,
+                        };
                     }
                 }
                 Some(Command::Unlock) => self.restate(),
                 Some(Command::Lock) => return self.lock(s, "locked through the API".into()),
                 Some(Command::Job(j)) => {
-                    if matches!(j, Job::Encrypt { .. }) {
-                        self.refuse_job(&j, "the volume is encrypted already");
-                        continue;
-                    }
-                    // A rewrap writes only the header: the exports keep serving through it.
-                    if let Job::Rekey {
-                        deep: false,
-                        keep_old,
-                        ..
-                    } = j
-                    {
-                        self.rewrap_online(&mut s, keep_old);
-                        continue;
-                    }
-                    // A deep rekey re-encrypts under the exports, which keep serving.
-                    if matches!(j, Job::Rekey { deep: true, .. })
-                        && s.dm.is_none()
-                        && s.volume.is_some()
-                    {
-                        if !self.deep_rekey_online(&mut s, &j) {
-                            let _ = self.take_down(s);
-                            return Phase::Exit;
-                        }
-                        continue;
-                    }
-                    let uid = s.key_uid.clone();
-                    if let Err(e) = self.take_down(s) {
-                        let why = format!("not every export closed ({e})");
-                        self.refuse_job(&j, &why);
-                        self.ctx.audit.event(
-                            Some(self.name()),
-                            "lock_failed",
-                            Some(&uid),
-                            why.clone(),
-                        );
-                        self.set(State::Failed, Some(why));
-                        return Phase::Idle;
-                    }
-                    return Phase::Job(j);
+                    s = match self.job_while_serving(s, j) {
+                        Ok(back) => back,
+                        Err(phase) => return phase,
+                    };
                 }
                 Some(Command::Stop) => {
                     // Stopping anyway: the errors are in the log.
@@ -830,6 +771,46 @@ impl Worker {
                 }
             }
         }
+    }
+
+    /// A conversion asked of a served volume (through the API, or by `rotate_days`): a
+    /// rewrap, and a deep rekey of a volume atrest exports itself, run under the exports,
+    /// which keep serving (the volume comes back); anything else takes the exports down and
+    /// runs as a job (the phase to go to).
+    fn job_while_serving(&mut self, mut s: Serving, j: Job) -> Result<Serving, Phase> {
+        if matches!(j, Job::Encrypt { .. }) {
+            self.refuse_job(&j, "the volume is encrypted already");
+            return Ok(s);
+        }
+        // A rewrap writes only the header: the exports keep serving through it.
+        if let Job::Rekey {
+            deep: false,
+            keep_old,
+            ..
+        } = j
+        {
+            self.rewrap_online(&mut s, keep_old);
+            return Ok(s);
+        }
+        // A deep rekey re-encrypts under the exports, which keep serving.
+        if matches!(j, Job::Rekey { deep: true, .. }) && s.dm.is_none() && s.volume.is_some() {
+            if !self.deep_rekey_online(&mut s, &j) {
+                let _ = self.take_down(s);
+                return Err(Phase::Exit);
+            }
+            return Ok(s);
+        }
+        let uid = s.key_uid.clone();
+        if let Err(e) = self.take_down(s) {
+            let why = format!("not every export closed ({e})");
+            self.refuse_job(&j, &why);
+            self.ctx
+                .audit
+                .event(Some(self.name()), "lock_failed", Some(&uid), why.clone());
+            self.set(State::Failed, Some(why));
+            return Err(Phase::Idle);
+        }
+        Err(Phase::Job(j))
     }
 
     /// Reports (status, log at ERROR, audit, feed) an image file deleted while served: the
