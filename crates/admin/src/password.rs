@@ -49,19 +49,7 @@ pub fn set(config: &std::path::Path, password: &str) -> Result<(), AdminError> {
             "the password is shorter than {MIN_LEN} characters"
         )));
     }
-    service::trusted::check_folder(config)?;
-    let bytes = service::trusted::read(
-        "configuration file",
-        config,
-        service::trusted::Role::Trusted,
-    )?;
-    let text = String::from_utf8_lossy(&bytes);
-    let mut doc: toml_edit::DocumentMut = text.parse().map_err(|e: toml_edit::TomlError| {
-        AdminError::Config(service::config::ConfigError::Syntax {
-            path: config.to_owned(),
-            message: e.to_string(),
-        })
-    })?;
+    let mut doc = crate::settings::read_doc(config)?;
     let h = hash(password)?;
     if !doc.contains_table("web") {
         doc["web"] = toml_edit::table();

@@ -144,10 +144,9 @@ fn str_of<'a>(t: &'a toml_edit::Table, k: &str) -> Option<&'a str> {
     t.get(k).and_then(Item::as_str)
 }
 
-fn read_doc(config: &Path) -> Result<DocumentMut, AdminError> {
-    trusted::check_folder(config)?;
-    let bytes = trusted::read("configuration file", config, Role::Trusted)?;
-    let text = String::from_utf8_lossy(&bytes).into_owned();
+/// The configuration as an editable document (comments and layout kept).
+pub(crate) fn read_doc(config: &Path) -> Result<DocumentMut, AdminError> {
+    let text = service::config::read_text(config)?;
     text.parse::<DocumentMut>().map_err(|e| {
         AdminError::Config(service::config::ConfigError::Syntax {
             path: config.to_owned(),

@@ -274,16 +274,10 @@ impl WebConfig {
     /// The `[web]` table of the configuration at `path` as it is on disk now, paths
     /// resolved; the rest of the file is not checked.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        trusted::check_folder(path)?;
-        let bytes = trusted::read("configuration file", path, Role::Trusted)?;
-        let text = std::str::from_utf8(&bytes).map_err(|_| ConfigError::Read {
-            what: "configuration file",
-            path: path.to_owned(),
-            error: std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text"),
-        })?;
+        let text = read_text(path)?;
         // Everything but [web] is ignored here: a table the full parse would refuse is
         // refused by the daemon's own reload, not by a login.
-        let table: toml::Table = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+        let table: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::Syntax {
             path: path.to_owned(),
             message: e.to_string().trim_end().to_owned(),
         })?;
@@ -391,14 +385,8 @@ pub struct Config {
 impl Config {
     /// Reads and checks the configuration at `path`, and every file it names.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        trusted::check_folder(path)?;
-        let bytes = trusted::read("configuration file", path, Role::Trusted)?;
-        let text = std::str::from_utf8(&bytes).map_err(|_| ConfigError::Read {
-            what: "configuration file",
-            path: path.to_owned(),
-            error: std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text"),
-        })?;
-        let file: File = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+        let text = read_text(path)?;
+        let file: File = toml::from_str(&text).map_err(|e| ConfigError::Syntax {
             path: path.to_owned(),
             message: e.to_string().trim_end().to_owned(),
         })?;
@@ -604,6 +592,19 @@ fn check_serve(
         }
     }
     Ok(())
+}
+
+/// The configuration file's text, read with the checks of [`crate::trusted`] (its folder
+/// and itself), UTF-8 or refused. For whoever parses it: [`Config::load`], a login reading
+/// `[web]`, the web page rewriting `[kmip]`.
+pub fn read_text(path: &Path) -> Result<String, ConfigError> {
+    trusted::check_folder(path)?;
+    let bytes = trusted::read("configuration file", path, Role::Trusted)?;
+    String::from_utf8(bytes.to_vec()).map_err(|_| ConfigError::Read {
+        what: "configuration file",
+        path: path.to_owned(),
+        error: std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text"),
+    })
 }
 
 fn read_file(what: &'static str, path: &Path) -> Result<Vec<u8>, ConfigError> {
