@@ -1031,6 +1031,325 @@ fn a_deep_rekey_keeps_the_exports_serving_and_survives_a_kill(env: &Env) {
     daemon.stop();
 }
 
+/// Issue 22: with a detached header, a served plaintext volume (`serve_plaintext`) is
+/// encrypted and decrypted under its exports: a FUSE reader checks the first half against
+/// the original data and an NBD writer writes and reads back the second half for the whole
+/// conversion; afterwards no 4 KiB block of the image is plaintext, everything reads back,
+/// and the volume never left its served state until the end. Then a decryption and an
+/// encryption are each killed half-way: the encryption is finished at the next start, the
+/// decryption waits for the operator's word (as it always has) and then finishes.
+fn an_encrypt_and_a_decrypt_keep_a_detached_volume_serving_and_survive_kills(env: &Env) {
+    let case = Case::new(env, "online-detached");
+    let kmip = kms_kmip(env, None, 10);
+    let data = random(64 << 20);
+    let img = case.dir.join("v.img");
+    std::fs::write(&img, &data).unwrap();
+    let fuse_dir = case.dir.join("run/fuse-v");
+    case.write(
+        &kmip,
+        300,
+        5,
+        &[format!(
+            "[[volume]]\nname = \"v\"\npath = \"v.img\"\nheader = \"v.hdr\"\nserve_plaintext = true\nnbd = \"unix:run/v.sock\"\nfuse = \"{}\"\n",
+            fuse_dir.display()
+        )],
+    );
+    // 64 MiB at 16 MiB/s: four seconds of conversion to work through.
+    case.serve_extra("convert_max_mib_per_sec = 16\n");
+    let mut daemon = Daemon::start(&case);
+    daemon.ready(Duration::from_secs(30));
+    let v = daemon.wait_state("v", "plaintext", Duration::from_secs(10));
+    assert!(v["key_uid"].is_null(), "{v}");
+    let uri = daemon.export("v", "nbd");
+    let file = PathBuf::from(daemon.export("v", "fuse"));
+    assert!(
+        case.audit_lines()
+            .iter()
+            .any(|l| l["operation"] == "serving_plaintext"),
+        "serving plaintext is not in the audit log"
+    );
+
+    // Runs `job` under a FUSE reader of the first half and an NBD writer of the second.
+    let under_load = |daemon: &Daemon, job: &str, round: u32| {
+        let from = daemon.feed_position();
+        let (code, r) = daemon.call(
+            "POST",
+            &format!("/v1/volumes/v/{job}"),
+            Some(&serde_json::json!({"step": 1048576})),
+        );
+        assert_eq!(code, 202, "{r}");
+        daemon.events_from(from, 1, Duration::from_secs(10), |e| {
+            e["event"] == "job" && e["result"] == "started"
+        });
+        let said = case.dir.join(format!("qemu-io-{job}.out"));
+        let mut args = vec!["-f".to_owned(), "raw".to_owned(), uri.clone()];
+        for pass in 0..20u32 {
+            for mib in 32..64u32 {
+                let p = 0x40 + ((mib + pass + round) % 64) as u8;
+                args.extend([
+                    "-c".into(),
+                    format!("write -P {p} {mib}M 1M"),
+                    "-c".into(),
+                    format!("read -P {p} {mib}M 1M"),
+                ]);
+            }
+        }
+        let writer = Command::new("qemu-io")
+            .args(&args)
+            .stdout(std::fs::File::create(&said).unwrap())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let reading = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let reader = {
+            let (file, reading) = (file.clone(), reading.clone());
+            let first = data[..32 << 20].to_vec();
+            let job = job.to_owned();
+            std::thread::spawn(move || {
+                let f = std::fs::File::open(&file).unwrap();
+                let mut buf = vec![0u8; 1 << 20];
+                let mut passes = 0;
+                while reading.load(std::sync::atomic::Ordering::SeqCst) {
+                    for mib in 0..32usize {
+                        f.read_exact_at(&mut buf, (mib as u64) << 20).unwrap();
+                        assert!(
+                            buf[..] == first[mib << 20..(mib + 1) << 20],
+                            "FUSE read of MiB {mib} during the {job}"
+                        );
+                    }
+                    passes += 1;
+                }
+                passes
+            })
+        };
+        let done = daemon.events_from(from, 1, Duration::from_secs(120), |e| {
+            e["event"] == "job" && e["result"] != "started"
+        });
+        assert_eq!(done["result"], "finished", "{done}");
+        assert!(
+            done["message"].as_str().unwrap().contains("while serving"),
+            "{done}"
+        );
+        reading.store(false, std::sync::atomic::Ordering::SeqCst);
+        let passes = reader.join().unwrap();
+        let out = writer.wait_with_output().unwrap();
+        let text = std::fs::read_to_string(&said).unwrap();
+        assert!(
+            out.status.success() && !text.contains("Pattern verification failed"),
+            "the NBD writer failed during the {job}: {}{}",
+            &text[text.len().saturating_sub(2000)..],
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(text.matches("read 1048576/1048576 bytes").count(), 640);
+        assert!(passes >= 1, "the FUSE reader made no pass during the {job}");
+        let (_, feed) = daemon.call("GET", &format!("/v1/events?after={from}&wait=0"), None);
+        let states: Vec<Value> = feed["events"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|e| e["event"] == "state")
+            .map(|e| e["state"].clone())
+            .collect();
+        println!("  online {job}: {passes} FUSE passes over 32 MiB; states {states:?}");
+        states
+    };
+    // What the second half holds after round `round`'s last pass.
+    let expect = |round: u32| {
+        let mut want = data.clone();
+        for mib in 32..64usize {
+            let p = 0x40 + ((mib as u32 + 19 + round) % 64) as u8;
+            want[mib << 20..(mib + 1) << 20].fill(p);
+        }
+        want
+    };
+    let served = |daemon: &Daemon, want: &[u8], what: &str| {
+        let out = case.dir.join("read.raw");
+        let _ = std::fs::remove_file(&out);
+        qemu_img_read(&daemon.export("v", "nbd"), &out);
+        assert!(
+            std::fs::read(&out).unwrap() == want,
+            "{what}: the export serves other data"
+        );
+    };
+
+    // Encrypt, online.
+    let states = under_load(&daemon, "encrypt", 0);
+    assert_eq!(
+        states,
+        vec![Value::from("unlocked")],
+        "the encrypt left the served state"
+    );
+    let v = daemon.volume("v");
+    assert_eq!(v["state"], "unlocked", "{v}");
+    let uid = v["key_uid"].as_str().unwrap().to_owned();
+    remember_key(env, &case.conf, &uid);
+    harness::succeed(
+        Command::new("cryptsetup")
+            .args(["isLuks"])
+            .arg(case.dir.join("v.hdr")),
+    );
+    let want = expect(0);
+    let raw = std::fs::read(&img).unwrap();
+    assert_eq!(raw.len(), data.len(), "the data device changed size");
+    for (b, (r, w)) in raw.chunks(4096).zip(want.chunks(4096)).enumerate() {
+        assert!(r != w, "4 KiB block {b} of the image is plaintext");
+    }
+    served(&daemon, &want, "after the online encrypt");
+
+    // serve_plaintext turned off once encrypted (as the log asks): a reload tells the
+    // volume in place, and the export does not blink; on again for the decrypt.
+    let reloads = || {
+        case.audit_lines()
+            .into_iter()
+            .filter(|l| l["operation"] == "reload")
+            .collect::<Vec<_>>()
+    };
+    let set_plain = |daemon: &Daemon, on: bool| {
+        let n = reloads().len();
+        let conf = std::fs::read_to_string(&case.conf).unwrap();
+        std::fs::write(
+            &case.conf,
+            conf.replace(
+                &format!("serve_plaintext = {}", !on),
+                &format!("serve_plaintext = {on}"),
+            ),
+        )
+        .unwrap();
+        daemon.signal("HUP");
+        let t = Instant::now();
+        while reloads().len() == n {
+            assert!(t.elapsed() < Duration::from_secs(10), "no reload");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let said = reloads().pop().unwrap();
+        assert!(
+            said["result"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("1 volume(s) kept, 0 stopped, 0 started"),
+            "{said}"
+        );
+    };
+    let since = daemon.volume("v")["since"].clone();
+    set_plain(&daemon, false);
+    std::thread::sleep(Duration::from_millis(300));
+    let v = daemon.volume("v");
+    assert_eq!(
+        (&v["state"], &v["since"]),
+        (&Value::from("unlocked"), &since),
+        "{v}"
+    );
+    set_plain(&daemon, true);
+
+    // Decrypt, online.
+    let states = under_load(&daemon, "decrypt", 1);
+    assert_eq!(
+        states,
+        vec![Value::from("plaintext")],
+        "the decrypt left the served state"
+    );
+    let want = expect(1);
+    assert!(
+        std::fs::read(&img).unwrap() == want,
+        "the image is not the plaintext after decrypt"
+    );
+    assert!(
+        !case.dir.join("v.hdr").exists(),
+        "the wiped header file is still there"
+    );
+    served(&daemon, &want, "after the online decrypt");
+
+    // Encrypt again, the daemon killed half-way: finished at the next start.
+    let kill_midway = |daemon: Daemon, job: &str| {
+        let from = daemon.feed_position();
+        let (code, _) = daemon.call(
+            "POST",
+            &format!("/v1/volumes/v/{job}"),
+            Some(&serde_json::json!({"step": 1048576})),
+        );
+        assert_eq!(code, 202);
+        daemon.events_from(from, 3, Duration::from_secs(30), |e| {
+            e["event"] == "progress" && e["done"].as_u64().unwrap_or(0) > 0
+        });
+        let t = std::thread::spawn({
+            let uri = uri.clone();
+            let first = data[..32 << 20].to_vec();
+            let scratch = case.dir.join(format!("kill-{job}.raw"));
+            let job = job.to_owned();
+            move || {
+                // A reader through the kill: what it got before it failed is right.
+                let out = Command::new("qemu-img")
+                    .args(["convert", "-f", "raw", "-O", "raw", &uri])
+                    .arg(&scratch)
+                    .output()
+                    .unwrap();
+                if out.status.success() {
+                    let got = std::fs::read(&scratch).unwrap();
+                    assert!(got[..32 << 20] == first[..], "read during the {job}");
+                }
+            }
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        daemon.kill9();
+        t.join().unwrap();
+    };
+    kill_midway(daemon, "encrypt");
+    let mut daemon = Daemon::start(&case);
+    daemon.ready(Duration::from_secs(60));
+    let v = daemon.wait_state("v", "unlocked", Duration::from_secs(60));
+    remember_key(env, &case.conf, v["key_uid"].as_str().unwrap());
+    served(&daemon, &want, "after the killed encrypt");
+
+    // Decrypt, killed half-way: the operator finishes it.
+    kill_midway(daemon, "decrypt");
+    let mut daemon = Daemon::start(&case);
+    daemon.ready(Duration::from_secs(60));
+    let v = daemon.wait_state("v", "failed", Duration::from_secs(30));
+    assert!(
+        v["reason"]
+            .as_str()
+            .unwrap()
+            .contains("interrupted decryption"),
+        "{v}"
+    );
+    let from = daemon.feed_position();
+    let (code, r) = daemon.call(
+        "POST",
+        "/v1/volumes/v/decrypt",
+        Some(&serde_json::json!({})),
+    );
+    assert_eq!(code, 202, "{r}");
+    let done = daemon.events_from(from, 1, Duration::from_secs(120), |e| {
+        e["event"] == "job" && (e["result"] == "finished" || e["result"] == "failed")
+    });
+    assert_eq!(done["result"], "finished", "{done}");
+    daemon.wait_state("v", "plaintext", Duration::from_secs(30));
+    assert!(
+        std::fs::read(&img).unwrap() == want,
+        "the image after the finished decrypt"
+    );
+    served(&daemon, &want, "after the killed decrypt");
+    // serve_plaintext off while the plaintext is served: the export closes, nothing else.
+    set_plain(&daemon, false);
+    let t = Instant::now();
+    while !daemon.volume("v")["exports"]
+        .as_array()
+        .is_some_and(|e| e.is_empty())
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the plaintext is still exported"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(daemon.volume("v")["state"], "plaintext");
+    assert!(
+        std::fs::read(&img).unwrap() == want,
+        "the image after serve_plaintext went off"
+    );
+    daemon.stop();
+}
+
 /// A direct-mode volume has no keyslot: a rewrap asked of the daemon is refused before any
 /// key is made on the server (an operations run found the daemon creating and discarding a
 /// key at every attempt, and with `rotate_days` at every key check).
@@ -2096,6 +2415,10 @@ fn main() {
         (
             "a_deep_rekey_keeps_the_exports_serving_and_survives_a_kill",
             a_deep_rekey_keeps_the_exports_serving_and_survives_a_kill,
+        ),
+        (
+            "an_encrypt_and_a_decrypt_keep_a_detached_volume_serving_and_survive_kills",
+            an_encrypt_and_a_decrypt_keep_a_detached_volume_serving_and_survive_kills,
         ),
         (
             "a_direct_volume_is_refused_a_rewrap_before_any_key_is_made",

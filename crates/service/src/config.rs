@@ -365,6 +365,13 @@ pub struct VolumeConfig {
     /// Pass NBD TRIM to the image as holes (off: holes show which blocks are free).
     #[serde(default)]
     pub discard: bool,
+    /// Serve the volume through its NBD and FUSE exports while it holds plaintext, so that
+    /// an encrypt (with a detached header: online) and a decrypt happen under a running
+    /// appliance. Off by default: a disk whose header was wiped would otherwise be served
+    /// as plaintext, and what the appliance writes would land in the clear. Turn it off
+    /// once the volume is encrypted.
+    #[serde(default)]
+    pub serve_plaintext: bool,
 }
 
 /// The configuration, loaded and checked.

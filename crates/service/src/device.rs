@@ -49,6 +49,35 @@ impl Device {
         })
     }
 
+    /// [`Self::open`]; with `plaintext_ok` (`serve_plaintext`), a detached header file
+    /// that does not exist (yet) is left unopened: a plaintext volume served before its
+    /// encrypt. Without it, a missing header file is the error it always was: the disk
+    /// alone cannot tell "not encrypted yet" from "header lost".
+    pub fn open_for_serving(loc: &Location, plaintext_ok: bool) -> Result<Self, ServiceError> {
+        match &loc.header {
+            Some(h) if plaintext_ok && !h.exists() => Ok(Self {
+                data: Arc::new(FileBackend::open(&loc.path, Access::Exclusive)?),
+                header: None,
+                location: loc.clone(),
+            }),
+            _ => Self::open(loc, false),
+        }
+    }
+
+    /// Opens (creating it, 16 MiB, 0600) the detached header file that
+    /// [`Self::open_for_serving`] left unopened. No-op without one or when open.
+    pub fn open_header(&mut self) -> Result<(), ServiceError> {
+        if let (Some(h), None) = (&self.location.header, &self.header) {
+            self.header = Some(open_header(h, true)?);
+        }
+        Ok(())
+    }
+
+    /// True when the configuration names a detached header, whether or not it is open.
+    pub fn has_detached_header(&self) -> bool {
+        self.location.header.is_some()
+    }
+
     /// The devices as a conversion sees them.
     pub fn devices(&self) -> Devices<'_> {
         match &self.header {

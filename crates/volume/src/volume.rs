@@ -85,6 +85,13 @@ pub enum VolumeError {
         /// Volume size.
         size: u64,
     },
+    /// An online conversion step failed part-way: the disk under its hot zone is in the
+    /// state a crash would leave, which only the conversion's resume (from its journal)
+    /// may read or write. Every I/O is refused until the volume is opened again.
+    #[error(
+        "the volume stopped taking I/O: {0}; it resumes the conversion when it is opened again"
+    )]
+    Halted(String),
 }
 
 fn interrupted(kind: Option<Kind>) -> String {
@@ -435,12 +442,14 @@ pub(crate) fn key_schedule(key: &[u8]) -> Result<secmem::Locked<Xts>, VolumeErro
 }
 
 /// An unlocked volume: reads and writes plaintext. The key schedule lives in locked pages
-/// left out of core dumps, and is zeroed on drop.
+/// left out of core dumps, and is zeroed on drop. A plaintext volume served as it is
+/// ([`Unlocked::plaintext`]) has no key: its "cipher" is the identity.
 ///
-/// While a deep rekey runs with the volume in use (`convert::run_online`), it holds two
-/// schedules and the rekey's boundary: sectors below it are under the new key, the rest
-/// under the old. Every read and write holds the read side of that state for its
-/// duration; each step of the rekey holds the write side, so no I/O sees a hot zone half
+/// While a conversion runs with the volume in use (`convert::run_online`: a deep rekey,
+/// or an encrypt or decrypt with a detached header, where the data does not move), it
+/// holds both sides and the conversion's boundary: sectors below it are on the new side,
+/// the rest on the old. Every read and write holds the read side of that state for its
+/// duration; each conversion step holds the write side, so no I/O sees a hot zone half
 /// rewritten, and the boundary moves when the step is committed.
 pub struct Unlocked {
     dev: Arc<dyn BlockBackend>,
@@ -450,23 +459,95 @@ pub struct Unlocked {
     writes: crate::range_lock::RangeLock,
 }
 
-/// The key schedules an unlocked volume reads and writes with.
-pub(crate) struct VolumeKeys {
-    /// The volume key (the old one while a rekey runs).
-    pub(crate) current: secmem::Locked<Xts>,
-    /// A deep rekey under way: the new key and how far (bytes of data) it has come.
-    pub(crate) rekey: Option<(secmem::Locked<Xts>, u64)>,
+/// How one side of a volume's sectors is stored.
+pub(crate) enum Side {
+    /// As it is (a plaintext volume, or the plaintext side of an encrypt or decrypt).
+    Plain,
+    /// Under XTS with this key schedule, sector size and first tweak.
+    Xts {
+        xts: secmem::Locked<Xts>,
+        sector_size: u32,
+        iv_tweak: u64,
+    },
 }
 
+impl Side {
+    /// The side of a volume key on `data`.
+    pub(crate) fn xts(xts: secmem::Locked<Xts>, data: &DataArea) -> Self {
+        Self::Xts {
+            xts,
+            sector_size: data.sector_size,
+            iv_tweak: data.iv_tweak,
+        }
+    }
+
+    fn sector_size(&self) -> u64 {
+        match self {
+            Self::Plain => 512,
+            Self::Xts { sector_size, .. } => u64::from(*sector_size),
+        }
+    }
+
+    /// `buf` holds whole sectors from data byte `pos`.
+    fn decrypt(&self, buf: &mut [u8], pos: u64) {
+        if let Self::Xts {
+            xts,
+            sector_size,
+            iv_tweak,
+        } = self
+        {
+            xts.decrypt_serial(buf, *sector_size as usize, iv_tweak + pos / 512);
+        }
+    }
+
+    fn encrypt(&self, buf: &mut [u8], pos: u64) {
+        if let Self::Xts {
+            xts,
+            sector_size,
+            iv_tweak,
+        } = self
+        {
+            xts.encrypt_serial(buf, *sector_size as usize, iv_tweak + pos / 512);
+        }
+    }
+}
+
+/// The sides an unlocked volume reads and writes with.
+pub(crate) struct VolumeKeys {
+    /// The volume's side (the old one while a conversion runs).
+    pub(crate) current: Side,
+    /// A conversion under way: the side it converts to, and how far (bytes of data) it has
+    /// come.
+    pub(crate) next: Option<(Side, u64)>,
+    /// Set when a conversion step failed part-way: no I/O until the volume is reopened.
+    pub(crate) halted: Option<String>,
+}
+
+/// The largest sector size: what the write lock is aligned to, whatever the sides are.
+const MAX_SECTOR: u64 = 4096;
+
 impl VolumeKeys {
-    /// The parts of `[start, end)` and the key each is under.
-    fn parts(&self, start: u64, end: u64) -> [(u64, u64, &Xts); 2] {
-        match &self.rekey {
+    /// The parts of `[start, end)` and the side each is on.
+    fn parts(&self, start: u64, end: u64) -> [(u64, u64, &Side); 2] {
+        match &self.next {
             Some((new, boundary)) => {
                 let b = (*boundary).clamp(start, end);
-                [(start, b, &**new), (b, end, &*self.current)]
+                [(start, b, new), (b, end, &self.current)]
             }
-            None => [(start, end, &*self.current), (end, end, &*self.current)],
+            None => [(start, end, &self.current), (end, end, &self.current)],
+        }
+    }
+
+    /// The unit reads and writes are aligned to: the larger sector size of the two sides.
+    fn unit(&self) -> u64 {
+        let next = self.next.as_ref().map_or(512, |(s, _)| s.sector_size());
+        self.current.sector_size().max(next)
+    }
+
+    fn usable(&self) -> Result<(), VolumeError> {
+        match &self.halted {
+            Some(why) => Err(VolumeError::Halted(why.clone())),
+            None => Ok(()),
         }
     }
 }
@@ -515,8 +596,9 @@ fn unlock_with(
     Ok(Unlocked {
         dev,
         keys: std::sync::RwLock::new(VolumeKeys {
-            current: xts,
-            rekey: None,
+            current: Side::xts(xts, &layout.data),
+            next: None,
+            halted: None,
         }),
         data: layout.data,
         repaired,
@@ -525,6 +607,40 @@ fn unlock_with(
 }
 
 impl Unlocked {
+    /// A plaintext device served as it is, `size` bytes from its start: no key, and every
+    /// sector read and written unchanged, until an encrypt with a detached header makes it
+    /// follow the conversion (`convert::follow`).
+    pub fn plaintext(dev: Arc<dyn BlockBackend>, size: u64) -> Self {
+        Unlocked {
+            dev,
+            keys: std::sync::RwLock::new(VolumeKeys {
+                current: Side::Plain,
+                next: None,
+                halted: None,
+            }),
+            data: DataArea {
+                offset: 0,
+                size,
+                sector_size: 512,
+                iv_tweak: 0,
+            },
+            repaired: None,
+            writes: crate::range_lock::RangeLock::default(),
+        }
+    }
+
+    /// True when the volume holds plaintext (no key), and no conversion is under way.
+    pub fn is_plaintext(&self) -> bool {
+        let k = self.keys.read().unwrap_or_else(|p| p.into_inner());
+        matches!(k.current, Side::Plain) && k.next.is_none()
+    }
+
+    /// Why the volume stopped taking I/O, if it did (a conversion step failed part-way).
+    pub fn halted(&self) -> Option<String> {
+        let k = self.keys.read().unwrap_or_else(|p| p.into_inner());
+        k.halted.clone()
+    }
+
     /// Plaintext size in bytes.
     pub fn size(&self) -> u64 {
         self.data.size
@@ -554,12 +670,14 @@ impl Unlocked {
         Ok(())
     }
 
-    fn keys(&self) -> std::sync::RwLockReadGuard<'_, VolumeKeys> {
-        self.keys.read().unwrap_or_else(|p| p.into_inner())
+    fn keys(&self) -> Result<std::sync::RwLockReadGuard<'_, VolumeKeys>, VolumeError> {
+        let k = self.keys.read().unwrap_or_else(|p| p.into_inner());
+        k.usable()?;
+        Ok(k)
     }
 
-    /// Reads whole sectors `[start, start+buf.len())` (sector-aligned) and decrypts them,
-    /// each under the key it is under now (`keys` held by the caller).
+    /// Reads whole units `[start, start+buf.len())` and decrypts them, each sector on the
+    /// side it is on now (`keys` held by the caller).
     fn read_sectors(
         &self,
         keys: &VolumeKeys,
@@ -568,11 +686,12 @@ impl Unlocked {
     ) -> Result<(), VolumeError> {
         let at = self.data.offset + start;
         self.dev.read_at(buf, at).map_err(io(at))?;
-        let ss = self.data.sector_size as usize;
-        for (from, to, xts) in keys.parts(start, start + buf.len() as u64) {
+        for (from, to, side) in keys.parts(start, start + buf.len() as u64) {
             if to > from {
-                let part = &mut buf[(from - start) as usize..(to - start) as usize];
-                xts.decrypt_serial(part, ss, self.data.tweak(from));
+                side.decrypt(
+                    &mut buf[(from - start) as usize..(to - start) as usize],
+                    from,
+                );
             }
         }
         Ok(())
@@ -581,10 +700,10 @@ impl Unlocked {
     /// Reads plaintext at any byte offset and length.
     pub fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<(), VolumeError> {
         self.check(offset, buf.len())?;
-        let ss = u64::from(self.data.sector_size);
+        let keys = self.keys()?;
+        let ss = keys.unit();
         let start = offset - offset % ss;
         let end = (offset + buf.len() as u64).div_ceil(ss) * ss;
-        let keys = self.keys();
         if start == offset && end == offset + buf.len() as u64 {
             return self.read_sectors(&keys, buf, start);
         }
@@ -601,22 +720,29 @@ impl Unlocked {
     /// different bytes of one sector never undo each other.
     pub fn write_at(&self, buf: &[u8], offset: u64) -> Result<(), VolumeError> {
         self.check(offset, buf.len())?;
-        let ss = u64::from(self.data.sector_size);
+        // Locked in units of the largest sector size, before the sides are known: a
+        // conversion may change the unit, never beyond this.
+        let end = offset + buf.len() as u64;
+        let _held = self.writes.lock(
+            offset - offset % MAX_SECTOR,
+            end.div_ceil(MAX_SECTOR) * MAX_SECTOR,
+        );
+        let keys = self.keys()?;
+        let ss = keys.unit();
         let start = offset - offset % ss;
-        let end = (offset + buf.len() as u64).div_ceil(ss) * ss;
-        let _held = self.writes.lock(start, end);
-        let keys = self.keys();
+        let end = end.div_ceil(ss) * ss;
         with_scratch((end - start) as usize, |tmp| {
             let skip = (offset - start) as usize;
             if skip != 0 || end != offset + buf.len() as u64 {
                 self.read_sectors(&keys, tmp, start)?;
             }
             tmp[skip..skip + buf.len()].copy_from_slice(buf);
-            let ss = self.data.sector_size as usize;
-            for (from, to, xts) in keys.parts(start, end) {
+            for (from, to, side) in keys.parts(start, end) {
                 if to > from {
-                    let part = &mut tmp[(from - start) as usize..(to - start) as usize];
-                    xts.encrypt_serial(part, ss, self.data.tweak(from));
+                    side.encrypt(
+                        &mut tmp[(from - start) as usize..(to - start) as usize],
+                        from,
+                    );
                 }
             }
             let at = self.data.offset + start;
@@ -629,15 +755,18 @@ impl Unlocked {
     /// whoever sees the disk which blocks are free, so exports offer it only on request.
     pub fn discard(&self, offset: u64, len: u64) -> Result<(), VolumeError> {
         self.check(offset, len as usize)?;
-        let ss = u64::from(self.data.sector_size);
+        let _held = self.writes.lock(
+            offset - offset % MAX_SECTOR,
+            (offset + len).div_ceil(MAX_SECTOR) * MAX_SECTOR,
+        );
+        // Not while a conversion step rewrites a hot zone it could overlap.
+        let keys = self.keys()?;
+        let ss = keys.unit();
         let start = offset.div_ceil(ss) * ss;
         let end = (offset + len) / ss * ss;
         if end <= start {
             return Ok(());
         }
-        let _held = self.writes.lock(start, end);
-        // Not while a rekey step rewrites a hot zone it could overlap.
-        let _keys = self.keys();
         let at = self.data.offset + start;
         self.dev.discard(at, end - start).map_err(io(at))
     }

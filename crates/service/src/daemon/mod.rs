@@ -299,6 +299,12 @@ pub fn run(
                             }
                         }
                     }
+                    for (name, on) in &plan.serve_plaintext {
+                        if let Some(r) = running.get_mut(name) {
+                            r.cfg.serve_plaintext = *on;
+                            let _ = r.tx.send(Command::ServePlaintext(*on));
+                        }
+                    }
                     for v in &plan.start {
                         start(v, &new, &mut running);
                     }

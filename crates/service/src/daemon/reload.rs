@@ -62,6 +62,9 @@ pub(super) struct Plan {
     pub start: Vec<VolumeConfig>,
     /// Lines for the operator about settings a reload cannot change.
     pub notices: Vec<String>,
+    /// Kept volumes whose `serve_plaintext` changed, and its new value: told in place, so
+    /// that turning it off after an encrypt does not close the exports.
+    pub serve_plaintext: Vec<(String, bool)>,
 }
 
 /// The plan for a reload from `old` to `new` `[serve]` settings and `volumes`, with the
@@ -75,12 +78,29 @@ pub(super) fn plan(
     running: &BTreeMap<String, VolumeConfig>,
 ) -> Plan {
     let serve_changed = new != old;
+    // `serve_plaintext` is told to a running volume; any other change restarts it.
+    let same = |a: &VolumeConfig, b: &VolumeConfig| {
+        a == &VolumeConfig {
+            serve_plaintext: a.serve_plaintext,
+            ..b.clone()
+        }
+    };
     let keep: Vec<String> = running
         .iter()
         .filter(|(name, cfg)| {
-            !serve_changed && volumes.iter().any(|v| &v.name == *name && v == *cfg)
+            !serve_changed && volumes.iter().any(|v| &v.name == *name && same(v, cfg))
         })
         .map(|(n, _)| n.clone())
+        .collect();
+    let serve_plaintext = volumes
+        .iter()
+        .filter(|v| keep.contains(&v.name))
+        .filter(|v| {
+            running
+                .get(&v.name)
+                .is_some_and(|r| r.serve_plaintext != v.serve_plaintext)
+        })
+        .map(|v| (v.name.clone(), v.serve_plaintext))
         .collect();
     let stop = running
         .keys()
@@ -109,6 +129,7 @@ pub(super) fn plan(
         stop,
         start,
         notices,
+        serve_plaintext,
     }
 }
 
@@ -125,6 +146,7 @@ mod tests {
             fuse: None,
             dm: None,
             discard: false,
+            serve_plaintext: false,
         }
     }
 
@@ -173,6 +195,38 @@ mod tests {
         assert_eq!(p.start, [a]);
         assert_eq!(p.notices.len(), 1);
         assert!(p.notices[0].contains("audit_log stays /var/log/atrest/audit.jsonl"));
+    }
+
+    #[test]
+    fn serve_plaintext_is_told_to_a_kept_volume_not_restarted() {
+        let serve = ServeConfig::default();
+        let a = vol("a", "unix:/run/a");
+        let on = VolumeConfig {
+            serve_plaintext: true,
+            ..a.clone()
+        };
+        let p = plan(&serve, &serve, std::slice::from_ref(&a), &running(&[on]));
+        assert_eq!(p.keep, ["a"]);
+        assert!(p.stop.is_empty() && p.start.is_empty());
+        assert_eq!(p.serve_plaintext, [("a".to_owned(), false)]);
+        // With another change too, the volume restarts with the new table.
+        let moved = VolumeConfig {
+            nbd: Some("unix:/run/a2".into()),
+            ..a.clone()
+        };
+        let on = VolumeConfig {
+            serve_plaintext: true,
+            ..a
+        };
+        let p = plan(
+            &serve,
+            &serve,
+            std::slice::from_ref(&moved),
+            &running(&[on]),
+        );
+        assert_eq!(p.stop, ["a"]);
+        assert_eq!(p.start, [moved]);
+        assert!(p.serve_plaintext.is_empty());
     }
 
     #[test]

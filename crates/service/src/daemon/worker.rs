@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use kmip::client::{ClientConfig, ClientError};
 use kmip::enums::{ResultReason, State as KeyState};
+use volume::backend::BlockBackend;
 use volume::convert::{self, Found, Kind};
 use volume::text::shown;
 use volume::volume::KeyMode;
@@ -97,6 +98,9 @@ pub enum Command {
     Job(Job),
     /// Take the volume down and end.
     Stop,
+    /// The volume's `serve_plaintext` changed (a reload): a plaintext volume is served,
+    /// or no longer, accordingly; an encrypted one goes on as it is.
+    ServePlaintext(bool),
 }
 
 /// Everything a worker needs.
@@ -124,7 +128,8 @@ pub struct Ctx {
 
 /// An unlocked volume and its exports.
 struct Serving {
-    key_uid: String,
+    /// The served key; none while a plaintext volume is served (`serve_plaintext`).
+    key_uid: Option<String>,
     /// The volume behind NBD and FUSE; none for dm-crypt, where the kernel holds the key.
     volume: Option<Arc<Unlocked>>,
     /// NBD and FUSE, closed in this order.
@@ -252,7 +257,8 @@ impl Worker {
             s.next_retry_secs = None;
             s.attempts = 0;
         }
-        if state != State::Unlocked {
+        // Served states keep their exports (a plaintext volume may be served as it is).
+        if !matches!(state, State::Unlocked | State::Plaintext) {
             s.exports.clear();
         }
         drop(s);
@@ -332,7 +338,7 @@ impl Worker {
     /// key server): a lock or a stop is obeyed before anything is exported; a conversion
     /// asked for meanwhile is refused. Every queued command is read, so that a job queued
     /// behind a lock cannot run once the lock is obeyed; a stop outranks a lock.
-    fn pending(&self) -> Option<Halt> {
+    fn pending(&mut self) -> Option<Halt> {
         let mut halt = None;
         while let Ok(c) = self.rx.try_recv() {
             match c {
@@ -344,6 +350,7 @@ impl Worker {
                 }
                 Command::Job(j) => self.refuse_job(&j, "another operation was running"),
                 Command::Unlock | Command::CheckNow => {}
+                Command::ServePlaintext(on) => self.ctx.cfg.serve_plaintext = on,
             }
         }
         if matches!(halt, Some(Halt::Idle)) {
@@ -386,6 +393,7 @@ impl Worker {
                     });
                     match self.wait(d) {
                         None | Some(Command::Unlock | Command::CheckNow) => {}
+                        Some(Command::ServePlaintext(on)) => self.ctx.cfg.serve_plaintext = on,
                         Some(Command::Stop) => return Phase::Exit,
                         Some(Command::Lock) => {
                             self.set(State::Locked, Some("locked through the API".into()));
@@ -414,7 +422,7 @@ impl Worker {
             return Err(Halt::Exit);
         }
         let loc = self.location();
-        let dev = match Device::open(&loc, false) {
+        let dev = match Device::open_for_serving(&loc, self.ctx.cfg.serve_plaintext) {
             Ok(d) => d,
             Err(ServiceError::Device(e @ volume::backend::OpenError::Busy { .. })) => {
                 return Err(Halt::Retry(e.to_string()))
@@ -431,9 +439,13 @@ impl Worker {
                     let mut s = self.status();
                     s.key_uid = None;
                     s.cipher = None;
+                    s.key_mode = None;
                 }
-                self.set(State::Plaintext, None);
-                return Err(Halt::Idle);
+                if !self.ctx.cfg.serve_plaintext || self.ctx.cfg.dm.is_some() {
+                    self.set(State::Plaintext, None);
+                    return Err(Halt::Idle);
+                }
+                return self.serve_plaintext(dev);
             }
             Found::OtherLuks => {
                 return Err(self.fail(
@@ -521,6 +533,7 @@ impl Worker {
             return Err(h);
         }
         let next_check = Instant::now() + Duration::from_secs(self.ctx.serve.key_check_secs);
+        let uid = Some(uid);
         let mut serving = if let Some(name) = &self.ctx.cfg.dm {
             let opened = dm::open_proven(dev, name, mode, &secret);
             drop(secret);
@@ -576,8 +589,57 @@ impl Worker {
         }
         self.ctx
             .audit
-            .event(Some(self.name()), "unlocked", Some(&uid), "ok");
+            .event(Some(self.name()), "unlocked", uid.as_deref(), "ok");
         self.set(State::Unlocked, None);
+        Ok(serving)
+    }
+
+    /// Serves the plaintext on `dev` as it is (`serve_plaintext`): no key, the exports
+    /// over the data device, state "plaintext". An encrypt then runs under the exports
+    /// when the header is detached.
+    fn serve_plaintext(&mut self, dev: Device) -> Result<Serving, Halt> {
+        let size = match dev.data.len() {
+            Ok(n) => n,
+            Err(e) => return Err(self.fail(State::Failed, format!("reading its size: {e}"))),
+        };
+        if size == 0 || size % 512 != 0 {
+            return Err(self.fail(
+                State::Failed,
+                format!("its size, {size} bytes, is not a whole number of 512-byte sectors: it can be neither served nor encrypted so; grow the image to the next sector"),
+            ));
+        }
+        let data: Arc<dyn BlockBackend> = dev.data.clone();
+        let mut serving = Serving {
+            key_uid: None,
+            volume: Some(Arc::new(Unlocked::plaintext(data, size))),
+            exports: Vec::new(),
+            dm: None,
+            _device: Some(dev),
+            next_check: Instant::now() + Duration::from_secs(self.ctx.serve.key_check_secs),
+            next_device_check: Instant::now() + DEVICE_CHECK,
+            device_gone_said: false,
+        };
+        if let Err(e) = self.start_exports(&mut serving) {
+            let mut why = format!("starting the exports: {e}");
+            if let Err(more) = self.take_down(serving) {
+                why = format!("{why}; then {more}");
+            }
+            return Err(self.fail(State::Failed, why));
+        }
+        log::warn!(
+            "{}: serving PLAINTEXT (serve_plaintext = true): encrypt it, then turn serve_plaintext off",
+            self.name()
+        );
+        self.ctx.audit.event(
+            Some(self.name()),
+            "serving_plaintext",
+            None,
+            "the volume holds plaintext and is served as it is (serve_plaintext)",
+        );
+        self.set(
+            State::Plaintext,
+            Some("served as plaintext (serve_plaintext)".into()),
+        );
         Ok(serving)
     }
 
@@ -643,7 +705,7 @@ impl Worker {
             self.ctx.audit.event(
                 Some(self.name()),
                 "exported",
-                Some(&s.key_uid),
+                s.key_uid.as_deref(),
                 format!("{} at {}", e.kind, e.at),
             );
         }
@@ -692,11 +754,12 @@ impl Worker {
     /// with what is still open.
     fn lock(&mut self, s: Serving, reason: String) -> Phase {
         let uid = s.key_uid.clone();
+        let uid = uid.as_deref();
         match self.take_down(s) {
             Ok(()) => {
                 self.ctx
                     .audit
-                    .event(Some(self.name()), "locked", Some(&uid), reason.clone());
+                    .event(Some(self.name()), "locked", uid, reason.clone());
                 self.set(State::Locked, Some(reason));
             }
             Err(e) => {
@@ -705,7 +768,7 @@ impl Worker {
                 );
                 self.ctx
                     .audit
-                    .event(Some(self.name()), "lock_failed", Some(&uid), why.clone());
+                    .event(Some(self.name()), "lock_failed", uid, why.clone());
                 self.set(State::Failed, Some(why));
             }
         }
@@ -728,17 +791,21 @@ impl Worker {
                 None | Some(Command::CheckNow) => {
                     s.next_check =
                         Instant::now() + Duration::from_secs(self.ctx.serve.key_check_secs);
-                    if let Some(reason) = self.check_key(&s.key_uid) {
+                    // A plaintext volume served as it is has no key to check.
+                    let Some(uid) = s.key_uid.clone() else {
+                        continue;
+                    };
+                    if let Some(reason) = self.check_key(&uid) {
                         return self.lock(s, reason);
                     }
-                    if let Some(age) = self.rotation_due(&s.key_uid) {
+                    if let Some(age) = self.rotation_due(&uid) {
                         // Direct mode has no keyslot to rewrap: only a deep rekey rotates it.
                         let deep = self.ctx.serve.rotate_deep
                             || self.status().key_mode.as_deref() == Some("direct");
                         self.ctx.audit.event(
                             Some(self.name()),
                             "scheduled_rotation",
-                            Some(&s.key_uid),
+                            Some(&uid),
                             format!(
                                 "the key has been active {age:.1} days (rotate_days = {}): {}",
                                 self.ctx.serve.rotate_days,
@@ -757,6 +824,23 @@ impl Worker {
                     }
                 }
                 Some(Command::Unlock) => self.restate(),
+                Some(Command::ServePlaintext(on)) => {
+                    self.ctx.cfg.serve_plaintext = on;
+                    if !on && s.key_uid.is_none() {
+                        let why = "serve_plaintext was turned off: the plaintext volume is no longer served";
+                        log::warn!("{}: {why}", self.name());
+                        if let Err(e) = self.take_down(s) {
+                            self.set(
+                                State::Failed,
+                                Some(format!("{why}, but not every export closed ({e})")),
+                            );
+                            return Phase::Idle;
+                        }
+                        self.ctx.audit.event(Some(self.name()), "locked", None, why);
+                        self.set(State::Plaintext, None);
+                        return Phase::Idle;
+                    }
+                }
                 Some(Command::Lock) => return self.lock(s, "locked through the API".into()),
                 Some(Command::Job(j)) => {
                     s = match self.job_while_serving(s, j) {
@@ -778,35 +862,63 @@ impl Worker {
     /// which keep serving (the volume comes back); anything else takes the exports down and
     /// runs as a job (the phase to go to).
     fn job_while_serving(&mut self, mut s: Serving, j: Job) -> Result<Serving, Phase> {
-        if matches!(j, Job::Encrypt { .. }) {
-            self.refuse_job(&j, "the volume is encrypted already");
-            return Ok(s);
-        }
-        // A rewrap writes only the header: the exports keep serving through it.
-        if let Job::Rekey {
-            deep: false,
-            keep_old,
-            ..
-        } = j
-        {
-            self.rewrap_online(&mut s, keep_old);
-            return Ok(s);
-        }
-        // A deep rekey re-encrypts under the exports, which keep serving.
-        if matches!(j, Job::Rekey { deep: true, .. }) && s.dm.is_none() && s.volume.is_some() {
-            if !self.deep_rekey_online(&mut s, &j) {
-                let _ = self.take_down(s);
-                return Err(Phase::Exit);
+        let plaintext = s.key_uid.is_none();
+        let in_place = s._device.as_ref().is_some_and(|d| d.has_detached_header());
+        let ours = s.dm.is_none() && s.volume.is_some();
+        match &j {
+            Job::Encrypt { .. } if !plaintext => {
+                self.refuse_job(&j, "the volume is encrypted already");
+                return Ok(s);
             }
-            return Ok(s);
+            Job::Decrypt { .. } | Job::Rekey { .. } if plaintext => {
+                self.refuse_job(&j, "the volume holds plaintext: encrypt it first");
+                return Ok(s);
+            }
+            // A rewrap writes only the header: the exports keep serving through it.
+            Job::Rekey {
+                deep: false,
+                keep_old,
+                ..
+            } => {
+                self.rewrap_online(&mut s, *keep_old);
+                return Ok(s);
+            }
+            // These convert under the exports, which keep serving: a deep rekey, and an
+            // encrypt or decrypt whose data stays in place (a detached header). A decrypt
+            // online ends with plaintext served, so only where that is allowed.
+            Job::Rekey { deep: true, .. } | Job::Encrypt { .. } | Job::Decrypt { .. }
+                if ours
+                    && (matches!(j, Job::Rekey { .. })
+                        || in_place && (plaintext || self.ctx.cfg.serve_plaintext)) =>
+            {
+                return self.convert_online(s, &j);
+            }
+            _ => {}
         }
+        // Encrypt or decrypt with the header on the volume moves the data by the header's
+        // size, which an export cannot follow: the exports close for its duration.
+        log::info!(
+            "{}: the exports close for the {}: {}",
+            self.name(),
+            j.kind().noun(),
+            if s.dm.is_some() {
+                "dm-crypt's kernel mapping cannot follow a conversion"
+            } else if !in_place {
+                "with the header on the volume, the data moves by the header's size"
+            } else {
+                "the volume would end as plaintext, and serve_plaintext is off"
+            }
+        );
         let uid = s.key_uid.clone();
         if let Err(e) = self.take_down(s) {
             let why = format!("not every export closed ({e})");
             self.refuse_job(&j, &why);
-            self.ctx
-                .audit
-                .event(Some(self.name()), "lock_failed", Some(&uid), why.clone());
+            self.ctx.audit.event(
+                Some(self.name()),
+                "lock_failed",
+                uid.as_deref(),
+                why.clone(),
+            );
             self.set(State::Failed, Some(why));
             return Err(Phase::Idle);
         }
@@ -832,7 +944,7 @@ impl Worker {
         self.ctx.audit.event(
             Some(self.name()),
             "device_deleted",
-            Some(&s.key_uid),
+            s.key_uid.as_deref(),
             why.clone(),
         );
         self.ctx.events.push(FeedEvent::DeviceDeleted {
@@ -913,6 +1025,13 @@ impl Worker {
         loop {
             match self.wait(Duration::from_secs(3600)) {
                 None | Some(Command::CheckNow) => {}
+                Some(Command::ServePlaintext(on)) => {
+                    self.ctx.cfg.serve_plaintext = on;
+                    // A plaintext volume not served until now is served from here.
+                    if on && self.status().state == State::Plaintext {
+                        return Phase::Start;
+                    }
+                }
                 Some(Command::Lock) => self.restate(),
                 Some(Command::Unlock) => return Phase::Start,
                 Some(Command::Job(j)) => return Phase::Job(j),
@@ -940,7 +1059,7 @@ impl Worker {
     /// header on the device the worker holds gets the new keyslot; the volume key the
     /// exports use is unchanged. The served key is the new one from then on.
     fn rewrap_online(&mut self, s: &mut Serving, keep_old: bool) {
-        let Some(dev) = s._device.as_ref() else {
+        let (Some(dev), Some(uid)) = (s._device.as_ref(), s.key_uid.clone()) else {
             self.refuse_job(
                 &Job::Rekey {
                     deep: false,
@@ -954,18 +1073,18 @@ impl Worker {
         self.job_event(Kind::Rekey, JobResult::Started, None);
         let result = KeyManager::for_servers(self.kmip()).and_then(|kms| {
             let kms = &mut kms.with_audit(self.ctx.audit.clone(), Some(&self.ctx.cfg.name));
-            crate::ops::convert::rewrap_held(kms, dev, &s.key_uid, keep_old, None)
+            crate::ops::convert::rewrap_held(kms, dev, &uid, keep_old, None)
         });
         match result {
             Ok(report) => {
                 if let Some(st) = &report.status {
-                    s.key_uid = st.key_uid.clone();
+                    s.key_uid = Some(st.key_uid.clone());
                     self.status().key_uid = Some(st.key_uid.clone());
                 }
                 self.ctx.audit.event(
                     Some(self.name()),
                     Kind::Rekey.as_str(),
-                    Some(&s.key_uid),
+                    s.key_uid.as_deref(),
                     "ok",
                 );
                 self.job_event(Kind::Rekey, JobResult::Finished, Some(report.message));
@@ -974,7 +1093,7 @@ impl Worker {
                 self.ctx.audit.event(
                     Some(self.name()),
                     Kind::Rekey.as_str(),
-                    Some(&s.key_uid),
+                    s.key_uid.as_deref(),
                     e.to_string(),
                 );
                 self.job_event(Kind::Rekey, JobResult::Failed, Some(e.to_string()));
@@ -1023,13 +1142,13 @@ impl Worker {
     }
 
     /// [`Self::convert`]; with `held` (the served volume's device, its unlocked volume and
-    /// key), a deep rekey runs while the exports keep serving: the volume stays "unlocked",
-    /// with its progress shown. The served key afterwards, when it changed.
+    /// key), the conversion runs while the exports keep serving: the volume keeps its
+    /// state, with its progress shown. The volume's key afterwards (none: plaintext).
     fn convert_with(
         &mut self,
         j: &Job,
         resuming: bool,
-        held: Option<(&Device, &Unlocked, &str)>,
+        held: Option<(&mut Device, &Unlocked, Option<&str>)>,
     ) -> Result<Option<String>, ServiceError> {
         if held.is_none() {
             self.set(State::Converting, None);
@@ -1076,35 +1195,19 @@ impl Worker {
         // so the other volumes' key checks do not wait for it.
         let kms = &mut KeyManager::for_servers(self.kmip())?
             .with_audit(self.ctx.audit.clone(), Some(&self.ctx.cfg.name));
-        let report = match j {
-            Job::Encrypt { key, step } => encrypt(
+        let online = held.is_some();
+        let report = match (j, held) {
+            (Job::Encrypt { key, step }, Some((dev, vol, _))) => crate::ops::convert::encrypt_held(
                 kms,
-                &EncryptRequest {
-                    location: loc,
-                    key: key.clone().unwrap_or_default(),
-                    reduce_device_size: None,
-                    step: *step,
-                },
+                dev,
+                vol,
+                &key.clone().unwrap_or_default(),
+                *step,
                 &mut observer,
                 &stop,
             ),
-            Job::Decrypt { keep_old, step } => decrypt(
-                kms,
-                &DecryptRequest {
-                    location: loc,
-                    keep_old: *keep_old,
-                    step: *step,
-                },
-                &mut observer,
-                &stop,
-            ),
-            Job::Rekey {
-                deep: true,
-                keep_old,
-                step,
-            } if held.is_some() => {
-                let (dev, vol, uid) = held.expect("checked just above");
-                crate::ops::convert::deep_rekey_held(
+            (Job::Decrypt { keep_old, step }, Some((dev, vol, Some(uid)))) => {
+                crate::ops::convert::decrypt_held(
                     kms,
                     dev,
                     vol,
@@ -1115,11 +1218,54 @@ impl Worker {
                     &stop,
                 )
             }
-            Job::Rekey {
-                deep,
-                keep_old,
-                step,
-            } => rekey(
+            (
+                Job::Rekey {
+                    deep: true,
+                    keep_old,
+                    step,
+                },
+                Some((dev, vol, Some(uid))),
+            ) => crate::ops::convert::deep_rekey_held(
+                kms,
+                dev,
+                vol,
+                uid,
+                *keep_old,
+                *step,
+                &mut observer,
+                &stop,
+            ),
+            // Not routed here (`job_while_serving` sends only these three online).
+            (_, Some(_)) => Err(convert::ConvertError::NotOnline(kind).into()),
+            (Job::Encrypt { key, step }, None) => encrypt(
+                kms,
+                &EncryptRequest {
+                    location: loc,
+                    key: key.clone().unwrap_or_default(),
+                    reduce_device_size: None,
+                    step: *step,
+                },
+                &mut observer,
+                &stop,
+            ),
+            (Job::Decrypt { keep_old, step }, None) => decrypt(
+                kms,
+                &DecryptRequest {
+                    location: loc,
+                    keep_old: *keep_old,
+                    step: *step,
+                },
+                &mut observer,
+                &stop,
+            ),
+            (
+                Job::Rekey {
+                    deep,
+                    keep_old,
+                    step,
+                },
+                None,
+            ) => rekey(
                 kms,
                 &RekeyRequest {
                     location: loc,
@@ -1142,43 +1288,79 @@ impl Worker {
             "ok",
         );
         let key = report.status.as_ref().map(|s| s.key_uid.clone());
-        if held.is_some() {
+        if online {
             let mut st = self.status();
             st.progress = None;
-            if let Some(k) = &key {
-                st.key_uid = Some(k.clone());
-            }
+            st.key_uid = key.clone();
+            st.cipher = report.status.as_ref().map(|s| s.cipher_name.clone());
+            st.key_mode = report.status.as_ref().map(|s| s.key_mode.to_string());
         }
         self.job_event(kind, JobResult::Finished, Some(report.message));
         Ok(key)
     }
 
-    /// A deep rekey of the served volume while its exports keep serving (NBD and FUSE;
-    /// dm-crypt's kernel mapping cannot follow one). False when the daemon is stopping.
-    fn deep_rekey_online(&mut self, s: &mut Serving, j: &Job) -> bool {
-        let (Some(vol), Some(dev)) = (s.volume.clone(), s._device.as_ref()) else {
+    /// A conversion of the served volume while its exports keep serving (NBD and FUSE;
+    /// dm-crypt's kernel mapping cannot follow one): a deep rekey, or an encrypt or decrypt
+    /// with a detached header. The volume comes back, encrypted or plaintext as the
+    /// conversion left it; when a step failed part-way, the volume has stopped taking I/O
+    /// (its hot zone is as a crash leaves it) and is brought up again, which finishes the
+    /// conversion from its journal before anything is exported.
+    fn convert_online(&mut self, mut s: Serving, j: &Job) -> Result<Serving, Phase> {
+        let (Some(vol), Some(dev)) = (s.volume.clone(), s._device.as_mut()) else {
             self.refuse_job(j, "the volume is not served by atrest itself");
-            return true;
+            return Ok(s);
         };
         let uid = s.key_uid.clone();
-        match self.convert_with(j, false, Some((dev, &vol, &uid))) {
+        let result = self.convert_with(j, false, Some((dev, &vol, uid.as_deref())));
+        match result {
             Ok(new) => {
-                if let Some(k) = new {
-                    s.key_uid = k;
+                let was_plain = s.key_uid.is_none();
+                s.key_uid = new;
+                match (was_plain, &s.key_uid) {
+                    (true, Some(_)) => {
+                        self.set(State::Unlocked, None);
+                        log::warn!(
+                            "{}: encrypted while serving; serve_plaintext is still on for it: turn it off, so that a wiped header cannot make atrest serve the disk as plaintext",
+                            self.name()
+                        );
+                    }
+                    (false, None) => self.set(
+                        State::Plaintext,
+                        Some("served as plaintext (serve_plaintext)".into()),
+                    ),
+                    _ => {}
                 }
-                true
+                Ok(s)
             }
-            Err(_) if self.ctx.stop.requested() => false,
+            Err(_) if self.ctx.stop.requested() => {
+                let _ = self.take_down(s);
+                Err(Phase::Exit)
+            }
             Err(e) => {
-                // The volume keeps serving: what was converted is under the new key in
-                // memory and on disk alike; the rest of the rekey is finished at the next
-                // start (or by asking again).
                 self.status().progress = None;
-                self.job_event(Kind::Rekey, JobResult::Failed, Some(e.to_string()));
-                self.ctx
-                    .audit
-                    .event(Some(self.name()), "rekey", Some(&uid), e.to_string());
-                true
+                self.job_event(j.kind(), JobResult::Failed, Some(e.to_string()));
+                self.ctx.audit.event(
+                    Some(self.name()),
+                    j.kind().as_str(),
+                    uid.as_deref(),
+                    e.to_string(),
+                );
+                if let Some(why) = vol.halted() {
+                    log::error!(
+                        "{}: {why}; taking the volume down to finish the {} from its journal",
+                        self.name(),
+                        j.kind().noun()
+                    );
+                    if let Err(more) = self.take_down(s) {
+                        self.set(State::Failed, Some(format!("{why}; then {more}")));
+                        return Err(Phase::Idle);
+                    }
+                    return Err(Phase::Start);
+                }
+                // Nothing was converted, or what was is on its side in memory and on disk
+                // alike: the volume keeps serving; the rest is finished at the next start
+                // (or by asking again).
+                Ok(s)
             }
         }
     }

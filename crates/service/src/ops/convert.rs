@@ -456,6 +456,19 @@ pub fn decrypt(
     if let Some(stopped) = run.drive(keys, req.step, obs, stop)? {
         return Ok(stopped);
     }
+    finish_decrypt(kms, &run, loc, &uid, req.keep_old, "decrypted")
+}
+
+/// A decryption's end, once every byte is plaintext: the wiped header file is removed, and
+/// the key retired.
+fn finish_decrypt(
+    kms: &mut KeyManager,
+    run: &Run<'_>,
+    loc: &Location,
+    uid: &str,
+    keep_old: bool,
+    done: &str,
+) -> Result<ConvertReport, ServiceError> {
     if let Some(h) = &loc.header {
         // Wiped by the decryption; the file itself goes too.
         std::fs::remove_file(h).map_err(|error| ServiceError::Io {
@@ -470,20 +483,126 @@ pub fn decrypt(
         None
     } else {
         Some(kms.retire(
-            &uid,
+            uid,
             RevocationReasonCode::CESSATION_OF_OPERATION,
             "atrest decrypt: the volume holds plaintext",
-            req.keep_old,
+            keep_old,
         )?)
     };
     let message = match &retired {
         Some(r) => format!(
-            "decrypted: the device holds plaintext again; {}",
+            "{done}: the device holds plaintext again; {}",
             r.sentence().replace("the old key", "its KMIP key")
         ),
-        None => "decrypted: the device holds plaintext again".into(),
+        None => format!("{done}: the device holds plaintext again"),
     };
     Ok(run.report(None, message, None, retired))
+}
+
+/// An encrypt of a plaintext volume that is in use (`serve_plaintext`), with a detached
+/// header: `dev` is the device its worker holds and `vol` the plaintext its exports read
+/// and write. The key is created, the header written (nothing of the data changes), then
+/// the data is encrypted in place while `vol` follows the boundary, each step with its
+/// I/O held off. With the header on the volume the data moves, which an export cannot
+/// follow: refused here, and the daemon runs that one with the exports closed.
+pub fn encrypt_held(
+    kms: &mut KeyManager,
+    dev: &mut Device,
+    vol: &volume::volume::Unlocked,
+    key: &KeySpec,
+    step: Option<u64>,
+    obs: &mut dyn Observer,
+    stop: &Stop,
+) -> Result<ConvertReport, ServiceError> {
+    let started = Instant::now();
+    key.check()?;
+    if !dev.has_detached_header() {
+        return Err(convert::ConvertError::NotOnline(Kind::Encrypt).into());
+    }
+    dev.open_header()?;
+    let req = EncryptRequest {
+        location: dev.location.clone(),
+        key: key.clone(),
+        reduce_device_size: None,
+        step,
+    };
+    let secret = match convert::inspect(dev.devices())? {
+        Found::Plain => start_encrypt(dev, kms, &req)?,
+        Found::Volume { key_uid, .. } => {
+            return Err(Refusal::AlreadyEncrypted {
+                path: dev.location.path.clone(),
+                key_uid,
+            }
+            .into())
+        }
+        Found::InProgress(p) => return Err(refuse_other(&p, &dev.location)),
+        Found::OtherLuks => return Err(refuse_foreign(&dev.location, ForeignAction::Encrypt)),
+    };
+    let dev = &*dev;
+    let run = Run::new(Kind::Encrypt, dev, started);
+    convert::follow(vol, dev.devices(), Some(&secret))?;
+    let keys = Keys {
+        current: Some(&secret),
+        new: None,
+    };
+    if let Some(stopped) = run.drive_with(keys, step.or(Some(ONLINE_STEP)), obs, stop, Some(vol))? {
+        return Ok(stopped);
+    }
+    let s = dev.status()?;
+    let message = format!(
+        "encrypted while serving: {} bytes of data, {}, {} mode, KMIP key {}",
+        s.data_size,
+        cipher_text(s.key_bits),
+        s.key_mode,
+        s.key_uid
+    );
+    Ok(run.report(None, message, Some(s), None))
+}
+
+/// A decrypt of a volume that is in use (with a detached header, and `serve_plaintext`):
+/// the data is decrypted in place while `vol` follows the boundary; at the end `vol` is
+/// plaintext, the header file is wiped and removed, and the key retired.
+#[allow(clippy::too_many_arguments)]
+pub fn decrypt_held(
+    kms: &mut KeyManager,
+    dev: &mut Device,
+    vol: &volume::volume::Unlocked,
+    key_uid: &str,
+    keep_old: bool,
+    step: Option<u64>,
+    obs: &mut dyn Observer,
+    stop: &Stop,
+) -> Result<ConvertReport, ServiceError> {
+    let started = Instant::now();
+    if !dev.has_detached_header() {
+        return Err(convert::ConvertError::NotOnline(Kind::Decrypt).into());
+    }
+    let secret = kms.fetch_usable(key_uid)?;
+    {
+        let run = Run::new(Kind::Decrypt, dev, started);
+        convert::begin_decrypt(dev.devices(), &secret)?;
+        convert::follow(vol, dev.devices(), None)?;
+        let keys = Keys {
+            current: Some(&secret),
+            new: None,
+        };
+        if let Some(stopped) =
+            run.drive_with(keys, step.or(Some(ONLINE_STEP)), obs, stop, Some(vol))?
+        {
+            return Ok(stopped);
+        }
+    }
+    // The header file is wiped; it is removed below, and not held any more.
+    dev.header = None;
+    let run = Run::new(Kind::Decrypt, dev, started);
+    finish_decrypt(
+        kms,
+        &run,
+        &dev.location,
+        key_uid,
+        keep_old,
+        "decrypted while serving",
+    )
 }
 
 /// The rewrap of a volume whose device is open already, `dev` (the daemon's, while its
@@ -563,7 +682,7 @@ pub fn deep_rekey_held(
     if let Err(e) = convert::begin_rekey(dev.devices(), &old, &new.secret, &new.uid) {
         return Err(kms.discard(&new.uid, e.into()));
     }
-    convert::follow_rekey(vol, dev.devices(), &new.secret)?;
+    convert::follow(vol, dev.devices(), Some(&new.secret))?;
     let keys = Keys {
         current: Some(&old),
         new: Some(&new.secret),

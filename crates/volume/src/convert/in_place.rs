@@ -163,7 +163,15 @@ impl Step<'_> {
         sync(hdr)?;
         if encrypt {
             commit(hdr, h, None, self.rk)?;
+            if let Some(gate) = self.gate {
+                gate.finished();
+            }
         } else {
+            // Every sector is plaintext: from here the volume in use needs no key, even
+            // if wiping the header file fails.
+            if let Some(gate) = self.gate {
+                gate.finished();
+            }
             // The data is plaintext again: the header file has nothing left to say. The
             // keyslots go first, the two header copies last, so a crash before the end
             // leaves a copy that still says "finished" and leads here again.

@@ -46,7 +46,7 @@ pub mod state;
 pub use crate::rewrap::rewrap;
 pub use begin::{begin_decrypt, begin_encrypt, begin_encrypt_in_place, begin_rekey};
 pub use inspect::inspect;
-pub use online::{follow_rekey, Gate};
+pub use online::{follow, Gate};
 pub use run::{run, run_online};
 pub use state::Kind;
 
@@ -212,8 +212,9 @@ pub enum ConvertError {
     /// Nothing to resume.
     #[error("no conversion is in progress on this device")]
     NothingInProgress,
-    /// Only a deep rekey runs while the volume is in use.
-    #[error("an {} cannot run while the volume is served: it moves the data", .0.noun())]
+    /// This conversion does not run while the volume is in use: encrypt and decrypt with
+    /// the header on the volume move the data.
+    #[error("an {} with the header on the volume cannot run while the volume is served: it moves the data by the header's size, which an export cannot follow (with a detached header it can)", .0.noun())]
     NotOnline(Kind),
     /// A different conversion holds the device.
     #[error(

@@ -44,10 +44,11 @@ pub fn run(
     run_with(d, keys, opts, stop, progress, None)
 }
 
-/// [`run`] for a deep rekey of a volume in use, each step under `gate` (the unlocked
-/// volume the exports use, made to follow the rekey with [`super::follow_rekey`]). Any
-/// other conversion is refused: encrypt and decrypt move the data, which an export cannot
-/// follow yet.
+/// [`run`] for a volume in use, each step under `gate` (the unlocked volume the exports
+/// use, made to follow the conversion with [`super::follow`]): a deep rekey, or an encrypt
+/// or decrypt with a detached header. Encrypt and decrypt with the header on the volume
+/// are refused ([`ConvertError::NotOnline`]): they move the data, which an export cannot
+/// follow.
 pub fn run_online(
     d: Devices<'_>,
     keys: Keys<'_>,
@@ -103,7 +104,12 @@ fn run_with(
     // Nothing the state says is acted on before its tag verifies under the key. A key
     // that is simply not the volume's is named as such first (the digest says so without
     // trusting the state), so an operator's mix-up does not read as an attack.
-    if gate.is_some() && s.conversion.kind() != Kind::Rekey {
+    if gate.is_some()
+        && matches!(
+            s.conversion,
+            Conversion::Encrypt { .. } | Conversion::Decrypt { .. }
+        )
+    {
         return Err(ConvertError::NotOnline(s.conversion.kind()));
     }
     let rk = record_key(s.conversion.kind(), keys)?;

@@ -193,6 +193,7 @@ impl Rig {
                 fuse: None,
                 dm: None,
                 discard: false,
+                serve_plaintext: false,
             },
             kmip: kmip.clone(),
             serve: ServeConfig {
