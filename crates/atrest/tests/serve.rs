@@ -1239,7 +1239,43 @@ fn an_encrypt_and_a_decrypt_keep_a_detached_volume_serving_and_survive_kills(env
         (&Value::from("unlocked"), &since),
         "{v}"
     );
+    assert!(
+        v["cipher"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("XTS-AES-128"),
+        "{v}"
+    );
+    assert_eq!(v["key_mode"], "wrapped", "{v}");
     set_plain(&daemon, true);
+
+    // The header file lost while serve_plaintext is on: the daemon saw the volume
+    // encrypted, so it does not serve the ciphertext as plaintext, and writes nothing.
+    let lock = |what: &str| {
+        let (code, r) = daemon.call("POST", &format!("/v1/volumes/v/{what}"), None);
+        assert!(code == 200 || code == 202, "{what}: {r}");
+    };
+    lock("lock");
+    daemon.wait_state("v", "locked", Duration::from_secs(10));
+    let hdr = case.dir.join("v.hdr");
+    let away = case.dir.join("v.hdr.away");
+    std::fs::rename(&hdr, &away).unwrap();
+    let before = std::fs::read(&img).unwrap();
+    lock("unlock");
+    let v = daemon.wait_state("v", "failed", Duration::from_secs(10));
+    assert!(
+        v["reason"]
+            .as_str()
+            .unwrap()
+            .contains("was encrypted when atrest last looked"),
+        "{v}"
+    );
+    assert!(v["exports"].as_array().is_none_or(|e| e.is_empty()), "{v}");
+    assert!(std::fs::read(&img).unwrap() == before, "the image changed");
+    std::fs::rename(&away, &hdr).unwrap();
+    lock("unlock");
+    daemon.wait_state("v", "unlocked", Duration::from_secs(10));
+    served(&daemon, &want, "after the header came back");
 
     // Decrypt, online.
     let states = under_load(&daemon, "decrypt", 1);
@@ -1249,6 +1285,8 @@ fn an_encrypt_and_a_decrypt_keep_a_detached_volume_serving_and_survive_kills(env
         "the decrypt left the served state"
     );
     let want = expect(1);
+    let v = daemon.volume("v");
+    assert!(v["key_uid"].is_null() && v["cipher"].is_null(), "{v}");
     assert!(
         std::fs::read(&img).unwrap() == want,
         "the image is not the plaintext after decrypt"
@@ -1298,6 +1336,15 @@ fn an_encrypt_and_a_decrypt_keep_a_detached_volume_serving_and_survive_kills(env
     daemon.ready(Duration::from_secs(60));
     let v = daemon.wait_state("v", "unlocked", Duration::from_secs(60));
     remember_key(env, &case.conf, v["key_uid"].as_str().unwrap());
+    let (_, feed) = daemon.call("GET", "/v1/events?after=0&wait=0", None);
+    assert!(
+        feed["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["event"] == "job" && e["result"] == "resuming"),
+        "the killed encrypt was not resumed at start (was it killed half-way?)"
+    );
     served(&daemon, &want, "after the killed encrypt");
 
     // Decrypt, killed half-way: the operator finishes it.

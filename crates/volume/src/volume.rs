@@ -271,6 +271,7 @@ pub(crate) fn new_header(
             extra: Map::new(),
         },
         extra: Map::new(),
+        opaque: Default::default(),
     };
     Ok(Header {
         binary: BinaryHeader {
@@ -633,6 +634,12 @@ impl Unlocked {
     pub fn is_plaintext(&self) -> bool {
         let k = self.keys.read().unwrap_or_else(|p| p.into_inner());
         matches!(k.current, Side::Plain) && k.next.is_none()
+    }
+
+    /// True while the volume follows a conversion (between `convert::follow` and the end).
+    pub fn converting(&self) -> bool {
+        let k = self.keys.read().unwrap_or_else(|p| p.into_inner());
+        k.next.is_some()
     }
 
     /// Why the volume stopped taking I/O, if it did (a conversion step failed part-way).

@@ -188,6 +188,10 @@ struct Worker {
     /// volume's request to a server that does not answer never holds another volume's
     /// key check or fetch for the whole timeout (a mutex shared by the volumes did).
     kms: Option<(ClientConfig, Box<dyn KeySource>)>,
+    /// The volume was seen encrypted in this run (and not decrypted since): found
+    /// plaintext later, its header was wiped or lost, and it is not served as plaintext
+    /// whatever `serve_plaintext` says.
+    seen_encrypted: bool,
 }
 
 /// Runs the volume until told to stop.
@@ -197,6 +201,7 @@ pub fn run(ctx: Ctx, rx: Receiver<Command>) {
         rx,
         held: None,
         kms: None,
+        seen_encrypted: false,
     };
     let mut phase = Phase::Start;
     loop {
@@ -433,7 +438,30 @@ impl Worker {
             Ok(f) => f,
             Err(e) => return Err(self.fail(State::Failed, e.to_string())),
         };
+        // A header file that does not exist (only tolerated with serve_plaintext) is a
+        // plaintext volume before its encrypt, or nothing atrest may touch.
+        if let (Some(h), None, false) = (&loc.header, &dev.header, found == Found::Plain) {
+            return Err(self.fail(
+                State::Failed,
+                format!(
+                    "the header file {} does not exist, and the data device is not plaintext: restore the header file (docs/operations.md, 4.5)",
+                    h.display()
+                ),
+            ));
+        }
         let (uid, mode) = match found {
+            Found::Plain if self.seen_encrypted => {
+                return Err(self.fail(
+                    State::Failed,
+                    format!(
+                        "the volume was encrypted when atrest last looked (in this run), and now has no header{}: it is not served as plaintext. Restore the header (docs/operations.md, 4.5)",
+                        match &loc.header {
+                            Some(h) => format!(" ({} is gone or blank)", h.display()),
+                            None => String::new(),
+                        }
+                    ),
+                ))
+            }
             Found::Plain => {
                 {
                     let mut s = self.status();
@@ -442,6 +470,14 @@ impl Worker {
                     s.key_mode = None;
                 }
                 if !self.ctx.cfg.serve_plaintext || self.ctx.cfg.dm.is_some() {
+                    self.set(State::Plaintext, None);
+                    return Err(Halt::Idle);
+                }
+                // A lock (or serve_plaintext turned off) asked for meanwhile wins.
+                if let Some(h) = self.pending() {
+                    return Err(h);
+                }
+                if !self.ctx.cfg.serve_plaintext {
                     self.set(State::Plaintext, None);
                     return Err(Halt::Idle);
                 }
@@ -505,6 +541,7 @@ impl Worker {
             }
             Found::Volume { key_uid, key_mode } => (key_uid, key_mode),
         };
+        self.seen_encrypted = true;
         let cipher = dev.status().ok().map(|s| s.cipher_name);
         {
             let mut s = self.status();
@@ -1123,7 +1160,13 @@ impl Worker {
 
     fn job(&mut self, j: Job) -> Phase {
         match self.convert(&j, false) {
-            Ok(()) => Phase::Start,
+            Ok(()) => {
+                // Plaintext from here on, as the operator asked.
+                if matches!(j, Job::Decrypt { .. }) {
+                    self.seen_encrypted = false;
+                }
+                Phase::Start
+            }
             Err(_) if self.ctx.stop.requested() => Phase::Exit,
             Err(e) => {
                 self.job_event(j.kind(), JobResult::Failed, Some(e.to_string()));
@@ -1318,16 +1361,20 @@ impl Worker {
                 s.key_uid = new;
                 match (was_plain, &s.key_uid) {
                     (true, Some(_)) => {
+                        self.seen_encrypted = true;
                         self.set(State::Unlocked, None);
                         log::warn!(
                             "{}: encrypted while serving; serve_plaintext is still on for it: turn it off, so that a wiped header cannot make atrest serve the disk as plaintext",
                             self.name()
                         );
                     }
-                    (false, None) => self.set(
-                        State::Plaintext,
-                        Some("served as plaintext (serve_plaintext)".into()),
-                    ),
+                    (false, None) => {
+                        self.seen_encrypted = false;
+                        self.set(
+                            State::Plaintext,
+                            Some("served as plaintext (serve_plaintext)".into()),
+                        )
+                    }
                     _ => {}
                 }
                 Ok(s)
@@ -1345,22 +1392,30 @@ impl Worker {
                     uid.as_deref(),
                     e.to_string(),
                 );
-                if let Some(why) = vol.halted() {
-                    log::error!(
-                        "{}: {why}; taking the volume down to finish the {} from its journal",
-                        self.name(),
-                        j.kind().noun()
-                    );
-                    if let Err(more) = self.take_down(s) {
-                        self.set(State::Failed, Some(format!("{why}; then {more}")));
-                        return Err(Phase::Idle);
-                    }
-                    return Err(Phase::Start);
+                // Untouched: the served volume never began to follow the conversion, and
+                // is on the side its status says. Then it keeps serving; otherwise (a
+                // halted step, or a failure after the data was converted) what the disk
+                // holds decides: the volume is brought up again, which finishes an encrypt
+                // or a rekey from its record before exporting, and shows a finished
+                // decrypt as plaintext, or waiting for the operator.
+                let untouched = vol.halted().is_none()
+                    && !vol.converting()
+                    && vol.is_plaintext() == s.key_uid.is_none();
+                if untouched {
+                    return Ok(s);
                 }
-                // Nothing was converted, or what was is on its side in memory and on disk
-                // alike: the volume keeps serving; the rest is finished at the next start
-                // (or by asking again).
-                Ok(s)
+                let why = vol.halted().unwrap_or_else(|| {
+                    format!("the {} ended with an error ({e})", j.kind().noun())
+                });
+                log::error!(
+                    "{}: {why}; taking the volume down to bring it up as its disk says",
+                    self.name()
+                );
+                if let Err(more) = self.take_down(s) {
+                    self.set(State::Failed, Some(format!("{why}; then {more}")));
+                    return Err(Phase::Idle);
+                }
+                Err(Phase::Start)
             }
         }
     }

@@ -574,7 +574,7 @@ pub fn decrypt_held(
     stop: &Stop,
 ) -> Result<ConvertReport, ServiceError> {
     let started = Instant::now();
-    if !dev.has_detached_header() {
+    if !dev.has_detached_header() || dev.header.is_none() {
         return Err(convert::ConvertError::NotOnline(Kind::Decrypt).into());
     }
     let secret = kms.fetch_usable(key_uid)?;
@@ -595,7 +595,9 @@ pub fn decrypt_held(
     // The header file is wiped; it is removed below, and not held any more.
     dev.header = None;
     let run = Run::new(Kind::Decrypt, dev, started);
-    finish_decrypt(
+    // The data is plaintext and served so: what fails now (the file's removal, the key's
+    // retirement) is for the operator to finish, not a failed decrypt.
+    Ok(finish_decrypt(
         kms,
         &run,
         &dev.location,
@@ -603,6 +605,16 @@ pub fn decrypt_held(
         keep_old,
         "decrypted while serving",
     )
+    .unwrap_or_else(|e| {
+        run.report(
+            None,
+            format!(
+                "decrypted while serving: the device holds plaintext again, but the rest failed: {e}. Remove the header file if it is still there, and revoke the key with `atrest kmip revoke {key_uid}`"
+            ),
+            None,
+            None,
+        )
+    }))
 }
 
 /// The rewrap of a volume whose device is open already, `dev` (the daemon's, while its

@@ -60,6 +60,16 @@ pub fn follow(vol: &Unlocked, d: Devices<'_>, secret: Option<&[u8]>) -> Result<(
         let key = volume_key(d.header, &h.metadata, digest, secret)?;
         Ok(Side::xts(key_schedule(&key)?, &l.data))
     };
+    if let Some(why) = vol.halted() {
+        return Err(ConvertError::Refused(format!(
+            "a volume that stopped taking I/O ({why})"
+        )));
+    }
+    if vol.converting() {
+        return Err(ConvertError::Refused(
+            "a volume that follows another conversion already".into(),
+        ));
+    }
     let plain_now = vol.is_plaintext();
     let (new, done) = match c {
         Conversion::Rekey {

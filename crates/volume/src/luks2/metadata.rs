@@ -1,6 +1,13 @@
 //! The LUKS2 JSON metadata (on-disk format §3), as serde types that keep every key they do
 //! not model, so a header written by cryptsetup (or a later atrest) survives our rewrite.
 //! 64-bit numbers are JSON strings in LUKS2; binary values are base64.
+//!
+//! A header cryptsetup reads may hold objects these types do not model (a reencryption
+//! keyslot, a digest of another kind, a keyslot whose fields cryptsetup never looks at
+//! until it opens it): [`super::conform`] decides whether the header is LUKS2 at all, and
+//! an object that does not fit its type here is kept as it is, in [`Opaque`], with why.
+//! Reading such a header works (`atrest status` describes it); `validate` refuses to open
+//! it, naming the object.
 
 use std::collections::BTreeMap;
 
@@ -25,6 +32,7 @@ pub mod string_u64 {
 
 /// The whole JSON object.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(try_from = "RawMetadata", into = "RawMetadata")]
 pub struct Metadata {
     /// Keyslots by id.
     pub keyslots: BTreeMap<String, Keyslot>,
@@ -37,8 +45,111 @@ pub struct Metadata {
     /// Config.
     pub config: Config,
     /// Keys this model does not know.
-    #[serde(flatten)]
     pub extra: Map<String, Value>,
+    /// Objects that do not fit their type here, kept as they are.
+    pub opaque: Opaque,
+}
+
+/// Objects of a header that the typed model does not hold: by kind (`keyslots`, ...) and
+/// id, the JSON and why it did not fit.
+pub type Opaque = BTreeMap<(&'static str, String), (Value, String)>;
+
+/// The JSON as it is, before each object is typed.
+#[derive(Serialize, Deserialize)]
+struct RawMetadata {
+    keyslots: Map<String, Value>,
+    tokens: Map<String, Value>,
+    segments: Map<String, Value>,
+    digests: Map<String, Value>,
+    config: Config,
+    #[serde(flatten)]
+    extra: Map<String, Value>,
+}
+
+/// Types each object of `raw`, or keeps it in `opaque`.
+fn typed<T: serde::de::DeserializeOwned>(
+    kind: &'static str,
+    raw: Map<String, Value>,
+    opaque: &mut Opaque,
+) -> BTreeMap<String, T> {
+    let mut out = BTreeMap::new();
+    for (id, v) in raw {
+        match T::deserialize(&v) {
+            Ok(t) => {
+                out.insert(id, t);
+            }
+            Err(e) => {
+                opaque.insert((kind, id), (v, e.to_string()));
+            }
+        }
+    }
+    out
+}
+
+impl TryFrom<RawMetadata> for Metadata {
+    type Error = std::convert::Infallible;
+
+    fn try_from(r: RawMetadata) -> Result<Self, Self::Error> {
+        let mut opaque = Opaque::new();
+        // Keyslots and digests of another kind are not ours to type, whatever fields
+        // they happen to share.
+        let (keyslots, mut others): (Map<String, Value>, Map<String, Value>) = r
+            .keyslots
+            .into_iter()
+            .partition(|(_, v)| v["type"] == "luks2");
+        for (id, v) in std::mem::take(&mut others) {
+            let why = format!("a keyslot of type {}", v["type"]);
+            opaque.insert(("keyslots", id), (v, why));
+        }
+        let (digests, others): (Map<String, Value>, Map<String, Value>) = r
+            .digests
+            .into_iter()
+            .partition(|(_, v)| v["type"] == "pbkdf2");
+        for (id, v) in others {
+            let why = format!("a digest of type {}", v["type"]);
+            opaque.insert(("digests", id), (v, why));
+        }
+        Ok(Self {
+            keyslots: typed("keyslots", keyslots, &mut opaque),
+            tokens: typed("tokens", r.tokens, &mut opaque),
+            segments: typed("segments", r.segments, &mut opaque),
+            digests: typed("digests", digests, &mut opaque),
+            config: r.config,
+            extra: r.extra,
+            opaque,
+        })
+    }
+}
+
+impl From<Metadata> for RawMetadata {
+    fn from(m: Metadata) -> Self {
+        fn raw<T: Serialize>(m: BTreeMap<String, T>) -> Map<String, Value> {
+            m.into_iter()
+                .map(|(id, t)| {
+                    let v = serde_json::to_value(t).unwrap_or(Value::Null);
+                    (id, v)
+                })
+                .collect()
+        }
+        let mut r = RawMetadata {
+            keyslots: raw(m.keyslots),
+            tokens: raw(m.tokens),
+            segments: raw(m.segments),
+            digests: raw(m.digests),
+            config: m.config,
+            extra: m.extra,
+        };
+        for ((kind, id), (v, _)) in m.opaque {
+            let map = match kind {
+                "keyslots" => &mut r.keyslots,
+                "tokens" => &mut r.tokens,
+                "segments" => &mut r.segments,
+                _ => &mut r.digests,
+            };
+            map.insert(id, v);
+        }
+        r
+    }
 }
 
 /// `config`.
