@@ -41,6 +41,16 @@ for f in "$here"/corpus/luks2_header/cryptsetup-*; do
   dd if="$f" of="$here/corpus/luks2_json/$(basename "$f").json" bs=1 skip=4096 count=12288 2>/dev/null
 done
 
+# The same JSON areas (text only, up to the NUL) for luks2_vs_cryptsetup, and with a token
+# and a second keyslot's worth of references, so the differential target starts from
+# every object kind.
+mkdir -p "$here/corpus/luks2_vs_cryptsetup"
+for f in "$here"/corpus/luks2_json/*.json; do
+  tr -d '\000' < "$f" > "$here/corpus/luks2_vs_cryptsetup/$(basename "$f")"
+  sed 's/"tokens":{}/"tokens":{"0":{"type":"atrest-kmip","keyslots":["0"],"key_uid":"k"}}/' \
+    "$here/corpus/luks2_vs_cryptsetup/$(basename "$f")" > "$here/corpus/luks2_vs_cryptsetup/token-$(basename "$f")"
+done
+
 # A park record's JSON, for convert_resume (the target wraps it in a valid record block).
 mkdir -p "$here/corpus/convert_resume"
 printf '{"kind":"encrypt","size":1048576,"data_offset":16777216,"park_len":1048576,"sha256":"%s","header":{"key_uid":"k","key_mode":"wrapped","volume_key_len":32,"sector_size":512,"server_hint":null}}' \

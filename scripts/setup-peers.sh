@@ -10,7 +10,7 @@ venv=${ATREST_PYKMIP_VENV:-$root/.venv}
 need=()
 for pkg in build-essential pkg-config libssl-dev openssl python3-venv cryptsetup-bin \
     qemu-utils libnbd-bin fio fuse3 e2fsprogs util-linux gdb systemd \
-    chromium fonts-liberation; do
+    chromium fonts-liberation clevis clevis-luks jose tang socat; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 # Node and npm run Playwright. Judged by command, not package: NodeSource's nodejs

@@ -48,6 +48,12 @@ pub enum Refusal {
         /// Its key.
         key_uid: String,
     },
+    /// `bind` of a device with no LUKS2 header.
+    #[error("{} holds no LUKS2 volume: `atrest bind` enrolls one that cryptsetup made; to encrypt plaintext, use `atrest encrypt`", path.display())]
+    NotLuks2ToBind {
+        /// The device.
+        path: PathBuf,
+    },
     /// `encrypt --header` of a device that holds a LUKS header itself.
     #[error("{} holds a LUKS header itself: it is encrypted already", path.display())]
     HeaderOnDataDevice {

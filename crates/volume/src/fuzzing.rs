@@ -213,3 +213,97 @@ pub fn forged_state(data: &[u8]) {
         "a forged conversion state led to a write under the right key"
     );
 }
+
+/// A 20 MiB sparse image cryptsetup formatted (pbkdf2, its default 16 KiB of metadata and
+/// keyslots area), made once per process, and its two header copies; `None` where
+/// cryptsetup is not installed.
+fn cryptsetup_base() -> Option<&'static (std::path::PathBuf, Vec<u8>)> {
+    static BASE: std::sync::OnceLock<Option<(std::path::PathBuf, Vec<u8>)>> =
+        std::sync::OnceLock::new();
+    BASE.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("atrest-fuzz-cs-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).ok()?;
+        let img = dir.join("case.img");
+        let key = dir.join("key");
+        std::fs::write(&key, b"fuzz").ok()?;
+        std::fs::File::create(&img).ok()?.set_len(20 << 20).ok()?;
+        let ok = std::process::Command::new("cryptsetup")
+            .args(["luksFormat", "--type", "luks2", "-q", "--pbkdf", "pbkdf2"])
+            .args(["--pbkdf-force-iterations", "1000", "--key-file"])
+            .args([&key, &img])
+            .output()
+            .ok()?
+            .status
+            .success();
+        if !ok {
+            return None;
+        }
+        let mut head = vec![0u8; 2 * 0x4000];
+        use std::os::unix::fs::FileExt;
+        std::fs::File::open(&img)
+            .ok()?
+            .read_exact_at(&mut head, 0)
+            .ok()?;
+        Some((img, head))
+    })
+    .as_ref()
+}
+
+/// The differential property against stock cryptsetup (issue 26), where it is installed:
+/// `data` becomes the JSON area of both copies of a cryptsetup-made header, checksums fixed
+/// up; `cryptsetup luksDump` and atrest's reader must agree. The one allowed difference is
+/// JSON that json-c reads and standard JSON does not (comments, trailing commas, single
+/// quotes, bytes that are not UTF-8: `docs/format.md`). Slow (a process per input): run it
+/// outside CI.
+pub fn luks2_vs_cryptsetup(data: &[u8]) {
+    use crate::backend::FileBackend;
+    use std::os::unix::fs::FileExt;
+    let Some((path, base)) = cryptsetup_base() else {
+        return;
+    };
+    const MD: usize = 0x4000;
+    let mut img = base.clone();
+    for at in [0, MD] {
+        let area = &mut img[at + BINARY_SIZE..at + MD];
+        area.fill(0);
+        let n = data.len().min(area.len());
+        area[..n].copy_from_slice(&data[..n]);
+        img[at + 448..at + 512].fill(0);
+        let sum = openssl::sha::sha256(&img[at..at + MD]);
+        img[at + 448..at + 480].copy_from_slice(&sum);
+    }
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .and_then(|f| f.write_all_at(&img, 0));
+    if written.is_err() {
+        return;
+    }
+    // atrest first: luksDump may rewrite a copy it finds damaged.
+    let ours = std::fs::File::open(path)
+        .map(FileBackend::new)
+        .map(|dev| header::read(&dev));
+    let Ok(ours) = ours else { return };
+    let Ok(out) = std::process::Command::new("cryptsetup")
+        .args(["luksDump", "--disable-locks"])
+        .arg(path)
+        .output()
+    else {
+        return;
+    };
+    let theirs = out.status.success();
+    match (&ours, theirs) {
+        (Ok(_), false) => panic!(
+            "atrest reads a header cryptsetup refuses: {}",
+            String::from_utf8_lossy(&data[..data.len().min(4000)])
+        ),
+        (Err(crate::luks2::Luks2Error::Json { .. }), true) => {}
+        (Err(crate::luks2::Luks2Error::BothCopiesDamaged { primary, .. }), true)
+            if primary.contains("JSON metadata") => {}
+        (Err(e), true) => panic!(
+            "atrest refuses a header cryptsetup reads ({e}): {}",
+            String::from_utf8_lossy(&data[..data.len().min(4000)])
+        ),
+        _ => {}
+    }
+}

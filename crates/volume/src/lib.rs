@@ -9,7 +9,9 @@
 #![deny(unsafe_code)]
 
 pub mod backend;
+pub mod bind;
 pub mod convert;
+pub mod describe;
 /// The fuzz targets' properties, for `fuzz/` and the tests; not in a shipped build.
 #[cfg(feature = "test-support")]
 pub mod fuzzing;

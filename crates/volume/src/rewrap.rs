@@ -12,7 +12,7 @@ use crate::backend::BlockBackend;
 use crate::convert::disk::{sync, zero};
 use crate::convert::inspect::{read_layout, refuse_running};
 use crate::convert::{ConvertError, Devices};
-use crate::layout::{SLOT_AREAS, SLOT_AREA_LEN};
+use crate::layout::{JOURNAL_END, JOURNAL_OFFSET, SLOT_AREAS, SLOT_AREA_LEN};
 use crate::luks2::header::{self, Header};
 use crate::luks2::keys;
 use crate::luks2::token::{self, KeyMode};
@@ -41,9 +41,10 @@ pub fn rewrap(
         .map(|k| (k.area.offset, k.area.size))
         .collect();
     if let Some(d) = m.digests.get_mut(&l.digest) {
-        d.keyslots = vec![id];
+        d.keyslots = vec![id.clone()];
     }
     token::set_uid(m, new_key_uid);
+    token::set_keyslots(m, std::slice::from_ref(&id));
     header::write(dev, &mut h)?;
     for (at, len) in old_areas {
         zero(dev, at, at + len)?;
@@ -100,27 +101,54 @@ pub(crate) fn add_keyslot(
     key: &[u8],
     secret: &[u8],
 ) -> Result<String, ConvertError> {
-    let id = free_id(h.metadata.keyslots.keys());
-    let slot = keys::make_keyslot(dev, key, secret, free_area(h, l)?)?;
+    let id = free_id(
+        h.metadata.keyslots.keys().chain(
+            h.metadata
+                .opaque
+                .keys()
+                .filter(|(k, _)| *k == "keyslots")
+                .map(|(_, id)| id),
+        ),
+    );
+    let slot = keys::make_keyslot(dev, key, secret, free_area(h, l, key.len())?)?;
     h.metadata.keyslots.insert(id.clone(), slot);
     Ok(id)
 }
 
-/// One of atrest's two keyslot areas that no keyslot uses and that lies inside the
-/// keyslots area this header reserves (a cryptsetup volume may reserve less).
-fn free_area(h: &Header, l: &Layout) -> Result<u64, ConvertError> {
-    SLOT_AREAS
-        .into_iter()
-        .find(|&a| {
-            a + SLOT_AREA_LEN <= l.keyslots_end
-                && h.metadata.keyslots.values().all(|k| {
-                    let (o, n) = (k.area.offset, k.area.size);
-                    a + SLOT_AREA_LEN <= o || o + n <= a
-                })
-        })
-        .ok_or_else(|| {
-            ConvertError::Refused(
-                "no free keyslot area: both of atrest's are in use or outside this header's keyslots area".into(),
-            )
-        })
+/// A free keyslot area for a key of `key_len` bytes: one of atrest's two areas if free,
+/// otherwise the lowest 4096-aligned gap between the keyslots in use (a volume cryptsetup
+/// made has its keyslots elsewhere), inside the keyslots area this header reserves, and
+/// outside the journal of an in-place conversion where there is room elsewhere.
+fn free_area(h: &Header, l: &Layout, key_len: usize) -> Result<u64, ConvertError> {
+    let len = keys::area_size(key_len).max(SLOT_AREA_LEN);
+    let m = &h.metadata;
+    // Every area in use, atrest's model's keyslots and those it keeps opaque alike.
+    let mut used: Vec<(u64, u64)> = m
+        .keyslots
+        .values()
+        .map(|k| (k.area.offset, k.area.offset.saturating_add(k.area.size)))
+        .collect();
+    for ((kind, _), (v, _)) in &m.opaque {
+        let n = |k: &str| v["area"][k].as_str().and_then(|s| s.parse::<u64>().ok());
+        if let (&"keyslots", Some(o), Some(s)) = (kind, n("offset"), n("size")) {
+            used.push((o, o.saturating_add(s)));
+        }
+    }
+    let free = |a: u64| {
+        a.checked_add(len).is_some_and(|e| e <= l.keyslots_end)
+            && used.iter().all(|&(o, e)| a + len <= o || e <= a)
+    };
+    let start = 2 * h.binary.hdr_size;
+    let gaps = std::iter::once(start)
+        .chain(used.iter().map(|&(_, e)| e.div_ceil(4096) * 4096))
+        .filter(|&a| a >= start);
+    let mut candidates: Vec<u64> = SLOT_AREAS.into_iter().chain(gaps).collect();
+    // Outside the journal first, then anywhere.
+    candidates.sort_by_key(|&a| (a < JOURNAL_END && JOURNAL_OFFSET < a + len, a));
+    candidates.into_iter().find(|&a| free(a)).ok_or_else(|| {
+        ConvertError::Refused(format!(
+            "no free keyslot area of {len} bytes in this header's keyslots area (it ends at byte {})",
+            l.keyslots_end
+        ))
+    })
 }

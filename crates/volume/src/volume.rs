@@ -52,6 +52,15 @@ pub enum VolumeError {
     /// Options that cannot be honoured.
     #[error("{0}")]
     Invalid(String),
+    /// `atrest bind` of a volume that is bound already.
+    #[error("this volume is managed by atrest already (KMIP key {key_uid}); nothing was changed")]
+    AlreadyBound {
+        /// The key its token names, escaped.
+        key_uid: String,
+    },
+    /// `atrest bind` with a passphrase or key file that opens no keyslot.
+    #[error("the passphrase (or key file) opens no keyslot of this volume; nothing was changed")]
+    WrongPassphrase,
     /// Not an atrest volume (no atrest token).
     #[error("this LUKS2 volume has no atrest token: it was not made by atrest (or the token was removed)")]
     NoToken,
@@ -236,13 +245,13 @@ pub(crate) fn new_header(
             keys::make_keyslot(dev, &volume_key, kmip_secret, keyslots_offset)?,
         );
     }
+    // The token names the keyslot its KMIP secret opens (none in direct mode), for
+    // cryptsetup's token plugins.
+    let mut token = tok::new(&opts.key_uid, opts.mode, opts.server_hint.as_deref());
+    token.keyslots = slots.keys().cloned().collect();
     let metadata = Metadata {
         keyslots: slots,
-        tokens: [(
-            "0".to_owned(),
-            tok::new(&opts.key_uid, opts.mode, opts.server_hint.as_deref()),
-        )]
-        .into(),
+        tokens: [("0".to_owned(), token)].into(),
         segments: [(
             "0".to_owned(),
             Segment {

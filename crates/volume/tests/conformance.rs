@@ -20,9 +20,41 @@ use volume::luks2::header;
 
 /// Cases where atrest refuses what cryptsetup reads, on purpose, and why (the same list is
 /// in `docs/format.md`). Each must still differ in that direction, or the test fails.
-const DELIBERATE: &[(&str, &str)] = &[];
+const DELIBERATE: &[(&str, &str)] = &[
+    (
+        "JSON text not UTF-8",
+        "atrest reads the metadata as JSON text, which is UTF-8 (RFC 8259); json-c does not check",
+    ),
+    (
+        "JSON text with a comment",
+        "json-c accepts comments; atrest reads standard JSON, which cryptsetup writes",
+    ),
+    (
+        "JSON text with a trailing comma",
+        "json-c accepts trailing commas; atrest reads standard JSON",
+    ),
+    (
+        "JSON text with single quotes",
+        "json-c accepts single-quoted strings; atrest reads standard JSON",
+    ),
+    (
+        "an integer literal beyond 64 bits",
+        "json-c saturates it to a 64-bit integer; atrest's JSON parser reads it as a float, not an integer",
+    ),
+];
 
 const BINARY: usize = 4096;
+
+/// `cryptsetup reencrypt --init-only`, fast KDF.
+const REENCRYPT_INIT: [&str; 7] = [
+    "reencrypt",
+    "--init-only",
+    "-q",
+    "--pbkdf",
+    "pbkdf2",
+    "--pbkdf-force-iterations",
+    "1000",
+];
 
 /// A header cryptsetup made: the image's bytes (header copies and keyslots area, then a
 /// little data), its metadata size, and its JSON.
@@ -42,9 +74,14 @@ fn cryptsetup(args: &[&str]) -> std::process::Output {
 /// `cryptsetup luksFormat` at metadata size `md`, pbkdf2 (fast), one keyslot, plus an
 /// atrest token, so that tokens are covered too.
 fn make_base(dir: &Path, md: usize) -> Base {
+    make_base_then(dir, md, &[])
+}
+
+/// [`make_base`], then the cryptsetup command `then` (its device and key file appended).
+fn make_base_then(dir: &Path, md: usize, then: &[&str]) -> Base {
     let ks = 1usize << 20;
     let offset = 2 * md + ks;
-    let img = dir.join(format!("base-{md}.img"));
+    let img = dir.join(format!("base-{md}-{}.img", then.len()));
     let f = std::fs::File::create(&img).unwrap();
     f.set_len((offset + (1 << 20)) as u64).unwrap();
     drop(f);
@@ -94,6 +131,16 @@ fn make_base(dir: &Path, md: usize) -> Base {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    if !then.is_empty() {
+        let mut args = then.to_vec();
+        args.extend(["--key-file", key.to_str().unwrap(), img.to_str().unwrap()]);
+        let out = cryptsetup(&args);
+        assert!(
+            out.status.success(),
+            "{then:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     let bytes = std::fs::read(&img).unwrap();
     let area = &bytes[BINARY..md];
     let end = area.iter().position(|&b| b == 0).unwrap();
@@ -101,18 +148,23 @@ fn make_base(dir: &Path, md: usize) -> Base {
     Base { md, bytes, json }
 }
 
+type JsonEdit = Box<dyn Fn(&mut Value)>;
+type AreaEdit = Box<dyn Fn(&Value) -> Vec<u8>>;
+type BytesEdit = Box<dyn Fn(&mut [u8])>;
+type ImageEdit = Box<dyn Fn(&mut Vec<u8>, usize)>;
+
 /// What a case does to the base.
 enum Edit {
     /// The metadata of both copies.
-    Json(Box<dyn Fn(&mut Value)>),
+    Json(JsonEdit),
     /// The metadata of one copy (0: primary, 1: secondary).
-    JsonCopy(usize, Box<dyn Fn(&mut Value)>),
+    JsonCopy(usize, JsonEdit),
     /// The JSON area's bytes of both copies, as given (zero-padded, cut to the area).
-    Area(Box<dyn Fn(&Value) -> Vec<u8>>),
+    Area(AreaEdit),
     /// The binary header of a copy, checksum fixed up afterwards (`true`) or not.
-    Binary(usize, bool, Box<dyn Fn(&mut [u8])>),
+    Binary(usize, bool, BytesEdit),
     /// Anything, on the whole image; checksums are not touched.
-    Raw(Box<dyn Fn(&mut Vec<u8>, usize)>),
+    Raw(ImageEdit),
 }
 
 struct Case {
@@ -122,10 +174,16 @@ struct Case {
     edit: Edit,
 }
 
+/// Fixes up the checksum of the copy at `at`, with the algorithm its header names.
 fn checksum(bytes: &mut [u8], at: usize, md: usize) {
     bytes[at + 448..at + 512].fill(0);
-    let sum = openssl::sha::sha256(&bytes[at..at + md]);
-    bytes[at + 448..at + 448 + 32].copy_from_slice(&sum);
+    let alg = &bytes[at + 72..at + 104];
+    let name = String::from_utf8_lossy(&alg[..alg.iter().position(|&c| c == 0).unwrap_or(32)])
+        .to_ascii_lowercase();
+    let md_alg = openssl::hash::MessageDigest::from_name(&name)
+        .unwrap_or_else(openssl::hash::MessageDigest::sha256);
+    let sum = openssl::hash::hash(md_alg, &bytes[at..at + md]).unwrap();
+    bytes[at + 448..at + 448 + sum.len()].copy_from_slice(&sum);
 }
 
 fn put_area(bytes: &mut [u8], at: usize, md: usize, json: &[u8]) {
@@ -183,6 +241,10 @@ fn image(base: &Base, edit: &Edit) -> Vec<u8> {
 /// cryptsetup's verdict and atrest's on `bytes`: accepted, or the reason refused.
 fn verdicts(path: &Path, bytes: &[u8]) -> (Result<(), String>, Result<(), String>) {
     std::fs::write(path, bytes).unwrap();
+    // atrest first: luksDump rewrites a damaged copy from the good one.
+    let dev = FileBackend::new(std::fs::File::open(path).unwrap());
+    let ours = header::read(&dev).map(|_| ()).map_err(|e| e.to_string());
+    drop(dev);
     let out = cryptsetup(&["luksDump", "--debug", path.to_str().unwrap()]);
     let theirs = if out.status.success() {
         Ok(())
@@ -209,14 +271,11 @@ fn verdicts(path: &Path, bytes: &[u8]) -> (Result<(), String>, Result<(), String
         ];
         let why = text
             .lines()
-            .filter(|l| l.starts_with("# ") && !BORING.iter().any(|b| l.contains(b)))
-            .next_back()
+            .rfind(|l| l.starts_with("# ") && !BORING.iter().any(|b| l.contains(b)))
             .unwrap_or("(no reason given)")
             .to_owned();
         Err(why)
     };
-    let dev = FileBackend::new(std::fs::File::open(path).unwrap());
-    let ours = header::read(&dev).map(|_| ()).map_err(|e| e.to_string());
     (theirs, ours)
 }
 
@@ -255,12 +314,12 @@ fn at<'a>(v: &'a mut Value, path: &[String]) -> &'a mut Value {
     })
 }
 
-fn set(path: &str, value: Value) -> Box<dyn Fn(&mut Value)> {
+fn set(path: &str, value: Value) -> JsonEdit {
     let p: Vec<String> = path.split('.').map(str::to_owned).collect();
     Box::new(move |j| *at(j, &p) = value.clone())
 }
 
-fn del(path: &str) -> Box<dyn Fn(&mut Value)> {
+fn del(path: &str) -> JsonEdit {
     let p: Vec<String> = path.split('.').map(str::to_owned).collect();
     Box::new(move |j| {
         let (last, parent) = p.split_last().unwrap();
@@ -357,7 +416,7 @@ fn n(v: &Value) -> u64 {
 /// The rules between objects, areas and limits, written by hand.
 fn by_hand(md: usize) -> Vec<Case> {
     let mut c = Vec::new();
-    let mut j = |name: &str, f: Box<dyn Fn(&mut Value)>| {
+    let mut j = |name: &str, f: JsonEdit| {
         c.push(Case {
             name: name.into(),
             md,
@@ -850,7 +909,7 @@ fn by_hand(md: usize) -> Vec<Case> {
 fn area_cases(md: usize) -> Vec<Case> {
     let text = |j: &Value| serde_json::to_vec(j).unwrap();
     let mut c = Vec::new();
-    let mut a = |name: &str, f: Box<dyn Fn(&Value) -> Vec<u8>>| {
+    let mut a = |name: &str, f: AreaEdit| {
         c.push(Case {
             name: name.into(),
             md,
@@ -914,6 +973,58 @@ fn area_cases(md: usize) -> Vec<Case> {
     );
     a("an empty JSON area", Box::new(|_| Vec::new()));
     a(
+        "JSON text with a comment",
+        Box::new(move |j| {
+            let t = String::from_utf8(text(j)).unwrap();
+            t.replacen("{", "{/* atrest */", 1).into_bytes()
+        }),
+    );
+    a(
+        "JSON text with a trailing comma",
+        Box::new(move |j| {
+            let mut t = text(j);
+            t.pop();
+            t.extend_from_slice(b",}");
+            t
+        }),
+    );
+    a(
+        "JSON text with single quotes",
+        Box::new(move |j| {
+            let t = String::from_utf8(text(j)).unwrap();
+            t.replacen("\"conformance-key\"", "'conformance-key'", 1)
+                .into_bytes()
+        }),
+    );
+    a(
+        "an integer literal beyond 64 bits",
+        Box::new(move |j| {
+            let t = String::from_utf8(text(j)).unwrap();
+            t.replacen(
+                "\"stripes\":4000",
+                "\"stripes\":100000000000000000000000",
+                1,
+            )
+            .into_bytes()
+        }),
+    );
+    a(
+        "JSON text with an escaped NUL in a string",
+        Box::new(move |j| {
+            let t = String::from_utf8(text(j)).unwrap();
+            t.replacen("conformance-key", "conformance\\u0000key", 1)
+                .into_bytes()
+        }),
+    );
+    a(
+        "JSON text with an escaped NUL as a type",
+        Box::new(move |j| {
+            let t = String::from_utf8(text(j)).unwrap();
+            t.replacen("\"atrest-kmip\"", "\"\\u0000x\"", 1)
+                .into_bytes()
+        }),
+    );
+    a(
         "JSON text not UTF-8",
         Box::new(move |j| {
             let t = String::from_utf8(text(j)).unwrap();
@@ -935,7 +1046,7 @@ fn be(v: u64) -> [u8; 8] {
 /// The binary header: magic, version, sizes, offsets, checksums, the two copies.
 fn binary_cases(md: usize) -> Vec<Case> {
     let mut c = Vec::new();
-    let mut b = |name: &str, copy: usize, fix: bool, f: Box<dyn Fn(&mut [u8])>| {
+    let mut b = |name: &str, copy: usize, fix: bool, f: BytesEdit| {
         c.push(Case {
             name: name.into(),
             md,
@@ -994,6 +1105,30 @@ fn binary_cases(md: usize) -> Vec<Case> {
                 let off = u64::from_be_bytes(h[256..264].try_into().unwrap());
                 h[256..264].copy_from_slice(&be(off + 4096))
             }),
+        );
+        b(
+            &format!("{which}: checksum_alg sha512, checksum by it"),
+            copy,
+            true,
+            Box::new(|h| {
+                h[72..104].fill(0);
+                h[72..78].copy_from_slice(b"sha512")
+            }),
+        );
+        b(
+            &format!("{which}: checksum_alg SHA256 in capitals"),
+            copy,
+            true,
+            Box::new(|h| {
+                h[72..104].fill(0);
+                h[72..78].copy_from_slice(b"SHA256")
+            }),
+        );
+        b(
+            &format!("{which}: checksum field bytes past the digest"),
+            copy,
+            false,
+            Box::new(|h| h[480..512].fill(0xff)),
         );
         b(
             &format!("{which}: checksum_alg sha1"),
@@ -1069,7 +1204,7 @@ fn binary_cases(md: usize) -> Vec<Case> {
         }),
     );
     // The copies disagree.
-    let mut r = |name: &str, f: Box<dyn Fn(&mut Vec<u8>, usize)>| {
+    let mut r = |name: &str, f: ImageEdit| {
         c.push(Case {
             name: name.into(),
             md,
@@ -1155,14 +1290,29 @@ fn atrest_reads_exactly_the_headers_cryptsetup_reads() {
         0x200000,
         0x400000,
     ];
-    let bases: BTreeMap<usize, Base> = mds
+    let mut bases: BTreeMap<usize, Base> = mds
         .iter()
         .map(|&md| (md, make_base(dir.path(), md)))
         .collect();
+    // A header in the middle of a cryptsetup reencryption (`reencrypt --init-only`: two
+    // more segments, a reencrypt keyslot, the online-reencrypt-v2 requirement), filed
+    // under a key no other base uses (the 16 KiB metadata size plus one).
+    const REENCRYPT: usize = 0x4000 + 1;
+    bases.insert(
+        REENCRYPT,
+        make_base_then(dir.path(), 0x4000, &REENCRYPT_INIT),
+    );
     let mut cases = Vec::new();
     // Every case at 16 KiB (cryptsetup's default size); the walk and the hand-written rules
     // again at 4 MiB; the header-level cases at every size.
     cases.extend(walked(&bases[&0x4000]));
+    let mut reencrypting = walked(&bases[&REENCRYPT]);
+    for c in &mut reencrypting {
+        c.name = format!("reencrypting: {}", c.name);
+        c.md = REENCRYPT;
+    }
+    cases.extend(reencrypting);
+    cases.push(json_case("reencrypting: unchanged", REENCRYPT, |_| {}));
     cases.extend(by_hand(0x4000));
     cases.extend(by_hand(0x400000));
     for &md in &mds[1..mds.len() - 1] {
@@ -1177,7 +1327,7 @@ fn atrest_reads_exactly_the_headers_cryptsetup_reads() {
     for case in &cases {
         let base = &bases[&case.md];
         let (theirs, ours) = verdicts(&path, &image(base, &case.edit));
-        let label = format!("[{} KiB] {}", case.md >> 10, case.name);
+        let label = format!("[{} KiB] {}", base.md >> 10, case.name);
         match (&theirs, &ours) {
             (Ok(()), Ok(())) | (Err(_), Err(_)) => {
                 agree += 1;
@@ -1217,4 +1367,170 @@ fn atrest_reads_exactly_the_headers_cryptsetup_reads() {
         differ.join("\n")
     );
     assert!(cases.len() >= 400, "only {} cases", cases.len());
+}
+
+/// `atrest status` on what cryptsetup makes: every KDF, several keyslots, a detached header,
+/// a reencryption in progress (by `reencrypt --init-only`, both a reencryption and an
+/// encryption with a data shift). Each is described, said not to be atrest's, and for the
+/// reencryptions, refused for opening with what to run.
+#[test]
+fn cryptsetup_volumes_of_every_kind_are_described() {
+    use volume::describe::describe;
+    let dir = tempfile::Builder::new()
+        .prefix("atrest-describe-")
+        .tempdir()
+        .unwrap();
+    let d = dir.path();
+    let key = d.join("key");
+    std::fs::write(&key, b"describe").unwrap();
+    let key2 = d.join("key2");
+    std::fs::write(&key2, b"describe-2").unwrap();
+    let k = key.to_str().unwrap();
+    let file = |name: &str, len: u64| {
+        let p = d.join(name);
+        std::fs::File::create(&p).unwrap().set_len(len).unwrap();
+        p
+    };
+    let run = |args: &[&str]| {
+        let out = cryptsetup(args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let view = |hdr: &Path, data: &Path, detached: bool| {
+        let h = FileBackend::new(std::fs::File::open(hdr).unwrap());
+        let dd = FileBackend::new(std::fs::File::open(data).unwrap());
+        describe(&h, &dd, detached).unwrap()
+    };
+    let fast = ["--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000"];
+    // argon2id and pbkdf2 keyslots on one volume.
+    let a = file("argon.img", 40 << 20);
+    let a_s = a.to_str().unwrap();
+    run(&[
+        "luksFormat",
+        "--type",
+        "luks2",
+        "-q",
+        "--pbkdf",
+        "argon2id",
+        "--pbkdf-memory",
+        "32768",
+        "--pbkdf-force-iterations",
+        "4",
+        "--key-file",
+        k,
+        a_s,
+    ]);
+    let mut add = vec!["luksAddKey", "-q"];
+    add.extend(fast);
+    add.extend(["--key-file", k, a_s, key2.to_str().unwrap()]);
+    run(&add);
+    let v = view(&a, &a, false);
+    assert_eq!(v.keyslots.len(), 2, "{v:?}");
+    let kdf = |i: usize| v.keyslots[i].kdf.clone().unwrap();
+    assert!(
+        kdf(0).starts_with("argon2id, time 4, memory 32768 KiB"),
+        "{v:?}"
+    );
+    assert!(
+        kdf(1).starts_with("pbkdf2-sha256, 1000 iterations"),
+        "{v:?}"
+    );
+    assert_eq!(v.keyslots[0].key_bits, Some(512));
+    assert_eq!(v.atrest_key_uid, None);
+    assert_eq!(v.digests[0].2, ["0", "1"]);
+    assert!(v.reencryption.is_none() && v.refused.is_none(), "{v:?}");
+    // A detached header.
+    let b = file("detached.img", 8 << 20);
+    let h = d.join("detached.hdr");
+    let mut fmt = vec!["luksFormat", "--type", "luks2", "-q"];
+    fmt.extend(fast);
+    let mut args = fmt.clone();
+    args.extend([
+        "--header",
+        h.to_str().unwrap(),
+        "--key-file",
+        k,
+        b.to_str().unwrap(),
+    ]);
+    run(&args);
+    let v = view(&h, &b, true);
+    assert_eq!(
+        (v.segments[0].offset.as_str(), v.segments[0].size.as_str()),
+        ("0", "dynamic")
+    );
+    assert!(v.refused.is_none(), "{v:?}");
+    // A reencryption, initialised: nothing done yet, forward, checksum resilience.
+    let r = file("reencrypt.img", 40 << 20);
+    let r_s = r.to_str().unwrap();
+    let mut args = fmt.clone();
+    args.extend(["--key-file", k, r_s]);
+    run(&args);
+    let mut args = REENCRYPT_INIT.to_vec();
+    args.extend(["--key-file", k, r_s]);
+    run(&args);
+    let v = view(&r, &r, false);
+    let re = v.reencryption.as_ref().expect("no reencryption seen");
+    assert_eq!(
+        (
+            re.mode.as_str(),
+            re.direction.as_str(),
+            re.resilience.as_str(),
+            re.done,
+            re.total
+        ),
+        (
+            "reencrypt",
+            "forward",
+            "checksum",
+            0,
+            (40 << 20) - (16 << 20)
+        ),
+        "{v:?}"
+    );
+    assert_eq!(v.requirements, ["online-reencrypt-v2"]);
+    assert!(
+        v.segments.iter().any(|s| s.flags == ["backup-final"]),
+        "{v:?}"
+    );
+    let why = v.refused.as_deref().unwrap();
+    assert!(
+        why.contains("reencryption is in progress") && why.contains("--resume-only"),
+        "{why}"
+    );
+    // An encryption with a data shift, initialised: backward, datashift.
+    let e = file("encrypt.img", 64 << 20);
+    let e_s = e.to_str().unwrap();
+    let mut args = vec![
+        "reencrypt",
+        "--encrypt",
+        "--type",
+        "luks2",
+        "--init-only",
+        "-q",
+        "--reduce-device-size",
+        "32M",
+    ];
+    args.extend(fast);
+    args.extend(["--key-file", k, e_s]);
+    run(&args);
+    let v = view(&e, &e, false);
+    let re = v.reencryption.as_ref().expect("no encryption seen");
+    assert_eq!(
+        (
+            re.mode.as_str(),
+            re.direction.as_str(),
+            re.resilience.as_str(),
+            re.done
+        ),
+        ("encrypt", "backward", "datashift", 0),
+        "{v:?}"
+    );
+    assert!(v
+        .refused
+        .as_deref()
+        .unwrap()
+        .contains("reencryption is in progress"));
 }

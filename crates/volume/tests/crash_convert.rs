@@ -29,6 +29,9 @@ struct Disk {
     cut_at: u64,
     fail_at: u64,
     resizable: bool,
+    /// The length the device claims, when more than its bytes (0: its bytes): a window
+    /// over a header file's copies that still reads as a whole header file.
+    claimed: u64,
 }
 
 /// Power cut (and one-off error) injection over an in-memory disk.
@@ -44,7 +47,15 @@ impl PowerCut {
             cut_at: u64::MAX,
             fail_at: u64::MAX,
             resizable,
+            claimed: 0,
         }))
+    }
+
+    /// A device holding `image` that claims `len` bytes (reads stay within `image`).
+    fn claiming(image: Vec<u8>, len: u64) -> Self {
+        let d = Self::new(image, false);
+        d.disk().claimed = len;
+        d
     }
 
     fn disk(&self) -> std::sync::MutexGuard<'_, Disk> {
@@ -82,7 +93,8 @@ impl PowerCut {
 
 impl BlockBackend for PowerCut {
     fn len(&self) -> io::Result<u64> {
-        Ok(self.disk().live.len() as u64)
+        let d = self.disk();
+        Ok((d.live.len() as u64).max(d.claimed))
     }
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         self.tick()?;
@@ -821,10 +833,12 @@ fn interrupted_header_writes_never_roll_the_header_back() {
     image.resize(plain.len() + HDR_FILE, 0);
     let disk = PowerCut::new(image, false);
     drive_detached(Job::Encrypt, &disk, plain.len(), "wrapped", 512).unwrap();
-    // The two header copies are all a header write touches.
+    // The two header copies are all a header write touches: a window over them that
+    // claims the header file's length (a read checks the keyslots area fits the device).
     let base = disk.disk().live[plain.len()..plain.len() + (64 << 10)].to_vec();
+    let claim = HDR_FILE as u64;
     let seqid = |img: &[u8]| -> Result<u64, String> {
-        header::read(&MemBackend::from_bytes(img.to_vec()))
+        header::read(&PowerCut::claiming(img.to_vec(), claim))
             .map(|r| r.header.binary.seqid)
             .map_err(|e| e.to_string())
     };
@@ -832,7 +846,7 @@ fn interrupted_header_writes_never_roll_the_header_back() {
     // operation: the image that survives, and whether the write finished.
     let mut coin = 5u64;
     let mut write_cut = |img: &[u8], cut: u64, survive: Survivors| -> (Vec<u8>, bool) {
-        let dev = PowerCut::new(img.to_vec(), false);
+        let dev = PowerCut::claiming(img.to_vec(), claim);
         let mut h = header::read(&dev).unwrap().header;
         let start = dev.disk().ops;
         dev.disk().cut_at = start + cut;

@@ -502,10 +502,12 @@ fn r10_3_an_empty_or_short_digest_never_lets_a_wrong_key_unlock() {
 #[test]
 fn r10_4_unsupported_features_are_refused_by_name() {
     type Edit = fn(&mut Metadata);
+    // Each makes a header that is LUKS2 by cryptsetup's rules (it reads them all), with
+    // a feature atrest does not implement.
     let edits: [(&str, Edit); 6] = [
-        ("online-reencrypt-v2", |m| {
+        ("mandatory requirement", |m| {
             m.config.requirements = Some(volume::luks2::metadata::Requirements {
-                mandatory: vec!["online-reencrypt-v2".into()],
+                mandatory: vec!["mystery-v1".into()],
                 extra: Default::default(),
             })
         }),
@@ -517,7 +519,14 @@ fn r10_4_unsupported_features_are_refused_by_name() {
                 .insert("key_mode".into(), "escrowed".into());
         }),
         ("segment layout", |m| {
-            let s = m.segments["0"].clone();
+            let mut s = m.segments["0"].clone();
+            s.kind = "linear".into();
+            s.offset += 1 << 20;
+            s.size = "dynamic".into();
+            s.iv_tweak = None;
+            s.encryption = None;
+            s.sector_size = None;
+            m.segments.get_mut("0").unwrap().size = (1u64 << 20).to_string();
             m.segments.insert("1".into(), s);
         }),
         ("cipher", |m| {
@@ -526,11 +535,12 @@ fn r10_4_unsupported_features_are_refused_by_name() {
         ("integrity protection", |m| {
             m.segments.get_mut("0").unwrap().extra.insert(
                 "integrity".into(),
-                serde_json::json!({"type": "hmac(sha256)"}),
+                serde_json::json!({"type": "hmac(sha256)", "journal_encryption": "none",
+                    "journal_integrity": "none"}),
             );
         }),
-        ("keyslot type", |m| {
-            m.keyslots.get_mut("0").unwrap().kind = "reencrypt".into()
+        ("keyslot", |m| {
+            m.keyslots.get_mut("0").unwrap().kind = "mystery".into()
         }),
     ];
     for (name, edit) in edits {

@@ -61,6 +61,18 @@ pub enum Command {
     /// crash-safe and resumable (the only way for direct mode). The old KMIP key is then
     /// revoked (reason Superseded) unless --keep-old.
     Rekey(RekeyArgs),
+    /// Enroll a LUKS2 volume that cryptsetup made: from now on atrest opens it by KMIP.
+    ///
+    /// Asks for a passphrase that opens one of its keyslots (or reads --key-file; never
+    /// on the command line), creates and activates a KMIP key, and adds a keyslot that key
+    /// opens, with atrest's token naming it, in one header commit. The existing keyslots
+    /// and passphrases keep working; no data is touched. `open` and `serve` then use the
+    /// volume as one atrest made.
+    Bind(BindArgs),
+    /// Undo `bind`: remove atrest's keyslot and token, then revoke the KMIP key (reason
+    /// Cessation of Operation) unless --keep. Refused when atrest's keyslot is the only
+    /// way into the volume.
+    Unbind(UnbindArgs),
     /// Show what a volume's header says (format, cipher, key identifier); needs no key.
     Status {
         /// The image file or block device.
@@ -329,6 +341,46 @@ pub struct RekeyArgs {
     /// Name for the new key on the KMIP server (default: atrest-<volume file name>).
     #[arg(long)]
     pub key_name: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct BindArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// The image file or block device (a LUKS2 volume).
+    pub device: PathBuf,
+    /// The volume's detached header file, if it has one.
+    #[arg(long, value_name = "FILE")]
+    pub header: Option<PathBuf>,
+    /// Read the existing passphrase from FILE (all of its bytes, as cryptsetup reads a key
+    /// file; `-` for standard input) instead of asking on the terminal. FILE must not be
+    /// readable by others.
+    #[arg(long, value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
+    /// Name for the new key on the KMIP server (default: atrest-<volume file name>).
+    #[arg(long)]
+    pub key_name: Option<String>,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct UnbindArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// The image file or block device.
+    pub device: PathBuf,
+    /// The volume's detached header file, if it has one.
+    #[arg(long, value_name = "FILE")]
+    pub header: Option<PathBuf>,
+    /// Leave the KMIP key Active (by default it is revoked: reason Cessation of Operation;
+    /// a revoked key can still be fetched, for backups made while the volume was bound).
+    #[arg(long)]
+    pub keep: bool,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// What happens to the KMIP key a volume no longer uses.

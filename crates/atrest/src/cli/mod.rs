@@ -17,6 +17,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Encrypt(a) => cmd::encrypt::run(a),
         Command::Decrypt(a) => cmd::decrypt::run(a),
         Command::Rekey(a) => cmd::rekey::run(a),
+        Command::Bind(a) => cmd::bind::bind(a),
+        Command::Unbind(a) => cmd::bind::unbind(a),
         Command::Status {
             device,
             json,

@@ -1,5 +1,6 @@
 //! The operations every front end offers, each a function from a request to a report.
 
+pub mod bind;
 pub mod convert;
 pub mod format;
 pub mod open;

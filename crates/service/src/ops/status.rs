@@ -8,6 +8,17 @@ use crate::device::{open_for_reading, Location};
 use crate::error::ServiceError;
 use crate::refusal::Refusal;
 
+/// Any LUKS2 header at `loc` described, atrest's or not (`volume::describe`): for a
+/// volume that [`status`] does not take.
+pub fn describe(loc: &Location) -> Result<volume::describe::Luks2View, ServiceError> {
+    let (data, header) = open_for_reading(loc)?;
+    let view = match &header {
+        Some(h) => volume::describe::describe(h, &data, true),
+        None => volume::describe::describe(&data, &data, false),
+    };
+    Ok(view?)
+}
+
 /// The facts of the volume at `loc`.
 pub fn status(loc: &Location) -> Result<Status, ServiceError> {
     let (data, header) = open_for_reading(loc)?;

@@ -63,10 +63,13 @@ impl Step<'_> {
             m.keyslots.remove(k);
         }
         m.digests.remove(&old_digest);
+        let mut slots = Vec::new();
         if let Some(d) = m.digests.get_mut(new_digest) {
             d.segments = vec!["0".into()];
+            slots = d.keyslots.clone();
         }
         token::set_uid(&mut h.metadata, new_key_uid);
+        token::set_keyslots(&mut h.metadata, &slots);
         commit(hdr, h, None, self.rk)?;
         if let Some(gate) = self.gate {
             gate.finished();

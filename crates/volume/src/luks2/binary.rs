@@ -86,11 +86,13 @@ impl BinaryHeader {
             ));
         }
         let hdr_size = be64(b, HDR_SIZE);
-        if !HDR_SIZES.contains(&hdr_size) {
+        // Any size in the range reads; the metadata's json_size must then match it and be
+        // one of HDR_SIZES (`conform`), as cryptsetup checks it.
+        if !(HDR_SIZES[0]..=HDR_SIZES[HDR_SIZES.len() - 1]).contains(&hdr_size) {
             return Err(Luks2Error::corrupt(
                 &format!("hdr_size (copy at byte {offset})"),
                 hdr_size,
-                "not one of the sizes LUKS2 allows (16 KiB to 4 MiB, powers of two)",
+                "outside the sizes LUKS2 allows (16 KiB to 4 MiB)",
             ));
         }
         let hdr_offset = be64(b, HDR_OFFSET);
@@ -106,7 +108,8 @@ impl BinaryHeader {
             ));
         }
         let checksum_alg = text(&b[CSUM_ALG..CSUM_ALG + 32]);
-        if checksum_alg != "sha256" {
+        // cryptsetup takes any hash OpenSSL knows by that name (it writes sha256).
+        if b[CSUM_ALG..CSUM_ALG + 32].iter().all(|&c| c != 0) || digest(&checksum_alg).is_none() {
             return Err(Luks2Error::Unsupported {
                 what: "checksum algorithm",
                 value: crate::text::shown(&checksum_alg).into_owned(),
@@ -151,13 +154,40 @@ impl BinaryHeader {
         b
     }
 
-    /// SHA-256 over this header with a zero checksum field and the whole JSON area.
+    /// The checksum (`checksum_alg`, SHA-256 for what atrest writes) over this header with
+    /// a zero checksum field and the whole JSON area, zero-padded to 64 bytes.
     pub fn checksum(&self, json_area: &[u8]) -> [u8; CSUM_LEN] {
-        let mut h = openssl::sha::Sha256::new();
-        h.update(&self.to_bytes(&[0; CSUM_LEN]));
-        h.update(json_area);
         let mut out = [0u8; CSUM_LEN];
-        out[..32].copy_from_slice(&h.finish());
+        let md = digest(&self.checksum_alg).unwrap_or_else(openssl::hash::MessageDigest::sha256);
+        if let Ok(mut h) = openssl::hash::Hasher::new(md) {
+            let ok =
+                h.update(&self.to_bytes(&[0; CSUM_LEN])).is_ok() && h.update(json_area).is_ok();
+            if let (true, Ok(d)) = (ok, h.finish()) {
+                let n = d.len().min(CSUM_LEN);
+                out[..n].copy_from_slice(&d[..n]);
+            }
+        }
         out
     }
+
+    /// Whether `csum` is this header's checksum: as cryptsetup compares it, only the
+    /// digest's own length counts (the rest of the 64-byte field is not covered).
+    pub fn checksum_matches(&self, json_area: &[u8]) -> bool {
+        let n = digest(&self.checksum_alg)
+            .map_or(32, |m| m.size())
+            .min(CSUM_LEN);
+        self.checksum(json_area)[..n] == self.csum[..n]
+    }
+}
+
+/// The hash named `name` in a header (case does not matter, as for cryptsetup through
+/// OpenSSL; longer than a digest field could hold: none).
+fn digest(name: &str) -> Option<openssl::hash::MessageDigest> {
+    let lower = name.to_ascii_lowercase();
+    let name = match lower.as_str() {
+        "blake2b-512" => "blake2b512",
+        "blake2s-256" => "blake2s256",
+        other => other,
+    };
+    openssl::hash::MessageDigest::from_name(name).filter(|m| m.size() <= CSUM_LEN)
 }

@@ -29,7 +29,10 @@ pub struct Read {
     pub damaged: Option<(&'static str, String)>,
 }
 
-fn read_copy(dev: &dyn BlockBackend, offset: u64) -> Result<(BinaryHeader, Metadata), Luks2Error> {
+/// A copy's binary header and JSON area, once its binary fields and checksum hold
+/// (cryptsetup's first stage: a copy that fails here makes it look for the other copy at
+/// every size; one that fails only its metadata does not).
+fn read_binary(dev: &dyn BlockBackend, offset: u64) -> Result<(BinaryHeader, Vec<u8>), Luks2Error> {
     let io = |source| Luks2Error::Io { offset, source };
     let mut b = [0u8; BINARY_SIZE];
     dev.read_at(&mut b, offset).map_err(io)?;
@@ -37,87 +40,157 @@ fn read_copy(dev: &dyn BlockBackend, offset: u64) -> Result<(BinaryHeader, Metad
     let mut json = vec![0u8; (bin.hdr_size as usize) - BINARY_SIZE];
     dev.read_at(&mut json, offset + BINARY_SIZE as u64)
         .map_err(io)?;
-    if bin.checksum(&json) != bin.csum {
+    if !bin.checksum_matches(&json) {
         return Err(Luks2Error::Checksum { offset });
     }
-    let end = json.iter().position(|&c| c == 0).unwrap_or(json.len());
-    if json.first() != Some(&b'{') || json[end..].iter().any(|&c| c != 0) {
-        return Err(Luks2Error::corrupt(
-            &format!("JSON area (copy at byte {offset})"),
-            "(bytes)",
-            "not a NUL-terminated JSON object followed by zeros",
-        ));
-    }
-    let metadata: Metadata =
-        serde_json::from_slice(&json[..end]).map_err(|e| Luks2Error::Json {
-            offset,
-            message: e.to_string(),
-        })?;
-    if metadata.config.json_size != bin.hdr_size - BINARY_SIZE as u64 {
-        return Err(Luks2Error::corrupt(
-            &format!("config.json_size (copy at byte {offset})"),
-            metadata.config.json_size,
-            "does not match the binary header's hdr_size",
-        ));
-    }
-    Ok((bin, metadata))
+    Ok((bin, json))
 }
 
-/// Reads the header of `dev`.
+/// The metadata in a copy's JSON area, once it is LUKS2 metadata by cryptsetup's rules
+/// ([`super::conform`]).
+fn parse_area(bin: &BinaryHeader, json: &[u8]) -> Result<Metadata, Luks2Error> {
+    let offset = bin.hdr_offset;
+    let area = |why: &str| {
+        Luks2Error::corrupt(
+            &format!("JSON area (copy at byte {offset})"),
+            "(bytes)",
+            why,
+        )
+    };
+    if json.first() != Some(&b'{') {
+        return Err(area("does not begin with '{'"));
+    }
+    let Some(end) = json.iter().position(|&c| c == 0) else {
+        return Err(area("the JSON text is not followed by a NUL byte"));
+    };
+    if json[end..].iter().any(|&c| c != 0) {
+        return Err(area("bytes other than zero follow the JSON text"));
+    }
+    let text = &json[..end];
+    let parse_error = |e: serde_json::Error| Luks2Error::Json {
+        offset,
+        message: e.to_string(),
+    };
+    let ordered: super::conform::J = serde_json::from_slice(text).map_err(parse_error)?;
+    super::conform::check(&ordered, json.len() as u64).map_err(|e| match e {
+        Luks2Error::Corrupt { field, value, why } => Luks2Error::Corrupt {
+            field: format!("{field} (copy at byte {offset})"),
+            value,
+            why,
+        },
+        e => e,
+    })?;
+    // Through a Value, so that a key given twice keeps its last value (json-c's rule).
+    let value: serde_json::Value = serde_json::from_slice(text).map_err(parse_error)?;
+    serde_json::from_value(value).map_err(parse_error)
+}
+
+fn read_copy(dev: &dyn BlockBackend, offset: u64) -> Result<(BinaryHeader, Metadata), Luks2Error> {
+    let (bin, json) = read_binary(dev, offset)?;
+    let m = parse_area(&bin, &json)?;
+    Ok((bin, m))
+}
+
+/// Reads the header of `dev`: the copy cryptsetup would choose, by the same rules.
 pub fn read(dev: &dyn BlockBackend) -> Result<Read, Luks2Error> {
     // cryptsetup's shared lock: never a header it is halfway through writing.
     let _lock = dev
         .metadata_lock(false)
         .map_err(|source| Luks2Error::Io { offset: 0, source })?;
-    let primary = read_copy(dev, 0);
-    // The secondary sits at hdr_size; if the primary cannot say where, try every size.
-    let secondary = match &primary {
-        Ok((b, _)) => read_copy(dev, b.hdr_size),
-        Err(_) => HDR_SIZES
-            .iter()
-            .map(|&o| read_copy(dev, o))
-            .find(|r| {
-                !matches!(
-                    r,
-                    Err(Luks2Error::NotLuks { .. }) | Err(Luks2Error::Io { .. })
-                )
-            })
-            .unwrap_or(Err(Luks2Error::NotLuks { offset: 0x4000 })),
+    // A primary with the LUKS magic names the version: 1 is LUKS1, and the secondary is
+    // never looked at (nor is it for a version above 2).
+    let mut head = [0u8; 8];
+    dev.read_at(&mut head, 0)
+        .map_err(|source| Luks2Error::Io { offset: 0, source })?;
+    if head[..6] == super::binary::MAGIC_PRIMARY {
+        match u16::from_be_bytes([head[6], head[7]]) {
+            1 => {
+                return Err(Luks2Error::Unsupported {
+                    what: "LUKS version",
+                    value: "1 (a LUKS1 volume: convert it with `cryptsetup convert --type luks2`)"
+                        .into(),
+                })
+            }
+            v if v > 2 => {
+                return Err(Luks2Error::Unsupported {
+                    what: "LUKS version",
+                    value: v.to_string(),
+                })
+            }
+            _ => {}
+        }
+    }
+    // The secondary sits at the primary's hdr_size; only when the primary's binary header
+    // or checksum fails is every size tried (the first copy found there is the one).
+    let (primary, secondary) = match read_binary(dev, 0) {
+        Ok((bin, json)) => {
+            let secondary = read_copy(dev, bin.hdr_size);
+            (parse_area(&bin, &json).map(|m| (bin, m)), secondary)
+        }
+        Err(e) => {
+            let found = HDR_SIZES.iter().find_map(|&o| read_binary(dev, o).ok());
+            let secondary = match found {
+                Some((bin, json)) => parse_area(&bin, &json).map(|m| (bin, m)),
+                None => Err(Luks2Error::NotLuks { offset: 0x4000 }),
+            };
+            (Err(e), secondary)
+        }
     };
-    match (primary, secondary) {
+    let chosen = match (primary, secondary) {
         (Ok(p), Ok(s)) => {
             let (bin, metadata) = if s.0.seqid > p.0.seqid { s } else { p };
-            Ok(Read {
+            Read {
                 header: Header {
                     binary: bin,
                     metadata,
                 },
                 damaged: None,
-            })
+            }
         }
-        (Ok((bin, metadata)), Err(e)) => Ok(Read {
+        (Ok((bin, metadata)), Err(e)) => Read {
             header: Header {
                 binary: bin,
                 metadata,
             },
             damaged: Some(("secondary", e.to_string())),
-        }),
+        },
         // Even with no primary magic at all, a valid secondary makes a damaged LUKS2 volume.
-        (Err(e), Ok((bin, metadata))) => Ok(Read {
+        (Err(e), Ok((bin, metadata))) => Read {
             header: Header {
                 binary: bin,
                 metadata,
             },
             damaged: Some(("primary", e.to_string())),
-        }),
+        },
         (Err(Luks2Error::NotLuks { .. }), Err(Luks2Error::NotLuks { .. })) => {
-            Err(Luks2Error::NotLuks { offset: 0 })
+            return Err(Luks2Error::NotLuks { offset: 0 })
         }
-        (Err(p), Err(s)) => Err(Luks2Error::BothCopiesDamaged {
-            primary: p.to_string(),
-            secondary: s.to_string(),
-        }),
+        (Err(p), Err(s)) => {
+            return Err(Luks2Error::BothCopiesDamaged {
+                primary: p.to_string(),
+                secondary: s.to_string(),
+            })
+        }
+    };
+    // The copy chosen, with its keyslots area, must fit the device (no falling back to
+    // the other copy: cryptsetup's rule).
+    let c = &chosen.header.metadata.config;
+    let need = c
+        .json_size
+        .saturating_add(BINARY_SIZE as u64)
+        .saturating_mul(2)
+        .saturating_add(c.keyslots_size);
+    let len = dev
+        .len()
+        .map_err(|source| Luks2Error::Io { offset: 0, source })?;
+    if need > len {
+        return Err(Luks2Error::corrupt(
+            "config.keyslots_size",
+            c.keyslots_size,
+            format!("the header copies and keyslots area end at byte {need}, past the device's {len} bytes"),
+        ));
     }
+    Ok(chosen)
 }
 
 /// Writes both copies of `header` with seqid increased by one (which it updates).

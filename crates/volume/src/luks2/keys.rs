@@ -175,11 +175,108 @@ pub fn make_keyslot(
     })
 }
 
+/// Most memory an argon2 keyslot may ask for: cryptsetup's own ceiling (4 GiB), in KiB.
+pub const MAX_ARGON2_MEMORY_KIB: u32 = 4 << 20;
+/// Most argon2 passes and lanes accepted (cryptsetup benchmarks to a few passes, 4 lanes).
+pub const MAX_ARGON2_TIME: u32 = 1 << 16;
+/// Most argon2 lanes accepted.
+pub const MAX_ARGON2_LANES: u32 = 64;
+
+/// Which KDFs a keyslot may be opened with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kdfs {
+    /// pbkdf2-sha256 only: what a KMIP secret opens (atrest's keyslots). An argon2 slot is
+    /// skipped, not run: it is someone's passphrase, and each try would cost its memory and
+    /// time at every unlock.
+    Pbkdf2,
+    /// argon2i and argon2id as well: an operator's passphrase at `atrest bind`.
+    Any,
+}
+
+/// The area key of `slot` from `passphrase` by its KDF, if `kdfs` allows that KDF.
+fn area_key(
+    slot: &Keyslot,
+    passphrase: &[u8],
+    kdfs: Kdfs,
+) -> Result<Zeroizing<Vec<u8>>, Luks2Error> {
+    let unsupported = |value: String| Luks2Error::Unsupported {
+        what: "keyslot KDF",
+        value: crate::text::shown(&value).into_owned(),
+    };
+    let salt = base64("keyslot salt", &slot.kdf.salt)?;
+    let len = slot.area.key_size as usize;
+    match slot.kdf.kind.as_str() {
+        "pbkdf2" if slot.kdf.hash.as_deref() == Some("sha256") => {
+            pbkdf2(passphrase, &salt, slot.kdf.iterations.unwrap_or(0), len)
+        }
+        kind @ ("argon2i" | "argon2id") if kdfs == Kdfs::Any => {
+            let num = |k: &str| {
+                slot.kdf
+                    .extra
+                    .get(k)
+                    .and_then(serde_json::Value::as_u64)
+                    .and_then(|n| u32::try_from(n).ok())
+            };
+            let (Some(t), Some(m), Some(p)) = (num("time"), num("memory"), num("cpus")) else {
+                return Err(Luks2Error::corrupt(
+                    "keyslot argon2 parameters",
+                    "(time, memory, cpus)",
+                    "missing or not 32-bit numbers",
+                ));
+            };
+            if t == 0
+                || t > MAX_ARGON2_TIME
+                || m > MAX_ARGON2_MEMORY_KIB
+                || p == 0
+                || p > MAX_ARGON2_LANES
+            {
+                return Err(Luks2Error::corrupt(
+                    "keyslot argon2 parameters",
+                    format!("time {t}, memory {m} KiB, {p} lanes"),
+                    format!("outside what cryptsetup makes (memory up to {MAX_ARGON2_MEMORY_KIB} KiB, time up to {MAX_ARGON2_TIME}, up to {MAX_ARGON2_LANES} lanes)"),
+                ));
+            }
+            let algorithm = if kind == "argon2id" {
+                argon2::Algorithm::Argon2id
+            } else {
+                argon2::Algorithm::Argon2i
+            };
+            let params = argon2::Params::new(m, t, p, Some(len)).map_err(|e| {
+                Luks2Error::corrupt("keyslot argon2 parameters", e, "refused by argon2")
+            })?;
+            let mut out = Zeroizing::new(vec![0u8; len]);
+            argon2::Argon2::new(algorithm, argon2::Version::V0x13, params)
+                .hash_password_into(passphrase, &salt, &mut out)
+                .map_err(|e| Luks2Error::corrupt("keyslot argon2", e, "the KDF failed"))?;
+            Ok(out)
+        }
+        kind => Err(unsupported(format!(
+            "{kind} {} (atrest opens pbkdf2-sha256 keyslots{})",
+            slot.kdf.hash.as_deref().unwrap_or(""),
+            if kdfs == Kdfs::Any {
+                " and argon2i/argon2id ones"
+            } else {
+                " with a KMIP secret"
+            }
+        ))),
+    }
+}
+
 /// Opens `slot` with `passphrase`: the candidate volume key (check it with [`verify`]).
 pub fn open_keyslot(
     dev: &dyn BlockBackend,
     slot: &Keyslot,
     passphrase: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, Luks2Error> {
+    open_keyslot_with(dev, slot, passphrase, Kdfs::Pbkdf2)
+}
+
+/// [`open_keyslot`], with the KDFs `kdfs` allows.
+pub fn open_keyslot_with(
+    dev: &dyn BlockBackend,
+    slot: &Keyslot,
+    passphrase: &[u8],
+    kdfs: Kdfs,
 ) -> Result<Zeroizing<Vec<u8>>, Luks2Error> {
     let unsupported = |what, value: String| Luks2Error::Unsupported {
         what,
@@ -191,16 +288,9 @@ pub fn open_keyslot(
             format!("{} / af {} {}", slot.kind, slot.af.kind, slot.af.hash),
         ));
     }
-    if slot.kdf.kind != "pbkdf2" || slot.kdf.hash.as_deref() != Some("sha256") {
-        return Err(unsupported(
-            "keyslot KDF",
-            format!("{} (atrest opens pbkdf2-sha256 keyslots)", slot.kdf.kind),
-        ));
-    }
     if slot.area.encryption != "aes-xts-plain64" {
         return Err(unsupported("keyslot cipher", slot.area.encryption.clone()));
     }
-    let salt = base64("keyslot salt", &slot.kdf.salt)?;
     let ks = slot.key_size as usize;
     let stripes = slot.af.stripes as usize;
     if !(1..=STRIPES).contains(&stripes)
@@ -216,12 +306,7 @@ pub fn open_keyslot(
             "atrest opens 32- or 64-byte keys in at most 4000 stripes",
         ));
     }
-    let area_key = pbkdf2(
-        passphrase,
-        &salt,
-        slot.kdf.iterations.unwrap_or(0),
-        slot.area.key_size as usize,
-    )?;
+    let area_key = area_key(slot, passphrase, kdfs)?;
     let xts = Xts::new(&area_key).map_err(|e| unsupported("keyslot key", e.to_string()))?;
     let len = (ks * stripes).div_ceil(512) * 512;
     if len as u64 > slot.area.size {

@@ -32,7 +32,7 @@ pub mod string_u64 {
 
 /// The whole JSON object.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(try_from = "RawMetadata", into = "RawMetadata")]
+#[serde(from = "RawMetadata", into = "RawMetadata")]
 pub struct Metadata {
     /// Keyslots by id.
     pub keyslots: BTreeMap<String, Keyslot>,
@@ -86,10 +86,8 @@ fn typed<T: serde::de::DeserializeOwned>(
     out
 }
 
-impl TryFrom<RawMetadata> for Metadata {
-    type Error = std::convert::Infallible;
-
-    fn try_from(r: RawMetadata) -> Result<Self, Self::Error> {
+impl From<RawMetadata> for Metadata {
+    fn from(r: RawMetadata) -> Self {
         let mut opaque = Opaque::new();
         // Keyslots and digests of another kind are not ours to type, whatever fields
         // they happen to share.
@@ -109,7 +107,7 @@ impl TryFrom<RawMetadata> for Metadata {
             let why = format!("a digest of type {}", v["type"]);
             opaque.insert(("digests", id), (v, why));
         }
-        Ok(Self {
+        Self {
             keyslots: typed("keyslots", keyslots, &mut opaque),
             tokens: typed("tokens", r.tokens, &mut opaque),
             segments: typed("segments", r.segments, &mut opaque),
@@ -117,7 +115,7 @@ impl TryFrom<RawMetadata> for Metadata {
             config: r.config,
             extra: r.extra,
             opaque,
-        })
+        }
     }
 }
 

@@ -2,6 +2,7 @@
 
 pub mod af;
 pub mod binary;
+pub mod conform;
 pub mod conversion;
 pub mod header;
 pub mod keys;

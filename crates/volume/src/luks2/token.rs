@@ -204,6 +204,14 @@ fn ours_mut(m: &mut Metadata) -> Option<&mut Token> {
     m.tokens.values_mut().find(|t| t.kind == TOKEN_TYPE)
 }
 
+/// Binds atrest's token to `keyslots`: the keyslots its KMIP secret opens, which is what
+/// cryptsetup's token plugins (and `cryptsetup open --token-only`) try it on.
+pub fn set_keyslots(m: &mut Metadata, keyslots: &[String]) {
+    if let Some(t) = ours_mut(m) {
+        t.keyslots = keyslots.to_vec();
+    }
+}
+
 /// Records `uid` as the volume's key.
 pub fn set_uid(m: &mut Metadata, uid: &str) {
     if let Some(t) = ours_mut(m) {

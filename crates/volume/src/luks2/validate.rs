@@ -159,6 +159,24 @@ fn check_iterations(field: &str, it: u32) -> Result<(), Luks2Error> {
 /// Checks `h` against `g`; the [`Layout`] it describes, or the first field at fault.
 pub fn validate(h: &Header, g: Geometry) -> Result<Layout, Luks2Error> {
     let m = &h.metadata;
+    // A cryptsetup reencryption in progress: cryptsetup's to finish (it also shows as an
+    // opaque keyslot and two segments; said first, by what it is).
+    let reencrypting = m.opaque.values().any(|(v, _)| v["type"] == "reencrypt")
+        || m.config.requirements.as_ref().is_some_and(|r| {
+            r.mandatory
+                .iter()
+                .any(|x| x.starts_with("online-reencrypt"))
+        });
+    if reencrypting {
+        return Err(unsupported(
+            "state",
+            "a cryptsetup reencryption is in progress: finish it with `cryptsetup reencrypt --resume-only DEVICE` (`atrest status` shows its progress)",
+        ));
+    }
+    // Valid LUKS2, with an object atrest does not model: readable, not for opening.
+    if let Some(((kind, id), (_, why))) = m.opaque.iter().next() {
+        return Err(unsupported("LUKS2 object", &format!("{kind}.{id}: {why}")));
+    }
     let hdr_size = h.binary.hdr_size;
     let headers_end = 2 * hdr_size;
 

@@ -1,6 +1,7 @@
 //! One file per subcommand: glue between arguments and the library crates.
 
 pub mod admin;
+pub mod bind;
 pub mod convert;
 pub mod ctl;
 pub mod decrypt;
