@@ -509,6 +509,141 @@ fn the_clevis_pin_alone_in_sss_and_in_a_luks_header(env: &Env) {
     println!("  clevis kmip pin: alone (KMS and PyKMIP), sss t=1 and t=2 with tang, luks bind + pass on keyslot {slot}");
 }
 
+/// Where cryptsetup 2.6 loads token plugins from (compiled in; `cryptsetup --help` says).
+const TOKEN_DIR: &str = "/lib/x86_64-linux-gnu/cryptsetup";
+
+/// The plugin installed where cryptsetup looks for it, for as long as this lives (what was
+/// there before is put back). cryptsetup 2.6.1 has no option to look elsewhere.
+struct Plugin {
+    at: PathBuf,
+    before: Option<Vec<u8>>,
+}
+
+impl Plugin {
+    fn install() -> Self {
+        let built = std::env::current_exe()
+            .unwrap()
+            .parent()
+            .unwrap()
+            .join("libcryptsetup_token_atrest_kmip.so");
+        assert!(
+            built.exists(),
+            "the token plugin was not built: {}",
+            built.display()
+        );
+        let at = Path::new(TOKEN_DIR).join("libcryptsetup-token-atrest-kmip.so");
+        let before = std::fs::read(&at).ok();
+        std::fs::create_dir_all(TOKEN_DIR).unwrap();
+        std::fs::copy(&built, &at).unwrap();
+        Self { at, before }
+    }
+
+    /// No plugin at all (until dropped, when what was there before comes back).
+    fn remove(&self) {
+        std::fs::remove_file(&self.at).unwrap();
+    }
+}
+
+impl Drop for Plugin {
+    fn drop(&mut self) {
+        match &self.before {
+            Some(b) => {
+                let _ = std::fs::write(&self.at, b);
+            }
+            None => {
+                let _ = std::fs::remove_file(&self.at);
+            }
+        }
+    }
+}
+
+/// `cryptsetup open --test-passphrase --token-only` with the plugin reading `config`.
+fn token_opens(img: &Path, config: &Path) -> Output {
+    Command::new("cryptsetup")
+        .args([
+            "open",
+            "--test-passphrase",
+            "--token-only",
+            "--token-type",
+            "atrest-kmip",
+        ])
+        .arg(img)
+        .env("ATREST_TOKEN_CONFIG", config)
+        .output()
+        .unwrap()
+}
+
+/// The libcryptsetup token plugin: stock cryptsetup opens a volume atrest made, and one
+/// bound with `atrest bind`, by fetching the key over KMIP (the development KMS and
+/// PyKMIP's server); a revoked key, a configuration others can write, and no plugin at
+/// all each fail.
+fn the_token_plugin_lets_stock_cryptsetup_unlock_by_kmip(env: &Env) {
+    let d = env.dir.join("token");
+    std::fs::create_dir_all(&d).unwrap();
+    let plugin = Plugin::install();
+    for (tag, config) in [
+        ("kms", env.kms.client_toml()),
+        ("pykmip", env.pykmip_conf.clone()),
+    ] {
+        let cfg = config.to_str().unwrap();
+        // A volume atrest made.
+        let own = d.join(format!("own-{tag}.img"));
+        harness::format_volume(&config, &own, 4, &[]);
+        let o = token_opens(&own, &config);
+        assert!(
+            o.status.success(),
+            "{tag}: token-only open of an atrest volume: {}",
+            text(&o)
+        );
+        // One cryptsetup made, then bound.
+        let pass = secret_file(&d, &format!("pass-{tag}"), b"a passphrase");
+        let img = cryptsetup_volume(&d, &format!("cs-{tag}.img"), &random(1 << 20), &pass);
+        ok(
+            "bind",
+            atrest(&[
+                "bind",
+                "--config",
+                cfg,
+                "--key-file",
+                pass.to_str().unwrap(),
+                img.to_str().unwrap(),
+            ]),
+        );
+        let o = token_opens(&img, &config);
+        assert!(
+            o.status.success(),
+            "{tag}: token-only open of a bound volume: {}",
+            text(&o)
+        );
+        // The key revoked: the plugin refuses (only an Active key unlocks), and says why.
+        let uid = key_uid_of(&own);
+        ok("revoke", atrest(&["kmip", "revoke", "--config", cfg, &uid]));
+        let o = token_opens(&own, &config);
+        assert!(!o.status.success(), "{tag}: a revoked key still unlocks");
+        assert!(text(&o).contains("atrest token:"), "{}", text(&o));
+    }
+    // A configuration that others may write is not trusted.
+    let loose = d.join("loose.toml");
+    std::fs::copy(env.kms.client_toml(), &loose).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&loose, std::fs::Permissions::from_mode(0o666)).unwrap();
+    }
+    let own = d.join("own-kms.img");
+    let o = token_opens(&own, &loose);
+    assert!(
+        !o.status.success(),
+        "a world-writable configuration was used"
+    );
+    // Without the plugin, cryptsetup cannot use the token.
+    plugin.remove();
+    let own2 = d.join("own-plain.img");
+    harness::format_volume(&env.kms.client_toml(), &own2, 4, &[]);
+    assert!(!token_opens(&own2, &env.kms.client_toml()).status.success());
+    drop(plugin);
+    println!("  token plugin: atrest-made and bound volumes opened by stock cryptsetup (KMS, PyKMIP); revoked key and loose configuration refused");
+}
+
 fn base64_url(s: &str) -> Vec<u8> {
     let o = Command::new("jose")
         .args(["b64", "dec", "-i-"])
@@ -562,6 +697,10 @@ fn main() {
         (
             "bind_and_unbind_a_cryptsetup_volume_against_pykmip",
             bind_and_unbind_a_cryptsetup_volume_against_pykmip,
+        ),
+        (
+            "the_token_plugin_lets_stock_cryptsetup_unlock_by_kmip",
+            the_token_plugin_lets_stock_cryptsetup_unlock_by_kmip,
         ),
         (
             "the_clevis_pin_alone_in_sss_and_in_a_luks_header",
