@@ -8,4 +8,8 @@ fn main() {
         "cargo:rustc-cdylib-link-arg=-Wl,--version-script={}",
         map.display()
     );
+    // `crypt_token_json_get` comes from libcryptsetup, which loads the plugin; a DT_NEEDED
+    // on it resolves the symbol even in a host that loaded libcryptsetup RTLD_LOCAL. By its
+    // soname, which the runtime package (libcryptsetup12) has, with no -dev package needed.
+    println!("cargo:rustc-cdylib-link-arg=-l:libcryptsetup.so.12");
 }

@@ -450,17 +450,37 @@ fn the_clevis_pin_alone_in_sss_and_in_a_luks_header(env: &Env) {
         secret
     );
 
-    // A revoked-and-destroyed key: the pin cannot decrypt, and says why.
+    // A revoked key no longer decrypts (only an Active key unlocks, as everywhere in
+    // atrest), nor a destroyed one.
+    let cfg_s = cfg.to_str().unwrap();
     ok(
         "kmip revoke",
-        atrest(&["kmip", "revoke", "--config", cfg.to_str().unwrap(), &uid]),
+        atrest(&["kmip", "revoke", "--config", cfg_s, &uid]),
     );
+    let o = clevis(env, &["decrypt"], &jwe);
+    assert!(!o.status.success(), "a revoked key still decrypts");
     ok(
         "kmip destroy",
-        atrest(&["kmip", "destroy", "--config", cfg.to_str().unwrap(), &uid]),
+        atrest(&["kmip", "destroy", "--config", cfg_s, &uid]),
     );
     let o = clevis(env, &["decrypt"], &jwe);
     assert!(!o.status.success(), "a destroyed key still decrypts");
+    // A JWE whose header names another file as the configuration (a disk writer can
+    // change the token): refused, and no line of that file is printed.
+    let planted = d.join("not-a-config");
+    std::fs::write(&planted, "root:$6$secret-hash-line:19000:0:99999:7:::\n").unwrap();
+    let o = Command::new(atrest_bin())
+        .args(["kmip", "get", "--usable", "--config"])
+        .arg(&planted)
+        .args(["--raw", "--", &uid])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(
+        !text(&o).contains("secret-hash-line"),
+        "a line of the planted file was printed: {}",
+        text(&o)
+    );
 
     // clevis luks bind on a cryptsetup volume, then the passphrase clevis keeps in its
     // token (`clevis luks pass`; `clevis luks unlock` needs device-mapper) opens it.

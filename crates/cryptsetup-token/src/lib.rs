@@ -127,8 +127,10 @@ pub unsafe extern "C" fn cryptsetup_token_open(
             return -EINVAL;
         };
         match fetch(json) {
-            Ok(mut secret) => {
-                let boxed: Box<[u8]> = std::mem::take(&mut *secret).into_boxed_slice();
+            Ok(secret) => {
+                // A copy of exactly its length (`into_boxed_slice` could reallocate and
+                // leave the bytes behind unwiped); `secret` is wiped when it drops.
+                let boxed: Box<[u8]> = Box::from(&secret[..]);
                 let len = boxed.len();
                 // SAFETY: both out-pointers were checked non-null; ownership of the
                 // allocation passes to libcryptsetup until it calls buffer_free.

@@ -10,12 +10,23 @@
 //!   the end of the handshake for an authenticated request. The reaper cuts them however
 //!   slowly they trickle bytes.
 //! - The limits (all connections, one address's share, unauthenticated ones) never turn a
-//!   newcomer away while an unauthenticated connection holds a place: the oldest such
-//!   connection (of that address, for its share) is evicted instead (issue 19: 64 idle
+//!   newcomer away while a *stalled* unauthenticated connection holds a place: the oldest
+//!   such connection (of that address, for its share) is evicted instead (issue 19: 64 idle
 //!   sockets from 127.0.0.1 used to lock the daemon, on the same address, out at start).
-//!   A real client authenticates within milliseconds, so only stalled peers are evicted.
-//! - Authenticated connections are never evicted: a newcomer is refused when every place
-//!   it could take is held by one. They end at the idle timeout as before.
+//! - Stalled is judged by progress, not age (issue 25: when 120 clients behind one address
+//!   start at once, as after a site-wide power cut, evicting the oldest cut real clients in
+//!   the middle of their handshake, and under load a handshake and a password check take
+//!   longer than any age a flood of silent sockets should be allowed). A connection whose
+//!   peer has sent nothing for [`Limits::silent`] is stalled, before its TLS handshake (no
+//!   ClientHello) or after it (no request); one whose handshake has run longer than
+//!   [`Limits::slow`] is stalled too (a peer trickling its handshake). One that is doing
+//!   TLS work or carrying a request never is.
+//! - A newcomer that finds no stalled connection to take the place of *waits*, up to
+//!   [`Limits::queue_wait`], for a place to free (a client done) or a connection to stall;
+//!   meanwhile the accept loop waits too, so later arrivals queue in the listen backlog
+//!   instead of being reset. When the wait runs out it takes the place of the oldest
+//!   unauthenticated connection, or is refused if every place is an authenticated client's.
+//! - Authenticated connections are never evicted. They end at the idle timeout as before.
 //!
 //! Evicted and timed-out connections have their socket shut down at once, so they free
 //! their place at once; the threads serving them end within milliseconds, and at most
@@ -41,6 +52,14 @@ pub(crate) struct Limits {
     pub(crate) handshake_timeout: Duration,
     /// From the end of the TLS handshake to the first request that authenticates.
     pub(crate) authentication_timeout: Duration,
+    /// How long a newcomer waits for a place before it takes a connection's place that is
+    /// not stalled, or is refused.
+    pub(crate) queue_wait: Duration,
+    /// A peer that has sent nothing for this long (no ClientHello, or no request after the
+    /// handshake) is stalled.
+    pub(crate) silent: Duration,
+    /// A TLS handshake that has run this long is stalled.
+    pub(crate) slow: Duration,
 }
 
 /// Longest an admission waits for evicted connections to end when too many have not, before
@@ -72,11 +91,26 @@ pub(crate) enum Refused {
     Socket(std::io::Error),
 }
 
+/// Where an unauthenticated connection is, since `Progress`'s instant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stage {
+    /// Accepted; its peer has sent nothing yet.
+    Accepted,
+    /// Its peer sent a ClientHello: the TLS handshake runs.
+    Handshaking,
+    /// The handshake is over; no request yet.
+    AwaitingRequest,
+    /// A request is being read or handled.
+    Working,
+}
+
 enum Phase {
-    /// Evictable, and cut at `deadline`; `socket` shuts it down.
+    /// Evictable when stalled, and cut at `deadline`; `socket` shuts it down.
     Unauthenticated {
         deadline: Instant,
         socket: TcpStream,
+        stage: Stage,
+        since: Instant,
     },
     Authenticated,
     /// Evicted or timed out, its thread not yet ended: it no longer holds a place.
@@ -91,6 +125,18 @@ struct Conn {
 impl Conn {
     fn unauthenticated(&self) -> bool {
         matches!(self.phase, Phase::Unauthenticated { .. })
+    }
+
+    /// When it counts as stalled under `l` (`None`: it is working, never).
+    fn stalls_at(&self, l: &Limits) -> Option<Instant> {
+        match self.phase {
+            Phase::Unauthenticated { stage, since, .. } => match stage {
+                Stage::Accepted | Stage::AwaitingRequest => Some(since + l.silent),
+                Stage::Handshaking => Some(since + l.slow),
+                Stage::Working => None,
+            },
+            _ => None,
+        }
     }
 
     fn live(&self) -> bool {
@@ -119,14 +165,33 @@ impl Table {
         self.conns.values().filter(|c| pred(c)).count()
     }
 
-    /// Cuts the oldest unauthenticated connection `which` selects; returns its peer.
-    fn evict_oldest(&mut self, which: impl Fn(&Conn) -> bool) -> Option<IpAddr> {
-        let c = self
-            .conns
-            .values_mut()
-            .find(|c| c.unauthenticated() && which(c))?;
-        c.cut();
-        Some(c.peer)
+    /// Cuts the oldest unauthenticated connection `which` selects that is stalled at `now`
+    /// (any, when `any`); returns its peer. Otherwise, when the first of them will stall.
+    fn evict_stalled(
+        &mut self,
+        l: &Limits,
+        now: Instant,
+        any: bool,
+        which: impl Fn(&Conn) -> bool,
+    ) -> Result<IpAddr, Option<Instant>> {
+        let mut next: Option<Instant> = None;
+        for c in self.conns.values_mut() {
+            if !c.unauthenticated() || !which(c) {
+                continue;
+            }
+            match c.stalls_at(l) {
+                _ if any => {}
+                Some(at) if at <= now => {}
+                Some(at) => {
+                    next = Some(next.map_or(at, |n| n.min(at)));
+                    continue;
+                }
+                None => continue,
+            }
+            c.cut();
+            return Ok(c.peer);
+        }
+        Err(next)
     }
 
     fn next_deadline(&self) -> Option<Instant> {
@@ -205,27 +270,48 @@ impl Admission {
         if t.stopping {
             return Err(Refused::Stopping);
         }
-        // Each loop evicts one connection per round and the table is finite.
-        while t.count(Conn::live) >= l.max_connections {
-            let victim = t
-                .evict_oldest(|_| true)
-                .ok_or(Refused::Full(l.max_connections))?;
-            self.evicted(victim, peer, "the server's connections are");
-        }
-        while t.count(|c| c.live() && c.peer == peer) >= l.max_per_peer {
-            let victim = t
-                .evict_oldest(|c| c.peer == peer)
-                .ok_or(Refused::PeerFull {
+        let queue_until = Instant::now() + l.queue_wait;
+        // One eviction or one bounded wait per round; the table is finite.
+        loop {
+            if t.stopping {
+                return Err(Refused::Stopping);
+            }
+            let now = Instant::now();
+            let patient = now < queue_until;
+            let (full, refusal, mine) = if t.count(Conn::live) >= l.max_connections {
+                (
+                    "the server's connections are",
+                    Some(Refused::Full(l.max_connections)),
+                    false,
+                )
+            } else if t.count(|c| c.live() && c.peer == peer) >= l.max_per_peer {
+                let r = Refused::PeerFull {
                     peer,
                     max: l.max_per_peer,
-                })?;
-            self.evicted(victim, peer, "its address's share is");
-        }
-        while t.count(Conn::unauthenticated) >= l.max_unauthenticated {
-            let Some(victim) = t.evict_oldest(|_| true) else {
+                };
+                ("its address's share is", Some(r), true)
+            } else if t.count(Conn::unauthenticated) >= l.max_unauthenticated {
+                ("the unauthenticated places are", None, false)
+            } else {
                 break;
             };
-            self.evicted(victim, peer, "the unauthenticated places are");
+            let wake = match t.evict_stalled(&l, now, !patient, |c| !mine || c.peer == peer) {
+                Ok(victim) => {
+                    self.evicted(victim, peer, full);
+                    continue;
+                }
+                Err(_) if !patient => match refusal {
+                    Some(r) => return Err(r),
+                    None => break,
+                },
+                Err(next) => next.map_or(queue_until, |n| n.min(queue_until)),
+            };
+            // Woken early when a connection ends or moves on.
+            t = self
+                .changed
+                .wait_timeout(t, wake.saturating_duration_since(now))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
         }
         let id = t.next_id;
         t.next_id += 1;
@@ -236,6 +322,8 @@ impl Admission {
                 phase: Phase::Unauthenticated {
                     deadline: Instant::now() + l.handshake_timeout,
                     socket,
+                    stage: Stage::Accepted,
+                    since: Instant::now(),
                 },
             },
         );
@@ -299,6 +387,21 @@ impl Admission {
 }
 
 impl Ticket {
+    /// The connection moved on to `stage` (its peer sent a ClientHello, or a request).
+    pub(crate) fn stage(&self, stage: Stage) {
+        let mut t = self.adm.lock();
+        if let Some(Conn {
+            phase: Phase::Unauthenticated {
+                stage: s, since, ..
+            },
+            ..
+        }) = t.conns.get_mut(&self.id)
+        {
+            *s = stage;
+            *since = Instant::now();
+        }
+    }
+
     /// The TLS handshake is over: the peer now has the authentication timeout to send a
     /// request that authenticates. False if the connection was cut meanwhile.
     pub(crate) fn tls_done(&self) -> bool {
@@ -307,8 +410,15 @@ impl Ticket {
             return false;
         };
         match &mut c.phase {
-            Phase::Unauthenticated { deadline, .. } => {
+            Phase::Unauthenticated {
+                deadline,
+                stage,
+                since,
+                ..
+            } => {
                 *deadline = Instant::now() + self.adm.limits.authentication_timeout;
+                *stage = Stage::AwaitingRequest;
+                *since = Instant::now();
             }
             Phase::Authenticated => {}
             Phase::Cut => return false,
@@ -330,6 +440,7 @@ impl Ticket {
             }
             _ => false,
         }
+        // (No signal: a place is taken either way.)
     }
 
     /// Where to log about this peer while it is unauthenticated.

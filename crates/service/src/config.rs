@@ -279,7 +279,7 @@ impl WebConfig {
         // refused by the daemon's own reload, not by a login.
         let table: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::Syntax {
             path: path.to_owned(),
-            message: e.to_string().trim_end().to_owned(),
+            message: syntax_message(&text, &e),
         })?;
         let mut only = toml::Table::new();
         if let Some(w) = table.get("web") {
@@ -289,7 +289,7 @@ impl WebConfig {
             .try_into()
             .map_err(|e: toml::de::Error| ConfigError::Syntax {
                 path: path.to_owned(),
-                message: e.to_string().trim_end().to_owned(),
+                message: syntax_message(&text, &e),
             })?;
         let base = path.parent().unwrap_or(Path::new("."));
         Ok(w.web.resolved(base))
@@ -395,7 +395,7 @@ impl Config {
         let text = read_text(path)?;
         let file: File = toml::from_str(&text).map_err(|e| ConfigError::Syntax {
             path: path.to_owned(),
-            message: e.to_string().trim_end().to_owned(),
+            message: syntax_message(&text, &e),
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
         let k = file.kmip;
@@ -616,6 +616,19 @@ pub fn read_text(path: &Path) -> Result<String, ConfigError> {
 
 fn read_file(what: &'static str, path: &Path) -> Result<Vec<u8>, ConfigError> {
     Ok(trusted::read(what, path, Role::Trusted)?.to_vec())
+}
+
+/// A TOML error where it is, without the source line the parser would quote: the file
+/// may not be a configuration at all (a path planted where one is expected, such as the
+/// Clevis pin's, could name /etc/shadow), and an error may reach a log others read.
+pub fn syntax_message(text: &str, e: &toml::de::Error) -> String {
+    let at = e.span().map(|s| {
+        let before = &text[..s.start.min(text.len())];
+        let line = before.matches('\n').count() + 1;
+        let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+        format!("line {line}, column {column}: ")
+    });
+    format!("{}{}", at.unwrap_or_default(), e.message().trim_end())
 }
 
 /// Reads a file that holds a secret (see [`crate::trusted`] for the checks).

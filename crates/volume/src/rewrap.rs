@@ -15,6 +15,7 @@ use crate::convert::{ConvertError, Devices};
 use crate::layout::{JOURNAL_END, JOURNAL_OFFSET, SLOT_AREAS, SLOT_AREA_LEN};
 use crate::luks2::header::{self, Header};
 use crate::luks2::keys;
+use crate::luks2::metadata::Metadata;
 use crate::luks2::token::{self, KeyMode};
 use crate::luks2::validate::Layout;
 use crate::volume::{volume_key, VolumeError};
@@ -34,14 +35,17 @@ pub fn rewrap(
     } = open_for_rekey(d, old_secret, new_key_uid, false)?;
     let id = add_keyslot(dev, &mut h, &l, &vk, new_secret)?;
     let m = &mut h.metadata;
-    let old: Vec<String> = m.digests[&l.digest].keyslots.clone();
+    // Only atrest's keyslots go: a bound volume's passphrase (or Clevis, TPM) keyslots
+    // hold the same volume key and keep working.
+    let (old, others) = atrest_keyslots(m, &l.digest);
     let old_areas: Vec<(u64, u64)> = old
         .iter()
         .filter_map(|k| m.keyslots.remove(k))
         .map(|k| (k.area.offset, k.area.size))
         .collect();
     if let Some(d) = m.digests.get_mut(&l.digest) {
-        d.keyslots = vec![id.clone()];
+        d.keyslots = others;
+        d.keyslots.push(id.clone());
     }
     token::set_uid(m, new_key_uid);
     token::set_keyslots(m, std::slice::from_ref(&id));
@@ -50,6 +54,27 @@ pub fn rewrap(
         zero(dev, at, at + len)?;
     }
     sync(dev)
+}
+
+/// The keyslots of `digest` that atrest's token names, and the rest (a bound volume's
+/// passphrase, Clevis or TPM keyslots). A token that names none is one atrest wrote when
+/// it made the volume, before tokens named their keyslot: every keyslot is then atrest's.
+pub(crate) fn atrest_keyslots(m: &Metadata, digest: &str) -> (Vec<String>, Vec<String>) {
+    let all = m
+        .digests
+        .get(digest)
+        .map(|d| d.keyslots.clone())
+        .unwrap_or_default();
+    let named = m
+        .tokens
+        .values()
+        .find(|t| t.kind == crate::luks2::TOKEN_TYPE)
+        .map(|t| t.keyslots.clone())
+        .unwrap_or_default();
+    if named.is_empty() {
+        return (all, Vec::new());
+    }
+    all.into_iter().partition(|k| named.contains(k))
 }
 
 /// A volume opened for a rekey.
@@ -80,6 +105,16 @@ pub(crate) fn open_for_rekey(
         ));
     }
     token::check_uid("new key identifier", new_key_uid)?;
+    // A deep rekey makes a new volume key, which the keyslots atrest does not manage do not
+    // hold: they would be removed. Refused, with what to do, rather than lock their owners
+    // out.
+    let (_, others) = atrest_keyslots(&h.metadata, &l.digest);
+    if deep && !others.is_empty() {
+        return Err(ConvertError::Refused(format!(
+            "a volume with keyslots atrest does not manage ({}: a passphrase, Clevis or a TPM, added by `atrest bind`'s operator or by cryptsetup). A deep rekey gives the volume a new key, which they do not hold, so they would stop working: remove them first (`cryptsetup luksKillSlot DEVICE SLOT`), or rotate with a rewrap (`atrest rekey` without --deep), which keeps them",
+            others.join(", ")
+        )));
+    }
     let key = volume_key(d.header, &h.metadata, &l.digest, old_secret)?;
     Ok(Rekeying { h, l, mode, key })
 }
@@ -138,11 +173,15 @@ fn free_area(h: &Header, l: &Layout, key_len: usize) -> Result<u64, ConvertError
         a.checked_add(len).is_some_and(|e| e <= l.keyslots_end)
             && used.iter().all(|&(o, e)| a + len <= o || e <= a)
     };
+    // Past both header copies, whatever their size (a cryptsetup volume with 256 KiB of
+    // metadata has its copies where atrest's own areas would be).
     let start = 2 * h.binary.hdr_size;
-    let gaps = std::iter::once(start)
-        .chain(used.iter().map(|&(_, e)| e.div_ceil(4096) * 4096))
-        .filter(|&a| a >= start);
-    let mut candidates: Vec<u64> = SLOT_AREAS.into_iter().chain(gaps).collect();
+    let gaps = std::iter::once(start).chain(used.iter().map(|&(_, e)| e.div_ceil(4096) * 4096));
+    let mut candidates: Vec<u64> = SLOT_AREAS
+        .into_iter()
+        .chain(gaps)
+        .filter(|&a| a >= start)
+        .collect();
     // Outside the journal first, then anywhere.
     candidates.sort_by_key(|&a| (a < JOURNAL_END && JOURNAL_OFFSET < a + len, a));
     candidates.into_iter().find(|&a| free(a)).ok_or_else(|| {

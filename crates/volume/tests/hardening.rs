@@ -242,7 +242,7 @@ impl BlockBackend for FixedSize {
 fn tamper(dev: &dyn BlockBackend, edit: impl FnOnce(&mut Metadata)) {
     let mut h = header::read(dev).unwrap().header;
     edit(&mut h.metadata);
-    header::write(dev, &mut h).unwrap();
+    header::write_unchecked(dev, &mut h).unwrap();
 }
 
 /// Everything that reads a header, on a tampered device: each must refuse with an error

@@ -449,6 +449,11 @@ pub enum KmipCommand {
         /// Write the raw key bytes instead of hex (for piping into cryptsetup).
         #[arg(long)]
         raw: bool,
+        /// Only a key that may protect data now: refused unless its state is Active (as
+        /// `open`, `serve` and the token plugin require). For scripts that unlock, such as
+        /// the Clevis pin.
+        #[arg(long)]
+        usable: bool,
     },
     /// Activate a key.
     Activate {

@@ -74,11 +74,18 @@ impl<'de> Deserialize<'de> for J {
                 Ok(J::Arr(v))
             }
             fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<J, A::Error> {
+                // An index, not a search per member: a header may hold a token with tens of
+                // thousands of members (found by an outside review: quadratic, 40 s).
                 let mut v: Vec<(String, J)> = Vec::new();
+                let mut index: std::collections::HashMap<String, usize> =
+                    std::collections::HashMap::new();
                 while let Some((k, x)) = a.next_entry::<String, J>()? {
-                    match v.iter_mut().find(|(key, _)| *key == k) {
-                        Some(slot) => slot.1 = x,
-                        None => v.push((k, x)),
+                    match index.get(&k) {
+                        Some(&i) => v[i].1 = x,
+                        None => {
+                            index.insert(k.clone(), v.len());
+                            v.push((k, x));
+                        }
                     }
                 }
                 Ok(J::Obj(v))
@@ -244,6 +251,8 @@ const METADATA_SIZES: [u64; 9] = [
 ];
 const BINARY: u64 = 4096;
 const MAX_KEYSLOTS_SIZE: u64 = 128 << 20;
+/// Most objects in any one of keyslots, tokens, digests and segments.
+const MAX_OBJECTS: usize = 1024;
 
 /// The requirement flags cryptsetup knows.
 #[derive(Default)]
@@ -288,6 +297,18 @@ fn reqs(j: &J) -> Reqs {
 pub fn check(j: &J, area_len: u64) -> Result<(), Luks2Error> {
     if !matches!(j, J::Obj(_)) {
         return Err(broken("JSON area", "not a JSON object"));
+    }
+    // Deliberately stricter than cryptsetup, which reads any number: some rules compare
+    // every pair of keyslots or segments, and a hostile 4 MiB area holds tens of
+    // thousands (no tool makes more than 32 keyslots and tokens, 8 digests).
+    for section in ["keyslots", "tokens", "digests", "segments"] {
+        let n = j.get(section).map_or(0, |s| s.members().len());
+        if n > MAX_OBJECTS {
+            return Err(broken(
+                section,
+                format!("{n} objects; atrest reads at most {MAX_OBJECTS} (cryptsetup uses 32 keyslots and tokens, 8 digests)"),
+            ));
+        }
     }
     requirements(j)?;
     tokens(j)?;

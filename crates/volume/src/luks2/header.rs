@@ -193,8 +193,20 @@ pub fn read(dev: &dyn BlockBackend) -> Result<Read, Luks2Error> {
     Ok(chosen)
 }
 
-/// Writes both copies of `header` with seqid increased by one (which it updates).
+/// Writes both copies of `header` with seqid increased by one (which it updates). A header
+/// that would not be LUKS2 by cryptsetup's rules is refused, and nothing is written.
 pub fn write(dev: &dyn BlockBackend, header: &mut Header) -> Result<(), Luks2Error> {
+    write_with(dev, header, true)
+}
+
+/// [`write`] without the check: what an attacker with a disk writer can do, for the tests
+/// that play one (`volume/tests/hardening.rs`). Test builds only.
+#[cfg(feature = "test-support")]
+pub fn write_unchecked(dev: &dyn BlockBackend, header: &mut Header) -> Result<(), Luks2Error> {
+    write_with(dev, header, false)
+}
+
+fn write_with(dev: &dyn BlockBackend, header: &mut Header, check: bool) -> Result<(), Luks2Error> {
     header.binary.seqid = header.binary.seqid.checked_add(1).ok_or_else(|| {
         Luks2Error::corrupt(
             "seqid",
@@ -214,6 +226,22 @@ pub fn write(dev: &dyn BlockBackend, header: &mut Header) -> Result<(), Luks2Err
             format!("{} bytes", json.len()),
             format!("does not fit in {} bytes", hdr_size as usize - BINARY_SIZE),
         ));
+    }
+    // What is about to be committed must read back as LUKS2 (cryptsetup's rules): a bug
+    // here must fail the write, not leave a header neither tool reads.
+    if check {
+        let ordered: super::conform::J =
+            serde_json::from_slice(&json).map_err(|e| Luks2Error::Json {
+                offset: 0,
+                message: e.to_string(),
+            })?;
+        super::conform::check(&ordered, hdr_size - BINARY_SIZE as u64).map_err(|e| {
+            Luks2Error::corrupt(
+                "header about to be written",
+                "(metadata)",
+                format!("it would not be valid LUKS2, nothing was written: {e}"),
+            )
+        })?;
     }
     json.resize(hdr_size as usize - BINARY_SIZE, 0);
     // cryptsetup's exclusive lock, for both copies: no reader (of either tool) sees a copy

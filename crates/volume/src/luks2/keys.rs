@@ -156,6 +156,7 @@ pub fn make_keyslot(
             kind: "luks1".into(),
             stripes: STRIPES as u32,
             hash: "sha256".into(),
+            extra: Default::default(),
         },
         area: Area {
             kind: "raw".into(),
@@ -163,6 +164,7 @@ pub fn make_keyslot(
             size: area_size(ks),
             encryption: "aes-xts-plain64".into(),
             key_size: ks as u32,
+            extra: Default::default(),
         },
         kdf: Kdf {
             kind: "pbkdf2".into(),

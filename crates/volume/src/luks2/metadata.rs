@@ -258,6 +258,9 @@ pub struct Af {
     pub stripes: u32,
     /// Diffusion hash.
     pub hash: String,
+    /// Keys this model does not know (kept through a rewrite).
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
 }
 
 /// `area`.
@@ -276,6 +279,9 @@ pub struct Area {
     pub encryption: String,
     /// Its key size.
     pub key_size: u32,
+    /// Keys this model does not know (kept through a rewrite).
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
 }
 
 /// `kdf`.

@@ -35,8 +35,18 @@ pub fn run(cmd: KmipCommand) -> anyhow::Result<()> {
             println!("{uid}");
             Ok(())
         }
-        KmipCommand::Get { config, uid, raw } => {
-            let key = client(&config)?.get_symmetric_key(&uid)?;
+        KmipCommand::Get {
+            config,
+            uid,
+            raw,
+            usable,
+        } => {
+            let key = if usable {
+                let cfg = service::config::Config::load(&config.config)?;
+                service::keys::KeyManager::new(cfg)?.fetch_usable(&uid)?
+            } else {
+                client(&config)?.get_symmetric_key(&uid)?
+            };
             let mut out = std::io::stdout().lock();
             if raw {
                 out.write_all(&key)?;
