@@ -16,7 +16,7 @@ use crate::luks2::keys::{self, Kdfs};
 use crate::luks2::metadata::Metadata;
 use crate::luks2::token::{self, KeyMode};
 use crate::luks2::{Luks2Error, TOKEN_TYPE};
-use crate::rewrap::{add_keyslot, free_id};
+use crate::rewrap::{add_keyslot, atrest_keyslots, free_id};
 use crate::volume::{volume_key, VolumeError};
 
 /// What a bind added.
@@ -159,25 +159,13 @@ pub fn unbind(d: Devices<'_>) -> Result<Unbound, ConvertError> {
     }
     let key_uid = t.key_uid.clone();
     let m = &mut h.metadata;
-    let (tid, ours) = m
+    let tid = m
         .tokens
         .iter()
         .find(|(_, t)| t.kind == TOKEN_TYPE)
-        .map(|(id, t)| (id.clone(), t.keyslots.clone()))
+        .map(|(id, _)| id.clone())
         .ok_or(VolumeError::NoToken)?;
-    let digest_slots = m
-        .digests
-        .get(&l.digest)
-        .map(|d| d.keyslots.clone())
-        .unwrap_or_default();
-    // A token that names no keyslot is one atrest wrote when it made the volume: every
-    // keyslot is then its own.
-    let ours = if ours.is_empty() {
-        digest_slots.clone()
-    } else {
-        ours
-    };
-    let left: Vec<&String> = digest_slots.iter().filter(|k| !ours.contains(k)).collect();
+    let (ours, left) = atrest_keyslots(m, &l.digest);
     if left.is_empty() {
         return Err(ConvertError::Refused(format!(
             "atrest's keyslot is the only way into this volume: unbinding would lock everyone out. Add a passphrase first, opening atrest's keyslot with the KMIP secret: `atrest kmip get --raw {} | cryptsetup luksAddKey --key-file - DEVICE NEW-KEY-FILE` (docs/operations.md)",

@@ -10,7 +10,6 @@ use serde_json::Value;
 
 use crate::backend::BlockBackend;
 use crate::luks2::header;
-use crate::luks2::metadata::Metadata;
 use crate::luks2::TOKEN_TYPE;
 use crate::text::shown;
 use crate::volume::{geometry, VolumeError};
@@ -129,9 +128,9 @@ fn kdf_text(kdf: &Value) -> Option<String> {
     })
 }
 
-/// The raw JSON of every object of `kind`, typed ones and opaque ones alike.
-fn objects(m: &Metadata, kind: &'static str) -> Vec<(String, Value)> {
-    let raw = serde_json::to_value(m).unwrap_or(Value::Null);
+/// The raw JSON of every object of `kind` in `raw` (the metadata as JSON: typed objects
+/// and opaque ones alike), by id.
+fn objects(raw: &Value, kind: &'static str) -> Vec<(String, Value)> {
     let mut v: Vec<(String, Value)> = raw
         .get(kind)
         .and_then(Value::as_object)
@@ -151,11 +150,13 @@ pub fn describe(
     let read = header::read(hdr)?;
     let h = &read.header;
     let m = &h.metadata;
+    // Serialised once: every object the model keeps, typed or opaque, as JSON.
+    let raw = serde_json::to_value(m).unwrap_or(Value::Null);
     let refused = crate::luks2::validate::validate(h, geometry(hdr, data, detached)?)
         .err()
         .map(|e| e.to_string());
     let data_len = data.len().unwrap_or(0);
-    let keyslots: Vec<KeyslotView> = objects(m, "keyslots")
+    let keyslots: Vec<KeyslotView> = objects(&raw, "keyslots")
         .into_iter()
         .map(|(id, k)| KeyslotView {
             id: s(&id),
@@ -164,7 +165,7 @@ pub fn describe(
             kdf: k.get("kdf").and_then(kdf_text),
         })
         .collect();
-    let segments: Vec<SegmentView> = objects(m, "segments")
+    let segments: Vec<SegmentView> = objects(&raw, "segments")
         .into_iter()
         .map(|(id, g)| SegmentView {
             id: s(&id),
@@ -176,7 +177,7 @@ pub fn describe(
             flags: strings(g.get("flags")),
         })
         .collect();
-    let reencryption = reencryption(m, &segments, data_len);
+    let reencryption = reencryption(&raw, &segments, data_len);
     let atrest_key_uid = m
         .tokens
         .values()
@@ -191,7 +192,7 @@ pub fn describe(
         metadata_size: h.binary.hdr_size,
         keyslots_size: m.config.keyslots_size,
         keyslots,
-        tokens: objects(m, "tokens")
+        tokens: objects(&raw, "tokens")
             .into_iter()
             .map(|(id, t)| {
                 let kind = s(t.get("type").and_then(Value::as_str).unwrap_or("?"));
@@ -199,7 +200,7 @@ pub fn describe(
             })
             .collect(),
         segments,
-        digests: objects(m, "digests")
+        digests: objects(&raw, "digests")
             .into_iter()
             .map(|(id, d)| {
                 let kind = s(d.get("type").and_then(Value::as_str).unwrap_or("?"));
@@ -227,8 +228,8 @@ pub fn describe(
 /// The reencryption a `reencrypt` keyslot records, with its progress read off the
 /// segments: the regular segments already in the final layout (bound to the digest of the
 /// `backup-final` segment, or for a decryption, of its type), less the hot zone, are done.
-fn reencryption(m: &Metadata, segments: &[SegmentView], data_len: u64) -> Option<ReencryptionView> {
-    let (_, k) = objects(m, "keyslots")
+fn reencryption(raw: &Value, segments: &[SegmentView], data_len: u64) -> Option<ReencryptionView> {
+    let (_, k) = objects(raw, "keyslots")
         .into_iter()
         .find(|(_, k)| k.get("type").and_then(Value::as_str) == Some("reencrypt"))?;
     let text = |v: Option<&Value>| s(v.and_then(Value::as_str).unwrap_or("?"));
@@ -236,7 +237,7 @@ fn reencryption(m: &Metadata, segments: &[SegmentView], data_len: u64) -> Option
         .iter()
         .find(|g| g.flags.iter().any(|f| f == "backup-final"));
     let final_digest: Option<Vec<String>> = fin.and_then(|f| {
-        objects(m, "digests")
+        objects(raw, "digests")
             .into_iter()
             .map(|(_, d)| strings(d.get("segments")))
             .find(|segs| segs.contains(&f.id))

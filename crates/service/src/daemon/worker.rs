@@ -571,7 +571,7 @@ impl Worker {
         }
         let next_check = Instant::now() + Duration::from_secs(self.ctx.serve.key_check_secs);
         let uid = Some(uid);
-        let mut serving = if let Some(name) = &self.ctx.cfg.dm {
+        let serving = if let Some(name) = &self.ctx.cfg.dm {
             let opened = dm::open_proven(dev, name, mode, &secret);
             drop(secret);
             secmem::wipe_stack();
@@ -607,13 +607,7 @@ impl Worker {
                 device_gone_said: false,
             }
         };
-        if let Err(e) = self.start_exports(&mut serving) {
-            let mut why = format!("starting the exports: {e}");
-            if let Err(more) = self.take_down(serving) {
-                why = format!("{why}; then {more}");
-            }
-            return Err(self.fail(State::Failed, why));
-        }
+        let serving = self.exported(serving)?;
         {
             let mut s = self.status();
             s.server = server.clone();
@@ -646,7 +640,7 @@ impl Worker {
             ));
         }
         let data: Arc<dyn BlockBackend> = dev.data.clone();
-        let mut serving = Serving {
+        let serving = Serving {
             key_uid: None,
             volume: Some(Arc::new(Unlocked::plaintext(data, size))),
             exports: Vec::new(),
@@ -656,13 +650,7 @@ impl Worker {
             next_device_check: Instant::now() + DEVICE_CHECK,
             device_gone_said: false,
         };
-        if let Err(e) = self.start_exports(&mut serving) {
-            let mut why = format!("starting the exports: {e}");
-            if let Err(more) = self.take_down(serving) {
-                why = format!("{why}; then {more}");
-            }
-            return Err(self.fail(State::Failed, why));
-        }
+        let serving = self.exported(serving)?;
         log::warn!(
             "{}: serving PLAINTEXT (serve_plaintext = true): encrypt it, then turn serve_plaintext off",
             self.name()
@@ -717,6 +705,19 @@ impl Worker {
             Err(e) => return Err(KeyProblem::Retry(e.to_string())),
         };
         Ok((secret, server.or_else(|| kms.server())))
+    }
+
+    /// [`Self::start_exports`]; when they do not start, what did is taken down again and
+    /// the volume is failed, with why.
+    fn exported(&mut self, mut serving: Serving) -> Result<Serving, Halt> {
+        if let Err(e) = self.start_exports(&mut serving) {
+            let mut why = format!("starting the exports: {e}");
+            if let Err(more) = self.take_down(serving) {
+                why = format!("{why}; then {more}");
+            }
+            return Err(self.fail(State::Failed, why));
+        }
+        Ok(serving)
     }
 
     /// Starts NBD and FUSE over the unlocked volume (dm-crypt is open already) and

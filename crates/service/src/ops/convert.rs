@@ -342,9 +342,14 @@ pub fn encrypt(
     if let Some(stopped) = run.drive(keys, req.step, obs, stop)? {
         return Ok(stopped);
     }
+    encrypted(&run, &dev, "encrypted")
+}
+
+/// A finished encryption's report, from the volume's header (`done` says how it ran).
+fn encrypted(run: &Run<'_>, dev: &Device, done: &str) -> Result<ConvertReport, ServiceError> {
     let s = dev.status()?;
     let message = format!(
-        "encrypted: {} bytes of data, {}, {} mode, KMIP key {}",
+        "{done}: {} bytes of data, {}, {} mode, KMIP key {}",
         s.data_size,
         cipher_text(s.key_bits),
         s.key_mode,
@@ -548,15 +553,7 @@ pub fn encrypt_held(
     if let Some(stopped) = run.drive_with(keys, step.or(Some(ONLINE_STEP)), obs, stop, Some(vol))? {
         return Ok(stopped);
     }
-    let s = dev.status()?;
-    let message = format!(
-        "encrypted while serving: {} bytes of data, {}, {} mode, KMIP key {}",
-        s.data_size,
-        cipher_text(s.key_bits),
-        s.key_mode,
-        s.key_uid
-    );
-    Ok(run.report(None, message, Some(s), None))
+    encrypted(&run, dev, "encrypted while serving")
 }
 
 /// A decrypt of a volume that is in use (with a detached header, and `serve_plaintext`):

@@ -11,12 +11,6 @@ use zeroize::Zeroizing;
 
 use crate::cli::args::{BindArgs, UnbindArgs};
 
-fn key_manager(config: &std::path::Path) -> anyhow::Result<service::keys::KeyManager> {
-    Ok(service::keys::KeyManager::new(
-        service::config::Config::load(config)?,
-    )?)
-}
-
 /// The existing passphrase: a key file's bytes, standard input's, or typed on the terminal.
 fn passphrase(key_file: Option<&std::path::Path>) -> anyhow::Result<Zeroizing<Vec<u8>>> {
     let bytes = match key_file {
@@ -46,7 +40,7 @@ pub fn bind(a: BindArgs) -> anyhow::Result<()> {
         path: a.device.clone(),
         header: a.header.clone(),
     };
-    let mut kms = key_manager(&a.config.config)?;
+    let mut kms = super::convert::key_manager(&a.config)?;
     let pass = passphrase(a.key_file.as_deref())?;
     let r = service::ops::bind::bind(&mut kms, &loc, &pass, a.key_name.as_deref())?;
     if a.json {
@@ -62,7 +56,7 @@ pub fn unbind(a: UnbindArgs) -> anyhow::Result<()> {
         path: a.device.clone(),
         header: a.header.clone(),
     };
-    let mut kms = key_manager(&a.config.config)?;
+    let mut kms = super::convert::key_manager(&a.config)?;
     let r = service::ops::bind::unbind(&mut kms, &loc, a.keep)?;
     if a.json {
         println!("{}", serde_json::to_string(&r)?);

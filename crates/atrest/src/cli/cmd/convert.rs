@@ -8,7 +8,7 @@ use service::ops::convert::ConvertReport;
 use service::progress::Stop;
 use service::ServiceError;
 
-use crate::cli::args::ConvertArgs;
+use crate::cli::args::{ConfigArg, ConvertArgs};
 use crate::cli::output::Reporter;
 
 /// Set by Ctrl-C or SIGTERM; the conversion stops at its next committed step.
@@ -45,9 +45,9 @@ pub fn run(
     }
 }
 
-/// A session with the key servers of `a`'s configuration.
-pub fn key_manager(a: &ConvertArgs) -> anyhow::Result<service::keys::KeyManager> {
+/// A session with the key servers (and the key policy) of the configuration `config` names.
+pub fn key_manager(config: &ConfigArg) -> anyhow::Result<service::keys::KeyManager> {
     Ok(service::keys::KeyManager::new(
-        service::config::Config::load(&a.config.config)?,
+        service::config::Config::load(&config.config)?,
     )?)
 }

@@ -12,6 +12,6 @@ pub fn run(a: DecryptArgs) -> anyhow::Result<()> {
         keep_old: a.old.keep_old,
         step: c.step,
     };
-    let mut kms = super::convert::key_manager(c)?;
+    let mut kms = super::convert::key_manager(&c.config)?;
     super::convert::run(c, |rep, stop| decrypt(&mut kms, &req, rep, stop))
 }

@@ -13,6 +13,6 @@ pub fn run(a: EncryptArgs) -> anyhow::Result<()> {
         reduce_device_size: a.reduce_device_size,
         step: c.step,
     };
-    let mut kms = super::convert::key_manager(c)?;
+    let mut kms = super::convert::key_manager(&c.config)?;
     super::convert::run(c, |rep, stop| encrypt(&mut kms, &req, rep, stop))
 }

@@ -42,8 +42,7 @@ pub fn run(cmd: KmipCommand) -> anyhow::Result<()> {
             usable,
         } => {
             let key = if usable {
-                let cfg = service::config::Config::load(&config.config)?;
-                service::keys::KeyManager::new(cfg)?.fetch_usable(&uid)?
+                super::convert::key_manager(&config)?.fetch_usable(&uid)?
             } else {
                 client(&config)?.get_symmetric_key(&uid)?
             };

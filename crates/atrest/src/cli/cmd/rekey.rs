@@ -15,6 +15,6 @@ pub fn run(a: RekeyArgs) -> anyhow::Result<()> {
         key_name: a.key_name.clone(),
         step: c.step,
     };
-    let mut kms = super::convert::key_manager(c)?;
+    let mut kms = super::convert::key_manager(&c.config)?;
     super::convert::run(c, |rep, stop| rekey(&mut kms, &req, rep, stop))
 }
