@@ -1,29 +1,33 @@
 #!/usr/bin/env bash
-# atrest's encrypted NBD export against qemu-nbd, in one run, measured by fio's nbd engine
-# (libnbd) over Unix sockets, every server on the same random data (one copy each):
+# atrest's encrypted NBD export against nbdkit and qemu-nbd, in one run, measured by fio's
+# nbd engine (libnbd) over Unix sockets, every server on the same random data (one copy each):
 #
 #   atrest        atrest open --nbd (XTS-AES-128, key from the development KMS on loopback)
-#   qemu raw      qemu-nbd -f raw, no encryption           (target: atrest >= 0.8x)
-#   qemu luks     qemu-nbd on a LUKS1 image, qemu's own XTS-AES-128 (target: atrest >= 1.0x)
+#   nbdkit file   nbdkit's file plugin, no encryption      (target: atrest >= 0.9x)
+#   nbdkit luks   nbdkit's luks filter over the file plugin on a LUKS1 image, XTS-AES-128
+#                 (target: atrest >= 1.2x)
+#   qemu raw      qemu-nbd -f raw, no encryption
+#   qemu luks     qemu-nbd on the same LUKS1 image, qemu's own XTS-AES-128
 #
 # and the FUSE road: fio (libaio, O_DIRECT) on atrest open --fuse's DIR/volume against the
 # same on a plain file.
 #
-# All go through the page cache (qemu-nbd --cache=writeback --aio=threads, its defaults, the
-# same mechanism as atrest: pread/pwrite from worker threads; flush = fdatasync). Cells:
+# All go through the page cache (qemu-nbd --cache=writeback --aio=threads, its defaults;
+# nbdkit's file plugin with its default cache=default and 16 threads; the same mechanism as
+# atrest: pread/pwrite from several threads; flush = fdatasync). Cells:
 # sequential 1 MiB read and write at queue depth 8, random 4 KiB read and write at depth 1
 # and 32; one fio job, --time_based, 1 s ramp. Each cell runs the servers in turn, REPEAT
 # times with the order rotating, after a `sync` (the kernel's flusher would otherwise
 # write back earlier runs' pages during a later one), and prints the medians and ratios.
 #
-#   bash bench/nbd.sh [RUNTIME_SECONDS]     (default 10; REPEAT=3 SIZE_MIB=256)
+#   bash bench/nbd.sh [RUNTIME_SECONDS]     (default 10; REPEAT=3 SIZE_MIB=256 CELLS=...)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 runtime=${1:-10}
 repeat=${REPEAT:-3}
 size_mib=${SIZE_MIB:-256}
 target=${CARGO_TARGET_DIR:-$root/target}
-for tool in fio qemu-nbd qemu-img nbdcopy python3; do
+for tool in fio qemu-nbd qemu-img nbdcopy nbdkit python3; do
   command -v "$tool" >/dev/null || { echo "missing $tool (bash scripts/setup-peers.sh)" >&2; exit 1; }
 done
 (cd "$root" && cargo build -q --release -p atrest)
@@ -68,8 +72,15 @@ pids+=($!)
 qemu-nbd --object secret,id=sec0,data=benchpass --cache=writeback --aio=threads --persistent \
   -k "$work/luks.sock" --image-opts "driver=luks,key-secret=sec0,file.filename=$work/qemu.luks" &
 pids+=($!)
-wait_socket "$work/raw.sock"
-wait_socket "$work/luks.sock"
+cp "$work/qemu.luks" "$work/nbdkit.luks"
+printf benchpass >"$work/luks.pass"
+chmod 600 "$work/luks.pass"
+nbdkit --foreground --unix "$work/kfile.sock" file "$work/raw.img" &
+pids+=($!)
+nbdkit --foreground --unix "$work/kluks.sock" file "$work/nbdkit.luks" --filter=luks \
+  passphrase="+$work/luks.pass" &
+pids+=($!)
+for s in raw luks kfile kluks; do wait_socket "$work/$s.sock"; done
 mkdir -p "$work/fuse"
 "$atrest" open --config "$conf" --fuse "$work/fuse" "$work/fusevol.img" >"$work/fuse.log" 2>&1 &
 pids+=($!)
@@ -79,6 +90,8 @@ rm "$work/master.raw"
 sync
 
 cells=("read 1m 8" "write 1m 8" "randread 4k 1" "randread 4k 32" "randwrite 4k 1" "randwrite 4k 32")
+# CELLS="randread 4k 32;randwrite 4k 32" runs only those (while working on one).
+if [ -n "${CELLS:-}" ]; then IFS=';' read -r -a cells <<<"$CELLS"; fi
 
 # fio for one server and cell; prints MiB/s (1m cells) or IOPS (4k cells).
 measure() {
@@ -87,6 +100,8 @@ measure() {
     atrest) target=(--ioengine=nbd "--uri=nbd+unix:///?socket=$work/atrest.sock") ;;
     raw) target=(--ioengine=nbd "--uri=nbd+unix:///?socket=$work/raw.sock") ;;
     luks) target=(--ioengine=nbd "--uri=nbd+unix:///?socket=$work/luks.sock") ;;
+    kfile) target=(--ioengine=nbd "--uri=nbd+unix:///?socket=$work/kfile.sock") ;;
+    kluks) target=(--ioengine=nbd "--uri=nbd+unix:///?socket=$work/kluks.sock") ;;
     fuse) target=(--ioengine=libaio --direct=1 "--filename=$work/fuse/volume") ;;
     file) target=(--ioengine=libaio --direct=1 "--filename=$work/plain.file") ;;
   esac
@@ -104,20 +119,24 @@ median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1
 
 echo "bench/nbd.sh: ${size_mib} MiB, ${runtime} s per run, median of $repeat; $(nproc) cores, $(uname -r)"
 echo "1m cells in MiB/s, 4k cells in IOPS"
-printf '%-22s %9s %9s %9s %7s %7s | %9s %9s %7s\n' cell atrest "qemu raw" "qemu luks" "/raw" "/luks" fuse file "/file"
+ratio() { echo "$1 / $2" | bc -l; }
+printf '%-18s %8s %8s %8s %6s %6s %8s %8s %6s %6s | %8s %8s %6s\n' cell atrest "kit file" "kit luks" \
+  "/file" "/luks" "qemu raw" "qemu luk" "/raw" "/luks" fuse file "/file"
 for cell in "${cells[@]}"; do
   read -r rw bs qd <<<"$cell"
   declare -A got=()
-  servers=(atrest raw luks fuse file)
+  servers=(atrest kfile kluks raw luks fuse file)
   for r in $(seq "$repeat"); do
     for i in "${!servers[@]}"; do
       who=${servers[$(( (i + r) % ${#servers[@]} ))]}
       got[$who]="${got[$who]:-} $(measure "$who" "$rw" "$bs" "$qd")"
     done
   done
-  a=$(median ${got[atrest]}); q=$(median ${got[raw]}); l=$(median ${got[luks]})
+  a=$(median ${got[atrest]}); kf=$(median ${got[kfile]}); kl=$(median ${got[kluks]})
+  q=$(median ${got[raw]}); l=$(median ${got[luks]})
   f=$(median ${got[fuse]}); p=$(median ${got[file]})
-  printf '%-22s %9s %9s %9s %7.2f %7.2f | %9s %9s %7.2f\n' "$rw $bs qd$qd" "$a" "$q" "$l" \
-    "$(echo "$a / $q" | bc -l)" "$(echo "$a / $l" | bc -l)" "$f" "$p" "$(echo "$f / $p" | bc -l)"
+  printf '%-18s %8s %8s %8s %6.2f %6.2f %8s %8s %6.2f %6.2f | %8s %8s %6.2f\n' "$rw $bs qd$qd" \
+    "$a" "$kf" "$kl" "$(ratio "$a" "$kf")" "$(ratio "$a" "$kl")" "$q" "$l" "$(ratio "$a" "$q")" \
+    "$(ratio "$a" "$l")" "$f" "$p" "$(ratio "$f" "$p")"
   unset got
 done

@@ -24,17 +24,21 @@ ossl() { # cipher bytes multi -> MB/s
   fi
   echo "$r" | awk '{v=$NF; sub(/k$/,"",v); printf "%.0f", v/1000}'
 }
-echo "engine vs openssl speed -evp ($(openssl version | cut -d' ' -f1-2)), MB/s, in-cache 256 KiB buffers:"
-printf '%-12s %6s %7s %10s %10s %13s %7s %13s %7s\n' cipher sector threads "atrest enc" "atrest dec" "openssl speed" ratio "EVP/sector" ratio
+echo "engine vs openssl speed -evp ($(openssl version | cut -d' ' -f1-2)), MB/s; buffer 4096 is one"
+echo "small request per call (what the per-call overhead costs), 262144 an in-cache bulk buffer:"
+printf '%-12s %6s %7s %7s %10s %10s %13s %7s %13s %7s\n' cipher sector buffer threads "atrest enc" "atrest dec" "openssl speed" ratio "EVP/sector" ratio
 for cipher in aes-128-xts aes-256-xts; do
   for sector in 512 4096; do
-    for threads in 1 2; do
-      o=$(ossl $cipher $sector $threads)
-      line=$(grep "\"cipher\":\"$cipher\",\"sector\":$sector,\"buffer\":262144,\"threads\":$threads," "$out")
-      e=$(echo "$line" | sed 's/.*"encrypt_mb_s":\([0-9]*\).*/\1/')
-      d=$(echo "$line" | sed 's/.*"decrypt_mb_s":\([0-9]*\).*/\1/')
-      p=$(echo "$line" | sed 's/.*"openssl_per_sector_mb_s":\([0-9]*\).*/\1/')
-      printf '%-12s %6s %7s %10s %10s %13s %6.2fx %13s %6.2fx\n' $cipher $sector $threads $e $d $o "$(echo "$e / $o" | bc -l)" $p "$(echo "$e / $p" | bc -l)"
+    o1=$(ossl $cipher $sector 1); o2=$(ossl $cipher $sector 2)
+    for buffer in 4096 262144; do
+      for threads in 1 2; do
+        if [ "$threads" = 1 ]; then o=$o1; else o=$o2; fi
+        line=$(grep "\"cipher\":\"$cipher\",\"sector\":$sector,\"buffer\":$buffer,\"threads\":$threads," "$out")
+        e=$(echo "$line" | sed 's/.*"encrypt_mb_s":\([0-9]*\).*/\1/')
+        d=$(echo "$line" | sed 's/.*"decrypt_mb_s":\([0-9]*\).*/\1/')
+        p=$(echo "$line" | sed 's/.*"openssl_per_sector_mb_s":\([0-9]*\).*/\1/')
+        printf '%-12s %6s %7s %7s %10s %10s %13s %6.2fx %13s %6.2fx\n' $cipher $sector $buffer $threads $e $d $o "$(echo "$e / $o" | bc -l)" $p "$(echo "$e / $p" | bc -l)"
+      done
     done
   done
 done

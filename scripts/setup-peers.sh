@@ -9,7 +9,7 @@ venv=${ATREST_PYKMIP_VENV:-$root/.venv}
 
 need=()
 for pkg in build-essential pkg-config libssl-dev openssl python3-venv cryptsetup-bin \
-    qemu-utils libnbd-bin fio fuse3 e2fsprogs util-linux gdb systemd \
+    qemu-utils libnbd-bin nbdkit fio fuse3 e2fsprogs util-linux gdb systemd \
     chromium fonts-liberation clevis clevis-luks jose tang socat; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done

@@ -1,19 +1,21 @@
-//! One connection: the handshake, then transmission, with reading apart from writing.
+//! One connection: the handshake, then transmission, by a few threads that take turns.
 //!
-//! The connection's own thread reads and checks requests (and reads write payloads), then
-//! hands them to a few worker threads that run them against the export; each worker
-//! writes its reply under a lock on the write half, header and data in one write, so
-//! replies leave in completion order, never interleaved. Invalid requests are answered by
-//! the reader directly, and so is a short request that arrives alone while the export is
-//! fast (see `read_requests`). What one connection may hold is bounded: requests in
-//! flight and their buffer bytes (the reader stops reading until replies go out), and
+//! During transmission each of a few threads in turn holds the reading side: it reads and
+//! checks the next request (and its write payload), gives the turn to the next thread,
+//! runs the request against the export and writes the reply under a lock on the write
+//! half, header and data in one write. So the thread that read a request serves it (no
+//! handoff to a worker and back, nbdkit's model); replies leave in completion order,
+//! never interleaved. Invalid requests are answered by the thread holding the turn, and
+//! so is a short request that arrives alone while the export is fast, without giving the
+//! turn away (see [`Shared::serve_turns`]). Threads start on demand, when the one giving
+//! up the turn finds nobody waiting for it. What one connection may hold is bounded:
+//! requests in flight and their buffer bytes (reading waits until replies go out), and
 //! buffers kept for reuse. When the reading stops (`NBD_CMD_DISC`, end of file, a broken
 //! stream, or a close of the export), the requests in flight are still run and answered
 //! before the connection ends. With an idle timeout set, a connection with nothing in
 //! flight and no byte of a new request for that long is closed (see
 //! [`crate::limits::DEFAULT_IDLE_TIMEOUT`]).
 
-use std::collections::VecDeque;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::Shutdown;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -32,7 +34,8 @@ use crate::wire::{Command, ErrorCode, Request, SimpleReply, REQUEST_LEN, SIMPLE_
 /// Per-connection concurrency and memory bounds.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct ConnConfig {
-    /// Worker threads; 0 runs every request on the reading thread, one at a time.
+    /// Threads that take turns reading and serving requests; 0 or 1 runs every request
+    /// on the connection's own thread, one at a time.
     pub(crate) workers: usize,
     pub(crate) max_in_flight_requests: usize,
     pub(crate) max_in_flight_bytes: usize,
@@ -89,7 +92,7 @@ pub(crate) enum Outcome {
 }
 
 /// Serves one connection from greeting to close.
-pub(crate) fn run<R: Read + ReadTimeout, W: Write + Send>(
+pub(crate) fn run<R: Read + ReadTimeout + Send, W: Write + Send>(
     registry: &Registry,
     conn: &ConnGuard<'_>,
     reader: R,
@@ -227,15 +230,26 @@ struct Job {
     cost: usize,
 }
 
+/// What the requests in flight hold, and who waits for what. Notifying a `Condvar` is a
+/// system call even when nobody waits, so the waits are counted and the notifications
+/// made only for a waiter.
 #[derive(Default)]
 struct Queue {
-    jobs: VecDeque<Job>,
     in_flight: usize,
     bytes: usize,
     peak_bytes: usize,
-    idle: usize,
-    workers: usize,
-    done: bool,
+    /// The thread holding the turn waits for room (a reply to go out).
+    waiting_for_room: bool,
+    /// Threads serving this connection.
+    threads: usize,
+}
+
+/// The reading side, held by whichever thread has the turn.
+struct Input<'r, R> {
+    r: &'r mut BufReader<R>,
+    /// Why reading stopped, once it has: the threads that get the turn after leave.
+    ended: Option<Ended>,
+    requests: u64,
 }
 
 struct Out<W> {
@@ -243,16 +257,21 @@ struct Out<W> {
     failed: bool,
 }
 
-struct Shared<'a, W> {
+struct Shared<'a, 'r, R, W> {
     export: &'a dyn BlockExport,
     ctl: &'a ConnCtl,
     config: ConnConfig,
+    rules: Rules,
+    observer: Observer<'a>,
+    input: Mutex<Input<'r, R>>,
+    /// Threads blocked waiting for the turn (so the one giving it up knows whether a new
+    /// thread is needed to read the next request while it serves its own).
+    waiting_for_turn: AtomicUsize,
     out: Mutex<Out<W>>,
     broken: AtomicBool,
     q: Mutex<Queue>,
-    // Workers wait here for jobs.
-    work: Condvar,
-    // The reader waits here for room (a reply sent) or a broken connection.
+    // The thread holding the turn waits here for room (a reply sent) or a broken
+    // connection.
     room: Condvar,
     pool: Pool,
     // Average time the export took on recent quick requests, in nanoseconds.
@@ -263,18 +282,18 @@ struct Shared<'a, W> {
     last_reply_ns: AtomicU64,
 }
 
-/// A lone quick request runs on the reading thread while quick requests take less than
-/// this on average: about the cost of handing it to a worker and back.
+/// A lone quick request is served without giving up the turn while quick requests take
+/// less than this on average: about the cost of waking another thread to read.
 const INLINE_BELOW_NS: u64 = 30_000;
 
-impl<'a, W: Write + Send> Shared<'a, W> {
+impl<'a, 'r, R: Read + ReadTimeout + Send, W: Write + Send> Shared<'a, 'r, R, W> {
     fn broken(&self) -> bool {
         self.broken.load(Ordering::Acquire)
     }
 
     /// Sends one whole reply. After a failed write nothing more is sent (a partial reply
     /// has already desynchronised the stream) and the socket is shut down, which wakes the
-    /// reader so the connection ends.
+    /// thread reading so the connection ends.
     fn send(&self, msg: &[u8]) {
         let mut out = lock(&self.out);
         if out.failed {
@@ -292,7 +311,7 @@ impl<'a, W: Write + Send> Shared<'a, W> {
             log::info!("connection {}: writing a reply failed: {e}", self.ctl.id);
             self.broken.store(true, Ordering::Release);
             self.ctl.shutdown(Shutdown::Both);
-            // Under the queue lock, so a reader about to wait for room cannot miss it.
+            // Under the queue lock, so a thread about to wait for room cannot miss it.
             let _q = lock(&self.q);
             self.room.notify_all();
         }
@@ -318,7 +337,9 @@ impl<'a, W: Write + Send> Shared<'a, W> {
                 self.ctl.request_started();
                 return Some(q.in_flight);
             }
+            q.waiting_for_room = true;
             q = self.room.wait(q).unwrap_or_else(|e| e.into_inner());
+            q.waiting_for_room = false;
         }
     }
 
@@ -328,9 +349,12 @@ impl<'a, W: Write + Send> Shared<'a, W> {
         let mut q = lock(&self.q);
         q.in_flight -= 1;
         q.bytes -= cost;
+        let wake = q.waiting_for_room;
         drop(q);
         self.ctl.request_ended();
-        self.room.notify_one();
+        if wake {
+            self.room.notify_one();
+        }
     }
 
     /// Runs a job against the export and answers it.
@@ -363,60 +387,165 @@ impl<'a, W: Write + Send> Shared<'a, W> {
         self.release(job.buf, job.cost);
     }
 
-    fn worker(&self) {
+    /// One thread's life: take the turn, read the next request, give the turn up and serve
+    /// the request; again, until reading has stopped. A short request that arrived alone
+    /// (nothing in flight, nothing more received) is served without giving up the turn:
+    /// waking another thread to read would put a thread switch on the critical path of a
+    /// queue-depth-1 client, which waits for this reply before sending anything. Only
+    /// while such requests are fast (page-cache hits): meanwhile nobody reads, so a
+    /// request arriving behind a slow one would wait for it. Flush, FUA and large requests
+    /// always give the turn up first.
+    fn serve_turns<'s>(&'s self, scope: &'s Scope<'s, '_>)
+    where
+        'a: 's,
+        'r: 's,
+    {
         loop {
-            let job = {
-                let mut q = lock(&self.q);
-                loop {
-                    if let Some(job) = q.jobs.pop_front() {
-                        break job;
-                    }
-                    if q.done {
-                        return;
-                    }
-                    q.idle += 1;
-                    q = self.work.wait(q).unwrap_or_else(|e| e.into_inner());
-                    q.idle -= 1;
+            self.waiting_for_turn.fetch_add(1, Ordering::AcqRel);
+            let mut input = lock(&self.input);
+            self.waiting_for_turn.fetch_sub(1, Ordering::AcqRel);
+            if input.ended.is_some() {
+                return;
+            }
+            let (job, in_flight) = match self.next_request(&mut input) {
+                Ok(next) => next,
+                Err(ended) => {
+                    input.ended = Some(ended);
+                    return;
                 }
             };
+            let alone = in_flight == 1
+                && input.r.buffer().is_empty()
+                && job.op.is_quick()
+                && self.quick_ns.load(Ordering::Relaxed) < INLINE_BELOW_NS;
+            if alone || self.config.workers <= 1 {
+                self.complete(job);
+                continue;
+            }
+            if self.waiting_for_turn.load(Ordering::Acquire) == 0 {
+                self.start_thread(scope);
+            }
+            drop(input);
             self.complete(job);
         }
     }
 
-    /// Queues a job for the workers, starting one if none is idle and the pool is not full.
-    fn submit<'s>(&'s self, scope: &'s Scope<'s, '_>, job: Job)
+    /// Starts one more thread to take turns, if the connection may have one more. When it
+    /// cannot start, this one comes back for the turn after serving its request, so
+    /// nothing waits for a thread that never came.
+    fn start_thread<'s>(&'s self, scope: &'s Scope<'s, '_>)
     where
-        W: 's,
+        'a: 's,
+        'r: 's,
     {
         let mut q = lock(&self.q);
-        q.jobs.push_back(job);
-        let spawn = q.idle == 0 && q.workers < self.config.workers;
-        if spawn {
-            q.workers += 1;
-        }
-        let workers = q.workers;
-        drop(q);
-        if !spawn {
-            self.work.notify_one();
+        if q.threads >= self.config.workers {
             return;
         }
+        q.threads += 1;
+        let n = q.threads;
+        drop(q);
         let started = thread::Builder::new()
-            .name(format!("nbd-{}-w{}", self.ctl.id, workers))
-            .spawn_scoped(scope, || self.worker());
+            .name(format!("nbd-{}-t{n}", self.ctl.id))
+            .spawn_scoped(scope, move || self.serve_turns(scope));
         if let Err(e) = started {
-            log::warn!("connection {}: cannot start a worker: {e}", self.ctl.id);
-            let mut q = lock(&self.q);
-            q.workers -= 1;
-            // With no worker at all, nobody would run the job: run it here.
-            let orphan = if q.workers == 0 {
-                q.jobs.pop_front()
-            } else {
-                None
-            };
-            drop(q);
-            if let Some(job) = orphan {
-                self.complete(job);
+            log::warn!("connection {}: cannot start a thread: {e}", self.ctl.id);
+            lock(&self.q).threads -= 1;
+        }
+    }
+
+    /// Reads requests until one is to be run on the export, answering invalid ones; it is
+    /// returned admitted, its write payload read, with the requests now in flight. `Err`
+    /// says why reading stopped.
+    fn next_request(&self, input: &mut Input<'r, R>) -> Result<(Job, usize), Ended> {
+        let mut hb = [0u8; REQUEST_LEN];
+        loop {
+            if let Some(idle) = self.config.idle_timeout {
+                match self.wait_for_request(input.r, idle) {
+                    Ok(false) => {}
+                    Ok(true) => return Err(Ended::Idle(idle)),
+                    Err(e) => return Err(Ended::Error(TransmissionError::Read(e))),
+                }
             }
+            match read_header(input.r, &mut hb) {
+                Ok(true) => {}
+                Ok(false) => return Err(Ended::Eof),
+                Err(e) => return Err(Ended::Error(TransmissionError::Read(e))),
+            }
+            let req = match Request::decode(&hb) {
+                Ok(req) => req,
+                Err(e) => return Err(Ended::Error(TransmissionError::Wire(e))),
+            };
+            input.requests += 1;
+            if let Some(observe) = self.observer {
+                observe(&req);
+            }
+            if req.command == Command::DISC {
+                return Err(Ended::Disconnect);
+            }
+            let payload = if req.command == Command::WRITE {
+                req.len
+            } else {
+                0
+            };
+            if payload > MAX_PAYLOAD {
+                return Err(Ended::Error(TransmissionError::PayloadTooLarge {
+                    command: req.command,
+                    len: payload,
+                    max: MAX_PAYLOAD,
+                }));
+            }
+            if self.broken() {
+                return Err(Ended::Error(TransmissionError::Write(
+                    io::ErrorKind::BrokenPipe.into(),
+                )));
+            }
+            // Once the export is closing, what is still buffered is refused with
+            // ESHUTDOWN, which tells the client to disconnect.
+            let checked = if self.ctl.closing() {
+                Err(ErrorCode::ESHUTDOWN)
+            } else {
+                dispatch::check(&req, &self.rules)
+            };
+            let op = match checked {
+                Ok(op) => op,
+                Err(code) => {
+                    log::debug!("connection {}: {req:?} refused: {code}", self.ctl.id);
+                    // The payload of a refused write is read and dropped, so the next
+                    // header is where the client put it.
+                    if let Err(e) = skip(input.r, payload) {
+                        return Err(Ended::Error(TransmissionError::Read(e)));
+                    }
+                    self.send(
+                        &SimpleReply {
+                            error: code,
+                            cookie: req.cookie,
+                        }
+                        .encode(),
+                    );
+                    continue;
+                }
+            };
+            let cost = op.buffer_len();
+            let Some(in_flight) = self.admit(cost) else {
+                return Err(Ended::Error(TransmissionError::Write(
+                    io::ErrorKind::BrokenPipe.into(),
+                )));
+            };
+            let mut buf = self.pool.get(cost);
+            if let Op::Write { len, .. } = op {
+                if let Err(e) = input.r.read_exact(&mut buf[..len as usize]) {
+                    self.release(buf, cost);
+                    return Err(Ended::Error(TransmissionError::Read(e)));
+                }
+            }
+            let job = Job {
+                cookie: req.cookie,
+                op,
+                buf,
+                cost,
+            };
+            return Ok((job, in_flight));
         }
     }
 
@@ -424,11 +553,7 @@ impl<'a, W: Write + Send> Shared<'a, W> {
     /// idle for `idle`: nothing in flight, no reply sent and nothing received for that
     /// long. Returns true when it was. The time limit is lifted once a byte has arrived,
     /// so a request that has begun is never cut, however slowly it arrives.
-    fn wait_for_request<R: Read + ReadTimeout>(
-        &self,
-        r: &mut BufReader<R>,
-        idle: Duration,
-    ) -> io::Result<bool> {
+    fn wait_for_request(&self, r: &mut BufReader<R>, idle: Duration) -> io::Result<bool> {
         if !r.buffer().is_empty() {
             return Ok(false);
         }
@@ -466,11 +591,6 @@ impl<'a, W: Write + Send> Shared<'a, W> {
         r.get_ref().set_read_timeout(None)?;
         Ok(idle_now)
     }
-
-    fn finish(&self) {
-        lock(&self.q).done = true;
-        self.work.notify_all();
-    }
 }
 
 /// Reads one request header. `Ok(false)` is a clean end of file between requests.
@@ -497,7 +617,7 @@ fn skip<R: Read>(r: &mut R, len: u32) -> io::Result<()> {
     Ok(())
 }
 
-fn transmission<R: Read + ReadTimeout, W: Write + Send>(
+fn transmission<R: Read + ReadTimeout + Send, W: Write + Send>(
     r: &mut BufReader<R>,
     w: W,
     t: &Transmission,
@@ -509,10 +629,20 @@ fn transmission<R: Read + ReadTimeout, W: Write + Send>(
         export: t.export.as_ref(),
         ctl,
         config: *config,
+        rules: Rules::new(t),
+        observer,
+        input: Mutex::new(Input {
+            r,
+            ended: None,
+            requests: 0,
+        }),
+        waiting_for_turn: AtomicUsize::new(0),
         out: Mutex::new(Out { w, failed: false }),
         broken: AtomicBool::new(false),
-        q: Mutex::new(Queue::default()),
-        work: Condvar::new(),
+        q: Mutex::new(Queue {
+            threads: 1,
+            ..Queue::default()
+        }),
         room: Condvar::new(),
         pool: Pool {
             free: Mutex::new((Vec::new(), 0)),
@@ -523,132 +653,16 @@ fn transmission<R: Read + ReadTimeout, W: Write + Send>(
         started: Instant::now(),
         last_reply_ns: AtomicU64::new(0),
     };
-    let rules = Rules::new(t);
-    let mut requests = 0u64;
-    let ended = thread::scope(|scope| {
-        let ended = read_requests(r, &shared, scope, &rules, observer, &mut requests);
-        // Workers drain the queue, then leave; the scope waits for them, so every request
-        // read has been answered (or found the client gone) before we return.
-        shared.finish();
-        ended
-    });
+    // This thread takes the first turn; the scope waits for every thread it started, so
+    // every request read has been answered (or found the client gone) before we return.
+    thread::scope(|scope| shared.serve_turns(scope));
+    let input = shared.input.into_inner().unwrap_or_else(|e| e.into_inner());
     let q = lock(&shared.q);
     let stats = ConnStats {
-        requests,
+        requests: input.requests,
         peak_buffer: shared.pool.peak_buffer.load(Ordering::Relaxed),
         peak_in_flight_bytes: q.peak_bytes,
     };
+    let ended = input.ended.unwrap_or(Ended::Eof);
     (ended, stats)
-}
-
-/// The reader: parses, checks and admits requests, reads write payloads, answers invalid
-/// requests itself, and runs a lone quick request itself while the export is fast;
-/// everything else goes to the workers. Returns why reading stopped.
-fn read_requests<'s, R: Read + ReadTimeout, W: Write + Send>(
-    r: &mut BufReader<R>,
-    shared: &'s Shared<'_, W>,
-    scope: &'s Scope<'s, '_>,
-    rules: &Rules,
-    observer: Observer<'_>,
-    requests: &mut u64,
-) -> Ended {
-    let mut hb = [0u8; REQUEST_LEN];
-    loop {
-        if let Some(idle) = shared.config.idle_timeout {
-            match shared.wait_for_request(r, idle) {
-                Ok(false) => {}
-                Ok(true) => return Ended::Idle(idle),
-                Err(e) => return Ended::Error(TransmissionError::Read(e)),
-            }
-        }
-        match read_header(r, &mut hb) {
-            Ok(true) => {}
-            Ok(false) => return Ended::Eof,
-            Err(e) => return Ended::Error(TransmissionError::Read(e)),
-        }
-        let req = match Request::decode(&hb) {
-            Ok(req) => req,
-            Err(e) => return Ended::Error(TransmissionError::Wire(e)),
-        };
-        *requests += 1;
-        if let Some(observe) = observer {
-            observe(&req);
-        }
-        if req.command == Command::DISC {
-            return Ended::Disconnect;
-        }
-        let payload = if req.command == Command::WRITE {
-            req.len
-        } else {
-            0
-        };
-        if payload > MAX_PAYLOAD {
-            return Ended::Error(TransmissionError::PayloadTooLarge {
-                command: req.command,
-                len: payload,
-                max: MAX_PAYLOAD,
-            });
-        }
-        if shared.broken() {
-            return Ended::Error(TransmissionError::Write(io::ErrorKind::BrokenPipe.into()));
-        }
-        // Once the export is closing, what is still buffered is refused with ESHUTDOWN,
-        // which tells the client to disconnect.
-        let checked = if shared.ctl.closing() {
-            Err(ErrorCode::ESHUTDOWN)
-        } else {
-            dispatch::check(&req, rules)
-        };
-        let op = match checked {
-            Ok(op) => op,
-            Err(code) => {
-                log::debug!("connection {}: {req:?} refused: {code}", shared.ctl.id);
-                // The payload of a refused write is read and dropped, so the next header
-                // is where the client put it.
-                if let Err(e) = skip(r, payload) {
-                    return Ended::Error(TransmissionError::Read(e));
-                }
-                shared.send(
-                    &SimpleReply {
-                        error: code,
-                        cookie: req.cookie,
-                    }
-                    .encode(),
-                );
-                continue;
-            }
-        };
-        let cost = op.buffer_len();
-        let Some(in_flight) = shared.admit(cost) else {
-            return Ended::Error(TransmissionError::Write(io::ErrorKind::BrokenPipe.into()));
-        };
-        let mut buf = shared.pool.get(cost);
-        if let Op::Write { len, .. } = op {
-            if let Err(e) = r.read_exact(&mut buf[..len as usize]) {
-                shared.release(buf, cost);
-                return Ended::Error(TransmissionError::Read(e));
-            }
-        }
-        let job = Job {
-            cookie: req.cookie,
-            op,
-            buf,
-            cost,
-        };
-        // A short request that is alone (nothing in flight, nothing more received) runs
-        // here: handing it to a worker would put two thread switches on the critical path
-        // of a queue-depth-1 client, which waits for this reply before sending anything.
-        // Only while such requests are fast (page-cache hits): meanwhile the reader does
-        // not read, so a request arriving behind a slow one would wait for it. Flush, FUA
-        // and large requests always go to a worker.
-        let alone = in_flight == 1
-            && r.buffer().is_empty()
-            && op.is_quick()
-            && shared.quick_ns.load(Ordering::Relaxed) < INLINE_BELOW_NS;
-        if shared.config.workers == 0 || alone {
-            shared.complete(job);
-        } else {
-            shared.submit(scope, job);
-        }
-    }
 }

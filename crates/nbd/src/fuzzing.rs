@@ -12,8 +12,8 @@
 //!   defined error value, the cookie of the oldest unanswered request, and data exactly
 //!   when a read succeeded, as long as it asked.
 //!
-//! Requests run on the reading thread (no workers) so replies come in request order and a
-//! run is deterministic; the worker path is exercised by the integration tests.
+//! Requests run on one thread (no turns taken) so replies come in request order and a
+//! run is deterministic; several threads are exercised by the integration tests.
 
 use std::collections::VecDeque;
 use std::io::{self, Write};
@@ -160,7 +160,7 @@ impl Checker<'_> {
             .expect("a reply with no request outstanding");
         assert_eq!(
             r.cookie, cookie,
-            "replies come in request order without workers"
+            "replies come in request order on one thread"
         );
         let data = m.len() - SIMPLE_REPLY_LEN;
         if command == Command::READ && r.error == ErrorCode::OK {

@@ -14,16 +14,17 @@
 //!
 //! Layout, one concept per module: [`wire`] (magic numbers, numbered types, fixed headers),
 //! `handshake` (one type per handshake state), `conn` (a connection: reading apart from
-//! writing, workers in between), `dispatch` (requests onto the export, errors back),
+//! writing, threads taking turns), `dispatch` (requests onto the export, errors back),
 //! [`limits`] (every bound and why), `listen` (Unix and loopback TCP listeners), `registry`
 //! (exports and connection slots, eviction), `notice` (rate-limited log lines about refused
 //! and cut connections), `server` (the accept loop and the handles), [`error`].
 //!
-//! Concurrency: one thread per connection reads and checks requests and hands them to a
-//! few worker threads per connection, which run them on the export and write each reply
-//! (header and data in one write) under a lock; replies may leave out of order, each with
-//! its request's cookie. A short request that arrives alone runs on the reading thread
-//! while the export answers fast. See [`ServerOptions`] and [`limits`] for the bounds.
+//! Concurrency: a few threads per connection take turns reading; the thread that read a
+//! request gives up the turn, runs the request on the export and writes its reply (header
+//! and data in one write) under a lock, so no request is handed from thread to thread;
+//! replies may leave out of order, each with its request's cookie. A short request that
+//! arrives alone is served without giving up the turn while the export answers fast. See
+//! [`ServerOptions`] and [`limits`] for the bounds.
 //!
 //! Untrusted peers: on loopback TCP any local account can connect, so a connection that
 //! has not finished its handshake holds its slot only until its deadline

@@ -79,16 +79,16 @@ pub const DEFAULT_IDLE_TIMEOUT: Option<Duration> = None;
 pub const NOTICE_INTERVAL: Duration = Duration::from_secs(10);
 
 /// How long a reply may wait for the client to read, by default: 60 s. A client that stops
-/// reading its replies would otherwise hold worker threads (and the export's close) forever.
+/// reading its replies would otherwise hold the connection's threads (and the export's
+/// close) forever.
 pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Worker threads per connection that run requests against the export, by default: 4.
-/// On the page-cache benchmark (bench/nbd-raw.sh, 2 vCPUs) 1, 2, 4 and 8 workers measured
-/// the same within the noise: the kernel's buffered write path serialises writes to one
-/// file, and reads are syscall-bound. Four keep both cores busy when the export spends CPU
-/// (decryption) and leave requests running while others wait on a disk. Workers start
-/// on demand, and a lone quick request runs on the reading thread, so a queue-depth-1
-/// client costs no worker switch.
+/// Threads per connection that take turns reading requests and serve what they read, by
+/// default: 4 (so at most 4 requests of a connection run on the export at once; the rest
+/// wait in the socket). Four keep both cores of the benchmark machine busy when the export
+/// spends CPU (decryption) and leave requests running while others wait on a disk.
+/// Threads start on demand, and a lone quick request is served by the thread that read
+/// it without waking another, so a queue-depth-1 client costs no thread switch.
 pub const DEFAULT_WORKERS: usize = 4;
 
 /// Requests parsed but not yet answered on one connection, by default: 128. Above

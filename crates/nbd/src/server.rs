@@ -38,8 +38,8 @@ pub struct ServerOptions {
     pub idle_timeout: Option<Duration>,
     /// How long one reply may wait for a client that does not read; `None` waits forever.
     pub write_timeout: Option<Duration>,
-    /// Worker threads per connection (started on demand); 0 runs requests one at a time on
-    /// the connection's reading thread.
+    /// Threads per connection that take turns reading and serving requests (started on
+    /// demand); 0 or 1 runs requests one at a time on the connection's own thread.
     pub workers_per_connection: usize,
     /// Requests in flight per connection before the reader waits.
     pub max_in_flight_requests: usize,
@@ -80,7 +80,7 @@ struct Waker {
 }
 
 /// An NBD server: bound listeners, a set of exports, and (while [`Server::run`] blocks)
-/// one thread per connection plus its workers.
+/// a few threads per connection, taking turns.
 ///
 /// ```no_run
 /// # use std::sync::Arc;

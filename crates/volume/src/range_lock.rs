@@ -7,15 +7,21 @@
 
 use std::sync::{Condvar, Mutex, MutexGuard};
 
-/// The ranges being written now.
+/// The ranges being written now, and how many writers wait for one of them (a `Condvar`
+/// notification is a system call even with nobody waiting: only made for a waiter).
 #[derive(Default)]
 pub struct RangeLock {
-    held: Mutex<Vec<(u64, u64)>>,
+    held: Mutex<Ranges>,
     freed: Condvar,
-    /// Writers blocked on an overlapping range now (what a test waits on to know that a
-    /// writer is waiting, instead of sleeping and hoping).
-    #[cfg(test)]
-    waiting: std::sync::atomic::AtomicUsize,
+}
+
+#[derive(Default)]
+struct Ranges {
+    /// The ranges held.
+    held: Vec<(u64, u64)>,
+    /// Writers waiting for a range (also what a test waits on to know that a writer is
+    /// waiting, instead of sleeping and hoping).
+    waiters: usize,
 }
 
 /// A held range; released on drop.
@@ -25,7 +31,7 @@ pub struct Held<'a> {
 }
 
 impl RangeLock {
-    fn ranges(&self) -> MutexGuard<'_, Vec<(u64, u64)>> {
+    fn ranges(&self) -> MutexGuard<'_, Ranges> {
         // A panic while holding the list leaves it consistent (push and remove are
         // single steps), so a poisoned lock is still usable.
         self.held.lock().unwrap_or_else(|p| p.into_inner())
@@ -33,17 +39,13 @@ impl RangeLock {
 
     /// Waits until no held range overlaps `[start, end)`, then holds it.
     pub fn lock(&self, start: u64, end: u64) -> Held<'_> {
-        let mut held = self.ranges();
-        while held.iter().any(|&(s, e)| s < end && start < e) {
-            #[cfg(test)]
-            self.waiting
-                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            held = self.freed.wait(held).unwrap_or_else(|p| p.into_inner());
-            #[cfg(test)]
-            self.waiting
-                .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        let mut r = self.ranges();
+        while r.held.iter().any(|&(s, e)| s < end && start < e) {
+            r.waiters += 1;
+            r = self.freed.wait(r).unwrap_or_else(|p| p.into_inner());
+            r.waiters -= 1;
         }
-        held.push((start, end));
+        r.held.push((start, end));
         Held {
             lock: self,
             range: (start, end),
@@ -53,12 +55,15 @@ impl RangeLock {
 
 impl Drop for Held<'_> {
     fn drop(&mut self) {
-        let mut held = self.lock.ranges();
-        if let Some(i) = held.iter().position(|&r| r == self.range) {
-            held.swap_remove(i);
+        let mut r = self.lock.ranges();
+        if let Some(i) = r.held.iter().position(|&h| h == self.range) {
+            r.held.swap_remove(i);
         }
-        drop(held);
-        self.lock.freed.notify_all();
+        let wake = r.waiters > 0;
+        drop(r);
+        if wake {
+            self.lock.freed.notify_all();
+        }
     }
 }
 
@@ -84,7 +89,7 @@ mod tests {
         // The overlapping writer is blocked inside `lock` (counted while it waits on the
         // condition variable, under the list's mutex), not merely not scheduled yet.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while lock.waiting.load(Ordering::SeqCst) == 0 {
+        while lock.ranges().waiters == 0 {
             assert!(
                 inside.load(Ordering::SeqCst) == 0,
                 "an overlapping range did not wait"

@@ -25,6 +25,9 @@ const FILE: INodeNo = INodeNo(2);
 const TTL: Duration = Duration::from_secs(60);
 /// Largest write the kernel sends at once.
 const MAX_WRITE: u32 = 1 << 20;
+/// Background (asynchronous) requests the kernel keeps outstanding: above the queue depths
+/// fio and qemu use.
+const MAX_BACKGROUND: u16 = 64;
 
 struct VolumeFs {
     vol: Arc<Unlocked>,
@@ -76,6 +79,17 @@ fn errno(e: &volume::volume::VolumeError) -> Errno {
 impl Filesystem for VolumeFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         let _ = config.set_max_write(MAX_WRITE);
+        // Without it the kernel runs an asynchronous direct read or write (libaio,
+        // io_uring, qemu's aio=native) synchronously inside the submission, one at a time:
+        // a queue-depth-32 client got the concurrency of queue depth 1 (the machine was
+        // 60 % idle; bench/RESULTS.md, issue 25).
+        if let Err(missing) = config.add_capabilities(fuser::InitFlags::FUSE_ASYNC_DIO) {
+            log::info!("FUSE: the kernel lacks {missing:?}; asynchronous I/O runs one at a time");
+        }
+        // The kernel sends asynchronous direct I/O as background requests, 12 at a time
+        // by default: a queue-depth-32 reader was held to 12 (bench/RESULTS.md, issue 25).
+        let _ = config.set_max_background(MAX_BACKGROUND);
+        let _ = config.set_congestion_threshold(MAX_BACKGROUND * 3 / 4);
         Ok(())
     }
 
@@ -414,6 +428,9 @@ pub fn mount(vol: Arc<Unlocked>, dir: &Path, name: &str) -> Result<FuseExport, S
         MountOption::NoAtime,
     ];
     config.n_threads = Some(4);
+    // Each thread reads requests from its own clone of /dev/fuse, instead of all four
+    // queueing on one file's lock.
+    config.clone_fd = true;
     let fs = VolumeFs {
         vol: vol.clone(),
         uid: rustix::process::geteuid().as_raw(),

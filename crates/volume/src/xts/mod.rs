@@ -22,7 +22,6 @@ mod vaes;
 
 use aes::cipher::{Array, BlockCipherDecrypt, BlockCipherEncrypt, KeyInit};
 use aes::{Aes128, Aes256};
-use zeroize::Zeroize;
 
 /// Why a key cannot be used for XTS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -190,8 +189,14 @@ impl Xts {
     }
 
     fn run(&self, data: &mut [u8], sector_size: usize, first: u64, encrypt: bool) {
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-        if threads < 2 || data.len() < PARALLEL_MIN {
+        if data.len() < PARALLEL_MIN {
+            return self.process(data, sector_size, first, encrypt);
+        }
+        // Asked once: std reads the cgroup's CPU quota from /sys on every call.
+        static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+        let threads =
+            *THREADS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        if threads < 2 {
             return self.process(data, sector_size, first, encrypt);
         }
         // Whole sectors per thread; each part starts at its own tweak.
@@ -229,40 +234,87 @@ impl Xts {
                 && data.len().is_multiple_of(sector_size),
             "XTS over whole sectors of a multiple of 16 bytes"
         );
+        // Every scratch area below is sized to the request and wiped once, at the end, by
+        // a plain `memset` the compiler may not drop (`secmem::wipe`): a 4 KiB request
+        // once paid for zeroing and wiping 16 KiB of tweaks byte by byte, plus a 16 KiB
+        // stack wipe, ten times the cipher's own cost (`bench/RESULTS.md`, issue 25).
+        #[cfg(target_arch = "x86_64")]
+        if let Some(v) = self
+            .vaes
+            .as_ref()
+            .filter(|_| sector_size.is_multiple_of(64))
+        {
+            self.process_vaes(v, data, sector_size, first, encrypt);
+        } else {
+            self.process_portable(data, sector_size, first, encrypt);
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        self.process_portable(data, sector_size, first, encrypt);
+        // The engines keep round keys in vector registers, which the compiler may spill
+        // into their stack frames; those frames lay just below this one. `STACK_WIPE` is
+        // several times their size (the VAES frame is under 2 KiB).
+        secmem::wipe_stack_bytes::<STACK_WIPE>();
+    }
+
+    /// The initial tweaks of `n` sectors from `sector0` (in 512-byte units, `step` apart),
+    /// encrypted with the tweak key in one batched call.
+    fn initial_tweaks(&self, initial: &mut [Block], sector0: u64, step: u64) {
+        for (s, b) in initial.iter_mut().enumerate() {
+            *b = Block::from(u128::from(sector0 + s as u64 * step).to_le_bytes());
+        }
+        self.encrypt_tweak_blocks(initial);
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    fn process_vaes(
+        &self,
+        v: &vaes::Vaes,
+        data: &mut [u8],
+        sector_size: usize,
+        first: u64,
+        encrypt: bool,
+    ) {
+        let step = (sector_size / 512).max(1) as u64;
+        let mut initial = [Block::default(); TWEAK_BATCH];
+        let mut used = 0;
+        for (c, chunk) in data.chunks_mut(TWEAK_BATCH * sector_size).enumerate() {
+            let n = chunk.len() / sector_size;
+            used = used.max(n);
+            self.initial_tweaks(
+                &mut initial[..n],
+                first + (c * TWEAK_BATCH) as u64 * step,
+                step,
+            );
+            v.process(
+                chunk,
+                sector_size,
+                Block::cast_slice_to_core(&initial[..n]),
+                encrypt,
+            );
+        }
+        secmem::wipe(Block::slice_as_flattened_mut(&mut initial[..used]));
+    }
+
+    fn process_portable(&self, data: &mut [u8], sector_size: usize, first: u64, encrypt: bool) {
         let step = (sector_size / 512).max(1) as u64;
         let blocks_per_sector = sector_size / 16;
-        // The initial tweaks of up to 128 sectors are encrypted in one batched call; the
-        // data then goes through in groups of GROUP blocks (4 KiB), so tweaks, data and the
-        // AES pipeline all stay in L1 and the VAES backend always gets full batches.
-        const SECTORS: usize = 128;
-        // About 16 KiB per AES call, rounded to whole sectors.
-        let group_sectors = (1024 / blocks_per_sector).max(1);
-        let mut initial = [Block::default(); SECTORS];
+        // The data goes through in groups of about GROUP_BLOCKS blocks (16 KiB), rounded
+        // to whole sectors, so tweaks, data and the AES pipeline all stay in L1.
+        let group_sectors = (GROUP_BLOCKS / blocks_per_sector).max(1);
+        let mut initial = [Block::default(); TWEAK_BATCH];
         // On the stack: a heap buffer here cost an allocation (and, in a hardened process,
         // two wiping passes) per request.
-        let mut tweaks = [[0u8; 16]; 1024];
+        let mut tweaks = [[0u8; 16]; GROUP_BLOCKS];
         debug_assert!(group_sectors * blocks_per_sector <= tweaks.len());
-        for (c, chunk) in data.chunks_mut(SECTORS * sector_size).enumerate() {
+        let (mut used_initial, mut used_tweaks) = (0, 0);
+        for (c, chunk) in data.chunks_mut(TWEAK_BATCH * sector_size).enumerate() {
             let n = chunk.len() / sector_size;
-            let sector0 = first + (c * SECTORS) as u64 * step;
-            for (s, b) in initial[..n].iter_mut().enumerate() {
-                *b = Block::from(u128::from(sector0 + s as u64 * step).to_le_bytes());
-            }
-            self.encrypt_tweak_blocks(&mut initial[..n]);
-            #[cfg(target_arch = "x86_64")]
-            if let Some(v) = self
-                .vaes
-                .as_ref()
-                .filter(|_| sector_size.is_multiple_of(64))
-            {
-                let mut t = [[0u8; 16]; SECTORS];
-                for (d, s) in t.iter_mut().zip(&initial[..n]) {
-                    *d = s.0;
-                }
-                v.process(chunk, sector_size, &t[..n], encrypt);
-                t.zeroize();
-                continue;
-            }
+            used_initial = used_initial.max(n);
+            self.initial_tweaks(
+                &mut initial[..n],
+                first + (c * TWEAK_BATCH) as u64 * step,
+                step,
+            );
             for (g, group) in chunk.chunks_mut(group_sectors * sector_size).enumerate() {
                 let sectors = group.len() / sector_size;
                 for s in 0..sectors {
@@ -273,22 +325,26 @@ impl Xts {
                     );
                 }
                 let count = sectors * blocks_per_sector;
+                used_tweaks = used_tweaks.max(count);
                 xor_tweaks(group, &tweaks[..count]);
                 let (blocks, _) = Block::slice_as_chunks_mut(group);
                 self.cipher_blocks(blocks, encrypt);
                 xor_tweaks(group, &tweaks[..count]);
             }
         }
-        tweaks.iter_mut().for_each(|t| t.zeroize());
-        for b in &mut initial {
-            b.0.zeroize();
-        }
-        // The engines keep round keys in vector registers, which the compiler may spill
-        // into their stack frames; those frames lay just below this one. 16 KiB is several
-        // times their size, and costs well under a microsecond per call.
-        secmem::wipe_stack_bytes::<{ 16 * 1024 }>();
+        secmem::wipe(tweaks[..used_tweaks].as_flattened_mut());
+        secmem::wipe(Block::slice_as_flattened_mut(&mut initial[..used_initial]));
     }
 }
+
+/// Sectors whose initial tweaks are encrypted in one batched call.
+const TWEAK_BATCH: usize = 128;
+
+/// Blocks per AES call on the portable path (16 KiB).
+const GROUP_BLOCKS: usize = 1024;
+
+/// Stack wiped below `process` after each call (see there).
+const STACK_WIPE: usize = 4096;
 
 /// XORs each 16-byte block of `data` with its tweak; written over plain byte arrays so the
 /// compiler turns it into vector instructions, compiled for AVX-512 and AVX2 as well as the

@@ -214,15 +214,21 @@ unsafe fn units(keys: &Vaes, data: &mut [u8], unit: usize, initial: &[[u8; 16]],
     for (sector, t0) in data.chunks_exact_mut(unit).zip(initial) {
         // The first four tweaks (t0·α^0..3) in one register; each later register is the
         // one before times α^4.
-        let mut first = [0u8; 64];
-        let mut t = u128::from_le_bytes(*t0);
-        for lane in first.chunks_exact_mut(16) {
-            lane.copy_from_slice(&t.to_le_bytes());
-            t = (t << 1) ^ ((t >> 127) * 0x87);
-        }
-        // SAFETY: 64-byte load from a 64-byte array.
-        let mut tw = unsafe { _mm512_loadu_si512(first.as_ptr().cast()) };
-        first.zeroize();
+        // Built in registers, not through a stack array that would then need wiping.
+        let d = |t: u128| (t << 1) ^ ((t >> 127) * 0x87);
+        let t0 = u128::from_le_bytes(*t0);
+        let (t1, t2, t3) = (d(t0), d(d(t0)), d(d(d(t0))));
+        let half = |t: u128, high: bool| (if high { t >> 64 } else { t }) as u64 as i64;
+        let mut tw = _mm512_set_epi64(
+            half(t3, true),
+            half(t3, false),
+            half(t2, true),
+            half(t2, false),
+            half(t1, true),
+            half(t1, false),
+            half(t0, true),
+            half(t0, false),
+        );
         let mut groups = sector.chunks_exact_mut(256);
         for g in groups.by_ref() {
             let p = g.as_mut_ptr();
