@@ -7,6 +7,9 @@
 #            (--reduce-device-size 32M on a copy grown by 32 MiB, header in the image)
 #            and, as a second data point, with a detached header (in place, checksum
 #            resilience, cryptsetup's default)
+# then a re-encryption under a new key of the volumes just made, in place, both with their
+# header on the volume: atrest rekey --deep against cryptsetup reencrypt (checksum
+# resilience, its default).
 # Page cache is dropped before every timed step (needs root), so reads come from the disk.
 #   usage: bash bench/convert.sh [SIZE_MiB]   (default 4096)
 set -euo pipefail
@@ -40,6 +43,10 @@ drop; T_CS=$(t cryptsetup reencrypt --encrypt --type luks2 --batch-mode --force-
 drop; T_CD=$(t cryptsetup reencrypt --encrypt --type luks2 --batch-mode --force-offline-reencrypt \
     --header "$WORK/d.hdr" --pbkdf pbkdf2 --pbkdf-force-iterations 1000 --key-file "$WORK/pass" "$WORK/d")
 
+drop; T_AR=$(t "$ATREST" rekey --deep --keep-old -c "$WORK/kms/client.toml" "$WORK/a")
+drop; T_CR=$(t cryptsetup reencrypt --batch-mode --force-offline-reencrypt \
+    --pbkdf pbkdf2 --pbkdf-force-iterations 1000 --key-file "$WORK/pass" "$WORK/c")
+
 # atrest's result must decrypt to the original (checked outside the timing).
 "$ATREST" decrypt -c "$WORK/kms/client.toml" "$WORK/a" >/dev/null 2>&1
 [ "$(sha256sum < "$WORK/a" | cut -c1-64)" = "$SUM" ] || { echo "atrest round trip differs!"; exit 1; }
@@ -51,8 +58,11 @@ printf '%-46s %9.2f %9s\n' "atrest encrypt" "$T_AT" "$(rate "$T_AT")"
 printf '%-46s %9.2f %9s\n' "atrest encrypt --header" "$T_AH" "$(rate "$T_AH")"
 printf '%-46s %9.2f %9s\n' "cryptsetup reencrypt --encrypt (data shift)" "$T_CS" "$(rate "$T_CS")"
 printf '%-46s %9.2f %9s\n' "cryptsetup reencrypt --encrypt --header" "$T_CD" "$(rate "$T_CD")"
+printf '%-46s %9.2f %9s\n' "atrest rekey --deep" "$T_AR" "$(rate "$T_AR")"
+printf '%-46s %9.2f %9s\n' "cryptsetup reencrypt (new key, in place)" "$T_CR" "$(rate "$T_CR")"
 echo
 echo "atrest / cp:                $(echo "scale=2; $T_AT / $T_CP" | bc)x the time"
 echo "cryptsetup (shift) / atrest: $(echo "scale=2; $T_CS / $T_AT" | bc)x the time"
 echo "cryptsetup (header) / atrest (header): $(echo "scale=2; $T_CD / $T_AH" | bc)x the time"
+echo "cryptsetup (rekey) / atrest (rekey --deep): $(echo "scale=2; $T_CR / $T_AR" | bc)x the time"
 rm -rf "$WORK"

@@ -351,6 +351,118 @@ fn a_forged_journal_record_is_refused_and_nothing_is_written() {
     refused(&dev, "rekey journal record");
 }
 
+/// The checksum journal (issue 25): a record for this run and position, with a list of
+/// checksums whose SHA-256 the record states, makes the run decide block by block what is
+/// old. Forged without the key it is refused, whatever the checksums say.
+#[test]
+fn a_forged_checksum_journal_record_is_refused_and_nothing_is_written() {
+    let dev = in_progress(Kind::Rekey);
+    let done = committed(&dev);
+    // Checksums that would call every block of the zone "already done": the run would
+    // then leave the old ciphertext in place under the new key's name.
+    let sums = vec![0x33u8; (512 << 10) / 512 * 16];
+    dev.write_at(&sums, volume::layout::JOURNAL_OFFSET).unwrap();
+    for mac in [None, Some("00".repeat(32))] {
+        let mut rec = json!({
+            "run": "uid-8", "pos": done, "len": 512 << 10,
+            "sha256": convert::park::sha256_hex(&sums), "checksums": 512,
+        });
+        if let Some(mac) = &mac {
+            rec["mac"] = json!(mac);
+        }
+        let block = convert::record::seal(b"ATREST-JRNL-V1\0\0", &rec).unwrap();
+        dev.write_at(&block, JOURNAL_RECORD_OFFSET).unwrap();
+        refused(&dev, &format!("checksum journal record, tag {mac:?}"));
+    }
+}
+
+/// The committed position of the conversion in progress on `dev`.
+fn committed(dev: &MemBackend) -> u64 {
+    let h = header::read(dev).unwrap().header;
+    let c = h.metadata.tokens["0"].extra["conversion"].clone();
+    c["done"].as_str().unwrap().parse().unwrap()
+}
+
+/// The plaintext of a finished volume under `secret`.
+fn plaintext_of(dev: &MemBackend, secret: &[u8]) -> Vec<u8> {
+    let v = volume::volume::unlock(
+        std::sync::Arc::new(MemBackend::from_bytes(dev.contents())),
+        secret,
+    )
+    .unwrap();
+    let mut out = vec![0u8; v.size() as usize];
+    v.read_at(&mut out, 0).unwrap();
+    out
+}
+
+/// A genuine checksum record (made with the run's own record key, as a crash right after
+/// the journal's sync leaves it), then a block of the zone changed to something that is
+/// neither its old nor its new content: not what a crash does. The resume stops before
+/// writing, names the block, and does so again on a second try.
+#[test]
+fn a_zone_changed_beyond_a_crash_is_refused_and_nothing_is_written() {
+    let dev = in_progress(Kind::Rekey);
+    let done = committed(&dev);
+    let len = 512u64 << 10;
+    let at = DATA_OFFSET + done;
+    let mut zone = vec![0u8; len as usize];
+    dev.read_at(&mut zone, at).unwrap();
+    let rk = convert::auth::RecordKey::derive(&NEW).unwrap();
+    let sums = convert::journal::Checksums::new(&rk).unwrap().of(&zone);
+    let rec = convert::journal::Record {
+        run: "uid-8".into(),
+        pos: done,
+        len,
+        sha256: convert::park::sha256_hex(&sums),
+        checksums: Some(512),
+        mac: String::new(),
+    };
+    convert::journal::save(&dev, &rec, &sums, &rk).unwrap();
+    // Unchanged, the genuine record is simply used: the zone is old, and is redone.
+    let intact = MemBackend::from_bytes(dev.contents());
+    assert_eq!(run(&intact, false).unwrap(), Outcome::Finished);
+    assert!(plaintext_of(&intact, &NEW) == text(3 << 20));
+    // One block scribbled over.
+    let bad = at + 7 * 512;
+    dev.write_at(&[0xEE; 512], bad).unwrap();
+    let before = dev.contents();
+    for _ in 0..2 {
+        let e = run(&dev, false).unwrap_err();
+        assert!(
+            matches!(e, ConvertError::ZoneDamaged { offset, len: 512 } if offset == bad),
+            "{e}"
+        );
+        assert!(e.to_string().contains("nothing was written"), "{e}");
+        assert!(dev.contents() == before, "a damaged zone led to a write");
+    }
+}
+
+/// A journal written before checksums (its record holds the zone's old content itself)
+/// is still honoured: an upgrade in the middle of a deep rekey loses nothing.
+#[test]
+fn a_journal_of_the_earlier_format_still_resumes() {
+    let dev = in_progress(Kind::Rekey);
+    let done = committed(&dev);
+    let len = 512u64 << 10;
+    let at = DATA_OFFSET + done;
+    let mut old = vec![0u8; len as usize];
+    dev.read_at(&mut old, at).unwrap();
+    let rk = convert::auth::RecordKey::derive(&NEW).unwrap();
+    let rec = convert::journal::Record {
+        run: "uid-8".into(),
+        pos: done,
+        len,
+        sha256: convert::park::sha256_hex(&old),
+        checksums: None,
+        mac: String::new(),
+    };
+    convert::journal::save(&dev, &rec, &old, &rk).unwrap();
+    // The zone half rewritten as the crash left it: only the journal has the old content.
+    dev.write_at(&vec![0xEE; (len / 2) as usize], at).unwrap();
+    assert_eq!(run(&dev, false).unwrap(), Outcome::Finished);
+    assert!(plaintext_of(&dev, &NEW) == text(3 << 20));
+}
+
 /// The fuzz target's forged-state property (`fuzz/fuzz_targets/convert_resume.rs`) on
 /// fixed inputs: states that validation accepts, each one field away from atrest's.
 #[test]

@@ -161,7 +161,8 @@ fn r10_1_encrypt_leaves_no_plaintext_outside_the_segment() {
             );
         }
         // A detached header: the header file holds no plaintext either (the journal of
-        // the in-place encryption held every hot zone's plaintext for a while).
+        // the in-place encryption once held every hot zone's plaintext for a while; it
+        // now holds salted checksums).
         let data = MemBackend::from_bytes(plain.clone());
         let hdr = MemBackend::new(16 << 20);
         let d = Devices::detached(&hdr, &data);

@@ -129,6 +129,13 @@ impl RecordKey {
         }
     }
 
+    /// The salt of the journal's block checksums (`journal::Checksums`): checksums of
+    /// plaintext blocks must not let whoever reads the header file test guesses of the
+    /// plaintext, and a disk writer must not be able to compute them.
+    pub fn checksum_salt(&self) -> Result<Zeroizing<Vec<u8>>, ConvertError> {
+        hmac(&self.0, &[b"journal-checksum-salt\0"])
+    }
+
     /// The tag of the conversion state `c` in header `h`: binds the state to this header's
     /// UUID, key, segment and digests.
     pub fn tag_state(&self, h: &Header, c: &Conversion) -> Result<String, ConvertError> {

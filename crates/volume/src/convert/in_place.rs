@@ -1,6 +1,6 @@
 //! Converting the data where it lies, one hot zone at a time: before a zone is rewritten,
-//! its old content and a record are made durable in the journal (invariant 2 for data
-//! that does not move). The journaled loop serves the deep rekey ([`super::rekey`]) and
+//! the checksums of its old content and a record are made durable in the journal
+//! (invariant 2 for data that does not move; `journal` says why checksums suffice). The journaled loop serves the deep rekey ([`super::rekey`]) and
 //! encrypt and decrypt with a detached header, whose data device has no room to move
 //! into; the journal lives on the header's device.
 
@@ -38,18 +38,50 @@ impl Step<'_> {
                 x.encrypt(b, ss as usize, data.tweak(at));
             }
         };
+        // The step's transform reversed. XTS treats each 16-byte block of a sector on its
+        // own, so a sector torn between old and new gives back the old content of its new
+        // blocks (and garbage for the old ones, which `recover` takes from the disk).
+        let undo = |b: &mut [u8], at: u64| {
+            if let Some(x) = to {
+                x.decrypt(b, ss as usize, data.tweak(at));
+            }
+            if let Some(x) = from {
+                x.encrypt(b, ss as usize, data.tweak(at));
+            }
+        };
+        let checksums = journal::Checksums::new(self.rk)?;
+        let record = |pos: u64, len: u64, sums: &[u8]| journal::Record {
+            run: run_id.to_owned(),
+            pos,
+            len,
+            sha256: park::sha256_hex(sums),
+            checksums: Some(journal::CHECKSUM_BLOCK as u32),
+            mac: String::new(),
+        };
         let mut now = state(done);
         let size = now.size();
-        // The hot zone a crash interrupted is redone from the journal's copy of its old
-        // content: the disk's may be half old, half new.
-        if let Some(mut b) = journal::load(hdr, run_id, done, self.rk)?
-            .filter(|d| !d.is_empty() && done + d.len() as u64 <= size)
+        // The hot zone a crash interrupted is redone from its old content: the disk's may
+        // be half old, half new, and the journal says which block is which (or, from a
+        // record of an earlier format, holds the old content itself).
+        if let Some((rec, saved)) = journal::load(hdr, run_id, done, self.rk)?
+            .filter(|(r, _)| r.len > 0 && done + r.len <= size)
         {
             let mut redo = || -> Result<u64, ConvertError> {
+                let at = off + done;
+                let mut b = match &saved {
+                    journal::Saved::Old(old) => old.clone(),
+                    journal::Saved::Checksums(sums) => {
+                        let mut disk = vec![0u8; rec.len as usize];
+                        dev.read_at(&mut disk, at).map_err(io(at))?;
+                        let mut undone = disk.clone();
+                        undo(&mut undone, done);
+                        checksums.recover(&disk, &undone, sums, at)?
+                    }
+                };
                 transform(&mut b, done);
-                write(dev, &b, off + done)?;
+                write(dev, &b, at)?;
                 sync(dev)?;
-                now = state(done + b.len() as u64);
+                now = state(done + rec.len);
                 commit(hdr, h, Some(&now), self.rk)?;
                 Ok(now.done())
             };
@@ -72,14 +104,8 @@ impl Step<'_> {
                 let mut step = || -> Result<u64, ConvertError> {
                     buf.resize(c.len as usize, 0);
                     dev.read_at(&mut buf, c.at).map_err(io(c.at))?;
-                    let rec = journal::Record {
-                        run: run_id.to_owned(),
-                        pos: c.logical,
-                        len: c.len,
-                        sha256: park::sha256_hex(&buf),
-                        mac: String::new(),
-                    };
-                    journal::save(hdr, &rec, &buf, self.rk)?;
+                    let sums = checksums.of(&buf);
+                    journal::save(hdr, &record(c.logical, c.len, &sums), &sums, self.rk)?;
                     transform(&mut buf, c.logical);
                     write(dev, &buf, c.at)?;
                     sync(dev)?;
@@ -93,29 +119,30 @@ impl Step<'_> {
             }
             return Ok(None);
         }
-        // Each hot zone: its old content to the journal (synced), then the new content in
-        // place (synced), then the commit.
-        pipeline(dev, &chunks, true, &transform, &mut |c, source, out| {
-            if let Some(o) = self.stopped(&now) {
-                stopped = Some(o);
-                return Ok(false);
-            }
-            let source = source.unwrap_or_default();
-            let rec = journal::Record {
-                run: run_id.to_owned(),
-                pos: c.logical,
-                len: c.len,
-                sha256: park::sha256_hex(source),
-                mac: String::new(),
-            };
-            journal::save(hdr, &rec, source, self.rk)?;
-            write(dev, out, c.at)?;
-            sync(dev)?;
-            now = state(c.logical + c.len);
-            commit(hdr, h, Some(&now), self.rk)?;
-            self.report(&now);
-            Ok(true)
-        })?;
+        // Each hot zone: the checksums of its old content to the journal (synced; the
+        // reader thread computes them while this one writes the zone before), then the
+        // new content in place (synced), then the commit.
+        let summarise = |b: &[u8]| checksums.of(b);
+        pipeline(
+            dev,
+            &chunks,
+            Some(&summarise),
+            &transform,
+            &mut |c, sums, out| {
+                if let Some(o) = self.stopped(&now) {
+                    stopped = Some(o);
+                    return Ok(false);
+                }
+                let sums = sums.unwrap_or_default();
+                journal::save(hdr, &record(c.logical, c.len, sums), sums, self.rk)?;
+                write(dev, out, c.at)?;
+                sync(dev)?;
+                now = state(c.logical + c.len);
+                commit(hdr, h, Some(&now), self.rk)?;
+                self.report(&now);
+                Ok(true)
+            },
+        )?;
         Ok(stopped)
     }
 

@@ -212,6 +212,17 @@ pub enum ConvertError {
     /// Nothing to resume.
     #[error("no conversion is in progress on this device")]
     NothingInProgress,
+
+    /// Resuming a hot zone, a 512-byte block on the disk is neither its old content (as
+    /// the journal's checksums say) nor its new content: the disk changed beyond what a
+    /// crash can do.
+    #[error("the {len} bytes at byte {offset} of the data are neither their content before the interrupted step nor after it (the journal's checksums say so); nothing was written. Someone or something wrote the device during the conversion: keep it as it is, restore from a backup or contact support with this message")]
+    ZoneDamaged {
+        /// Where on the data device.
+        offset: u64,
+        /// How many bytes.
+        len: u64,
+    },
     /// This conversion does not run while the volume is in use: encrypt and decrypt with
     /// the header on the volume move the data.
     #[error("an {} with the header on the volume cannot run while the volume is served: it moves the data by the header's size, which an export cannot follow (with a detached header it can)", .0.noun())]

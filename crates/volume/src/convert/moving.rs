@@ -33,7 +33,7 @@ impl Step<'_> {
     ) -> Result<Option<Outcome>, ConvertError> {
         let dev = self.dev;
         let mut stopped = None;
-        pipeline(dev, chunks, false, transform, &mut |c, _, out| {
+        pipeline(dev, chunks, None, transform, &mut |c, _, out| {
             if let Some(o) = self.stopped(&now) {
                 stopped = Some(o);
                 return Ok(false);

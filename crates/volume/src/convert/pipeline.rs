@@ -17,17 +17,20 @@ pub(super) struct Chunk {
     pub(super) sha256: Option<String>,
 }
 
-/// What the reader hands over: the chunk's index, the bytes as read (kept only when the
-/// writer needs them, for the rekey journal), and the transformed bytes.
+/// What the reader hands over: the chunk's index, the summary of the bytes as read (when
+/// the writer needs one: the journal's checksums), and the transformed bytes.
 type Ready = (usize, Option<Vec<u8>>, Vec<u8>);
 
-/// The writer's side: the chunk, its bytes as read (if kept) and as transformed; false
-/// stops the pipeline.
+/// What the reader computes from a chunk's bytes as read, before transforming them.
+pub(super) type Summarise<'a> = dyn Fn(&[u8]) -> Vec<u8> + Sync + 'a;
+
+/// The writer's side: the chunk, the summary of its bytes as read (if asked for) and the
+/// bytes as transformed; false stops the pipeline.
 pub(super) type WriteChunk<'a> =
     dyn FnMut(&Chunk, Option<&[u8]>, &[u8]) -> Result<bool, ConvertError> + 'a;
 
-/// Runs `chunks` through a reader thread (read, verify, transform: the XTS work spreads
-/// over all cores) while this thread writes, syncs and commits the one before, so the
+/// Runs `chunks` through a reader thread (read, verify, summarise if `summarise` is given,
+/// transform: the XTS work spreads over all cores) while this thread writes, syncs and commits the one before, so the
 /// disk reads the next chunk while it writes this one. Reading ahead is safe because a
 /// chunk's source is never an earlier chunk's destination (invariant 2). `write` returns
 /// false to stop early. Buffers are recycled, and none needs zeroizing: they hold
@@ -35,7 +38,7 @@ pub(super) type WriteChunk<'a> =
 pub(super) fn pipeline(
     dev: &dyn BlockBackend,
     chunks: &[Chunk],
-    keep_source: bool,
+    summarise: Option<&Summarise<'_>>,
     transform: &(dyn Fn(&mut [u8], u64) + Sync),
     write: &mut WriteChunk<'_>,
 ) -> Result<(), ConvertError> {
@@ -60,9 +63,9 @@ pub(super) fn pipeline(
                         _ => Ok(()),
                     });
                 let msg = r.map(|()| {
-                    let source = keep_source.then(|| buf.clone());
+                    let summary = summarise.map(|f| f(&buf));
                     transform(&mut buf, c.logical);
-                    (i, source, buf)
+                    (i, summary, buf)
                 });
                 let failed = msg.is_err();
                 if ready_tx.send(msg).is_err() || failed {
@@ -71,8 +74,8 @@ pub(super) fn pipeline(
             }
         });
         for msg in ready_rx {
-            let (i, source, out) = msg?;
-            let go_on = write(&chunks[i], source.as_deref(), &out)?;
+            let (i, summary, out) = msg?;
+            let go_on = write(&chunks[i], summary.as_deref(), &out)?;
             let _ = spare_tx.send(out);
             if !go_on {
                 break;
