@@ -17,7 +17,7 @@ use harness::kms::{atrest_bin, free_port, Kms, RawKmip};
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use kmip::client::Client;
@@ -480,7 +480,9 @@ fn keys_survive_restart_and_kill_9(env: &Env) {
     let dir = env.root.join("crash");
     let port = free_port();
     let mut server = Kms::start(&dir, port);
-    let config = Config::load(&server.client_toml()).unwrap();
+    let mut config = Config::load(&server.client_toml()).unwrap();
+    // The writer below is meant to fail as soon as the server dies, not wait for it.
+    config.kmip.busy_retry = Duration::ZERO;
     // Keys created and acknowledged before a clean restart.
     let mut acked: Vec<(String, Vec<u8>)> = Vec::new();
     {
@@ -529,6 +531,65 @@ fn keys_survive_restart_and_kill_9(env: &Env) {
         "  {} acknowledged keys intact after 1 restart and 5 kill -9",
         acked.len()
     );
+}
+
+/// After a site-wide power cut the appliances may come up before their key server: a
+/// one-shot fetch (`atrest kmip get`, as the Clevis pin and the token plugin run it) keeps
+/// trying, with backoff and jitter, for `busy_retry_secs`, and gets its key once the
+/// server listens. "Save and Test" does not wait: a refused port is reported at once.
+fn a_fetch_started_before_the_key_server_waits_for_it(env: &Env) {
+    let dir = env.root.join("late");
+    let port = free_port();
+    let mut server = Kms::start(&dir, port);
+    let conf = server.client_toml();
+    let uid = {
+        let mut c = Client::new(Config::load(&conf).unwrap().kmip).unwrap();
+        let uid = c.create_aes_key(256, Some("late")).unwrap();
+        c.activate(&uid).unwrap();
+        uid
+    };
+    assert!(server.terminate().expect("server ran").success());
+    let started = Instant::now();
+    let test = atrest(&["kmip", "test", "--json", "--config", conf.to_str().unwrap()]);
+    assert!(!test.status.success());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "Save and Test waited {:?} for a refused port",
+        started.elapsed()
+    );
+    assert!(
+        String::from_utf8_lossy(&test.stdout).contains("connection refused"),
+        "{}",
+        String::from_utf8_lossy(&test.stdout)
+    );
+    let started = Instant::now();
+    let fetch = Command::new(atrest_bin())
+        .args([
+            "kmip",
+            "get",
+            "--usable",
+            "--config",
+            conf.to_str().unwrap(),
+            &uid,
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    let _server = Kms::start(&dir, port);
+    let out = fetch.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim().len(), 64);
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(2500), "{took:?}");
+    // The waits grow to 2 s: the fetch came within a few seconds of the server.
+    assert!(took < Duration::from_secs(10), "{took:?}");
+    println!("  the fetch waited {took:?} for a server that came up after 2.5 s");
 }
 
 fn the_log_names_operations_but_never_key_material(env: &Env) {
@@ -729,6 +790,10 @@ fn main() {
         (
             "keys_survive_restart_and_kill_9",
             keys_survive_restart_and_kill_9,
+        ),
+        (
+            "a_fetch_started_before_the_key_server_waits_for_it",
+            a_fetch_started_before_the_key_server_waits_for_it,
         ),
         (
             "format_makes_a_volume_cryptsetup_opens_with_the_key_from_kmip",

@@ -11,6 +11,7 @@
 //! password_file = "kmip.pass"
 //! version = "auto"                  # or "1.0" ... "2.1"
 //! timeout_secs = 10
+//! busy_retry_secs = 30              # keep retrying servers that refuse or reset (0: never)
 //! ```
 //! Unknown keys are errors, so a typo is reported instead of silently ignored. Relative
 //! paths resolve against the file's own folder. The file, its folder and every file it
@@ -156,6 +157,12 @@ struct KmipSection {
     version: String,
     #[serde(default = "ten")]
     timeout_secs: u64,
+    #[serde(default = "thirty")]
+    busy_retry_secs: u64,
+}
+
+fn thirty() -> u64 {
+    30
 }
 
 fn auto() -> String {
@@ -433,6 +440,13 @@ impl Config {
                 VersionChoice::Fixed(parsed)
             }
         };
+        if k.busy_retry_secs > 600 {
+            return Err(invalid(
+                "busy_retry_secs",
+                k.busy_retry_secs.to_string(),
+                "must be between 0 and 600 seconds".into(),
+            ));
+        }
         if k.timeout_secs == 0 || k.timeout_secs > 600 {
             return Err(invalid(
                 "timeout_secs",
@@ -497,6 +511,7 @@ impl Config {
                 version,
                 connect_timeout: timeout,
                 request_timeout: timeout,
+                busy_retry: Duration::from_secs(k.busy_retry_secs),
             },
             serve: ServeConfig {
                 api_socket: resolve(&file.serve.api_socket),

@@ -1,15 +1,19 @@
 //! A blocking KMIP client over mutual TLS, with version negotiation, the KMIP Credential,
-//! timeouts, one retry on an idle-closed connection, and failover across servers.
+//! timeouts, one retry on an idle-closed connection, failover across servers, and rounds
+//! of retries with backoff and jitter while every server is busy.
 //!
 //! ```text
 //! Client::call ─▶ current connection? ─ok─▶ answer
 //!                  │ closed while idle: reconnect to the same server, retry once
 //!                  ▼ unreachable: next server in order (connect, negotiate, send)
+//!                  ▼ all busy (refused, reset, closed): wait, another round, up to
+//!                    ClientConfig::busy_retry
 //! ```
 //! Only failures to reach or understand a server move on to the next one. A server that
 //! answers "Operation Failed" has spoken: its answer is returned, not retried elsewhere
 //! (another server would hold the same keys, so its answer would be the same).
 
+mod busy;
 mod config;
 mod connection;
 mod error;
@@ -98,12 +102,32 @@ impl Client {
         self.conn = None;
     }
 
-    /// Sends one operation and returns its payload, failing over across servers.
+    /// Sends one operation and returns its payload, failing over across servers, and
+    /// trying again in rounds while they are busy (see [`ClientConfig::busy_retry`]).
     pub fn call(&mut self, payload: RequestPayload) -> Result<ResponsePayload, ClientError> {
+        let deadline = Instant::now() + self.config.busy_retry;
+        let mut backoff = busy::Backoff::default();
+        loop {
+            match self.call_once(&payload) {
+                Err(e) if busy::passes(&e, payload.operation()) => {
+                    let wait = backoff.next();
+                    if Instant::now() + wait >= deadline {
+                        return Err(e);
+                    }
+                    log::info!("KMIP servers busy ({e}); trying again in {wait:?}");
+                    std::thread::sleep(wait);
+                }
+                r => return r,
+            }
+        }
+    }
+
+    /// One round: the current connection, then every server in order.
+    fn call_once(&mut self, payload: &RequestPayload) -> Result<ResponsePayload, ClientError> {
         let mut errors = Vec::new();
         if let Some(mut conn) = self.conn.take() {
             let reused = conn.answered > 0;
-            match self.exchange(&mut conn, &payload) {
+            match self.exchange(&mut conn, payload) {
                 Ok(r) => {
                     self.conn = Some(conn);
                     return Ok(r);
@@ -113,7 +137,7 @@ impl Client {
                 Err(ClientError::Closed { .. } | ClientError::Io { .. }) if reused => {
                     let server = conn.server.clone();
                     drop(conn);
-                    match self.connect_and_call(&server, &payload) {
+                    match self.connect_and_call(&server, payload) {
                         Ok(r) => return Ok(r),
                         Err(e) if e.is_connection_failure() => errors.push(e),
                         Err(e) => return Err(e),
@@ -130,7 +154,7 @@ impl Client {
             if errors.iter().any(|e| names_server(e, &server)) {
                 continue;
             }
-            match self.connect_and_call(&server, &payload) {
+            match self.connect_and_call(&server, payload) {
                 Ok(r) => return Ok(r),
                 Err(e) if e.is_connection_failure() => errors.push(e),
                 Err(e) => return Err(e),

@@ -216,6 +216,7 @@ mod tests {
             version: kmip::client::VersionChoice::Auto,
             connect_timeout: std::time::Duration::from_secs(1),
             request_timeout: std::time::Duration::from_secs(1),
+            busy_retry: std::time::Duration::ZERO,
         };
         let found = local(&kmip);
         assert_eq!(found.len(), 2, "{found:?}");

@@ -20,7 +20,12 @@ pub(super) fn check_settings(new: &Config, served: &[(String, String)]) -> Resul
     let policy = KeyPolicy {
         require_active: new.serve.require_active_key,
     };
-    let mut kms = KeyManager::for_servers(new.kmip.clone())
+    // A reload is judged now, on one round: the operator waits for its answer.
+    let kmip = kmip::client::ClientConfig {
+        busy_retry: std::time::Duration::ZERO,
+        ..new.kmip.clone()
+    };
+    let mut kms = KeyManager::for_servers(kmip)
         .map_err(|e| format!("the new client identity cannot be loaded: {e}"))?;
     for (volume, uid) in served {
         match kms.state(uid) {

@@ -284,12 +284,19 @@ impl Worker {
     }
 
     /// The key servers as the configuration says now.
+    /// The KMIP settings, with no busy retry inside a request: the worker retries
+    /// unreachable servers itself, with its own backoff and jitter (`backoff.rs`), and
+    /// reports "waiting" meanwhile instead of blocking in one call.
     fn kmip(&self) -> ClientConfig {
-        self.ctx
-            .kmip
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        ClientConfig {
+            busy_retry: std::time::Duration::ZERO,
+            ..self
+                .ctx
+                .kmip
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone()
+        }
     }
 
     /// This volume's key source (made on first use, and again when the KMIP settings

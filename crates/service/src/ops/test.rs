@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use kmip::client::{Client, ClientError, NEEDED_OPERATIONS};
+use kmip::client::{Client, ClientConfig, ClientError, NEEDED_OPERATIONS};
 use kmip::enums::RevocationReasonCode;
 use kmip::message::ProtocolVersion;
 
@@ -135,7 +135,13 @@ pub fn save_and_test(path: &Path, probe: bool) -> TestReport {
             )
         }
     };
-    let mut client = match Client::new(cfg.kmip) {
+    // "Save and Test" reports what failed at once: a refused port is a wrong port until
+    // proven otherwise, not a busy server to wait for.
+    let kmip = ClientConfig {
+        busy_retry: std::time::Duration::ZERO,
+        ..cfg.kmip
+    };
+    let mut client = match Client::new(kmip) {
         Ok(c) => c,
         Err(e) => {
             let e = ClientError::from(e);

@@ -135,6 +135,7 @@ fn settings(username: &str) -> ClientConfig {
         version: VersionChoice::Auto,
         connect_timeout: Duration::from_secs(1),
         request_timeout: Duration::from_secs(1),
+        busy_retry: Duration::ZERO,
     }
 }
 

@@ -1,0 +1,100 @@
+//! When every server is busy: which failures pass with time, and the waits between rounds.
+//! After a site-wide power cut hundreds of appliances reach for the same key server in
+//! the same second; a server that refuses or resets some of them (a full accept queue, a
+//! per-address cap, a restart) is best met by coming back a little later, at a random
+//! moment, not by failing the unlock.
+
+use std::time::Duration;
+
+use super::ClientError;
+use crate::enums::Operation;
+
+/// Operations that have the same effect however often they run: safe to send again when
+/// the first attempt may have reached the server before the connection failed.
+fn idempotent(op: Operation) -> bool {
+    [
+        Operation::GET,
+        Operation::GET_ATTRIBUTES,
+        Operation::GET_ATTRIBUTE_LIST,
+        Operation::LOCATE,
+        Operation::QUERY,
+        Operation::DISCOVER_VERSIONS,
+    ]
+    .contains(&op)
+}
+
+/// True when `e` (the failure of a whole round for `op`) may pass if tried again a little
+/// later.
+pub(super) fn passes(e: &ClientError, op: Operation) -> bool {
+    match e {
+        // Nothing was sent: a server restarting, or one whose accept queue is full.
+        ClientError::Refused { .. } | ClientError::ConnectTimeout { .. } => true,
+        // Reset, or closed without an answer: maybe before the request, maybe after it.
+        ClientError::Io { .. } | ClientError::Closed { .. } => idempotent(op),
+        ClientError::AllServersFailed(all) => all.iter().all(|e| passes(e, op)),
+        // A certificate, a credential, an answer: the same again next time.
+        _ => false,
+    }
+}
+
+/// The waits between rounds: 100 ms doubling to 2 s, each drawn between half and all of
+/// its nominal length.
+#[derive(Debug)]
+pub(super) struct Backoff {
+    nominal: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self {
+            nominal: Duration::from_millis(100),
+        }
+    }
+}
+
+impl Backoff {
+    pub(super) fn next(&mut self) -> Duration {
+        let n = self.nominal;
+        self.nominal = (n * 2).min(Duration::from_secs(2));
+        let mut b = [0u8; 4];
+        let r = if openssl::rand::rand_bytes(&mut b).is_ok() {
+            f64::from(u32::from_le_bytes(b)) / f64::from(u32::MAX)
+        } else {
+            1.0
+        };
+        n.mul_f64(0.5 + 0.5 * r)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waits_grow_to_two_seconds_with_jitter() {
+        let mut b = Backoff::default();
+        let waits: Vec<f64> = (0..8).map(|_| b.next().as_secs_f64()).collect();
+        for (w, n) in waits.iter().zip([0.1, 0.2, 0.4, 0.8, 1.6, 2.0, 2.0, 2.0]) {
+            assert!(*w >= n / 2.0 - 1e-9 && *w <= n + 1e-9, "{waits:?}");
+        }
+        // Jitter: eight draws of the capped wait are not all the same.
+        let capped: Vec<Duration> = (0..8).map(|_| b.next()).collect();
+        assert!(capped.iter().any(|w| *w != capped[0]), "{capped:?}");
+    }
+
+    #[test]
+    fn only_what_cannot_take_effect_twice_is_sent_again() {
+        let closed = ClientError::Closed {
+            server: "kms:5696".into(),
+        };
+        assert!(passes(&closed, Operation::GET));
+        assert!(!passes(&closed, Operation::CREATE));
+        let refused = ClientError::Refused {
+            server: "kms:5696".into(),
+        };
+        assert!(passes(&refused, Operation::CREATE));
+        let all = ClientError::AllServersFailed(vec![refused, closed]);
+        assert!(passes(&all, Operation::LOCATE));
+        assert!(!passes(&all, Operation::REVOKE));
+    }
+}
