@@ -20,7 +20,8 @@
 # times with the order rotating, after a `sync` (the kernel's flusher would otherwise
 # write back earlier runs' pages during a later one), and prints the medians and ratios.
 #
-#   bash bench/nbd.sh [RUNTIME_SECONDS]     (default 10; REPEAT=3 SIZE_MIB=256 CELLS=...)
+#   bash bench/nbd.sh [RUNTIME_SECONDS]     (default 10; REPEAT=3 SIZE_MIB=256 CELLS=...
+#                                             SERVERS="atrest fuse" ATREST_BIN=...)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 runtime=${1:-10}
@@ -30,8 +31,13 @@ target=${CARGO_TARGET_DIR:-$root/target}
 for tool in fio qemu-nbd qemu-img nbdcopy nbdkit python3; do
   command -v "$tool" >/dev/null || { echo "missing $tool (bash scripts/setup-peers.sh)" >&2; exit 1; }
 done
-(cd "$root" && cargo build -q --release -p atrest)
-atrest=$target/release/atrest
+# ATREST_BIN=path/to/atrest measures another build (an earlier commit's, for a before/after).
+if [ -n "${ATREST_BIN:-}" ]; then
+  atrest=$ATREST_BIN
+else
+  (cd "$root" && cargo build -q --release -p atrest)
+  atrest=$target/release/atrest
+fi
 
 work=$(mktemp -d)
 pids=()
@@ -43,11 +49,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-"$atrest" kms serve --dir "$work/kms" --listen "127.0.0.1:$port" 2>"$work/kms.log" &
-pids+=($!)
-for _ in $(seq 100); do [ -f "$work/kms/client.toml" ] && break; sleep 0.1; done
-conf=$work/kms/client.toml
+# shellcheck source=bench/lib/servers.sh
+. "$root/bench/lib/servers.sh"
+start_dev_kms "$atrest" "$work/kms"
 
 # The data, written the same way into every copy (how a file entered the page cache
 # matters: large folios from 1 MiB writes make 4 KiB writes into them cost about twice).
@@ -125,16 +129,15 @@ printf '%-18s %8s %8s %8s %6s %6s %8s %8s %6s %6s | %8s %8s %6s\n' cell atrest "
 for cell in "${cells[@]}"; do
   read -r rw bs qd <<<"$cell"
   declare -A got=()
-  servers=(atrest kfile kluks raw luks fuse file)
+  read -r -a servers <<<"${SERVERS:-atrest kfile kluks raw luks fuse file}"
   for r in $(seq "$repeat"); do
     for i in "${!servers[@]}"; do
       who=${servers[$(( (i + r) % ${#servers[@]} ))]}
       got[$who]="${got[$who]:-} $(measure "$who" "$rw" "$bs" "$qd")"
     done
   done
-  a=$(median ${got[atrest]}); kf=$(median ${got[kfile]}); kl=$(median ${got[kluks]})
-  q=$(median ${got[raw]}); l=$(median ${got[luks]})
-  f=$(median ${got[fuse]}); p=$(median ${got[file]})
+  m() { if [ -n "${got[$1]:-}" ]; then median ${got[$1]}; else echo 1; fi; }
+  a=$(m atrest); kf=$(m kfile); kl=$(m kluks); q=$(m raw); l=$(m luks); f=$(m fuse); p=$(m file)
   printf '%-18s %8s %8s %8s %6.2f %6.2f %8s %8s %6.2f %6.2f | %8s %8s %6.2f\n' "$rw $bs qd$qd" \
     "$a" "$kf" "$kl" "$(ratio "$a" "$kf")" "$(ratio "$a" "$kl")" "$q" "$l" "$(ratio "$a" "$q")" \
     "$(ratio "$a" "$l")" "$f" "$p" "$(ratio "$f" "$p")"

@@ -22,11 +22,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-"$atrest" kms serve --dir "$work/kms" --listen "127.0.0.1:$port" 2>"$work/kms.log" &
-pids+=($!)
-for _ in $(seq 100); do [ -f "$work/kms/client.toml" ] && break; sleep 0.1; done
-conf=$work/kms/client.toml
+# shellcheck source=bench/lib/servers.sh
+. "$root/bench/lib/servers.sh"
+start_dev_kms "$atrest" "$work/kms"
 
 # Three volumes as an appliance has them: configuration, audit history, recordings (the
 # last with a detached header); exports over NBD (Unix socket and loopback TCP) and FUSE.

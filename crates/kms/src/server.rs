@@ -55,8 +55,9 @@ pub struct Options {
     /// Time allowed for the rest of a request once it started, and for a response to be
     /// taken.
     pub io_timeout: Duration,
-    /// Connections served at once. When all are taken, a newcomer evicts the oldest
-    /// unauthenticated one; it is refused only if every one is authenticated.
+    /// Connections served at once. When all are taken, a newcomer evicts the oldest stalled
+    /// unauthenticated one, else the client that has waited longest (500 ms or more) for
+    /// its next request; it is refused only if none of those frees up within `queue_wait`.
     pub max_connections: usize,
     /// Time a peer has from connecting to the end of the TLS handshake (and so to show a
     /// client certificate).
@@ -68,13 +69,12 @@ pub struct Options {
     /// request yet) at once; beyond this a newcomer evicts the oldest of them.
     pub max_unauthenticated: usize,
     /// Connections one peer address may hold. When its share is taken, a newcomer from it
-    /// evicts the address's oldest unauthenticated connection; it is refused only if all
-    /// of them are authenticated.
+    /// evicts as for `max_connections`, among the address's connections.
     pub max_per_peer: usize,
-    /// How long a newcomer waits for a place when none can be freed from a stalled
-    /// connection (see `admission`) before it takes one anyway, or is refused when every
-    /// place is an authenticated client's; meanwhile later arrivals queue in the listen
-    /// backlog instead of being reset.
+    /// How long a newcomer waits for a place when none can be freed from a stalled or idle
+    /// connection (see `admission`) before it takes an unauthenticated one's anyway, or is
+    /// refused when every place is a busy client's; meanwhile later arrivals queue in the
+    /// listen backlog instead of being reset.
     pub queue_wait: Duration,
 }
 
@@ -362,9 +362,7 @@ fn serve_connection(
                 Err(_) => return,
             }
         }
-        if !authenticated {
-            ticket.stage(admission::Stage::Working);
-        }
+        ticket.stage(admission::Stage::Working);
         let _ = s.get_ref().set_read_timeout(Some(opts.io_timeout));
         let mut header = [0u8; 8];
         if s.read_exact(&mut header).is_err() {
@@ -414,9 +412,7 @@ fn serve_connection(
         if s.write_all(&response).and_then(|()| s.flush()).is_err() || close {
             return;
         }
-        if !authenticated {
-            // Answered without authenticating: waiting on the peer again.
-            ticket.stage(admission::Stage::AwaitingRequest);
-        }
+        // Waiting on the peer again (a client waiting long enough may give its place up).
+        ticket.stage(admission::Stage::AwaitingRequest);
     }
 }

@@ -192,44 +192,62 @@ fn unauthenticated_peers_are_closed_at_their_deadline() {
 /// Eviction takes only unauthenticated connections: with the address's share held by
 /// authenticated clients, a newcomer from it waits its `queue_wait`, is refused, and every
 /// client keeps its place.
+/// Issue 25: clients that keep their connection between requests (the daemon does, for
+/// its key checks) must not hold an address's share against newcomers: one that has
+/// waited `silent` for its next request gives way, the longest-waiting first, and only
+/// after every stalled unauthenticated connection. A client in the middle of a request
+/// never does: its request is answered.
 #[test]
-fn authenticated_clients_are_never_evicted() {
+fn idle_clients_give_way_and_working_ones_never() {
     let kms = Kms::start(|o| {
         o.max_per_peer = 4;
         o.queue_wait = Duration::from_millis(400);
     });
-    let mut clients: Vec<SslStream<TcpStream>> = (0..3).map(|_| kms.tls()).collect();
-    for c in &mut clients {
+    // Past the server's 500 ms of silence.
+    let silent = Duration::from_millis(500);
+    let mut idle: Vec<SslStream<TcpStream>> = (0..3).map(|_| kms.tls()).collect();
+    for c in &mut idle {
         assert!(query(&kms.dir, c));
     }
-    // Raw sockets take turns in the fourth place, each evicting the one before.
-    let mut raw: Vec<TcpStream> = (0..20).filter_map(|_| kms.raw()).collect();
-    let newest = raw.pop().unwrap();
-    for s in &mut raw {
-        assert!(wait_closed(s, Duration::from_secs(2)).is_some());
-    }
-    assert!(!closed_now(&newest), "the newest raw socket lost its place");
-    // A fourth client evicts it, and authenticates.
-    let mut fourth = kms.tls();
-    assert!(query(&kms.dir, &mut fourth));
-    let mut newest = newest;
-    assert!(wait_closed(&mut newest, Duration::from_secs(2)).is_some());
-    clients.push(fourth);
-    // Now every place is a client's: each newcomer waits its queue_wait for one to be done,
-    // then is refused (long before any handshake deadline), and every client is still
-    // served.
-    let refused_from = Instant::now();
-    for mut s in (0..5).filter_map(|_| kms.raw()) {
-        assert!(wait_closed(&mut s, Duration::from_secs(2)).is_some());
-    }
-    let took = refused_from.elapsed();
-    assert!(
-        took >= Duration::from_millis(400) && took < Options::new(kms.addr).handshake_timeout,
-        "five newcomers refused in {took:?}"
+    // The fourth place: a client that has sent the first 8 bytes of a request.
+    let mut working = kms.tls();
+    assert!(query(&kms.dir, &mut working));
+    let password = std::fs::read_to_string(kms.dir.join("kmip.pass")).unwrap();
+    let request = ttlv::encode(
+        &xml::from_xml(&query_request(kms::setup::USERNAME, password.trim(), 1)).unwrap(),
     );
-    for c in &mut clients {
-        assert!(query(&kms.dir, c), "an authenticated client was evicted");
+    working.write_all(&request[..8]).unwrap();
+    working.flush().unwrap();
+    std::thread::sleep(silent + Duration::from_millis(200));
+    // Three newcomers take the three idle clients' places; a fourth finds only the working
+    // client and the newcomers (unauthenticated, not yet silent): it waits its queue_wait,
+    // then, stalled by then, the oldest newcomer gives way.
+    let mut newcomers: Vec<TcpStream> = (0..3).filter_map(|_| kms.raw()).collect();
+    assert_eq!(newcomers.len(), 3);
+    for c in &mut idle {
+        let mut b = [0u8; 1];
+        let closed = matches!(c.read(&mut b), Ok(0) | Err(_));
+        assert!(closed, "an idle client kept its place against a newcomer");
     }
+    let fourth = kms.raw().unwrap();
+    // (All three kept open: one that closed would free its place.)
+    assert!(wait_closed(&mut newcomers[0], Duration::from_secs(3)).is_some());
+    assert!(!closed_now(&newcomers[1]) && !closed_now(&newcomers[2]));
+    assert!(!closed_now(&fourth), "the fourth newcomer was refused");
+    // The working client's request completes and is answered.
+    working.write_all(&request[8..]).unwrap();
+    let mut h = [0u8; 8];
+    working.read_exact(&mut h).unwrap();
+    let mut rest = vec![0u8; ttlv::message_len(&h, &ttlv::Limits::default()).unwrap() - 8];
+    working.read_exact(&mut rest).unwrap();
+    assert!(
+        query(&kms.dir, &mut working),
+        "the working client lost its place"
+    );
+    // An evicted client reconnects, as atrest's client does on its next request.
+    drop(fourth.shutdown(std::net::Shutdown::Both));
+    let mut back = kms.tls();
+    assert!(query(&kms.dir, &mut back));
 }
 
 /// Issue 25, the unlock storm: 120 clients behind one address (a test rig, a NAT) start at

@@ -84,16 +84,20 @@ pub const NOTICE_INTERVAL: Duration = Duration::from_secs(10);
 pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Threads per connection that take turns reading requests and serve what they read, by
-/// default: 4 (so at most 4 requests of a connection run on the export at once; the rest
-/// wait in the socket). Four keep both cores of the benchmark machine busy when the export
+/// default: 4 (so at most 4 requests of a connection are in flight at once; the rest wait
+/// in the socket, as with nbdkit's threads). A client that sends large writes without
+/// reading the replies to its reads can therefore fill both directions of the socket
+/// sooner than when a reader thread took in up to [`DEFAULT_MAX_IN_FLIGHT_BYTES`]; the
+/// write timeout ([`DEFAULT_WRITE_TIMEOUT`]) ends such a connection. Four keep both cores of the benchmark machine busy when the export
 /// spends CPU (decryption) and leave requests running while others wait on a disk.
 /// Threads start on demand, and a lone quick request is served by the thread that read
 /// it without waking another, so a queue-depth-1 client costs no thread switch.
 pub const DEFAULT_WORKERS: usize = 4;
 
-/// Requests parsed but not yet answered on one connection, by default: 128. Above
-/// fio's and qemu's usual queue depths (32–64) so they never wait on us; past it, the
-/// reader stops reading until a reply has gone out.
+/// Requests parsed but not yet answered on one connection, by default: 128. Each thread
+/// of a connection holds at most one request, so with the default threads this bound is
+/// not reached; it matters when `workers_per_connection` is set higher. Past it, reading
+/// stops until a reply has gone out.
 pub const DEFAULT_MAX_IN_FLIGHT_REQUESTS: usize = 128;
 
 /// Bytes of request buffers (write payloads, read replies) held by one connection at once,

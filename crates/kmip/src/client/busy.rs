@@ -29,8 +29,11 @@ pub(super) fn passes(e: &ClientError, op: Operation) -> bool {
     match e {
         // Nothing was sent: a server restarting, or one whose accept queue is full.
         ClientError::Refused { .. } | ClientError::ConnectTimeout { .. } => true,
-        // Reset, or closed without an answer: maybe before the request, maybe after it.
-        ClientError::Io { .. } | ClientError::Closed { .. } => idempotent(op),
+        // Reset, closed without an answer, or no answer in time (a server overloaded by the
+        // storm: PyKMIP's, with 200 clients at once): maybe after the request took effect.
+        ClientError::Io { .. } | ClientError::Closed { .. } | ClientError::Timeout { .. } => {
+            idempotent(op)
+        }
         ClientError::AllServersFailed(all) => all.iter().all(|e| passes(e, op)),
         // A certificate, a credential, an answer: the same again next time.
         _ => false,

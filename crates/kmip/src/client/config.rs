@@ -144,8 +144,9 @@ pub struct ClientConfig {
     /// Time allowed for one request to be answered.
     pub request_timeout: Duration,
     /// How long a request keeps being retried while no server can take it for a reason
-    /// that passes (connection refused or reset, closed without an answer, connect timed
-    /// out: a server restarting, or crowded after a site-wide power cut), waiting 100 ms,
+    /// that passes (connection refused or reset, closed without an answer, no answer in
+    /// time, connect timed out: a server restarting, or crowded after a site-wide power
+    /// cut), waiting 100 ms,
     /// 200 ms ... up to 2 s between rounds, each wait drawn between half and all of that
     /// so that many clients do not come back in step. Only what cannot take effect twice
     /// is retried after it was sent (Get, Locate, attributes, Query); anything else only
