@@ -12,7 +12,8 @@
 //! [`Options::max_per_peer`] or [`Options::max_unauthenticated`] is reached, a newcomer
 //! evicts the oldest unauthenticated connection instead of being refused, so idle sockets
 //! cannot lock a client out (a real client authenticates in milliseconds, so only stalled
-//! peers are ever evicted); an authenticated connection is never evicted; and refusals and
+//! peers are evicted), then a client that has waited for its next request 500 ms or more
+//! (it reconnects; one carrying a request never goes); and refusals and
 //! evictions are logged at most once per [`REFUSAL_LOG_INTERVAL`], with a count, so a
 //! flood cannot fill the disk with log lines.
 
