@@ -395,12 +395,11 @@ fn plaintext_of(dev: &MemBackend, secret: &[u8]) -> Vec<u8> {
     out
 }
 
-/// A genuine checksum record (made with the run's own record key, as a crash right after
-/// the journal's sync leaves it), then a block of the zone changed to something that is
-/// neither its old nor its new content: not what a crash does. The resume stops before
-/// writing, names the block, and does so again on a second try.
-#[test]
-fn a_zone_changed_beyond_a_crash_is_refused_and_nothing_is_written() {
+/// A rekey stopped after its first step, with a genuine journal record (made with the
+/// run's own record key, as a crash right after the journal's sync leaves it) for the hot
+/// zone at the committed position: its checksums, or (`checksums` false) the earlier
+/// format's copy of its old content. Returns the device and where the zone lies on it.
+fn interrupted_with_journal(checksums: bool) -> (MemBackend, u64) {
     let dev = in_progress(Kind::Rekey);
     let done = committed(&dev);
     let len = 512u64 << 10;
@@ -408,16 +407,29 @@ fn a_zone_changed_beyond_a_crash_is_refused_and_nothing_is_written() {
     let mut zone = vec![0u8; len as usize];
     dev.read_at(&mut zone, at).unwrap();
     let rk = convert::auth::RecordKey::derive(&NEW).unwrap();
-    let sums = convert::journal::Checksums::new(&rk).unwrap().of(&zone);
+    let saved = if checksums {
+        convert::journal::Checksums::new(&rk).unwrap().of(&zone)
+    } else {
+        zone
+    };
     let rec = convert::journal::Record {
         run: "uid-8".into(),
         pos: done,
         len,
-        sha256: convert::park::sha256_hex(&sums),
-        checksums: Some(512),
+        sha256: convert::park::sha256_hex(&saved),
+        checksums: checksums.then_some(512),
         mac: String::new(),
     };
-    convert::journal::save(&dev, &rec, &sums, &rk).unwrap();
+    convert::journal::save(&dev, &rec, &saved, &rk).unwrap();
+    (dev, at)
+}
+
+/// A genuine checksum record, then a block of the zone changed to something that is
+/// neither its old nor its new content: not what a crash does. The resume stops before
+/// writing, names the block, and does so again on a second try.
+#[test]
+fn a_zone_changed_beyond_a_crash_is_refused_and_nothing_is_written() {
+    let (dev, at) = interrupted_with_journal(true);
     // Unchanged, the genuine record is simply used: the zone is old, and is redone.
     let intact = MemBackend::from_bytes(dev.contents());
     assert_eq!(run(&intact, false).unwrap(), Outcome::Finished);
@@ -441,22 +453,8 @@ fn a_zone_changed_beyond_a_crash_is_refused_and_nothing_is_written() {
 /// is still honoured: an upgrade in the middle of a deep rekey loses nothing.
 #[test]
 fn a_journal_of_the_earlier_format_still_resumes() {
-    let dev = in_progress(Kind::Rekey);
-    let done = committed(&dev);
+    let (dev, at) = interrupted_with_journal(false);
     let len = 512u64 << 10;
-    let at = DATA_OFFSET + done;
-    let mut old = vec![0u8; len as usize];
-    dev.read_at(&mut old, at).unwrap();
-    let rk = convert::auth::RecordKey::derive(&NEW).unwrap();
-    let rec = convert::journal::Record {
-        run: "uid-8".into(),
-        pos: done,
-        len,
-        sha256: convert::park::sha256_hex(&old),
-        checksums: None,
-        mac: String::new(),
-    };
-    convert::journal::save(&dev, &rec, &old, &rk).unwrap();
     // The zone half rewritten as the crash left it: only the journal has the old content.
     dev.write_at(&vec![0xEE; (len / 2) as usize], at).unwrap();
     assert_eq!(run(&dev, false).unwrap(), Outcome::Finished);

@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use zeroize::Zeroizing;
 
+pub use busy::Backoff;
 pub use config::{ClientConfig, Identity, ServerAddr, VersionChoice, DEFAULT_PORT};
 pub use connection::TlsInfo;
 pub use error::{ClientError, IdentityError};
@@ -110,7 +111,7 @@ impl Client {
         loop {
             match self.call_once(&payload) {
                 Err(e) if busy::passes(&e, payload.operation()) => {
-                    let wait = backoff.next();
+                    let wait = backoff.wait();
                     if Instant::now() + wait >= deadline {
                         return Err(e);
                     }

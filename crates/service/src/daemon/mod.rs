@@ -9,11 +9,10 @@
 //! volumes. Keys never touch the disk.
 //!
 //! Parts: [`worker`] (one volume's life, one thread each), [`status`] (what the API
-//! shows, the event feed), [`api`], [`backoff`], [`notify`] (systemd), [`client`] (the API
+//! shows, the event feed), [`api`], [`notify`] (systemd), [`client`] (the API
 //! from the other side, for `atrest ctl`).
 
 pub mod api;
-pub mod backoff;
 pub mod client;
 pub mod expiry;
 pub mod feed;

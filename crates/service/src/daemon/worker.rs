@@ -25,7 +25,6 @@ use volume::text::shown;
 use volume::volume::KeyMode;
 use volume::volume::Unlocked;
 
-use super::backoff::Backoff;
 use super::feed::{Event as FeedEvent, JobResult};
 use super::status::{Events, Export, KeyCheck, Progress, State, VolumeStatus};
 use crate::audit::Audit;
@@ -285,7 +284,8 @@ impl Worker {
 
     /// The key servers as the configuration says now.
     /// The KMIP settings, with no busy retry inside a request: the worker retries
-    /// unreachable servers itself, with its own backoff and jitter (`backoff.rs`), and
+    /// unreachable servers itself, with its own backoff and jitter (1 s up to
+    /// `retry_max_secs`), and
     /// reports "waiting" meanwhile instead of blocking in one call.
     fn kmip(&self) -> ClientConfig {
         ClientConfig {
@@ -377,7 +377,10 @@ impl Worker {
         // An unlock is the operator's word that a stuck export has let go.
         self.held = None;
         self.set(State::Starting, None);
-        let mut backoff = Backoff::new(Duration::from_secs(self.ctx.serve.retry_max_secs));
+        let mut backoff = kmip::client::Backoff::new(
+            Duration::from_secs(1),
+            Duration::from_secs(self.ctx.serve.retry_max_secs),
+        );
         loop {
             match self.try_bring_up() {
                 Ok(s) => return Phase::Serving(Box::new(s)),
