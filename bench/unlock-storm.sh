@@ -12,8 +12,9 @@
 #             up), for N beyond what real processes allow on the machine
 #
 # Each row: seconds until every volume was unlocked, the median appliance, the failures
-# (none allowed: the clients retry with backoff and jitter), and the most connections the
-# server held at once (sampled every 20 ms with `ss`).
+# (none allowed: the clients retry with backoff and jitter), and the most established TCP
+# connections to the server's port at once, accepted or still in its listen backlog
+# (sampled every 20 ms with `ss`, so a short peak can be missed).
 #
 #   bash bench/unlock-storm.sh [N ...]   (default 50 200 500; SERVERS="dev pykmip" DAEMONS=50)
 set -euo pipefail
