@@ -15,19 +15,16 @@ mod harness;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::{Command, Output};
+
 use std::time::{Duration, Instant};
 
-use harness::kms::{atrest_bin, free_port, Kms, RawKmip};
+use harness::atrest;
+use harness::kms::{free_port, Kms, RawKmip};
 use kmip::ttlv::{xml, Item, Tag, Value};
 
 struct Env {
     _root: tempfile::TempDir,
     kms: Kms,
-}
-
-fn atrest(args: &[&str]) -> Output {
-    Command::new(atrest_bin()).args(args).output().unwrap()
 }
 
 fn save_and_test(kms: &Kms) -> Result<Duration, String> {

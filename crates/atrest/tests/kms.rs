@@ -12,21 +12,18 @@
 
 mod harness;
 
+use harness::atrest;
 use harness::kms::{atrest_bin, free_port, Kms, RawKmip};
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use kmip::client::Client;
 use kmip::ttlv::{xml, Item, ItemType, Tag, Value};
 use service::config::Config;
-
-fn atrest(args: &[&str]) -> Output {
-    Command::new(atrest_bin()).args(args).output().unwrap()
-}
 
 // ---------------------------------------------------------------------------------------
 // OASIS replay

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use harness::kms::{atrest_bin, free_port, Kms};
 use harness::pykmip::{Pki, PyKmip};
-use harness::{kill_if_running, qemu_img_read, random, signal, wait_for};
+use harness::{atrest, kill_if_running, qemu_img_read, random, signal, text, wait_for};
 
 struct Env {
     dir: PathBuf,
@@ -25,18 +25,6 @@ struct Env {
     _pykmip: PyKmip,
     /// Where the Clevis pin scripts are, first on PATH for clevis.
     path: String,
-}
-
-fn atrest(args: &[&str]) -> Output {
-    Command::new(atrest_bin()).args(args).output().unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 fn ok(what: &str, o: Output) -> Output {

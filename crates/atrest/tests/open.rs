@@ -16,8 +16,8 @@ use std::time::Duration;
 use harness::kms::{atrest_bin, free_port, Kms};
 use harness::pykmip::{Pki, PyKmip};
 use harness::{
-    atrest_ok, format_volume, kill_if_running, qemu_img_read, random, signal, succeed, wait_for,
-    Loop,
+    atrest, atrest_ok, format_volume, kill_if_running, qemu_img_read, random, signal, succeed,
+    text, wait_for, Loop,
 };
 
 struct Env {
@@ -26,18 +26,6 @@ struct Env {
     /// A configuration for PyKMIP's server.
     pykmip_conf: PathBuf,
     _pykmip: PyKmip,
-}
-
-fn atrest(args: &[&str]) -> Output {
-    Command::new(atrest_bin()).args(args).output().unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 /// A new, formatted volume of `data_mib` MiB of data space under `config`.

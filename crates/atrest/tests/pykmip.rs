@@ -11,11 +11,12 @@ mod harness;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 use serde_json::Value as Json;
 
+use harness::atrest;
 use harness::kms::free_port;
 use harness::pykmip::{write, Pki, PyKmip};
 
@@ -76,13 +77,6 @@ impl Env {
         std::fs::write(&p, t).unwrap();
         p
     }
-}
-
-fn atrest(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_atrest"))
-        .args(args)
-        .output()
-        .unwrap()
 }
 
 fn ok(out: &Output) -> String {

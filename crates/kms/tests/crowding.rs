@@ -257,17 +257,8 @@ fn idle_clients_give_way_and_working_ones_never() {
 /// stalled connection, and every client is served.
 #[test]
 fn a_storm_of_clients_behind_one_address_queues_instead_of_being_reset() {
-    use openssl::ssl::{SslConnector, SslFiletype, SslMethod, SslVerifyMode};
     let kms = Kms::start(|o| o.max_per_peer = 16);
-    let pki = kms.dir.join("pki");
-    let mut b = SslConnector::builder(SslMethod::tls_client()).unwrap();
-    b.set_ca_file(pki.join("ca.crt")).unwrap();
-    b.set_certificate_file(pki.join("client.crt"), SslFiletype::PEM)
-        .unwrap();
-    b.set_private_key_file(pki.join("client.key"), SslFiletype::PEM)
-        .unwrap();
-    b.set_verify(SslVerifyMode::PEER);
-    let connector = b.build();
+    let connector = testkit::kms::client_connector(&kms.dir);
     let started = Instant::now();
     let failures: Vec<String> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..120)

@@ -11,6 +11,15 @@ use openssl::ssl::{SslConnector, SslFiletype, SslMethod, SslStream, SslVerifyMod
 /// opens it: the directory's client certificate (`pki/client.crt`, `pki/client.key`), its
 /// CA trusted (`pki/ca.crt`), the server named "localhost"; reads time out after 10 s.
 pub fn tls_session(dir: &Path, addr: impl ToSocketAddrs) -> SslStream<TcpStream> {
+    let tcp = TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    client_connector(dir).connect("localhost", tcp).unwrap()
+}
+
+/// The TLS client side [`tls_session`] uses, for tests that connect many times (and want
+/// to see a failed handshake rather than a panic): the directory's client certificate,
+/// its CA trusted, the peer verified.
+pub fn client_connector(dir: &Path) -> SslConnector {
     let pki = dir.join("pki");
     let mut b = SslConnector::builder(SslMethod::tls_client()).unwrap();
     b.set_ca_file(pki.join("ca.crt")).unwrap();
@@ -19,9 +28,7 @@ pub fn tls_session(dir: &Path, addr: impl ToSocketAddrs) -> SslStream<TcpStream>
     b.set_private_key_file(pki.join("client.key"), SslFiletype::PEM)
         .unwrap();
     b.set_verify(SslVerifyMode::PEER);
-    let tcp = TcpStream::connect(addr).unwrap();
-    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    b.build().connect("localhost", tcp).unwrap()
+    b.build()
 }
 
 /// The KMIP XML text of a KMIP 1.4 request of `batch` Query items (QueryOperations), each

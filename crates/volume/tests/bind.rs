@@ -4,8 +4,10 @@
 //! keyslot. Each volume is checked with cryptsetup afterwards: it must still read the
 //! header, and every passphrase that should open the volume must.
 
+mod common;
+
+use common::cryptsetup;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use volume::backend::FileBackend;
 use volume::convert::{self, Devices};
@@ -13,13 +15,6 @@ use volume::luks2::header;
 
 const SECRET: [u8; 32] = [0x5a; 32];
 const NEW: [u8; 32] = [0xa5; 32];
-
-fn cryptsetup(args: &[&str]) -> std::process::Output {
-    Command::new("cryptsetup")
-        .args(args)
-        .output()
-        .expect("cryptsetup is installed by scripts/setup-peers.sh")
-}
 
 /// A cryptsetup volume with `metadata` bytes of metadata, opened by `pass`.
 fn made_by_cryptsetup(dir: &Path, metadata: &str, pass: &Path) -> PathBuf {

@@ -10,9 +10,11 @@
 //! are written by hand for the rules between objects (references, overlapping areas,
 //! limits) and for the binary header.
 
+mod common;
+
+use common::cryptsetup;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use serde_json::{json, Value};
 use volume::backend::FileBackend;
@@ -66,13 +68,6 @@ struct Base {
     md: usize,
     bytes: Vec<u8>,
     json: Value,
-}
-
-fn cryptsetup(args: &[&str]) -> std::process::Output {
-    Command::new("cryptsetup")
-        .args(args)
-        .output()
-        .expect("cryptsetup is installed by scripts/setup-peers.sh")
 }
 
 /// `cryptsetup luksFormat` at metadata size `md`, pbkdf2 (fast), one keyslot, plus an

@@ -4,6 +4,9 @@
 //! cryptsetup's offline `reencrypt --encrypt` wrote. Device-mapper is absent here, so
 //! "open" means `--test-passphrase` and `--dump-volume-key`, which check the same things.
 
+mod common;
+
+use common::cryptsetup;
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -57,13 +60,6 @@ fn file_backend(p: &Path) -> FileBackend {
 
 fn backend(p: &Path) -> Arc<dyn BlockBackend> {
     Arc::new(file_backend(p))
-}
-
-fn cryptsetup(args: &[&str]) -> Output {
-    Command::new("cryptsetup")
-        .args(args)
-        .output()
-        .expect("cryptsetup is installed by scripts/setup-peers.sh")
 }
 
 /// Asserts that a cryptsetup run succeeded, showing what it wrote to stderr if not.

@@ -81,6 +81,22 @@ pub fn succeed(cmd: &mut Command) -> Output {
     out
 }
 
+/// Runs the atrest binary under test with `args`, whatever its outcome.
+#[allow(dead_code)]
+pub fn atrest(args: &[&str]) -> Output {
+    Command::new(kms::atrest_bin()).args(args).output().unwrap()
+}
+
+/// What a command printed, standard output then standard error.
+#[allow(dead_code)]
+pub fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
 /// Runs the atrest binary under test with `args` and asserts it succeeded.
 #[allow(dead_code)]
 pub fn atrest_ok(args: &[&str]) -> Output {
