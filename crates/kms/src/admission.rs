@@ -179,6 +179,9 @@ struct Table {
     conns: BTreeMap<u64, Conn>,
     next_id: u64,
     stopping: bool,
+    /// Newcomers waiting for a place: a client going idle is worth waking them for (and
+    /// only then: a notification is a system call, and this happens on every request).
+    queued: usize,
 }
 
 impl Table {
@@ -363,20 +366,25 @@ impl Admission {
             } else {
                 None
             };
-            let wake = match (stalled, idle) {
-                _ if !patient => match refusal {
+            if !patient {
+                match refusal {
                     Some(r) => return Err(r),
                     None => break,
-                },
-                (a, b) => [a, b, Some(queue_until)].into_iter().flatten().min(),
+                }
             }
-            .unwrap_or(queue_until);
+            // Until a connection will have stalled or idled long enough, or patience ends.
+            let wake = [stalled, idle]
+                .into_iter()
+                .flatten()
+                .fold(queue_until, Instant::min);
             // Woken early when a connection ends or moves on.
+            t.queued += 1;
             t = self
                 .changed
                 .wait_timeout(t, wake.saturating_duration_since(now))
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
+            t.queued -= 1;
         }
         let id = t.next_id;
         t.next_id += 1;
@@ -468,7 +476,7 @@ impl Ticket {
             }
             Phase::Authenticated { idle_since, .. } => {
                 *idle_since = (stage == Stage::AwaitingRequest).then(Instant::now);
-                if idle_since.is_some() {
+                if idle_since.is_some() && t.queued > 0 {
                     drop(t);
                     // A newcomer waiting for a place may take this one in `silent`.
                     self.adm.changed.notify_all();
@@ -505,8 +513,8 @@ impl Ticket {
     }
 
     /// A request authenticated: from now on the connection is a client's, and no deadline
-    /// takes its place (a newcomer only while it sits idle). False if it was cut before (its answer must not go out
-    /// on a socket the server has given up).
+    /// takes its place (a newcomer only while it sits idle). False if it was cut before
+    /// (its answer must not go out on a socket the server has given up).
     pub(crate) fn authenticated(&self) -> bool {
         let mut t = self.adm.lock();
         match t.conns.get_mut(&self.id) {

@@ -88,8 +88,9 @@ pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 /// in the socket, as with nbdkit's threads). A client that sends large writes without
 /// reading the replies to its reads can therefore fill both directions of the socket
 /// sooner than when a reader thread took in up to [`DEFAULT_MAX_IN_FLIGHT_BYTES`]; the
-/// write timeout ([`DEFAULT_WRITE_TIMEOUT`]) ends such a connection. Four keep both cores of the benchmark machine busy when the export
-/// spends CPU (decryption) and leave requests running while others wait on a disk.
+/// write timeout ([`DEFAULT_WRITE_TIMEOUT`]) ends such a connection. Four keep both cores
+/// of the benchmark machine busy when the export spends CPU (decryption) and leave
+/// requests running while others wait on a disk.
 /// Threads start on demand, and a lone quick request is served by the thread that read
 /// it without waking another, so a queue-depth-1 client costs no thread switch.
 pub const DEFAULT_WORKERS: usize = 4;

@@ -1,8 +1,9 @@
 //! Converting the data where it lies, one hot zone at a time: before a zone is rewritten,
 //! the checksums of its old content and a record are made durable in the journal
-//! (invariant 2 for data that does not move; `journal` says why checksums suffice). The journaled loop serves the deep rekey ([`super::rekey`]) and
-//! encrypt and decrypt with a detached header, whose data device has no room to move
-//! into; the journal lives on the header's device.
+//! (invariant 2 for data that does not move; `journal` says why checksums suffice). The
+//! journaled loop serves the deep rekey ([`super::rekey`]) and encrypt and decrypt with a
+//! detached header, whose data device has no room to move into; the journal lives on the
+//! header's device.
 
 use super::disk::{io, sync, write, zero};
 use super::pipeline::{forward_chunks, pipeline};
